@@ -1,0 +1,132 @@
+package nftrules
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Render returns the ruleset in nft syntax, as `nft list table` prints it
+// (modulo element ordering and line wrapping). Its output is accepted by
+// `nft -f`, and it is what --dump-format=nft prints.
+func (rs *Ruleset) Render() string {
+	var b strings.Builder
+	for _, f := range rs.SortedFamilies() {
+		rs.Tables[f].render(&b)
+	}
+	return b.String()
+}
+
+func (t *Table) render(b *strings.Builder) {
+	fmt.Fprintf(b, "table %s %s {\n", t.Family, t.Name)
+	for _, s := range t.SortedSets() {
+		s.render(b, t.Family)
+	}
+	for _, c := range t.SortedChains() {
+		c.render(b, t.Family)
+	}
+	b.WriteString("}\n")
+}
+
+func (s *Set) render(b *strings.Builder, f Family) {
+	kind := "set"
+	if s.IsMap() {
+		kind = "map"
+	}
+	fmt.Fprintf(b, "\t%s %s {\n\t\t%s\n", kind, s.Name, s.typeDecl(f))
+	if s.Comment != "" {
+		fmt.Fprintf(b, "\t\tcomment %q\n", s.Comment)
+	}
+	if len(s.Elements) > 0 {
+		els := s.SortedElements()
+		parts := make([]string, len(els))
+		for i, e := range els {
+			parts[i] = s.renderElement(e)
+		}
+		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(parts, ",\n\t\t\t     "))
+	}
+	b.WriteString("\t}\n")
+}
+
+// typeDecl is the "type ..." or "typeof ..." line of a set. Endpoint maps
+// are declared with typeof because their key (a numgen result) has no
+// named nft type.
+func (s *Set) typeDecl(f Family) string {
+	if len(s.Key) == 1 && s.Key[0] == TypeIndex {
+		return fmt.Sprintf("typeof numgen random mod 1 : %s daddr . %s dport", f, s.endpointProto())
+	}
+	decl := "type " + typeNames(s.Key)
+	switch {
+	case s.Verdict:
+		decl += " : verdict"
+	case len(s.Data) > 0:
+		decl += " : " + typeNames(s.Data)
+	}
+	return decl
+}
+
+// endpointProto recovers the protocol of an endpoint map from its name.
+func (s *Set) endpointProto() string {
+	return strings.TrimPrefix(s.Name, "endpoints-")
+}
+
+func typeNames(ts []Datatype) string {
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = t.String()
+	}
+	return strings.Join(parts, " . ")
+}
+
+func (t Datatype) String() string {
+	switch t {
+	case TypeIPv4Addr:
+		return "ipv4_addr"
+	case TypeIPv6Addr:
+		return "ipv6_addr"
+	case TypeInetProto:
+		return "inet_proto"
+	case TypeInetService:
+		return "inet_service"
+	case TypeIndex:
+		return "integer"
+	}
+	return fmt.Sprintf("type(%d)", int(t))
+}
+
+func (s *Set) renderElement(e Element) string {
+	key := renderTyped(e.Key, s.Key)
+	if !s.IsMap() {
+		return key
+	}
+	return key + " : " + s.renderValue(e)
+}
+
+func (s *Set) renderValue(e Element) string {
+	if e.Verdict != nil {
+		return e.Verdict.String()
+	}
+	return renderTyped(e.Data, s.Data)
+}
+
+func renderTyped(vs []Value, ts []Datatype) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		if i < len(ts) && ts[i] == TypeInetProto {
+			parts[i] = Protocol(v.Num).String()
+		} else {
+			parts[i] = v.String()
+		}
+	}
+	return strings.Join(parts, " . ")
+}
+
+func (c *Chain) render(b *strings.Builder, f Family) {
+	fmt.Fprintf(b, "\tchain %s {\n", c.Name)
+	if c.Base != nil {
+		fmt.Fprintf(b, "\t\ttype %s hook %s priority %d; policy accept;\n", c.Base.Type, c.Base.Hook, c.Base.Priority)
+	}
+	for _, r := range c.Rules {
+		fmt.Fprintf(b, "\t\t%s\n", r.Render(f))
+	}
+	b.WriteString("\t}\n")
+}

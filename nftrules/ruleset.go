@@ -1,0 +1,322 @@
+// Package nftrules turns the proxier's desired state into nftables objects
+// and keeps the kernel in step with it.
+//
+// The package has three layers, each usable on its own:
+//
+//   - Build: a pure function from a model.State to a Ruleset, the complete
+//     description of our tables (chains, rules, sets, maps and elements).
+//   - Diff: a pure function from two Rulesets (live, desired) to a
+//     Transaction, the minimal list of verbs that turns one into the other.
+//   - Reconciler: the only code that talks netlink. It reads our tables back
+//     into a Ruleset and applies a Transaction as one atomic batch.
+//
+// README.md in this directory documents the layout an admin sees in --dump.
+package nftrules
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Family is the nftables address family of a table. We use one table per
+// IP family (not one inet table) so that every set key has a single address
+// type and every rule a single address width; see README.md.
+type Family string
+
+const (
+	IPv4 Family = "ip"
+	IPv6 Family = "ip6"
+)
+
+// Families lists the families in the order we program them.
+var Families = []Family{IPv4, IPv6}
+
+// FamilyOf returns the table family an address belongs to.
+func FamilyOf(a netip.Addr) Family {
+	if a.Is4() || a.Is4In6() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// Ruleset is the complete description of everything nftproxy owns in the
+// kernel: one table per family.
+type Ruleset struct {
+	Tables map[Family]*Table
+}
+
+// NewRuleset returns an empty ruleset.
+func NewRuleset() *Ruleset { return &Ruleset{Tables: map[Family]*Table{}} }
+
+// Table returns the table of a family, creating it when missing.
+func (rs *Ruleset) Table(f Family) *Table {
+	t, ok := rs.Tables[f]
+	if !ok {
+		t = &Table{Family: f, Name: TableName, Chains: map[string]*Chain{}, Sets: map[string]*Set{}}
+		rs.Tables[f] = t
+	}
+	return t
+}
+
+// SortedFamilies returns the families present, in a stable order.
+func (rs *Ruleset) SortedFamilies() []Family {
+	var out []Family
+	for _, f := range Families {
+		if _, ok := rs.Tables[f]; ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Table is one nftables table of ours.
+type Table struct {
+	Family Family
+	Name   string
+	Chains map[string]*Chain
+	Sets   map[string]*Set
+}
+
+// Chain returns the named chain, creating an empty regular chain if missing.
+func (t *Table) Chain(name string) *Chain {
+	c, ok := t.Chains[name]
+	if !ok {
+		c = &Chain{Name: name}
+		t.Chains[name] = c
+	}
+	return c
+}
+
+// SortedChains returns base chains first (in hook order), then regular chains
+// by name: the order the dump and the nft rendering use.
+func (t *Table) SortedChains() []*Chain {
+	out := make([]*Chain, 0, len(t.Chains))
+	for _, c := range t.Chains {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if (a.Base != nil) != (b.Base != nil) {
+			return a.Base != nil
+		}
+		return a.Name < b.Name
+	})
+	return out
+}
+
+// SortedSets returns the sets by name.
+func (t *Table) SortedSets() []*Set {
+	out := make([]*Set, 0, len(t.Sets))
+	for _, s := range t.Sets {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Chain is a chain and its rules. Base chains carry a hook.
+type Chain struct {
+	Name  string
+	Base  *BaseChain
+	Rules []Rule
+}
+
+// Add appends a rule made of the given statements.
+func (c *Chain) Add(stmts ...Stmt) { c.Rules = append(c.Rules, Rule{Stmts: stmts}) }
+
+// BaseChain is the hook attachment of a base chain.
+type BaseChain struct {
+	Type     ChainType
+	Hook     Hook
+	Priority int
+}
+
+// ChainType is the nftables chain type.
+type ChainType string
+
+const (
+	FilterChain ChainType = "filter"
+	NATChain    ChainType = "nat"
+)
+
+// Hook is a netfilter hook.
+type Hook string
+
+const (
+	Prerouting  Hook = "prerouting"
+	Input       Hook = "input"
+	Forward     Hook = "forward"
+	Output      Hook = "output"
+	Postrouting Hook = "postrouting"
+)
+
+// Rule is an ordered list of statements; the rule's identity (for diffing
+// and for reading back) is its nft rendering.
+type Rule struct {
+	Stmts []Stmt
+}
+
+// Render returns the rule in nft syntax for a table of family f.
+func (r Rule) Render(f Family) string {
+	parts := make([]string, len(r.Stmts))
+	for i, s := range r.Stmts {
+		parts[i] = s.Render(f)
+	}
+	return strings.Join(parts, " ")
+}
+
+// Set is a named set or map. Elements are keyed by the rendering of their
+// key so that two sets can be compared element by element.
+type Set struct {
+	Name string
+	// Key lists the fields of the (possibly concatenated) key.
+	Key []Datatype
+	// Data lists the fields of a data map's value; nil for sets and vmaps.
+	Data []Datatype
+	// Verdict marks a verdict map.
+	Verdict bool
+	// Comment is shown by nft next to the set.
+	Comment  string
+	Elements map[string]Element
+}
+
+// IsMap reports whether the set maps keys to data or verdicts.
+func (s *Set) IsMap() bool { return s.Verdict || len(s.Data) > 0 }
+
+// Put adds (or replaces) an element.
+func (s *Set) Put(e Element) {
+	if s.Elements == nil {
+		s.Elements = map[string]Element{}
+	}
+	s.Elements[e.KeyString()] = e
+}
+
+// SortedElements returns the elements ordered by key rendering.
+func (s *Set) SortedElements() []Element {
+	keys := make([]string, 0, len(s.Elements))
+	for k := range s.Elements {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]Element, len(keys))
+	for i, k := range keys {
+		out[i] = s.Elements[k]
+	}
+	return out
+}
+
+// SameShape reports whether two sets have the same type (so that one can be
+// updated into the other element by element instead of being recreated).
+func (s *Set) SameShape(o *Set) bool {
+	return s.Name == o.Name && s.Verdict == o.Verdict && s.Comment == o.Comment &&
+		datatypesEqual(s.Key, o.Key) && datatypesEqual(s.Data, o.Data)
+}
+
+func datatypesEqual(a, b []Datatype) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Datatype is the type of one field of a set key or map value.
+type Datatype int
+
+const (
+	TypeIPv4Addr Datatype = iota + 1
+	TypeIPv6Addr
+	TypeInetProto
+	TypeInetService
+	// TypeIndex is the 32-bit host-endian integer produced by numgen: the
+	// key of the endpoint maps.
+	TypeIndex
+)
+
+// AddrType returns the address datatype of a family.
+func AddrType(f Family) Datatype {
+	if f == IPv6 {
+		return TypeIPv6Addr
+	}
+	return TypeIPv4Addr
+}
+
+// Value is one field of an element: an address, or a number (protocol,
+// port, index) according to the set's Datatype for that field.
+type Value struct {
+	Addr netip.Addr
+	Num  uint32
+}
+
+// AddrValue and NumValue build Values.
+func AddrValue(a netip.Addr) Value { return Value{Addr: a} }
+func NumValue(n uint32) Value      { return Value{Num: n} }
+
+func (v Value) String() string {
+	if v.Addr.IsValid() {
+		return v.Addr.String()
+	}
+	return fmt.Sprint(v.Num)
+}
+
+// Element is a set element or map entry.
+type Element struct {
+	Key     []Value
+	Data    []Value  // data maps
+	Verdict *Verdict // verdict maps
+}
+
+// KeyString renders the key the way nft prints it (fields joined by " . ").
+func (e Element) KeyString() string { return joinValues(e.Key) }
+
+// ValueString renders the data or verdict of a map element.
+func (e Element) ValueString() string {
+	if e.Verdict != nil {
+		return e.Verdict.String()
+	}
+	return joinValues(e.Data)
+}
+
+func joinValues(vs []Value) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.String()
+	}
+	return strings.Join(parts, " . ")
+}
+
+// Equal reports whether two elements have the same key and value.
+func (e Element) Equal(o Element) bool {
+	return e.KeyString() == o.KeyString() && e.ValueString() == o.ValueString() &&
+		(e.Verdict == nil) == (o.Verdict == nil)
+}
+
+// VerdictKind is what a verdict does.
+type VerdictKind string
+
+const (
+	Accept VerdictKind = "accept"
+	Drop   VerdictKind = "drop"
+	Return VerdictKind = "return"
+	Jump   VerdictKind = "jump"
+	Goto   VerdictKind = "goto"
+)
+
+// Verdict is a verdict, with a target chain for jump and goto.
+type Verdict struct {
+	Kind  VerdictKind
+	Chain string
+}
+
+func (v Verdict) String() string {
+	if v.Chain != "" {
+		return string(v.Kind) + " " + v.Chain
+	}
+	return string(v.Kind)
+}

@@ -1,0 +1,121 @@
+// Package model is the desired state of one node's proxy: plain data built
+// from Services, EndpointSlices and the Node, with no kernel or API client in
+// sight. nftrules.Build turns a State into a ruleset.
+package model
+
+import (
+	"fmt"
+	"net/netip"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// State is everything the ruleset of one node is built from.
+type State struct {
+	// NodeName is this node's name (--hostname-override or the host name).
+	NodeName string
+	// NodeZone is the node's topology.kubernetes.io/zone label.
+	NodeZone string
+	// NodeIPs are the node's InternalIPs (both families when present).
+	NodeIPs []netip.Addr
+	// ClusterCIDRs are the pod ranges (--cluster-cidr); traffic to a
+	// ClusterIP from outside them is masqueraded. Empty: no such masquerade.
+	ClusterCIDRs []netip.Prefix
+	// MasqueradeAll masquerades all traffic to Services (--masquerade-all).
+	MasqueradeAll bool
+	// Services are the service ports to program, sorted by Name.
+	Services []*ServicePort
+}
+
+// ServicePortName identifies one port of one Service.
+type ServicePortName struct {
+	types.NamespacedName
+	Port     string // the port's name; empty for single-port Services
+	Protocol v1.Protocol
+}
+
+func (n ServicePortName) String() string {
+	return fmt.Sprintf("%s/%s/%s/%s", n.Namespace, n.Name, protoLower(n.Protocol), n.Port)
+}
+
+// Less orders service port names (namespace, name, port name, protocol).
+func (n ServicePortName) Less(o ServicePortName) bool {
+	if n.Namespace != o.Namespace {
+		return n.Namespace < o.Namespace
+	}
+	if n.Name != o.Name {
+		return n.Name < o.Name
+	}
+	if n.Port != o.Port {
+		return n.Port < o.Port
+	}
+	return n.Protocol < o.Protocol
+}
+
+func protoLower(p v1.Protocol) string {
+	switch p {
+	case v1.ProtocolTCP:
+		return "tcp"
+	case v1.ProtocolUDP:
+		return "udp"
+	case v1.ProtocolSCTP:
+		return "sctp"
+	}
+	return string(p)
+}
+
+// ServicePort is one port of a Service with everything needed to program it.
+type ServicePort struct {
+	Name ServicePortName
+	// ID is a small integer, stable for the life of the service port in this
+	// proxy process, assigned by the proxier. It places the service port's
+	// endpoints in the shared endpoint maps (see nftrules/README.md).
+	ID uint32
+
+	// ClusterIPs holds the Service's cluster IPs (one per family).
+	ClusterIPs []netip.Addr
+	Port       uint16
+	Protocol   v1.Protocol
+
+	// SessionAffinityClientIP and AffinityTimeoutSeconds mirror
+	// spec.sessionAffinity and its timeout (default 10800 s).
+	SessionAffinityClientIP bool
+	AffinityTimeoutSeconds  int32
+
+	// NodePort is spec.ports[].nodePort (0 when none).
+	NodePort uint16
+	// ExternalIPs are spec.externalIPs; LoadBalancerIPs the VIP-mode
+	// status.loadBalancer.ingress IPs; SourceRanges loadBalancerSourceRanges.
+	ExternalIPs     []netip.Addr
+	LoadBalancerIPs []netip.Addr
+	SourceRanges    []netip.Prefix
+	// ExternalPolicyLocal and InternalPolicyLocal are the traffic policies.
+	ExternalPolicyLocal bool
+	InternalPolicyLocal bool
+	// HealthCheckNodePort is spec.healthCheckNodePort (0 when none).
+	HealthCheckNodePort uint16
+
+	// Endpoints are merged from all EndpointSlices of the Service,
+	// de-duplicated by address and port, sorted by address then port.
+	Endpoints []Endpoint
+}
+
+// Endpoint is one backend of a service port.
+type Endpoint struct {
+	Addr        netip.Addr
+	Port        uint16
+	Ready       bool
+	Serving     bool
+	Terminating bool
+	NodeName    string
+	Zone        string
+	ZoneHints   []string
+	NodeHints   []string
+}
+
+// AddrPort returns the endpoint's address and port.
+func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, e.Port) }
+
+// IsLocal reports whether the endpoint runs on the given node.
+func (e Endpoint) IsLocal(node string) bool { return node != "" && e.NodeName == node }

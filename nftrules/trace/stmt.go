@@ -1,0 +1,244 @@
+package trace
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/nftproxy/nftproxy/nftrules"
+)
+
+// control is how evaluation goes on after a statement.
+type control int
+
+const (
+	next    control = iota // go on with the rule's next statement
+	noMatch                // the rule does not match: go to the next rule
+	verdict                // apply result.verdict
+	nat                    // NAT set up: the packet is accepted for this base chain
+	reject                 // the packet is rejected
+)
+
+// result is one possible outcome of a statement: the packet state after it
+// and how evaluation continues. effect explains it for the trace.
+type result struct {
+	pkt     state
+	ctl     control
+	verdict nftrules.Verdict
+	effect  string
+}
+
+// exec evaluates statement i of rule for th and returns its possible
+// results: exactly one, except for statements that make a random choice.
+//
+// This switch is the tracer's whole knowledge of statement semantics: a new
+// statement kind is a new case here.
+func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error) {
+	p := th.pkt
+	f := e.family()
+	match := func(ok bool, why string) ([]result, error) {
+		if ok {
+			return []result{{pkt: p, ctl: next}}, nil
+		}
+		return []result{{pkt: p, ctl: noMatch, effect: why}}, nil
+	}
+	act := func(effect string) ([]result, error) {
+		return []result{{pkt: p, ctl: next, effect: effect}}, nil
+	}
+
+	switch s := rule.Stmts[i].(type) {
+	case nftrules.MatchL4Proto:
+		return match(p.proto == s.Proto, "l4proto is "+p.proto.String())
+
+	case nftrules.MatchPrefix:
+		a, err := e.addrField(p, s.Field)
+		if err != nil {
+			return nil, err
+		}
+		if nftrules.FamilyOf(s.Prefix.Addr()) != f {
+			return nil, fmt.Errorf("prefix %s in a table of family %s", s.Prefix, f)
+		}
+		in := s.Prefix.Contains(a)
+		why := fmt.Sprintf("%s is %s, in %s", s.Field.Render(f), a, s.Prefix)
+		if !in {
+			why = fmt.Sprintf("%s is %s, not in %s", s.Field.Render(f), a, s.Prefix)
+		}
+		return match(in != s.Negate, why)
+
+	case nftrules.MatchCtStateNew:
+		return match(true, "") // we trace the first packet of a connection
+
+	case nftrules.MatchCtStatusDNAT:
+		return match(p.dnat, "connection not DNATed")
+
+	case nftrules.MatchMarkUnset:
+		return match(p.mark&s.Bits == 0, fmt.Sprintf("mark is 0x%x", p.mark))
+
+	case nftrules.SetMarkBits:
+		p.mark |= s.Bits
+		return act(fmt.Sprintf("mark |= 0x%x (now 0x%x)", s.Bits, p.mark))
+
+	case nftrules.ClearMarkBits:
+		p.mark ^= s.Bits
+		return act(fmt.Sprintf("mark ^= 0x%x (now 0x%x)", s.Bits, p.mark))
+
+	case nftrules.SetLookup:
+		set, key, err := e.lookupKey(p, s.Fields, s.Set)
+		if err != nil {
+			return nil, err
+		}
+		if set.IsMap() {
+			return nil, fmt.Errorf("set lookup in map @%s", s.Set)
+		}
+		_, ok := set.Elements[key.KeyString()]
+		return match(ok, fmt.Sprintf("%s not in @%s", keyText(set, key), s.Set))
+
+	case nftrules.VmapLookup:
+		set, key, err := e.lookupKey(p, s.Fields, s.Map)
+		if err != nil {
+			return nil, err
+		}
+		if !set.Verdict {
+			return nil, fmt.Errorf("vmap lookup in @%s, which is not a verdict map", s.Map)
+		}
+		el, ok := set.Elements[key.KeyString()]
+		if !ok {
+			return match(false, fmt.Sprintf("%s not in @%s", keyText(set, key), s.Map))
+		}
+		if el.Verdict == nil {
+			return nil, fmt.Errorf("element %s of @%s has no verdict", key.KeyString(), s.Map)
+		}
+		return []result{{pkt: p, ctl: verdict, verdict: *el.Verdict,
+			effect: fmt.Sprintf("%s in @%s: %s", keyText(set, key), s.Map, el.Verdict)}}, nil
+
+	case nftrules.DNATToEndpoint:
+		return e.dnat(th, rule, i, s)
+
+	case nftrules.Masquerade:
+		if e.hook(th) != nftrules.Postrouting {
+			return nil, fmt.Errorf("masquerade reached from hook %s", e.hook(th))
+		}
+		p.masq = true
+		return []result{{pkt: p, ctl: nat, effect: "masquerade"}}, nil
+
+	case nftrules.Reject:
+		return []result{{pkt: p, ctl: reject, effect: "reject"}}, nil
+
+	case nftrules.Counter:
+		return act("")
+
+	case nftrules.VerdictStmt:
+		return []result{{pkt: p, ctl: verdict, verdict: s.Verdict}}, nil
+	}
+	return nil, fmt.Errorf("statement %d: unsupported statement type %T", i, rule.Stmts[i])
+}
+
+// dnat expands "dnat to numgen random mod N offset B map @m" into one
+// result per entry B..B+N-1 of the endpoint map.
+func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATToEndpoint) ([]result, error) {
+	if h := e.hook(th); h != nftrules.Prerouting && h != nftrules.Output {
+		return nil, fmt.Errorf("dnat reached from hook %s", h)
+	}
+	if !hasL4ProtoMatch(rule.Stmts[:i]) {
+		return nil, fmt.Errorf("dnat to a port without a preceding meta l4proto match")
+	}
+	if s.Count == 0 {
+		return nil, fmt.Errorf("dnat with numgen mod 0")
+	}
+	m, ok := e.table.Sets[s.Map]
+	if !ok {
+		return nil, fmt.Errorf("dnat map @%s does not exist", s.Map)
+	}
+	want := []nftrules.Datatype{nftrules.AddrType(e.family()), nftrules.TypeInetService}
+	if len(m.Key) != 1 || m.Key[0] != nftrules.TypeIndex || !slices.Equal(m.Data, want) {
+		return nil, fmt.Errorf("dnat map @%s has type %v : %v, want [integer] : %v", s.Map, m.Key, m.Data, want)
+	}
+	out := make([]result, 0, s.Count)
+	for k := s.Offset; k-s.Offset < s.Count; k++ {
+		key := nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(k)}}.KeyString()
+		el, ok := m.Elements[key]
+		if !ok {
+			return nil, fmt.Errorf("endpoint map @%s has no entry %d (want %d..%d)", s.Map, k, s.Offset, s.Offset+s.Count-1)
+		}
+		if len(el.Data) != 2 || nftrules.FamilyOf(el.Data[0].Addr) != e.family() || el.Data[1].Num > 0xffff {
+			return nil, fmt.Errorf("endpoint map @%s entry %d has bad value %q", s.Map, k, el.ValueString())
+		}
+		p := th.pkt
+		p.dst, p.dport, p.dnat = el.Data[0].Addr, uint16(el.Data[1].Num), true
+		to := netip.AddrPortFrom(p.dst, p.dport)
+		out = append(out, result{pkt: p, ctl: nat,
+			effect: fmt.Sprintf("dnat to %s (entry %d, %d of %d)", to, k, k-s.Offset+1, s.Count)})
+	}
+	return out, nil
+}
+
+func hasL4ProtoMatch(stmts []nftrules.Stmt) bool {
+	for _, s := range stmts {
+		if _, ok := s.(nftrules.MatchL4Proto); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// addrField returns the packet's address for an address field.
+func (e *evaluator) addrField(p state, fl nftrules.Field) (netip.Addr, error) {
+	switch fl {
+	case nftrules.FieldSaddr:
+		return p.src, nil
+	case nftrules.FieldDaddr:
+		return p.dst, nil
+	}
+	return netip.Addr{}, fmt.Errorf("%s is not an address field", fl.Render(e.family()))
+}
+
+// fieldValue returns the value and datatype of a field of the packet.
+func (e *evaluator) fieldValue(p state, fl nftrules.Field) (nftrules.Value, nftrules.Datatype, error) {
+	switch fl {
+	case nftrules.FieldSaddr, nftrules.FieldDaddr:
+		a, err := e.addrField(p, fl)
+		return nftrules.AddrValue(a), nftrules.AddrType(e.family()), err
+	case nftrules.FieldL4Proto:
+		return nftrules.NumValue(uint32(p.proto)), nftrules.TypeInetProto, nil
+	case nftrules.FieldDport:
+		return nftrules.NumValue(uint32(p.dport)), nftrules.TypeInetService, nil
+	}
+	return nftrules.Value{}, 0, fmt.Errorf("unknown field %s", fl.Render(e.family()))
+}
+
+// lookupKey finds a set and builds the packet's key for it, checking that
+// the fields have the set's key types.
+func (e *evaluator) lookupKey(p state, fields []nftrules.Field, name string) (*nftrules.Set, nftrules.Element, error) {
+	set, ok := e.table.Sets[name]
+	if !ok {
+		return nil, nftrules.Element{}, fmt.Errorf("set @%s does not exist", name)
+	}
+	if len(fields) != len(set.Key) {
+		return nil, nftrules.Element{}, fmt.Errorf("lookup of %d fields in @%s, whose key has %d", len(fields), name, len(set.Key))
+	}
+	key := nftrules.Element{Key: make([]nftrules.Value, len(fields))}
+	for i, fl := range fields {
+		v, t, err := e.fieldValue(p, fl)
+		if err != nil {
+			return nil, nftrules.Element{}, err
+		}
+		if t != set.Key[i] {
+			return nil, nftrules.Element{}, fmt.Errorf("field %s has type %s, key field %d of @%s has type %s", fl.Render(e.family()), t, i, name, set.Key[i])
+		}
+		key.Key[i] = v
+	}
+	return set, key, nil
+}
+
+// keyText renders a lookup key as nft prints it (protocols by name).
+func keyText(set *nftrules.Set, key nftrules.Element) string {
+	parts := make([]string, len(key.Key))
+	for i, v := range key.Key {
+		parts[i] = v.String()
+		if set.Key[i] == nftrules.TypeInetProto {
+			parts[i] = nftrules.Protocol(v.Num).String()
+		}
+	}
+	return strings.Join(parts, " . ")
+}

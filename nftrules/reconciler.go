@@ -2,7 +2,15 @@ package nftrules
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // Options configure a Reconciler.
@@ -12,20 +20,27 @@ type Options struct {
 	NetNSFd int
 }
 
-// SyncResult describes one applied transaction.
+// SyncResult describes one sync.
 type SyncResult struct {
 	// Full is true when live state was read from the kernel for this sync.
 	Full bool
-	// Ops counts the verbs in the transaction (0: nothing to do).
-	Ops int
-	// Messages counts the netlink messages sent.
+	// Objects counts the kernel objects the transaction touched (0: the
+	// kernel already matched).
+	Objects int
+	// Messages counts the netlink messages of the batch.
 	Messages int
 }
 
 // Reconciler keeps our tables in the kernel equal to a desired Ruleset.
-// It is the only code in nftproxy that talks to nftables.
+// It is the only code in nftproxy that changes nftables.
 type Reconciler struct {
 	opts Options
+
+	mu sync.Mutex
+	// applied is the ruleset of the last committed transaction; between full
+	// syncs it stands in for the live state (reading every rule back is
+	// slow). nil forces the next sync to read the kernel.
+	applied *Ruleset
 }
 
 // NewReconciler returns a reconciler for the namespace in opts.
@@ -33,18 +48,136 @@ func NewReconciler(opts Options) (*Reconciler, error) {
 	return &Reconciler{opts: opts}, nil
 }
 
+// Socket buffers for the batch socket. google/nftables asks for an ACK per
+// message; a cold sync of 10k Services is tens of thousands of messages, and
+// with default buffers the send fails ("message too long") or the ACKs
+// overflow the receive queue (ENOBUFS) after the kernel has committed.
+const batchSocketBuffer = 256 << 20
+
+func forceBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, batchSocketBuffer); e != nil {
+				serr = fmt.Errorf("setsockopt %d: %w", opt, e)
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (r *Reconciler) conn() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(forceBuffers)}
+	if r.opts.NetNSFd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(r.opts.NetNSFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables connection: %w", err)
+	}
+	return c, nil
+}
+
+// Invalidate forgets the last applied state, so the next Sync reads the
+// kernel.
+func (r *Reconciler) Invalidate() {
+	r.mu.Lock()
+	r.applied = nil
+	r.mu.Unlock()
+}
+
 // Sync makes the kernel match desired in one atomic transaction. With full
-// set (or when no transaction has been applied yet) it first reads our
-// tables back from the kernel; otherwise the last applied ruleset stands in
-// for the live state.
+// set (or when the last applied state is unknown) it first reads our tables
+// back from the kernel, repairing any drift; otherwise the last applied
+// ruleset stands in for the live state.
 func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (SyncResult, error) {
-	return SyncResult{}, fmt.Errorf("not implemented yet")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := SyncResult{Full: full || r.applied == nil}
+	live := r.applied
+	if res.Full {
+		var err error
+		if live, err = r.readLive(); err != nil {
+			return res, fmt.Errorf("read live ruleset: %w", err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	tx := Diff(live, desired)
+	res.Objects = tx.Objects()
+	if tx.Empty() {
+		r.applied = desired
+		return res, nil
+	}
+	msgs, err := r.apply(tx)
+	res.Messages = msgs
+	if err != nil {
+		r.applied = nil
+		if errors.Is(err, errNotSent) {
+			return res, err
+		}
+		// The kernel may have committed the batch even though reading the
+		// ACKs failed (ENOBUFS): look before deciding.
+		if committed, rerr := r.matches(desired); rerr == nil && committed {
+			klog.InfoS("nftables batch reported an error but is committed", "err", err)
+			r.applied = desired
+			return res, nil
+		}
+		return res, fmt.Errorf("apply transaction of %d objects: %w", res.Objects, err)
+	}
+	r.applied = desired
+	return res, nil
+}
+
+func (r *Reconciler) matches(desired *Ruleset) (bool, error) {
+	live, err := r.readLive()
+	if err != nil {
+		return false, err
+	}
+	return Diff(live, desired).Empty(), nil
 }
 
 // ReadLive reads our tables back from the kernel.
 func (r *Reconciler) ReadLive() (*Ruleset, error) {
-	return nil, fmt.Errorf("not implemented yet")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.readLive()
 }
 
-// Close releases the netlink connection.
+// Close releases resources. Rules stay in the kernel.
 func (r *Reconciler) Close() error { return nil }
+
+// Cleanup deletes our tables (both families) and nothing else. It is
+// idempotent: missing tables are not an error.
+func (r *Reconciler) Cleanup() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applied = nil
+	live, err := r.readLive()
+	if err != nil {
+		return err
+	}
+	if len(live.Tables) == 0 {
+		return nil
+	}
+	c, err := r.conn()
+	if err != nil {
+		return err
+	}
+	for _, f := range live.SortedFamilies() {
+		c.DelTable(nlTable(f))
+	}
+	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete tables: %w", err)
+	}
+	return nil
+}

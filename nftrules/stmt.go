@@ -201,3 +201,11 @@ func (p Protocol) String() string {
 	}
 	return fmt.Sprint(uint8(p))
 }
+
+// Opaque is a rule read back from the kernel, known only by the text we
+// stored in its user data (or a placeholder for a rule that is not ours).
+// It only ever appears in live rulesets: comparing it with a built rule's
+// rendering tells whether the chain must be rewritten.
+type Opaque struct{ Text string }
+
+func (s Opaque) Render(Family) string { return s.Text }

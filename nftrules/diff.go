@@ -1,0 +1,276 @@
+package nftrules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+)
+
+// OpKind is a verb of a transaction.
+type OpKind int
+
+const (
+	OpAddTable OpKind = iota + 1
+	OpDelTable
+	OpAddSet
+	OpAddChain
+	OpFlushChain
+	OpAddRule
+	OpDelElements
+	OpAddElements
+	OpDelChain
+)
+
+var opNames = map[OpKind]string{
+	OpAddTable: "add table", OpDelTable: "delete table", OpAddSet: "add set",
+	OpAddChain: "add chain", OpFlushChain: "flush chain", OpAddRule: "add rule",
+	OpDelElements: "delete elements", OpAddElements: "add elements", OpDelChain: "delete chain",
+}
+
+func (k OpKind) String() string { return opNames[k] }
+
+// Op is one verb of a transaction on one table.
+type Op struct {
+	Kind     OpKind
+	Family   Family
+	Chain    *Chain    // add/flush/delete chain; the chain a rule is added to
+	Rule     *Rule     // add rule
+	Set      *Set      // add set; the set elements belong to
+	Elements []Element // add/delete elements
+}
+
+// Transaction is an ordered list of verbs applied atomically. The order is
+// the one the kernel needs within one batch: tables, sets, chains, rules,
+// element deletions before additions (a changed element is deleted and
+// re-added), and chain deletions last, after every reference to them (map
+// elements, jump rules) has been removed earlier in the same batch.
+type Transaction struct {
+	Ops []Op
+}
+
+// Empty reports whether the transaction does nothing.
+func (tx *Transaction) Empty() bool { return len(tx.Ops) == 0 }
+
+// Objects counts the kernel objects the transaction touches: every op
+// counts one, except element ops which count their elements.
+func (tx *Transaction) Objects() int {
+	n := 0
+	for _, op := range tx.Ops {
+		if op.Kind == OpAddElements || op.Kind == OpDelElements {
+			n += len(op.Elements)
+		} else {
+			n++
+		}
+	}
+	return n
+}
+
+// Count returns how many ops of a kind the transaction holds.
+func (tx *Transaction) Count(k OpKind) int {
+	n := 0
+	for _, op := range tx.Ops {
+		if op.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+// Diff returns the minimal transaction that turns live into desired. Live
+// may be nil or partial (nothing programmed yet). Only our tables are ever
+// named in the result.
+//
+// Sets and base chains are compared by shape; if one of them differs (a new
+// nftproxy version changed the layout) the family's table is deleted and
+// rebuilt within the same transaction, so traffic never sees a half-built
+// table. Otherwise elements are diffed one by one and a regular chain whose
+// rules differ is flushed and refilled.
+func Diff(live, desired *Ruleset) *Transaction {
+	tx := &Transaction{}
+	var tail []Op // chain deletions go last
+	for _, f := range desired.SortedFamilies() {
+		want := desired.Tables[f]
+		var have *Table
+		if live != nil {
+			have = live.Tables[f]
+		}
+		if have != nil && !sameSkeleton(have, want) {
+			tx.Ops = append(tx.Ops, Op{Kind: OpDelTable, Family: f})
+			have = nil
+		}
+		if have == nil {
+			have = &Table{Family: f, Name: want.Name, Chains: map[string]*Chain{}, Sets: map[string]*Set{}}
+			tx.Ops = append(tx.Ops, Op{Kind: OpAddTable, Family: f})
+			for _, s := range want.SortedSets() {
+				tx.Ops = append(tx.Ops, Op{Kind: OpAddSet, Family: f, Set: s})
+			}
+		}
+		tail = append(tail, diffTable(tx, have, want)...)
+	}
+	if live != nil {
+		for _, f := range live.SortedFamilies() {
+			if _, ok := desired.Tables[f]; !ok {
+				tx.Ops = append(tx.Ops, Op{Kind: OpDelTable, Family: f})
+			}
+		}
+	}
+	tx.Ops = append(tx.Ops, tail...)
+	sort.SliceStable(tx.Ops, func(i, j int) bool { return phase(tx.Ops[i].Kind) < phase(tx.Ops[j].Kind) })
+	return tx
+}
+
+// phase orders ops across tables; ops of one phase keep their order.
+func phase(k OpKind) int {
+	switch k {
+	case OpDelTable:
+		return 0
+	case OpAddTable:
+		return 1
+	case OpAddSet:
+		return 2
+	case OpAddChain:
+		return 3
+	case OpFlushChain, OpAddRule:
+		return 4
+	case OpDelElements:
+		return 5
+	case OpAddElements:
+		return 6
+	}
+	return 7 // OpDelChain
+}
+
+// sameSkeleton reports whether two tables have the same sets (by shape) and
+// the same base chains (by hook), i.e. can be updated in place.
+func sameSkeleton(have, want *Table) bool {
+	if len(have.Sets) != len(want.Sets) {
+		return false
+	}
+	for name, ws := range want.Sets {
+		hs, ok := have.Sets[name]
+		if !ok || !hs.SameShape(ws) {
+			return false
+		}
+	}
+	for name, wc := range want.Chains {
+		hc, ok := have.Chains[name]
+		if !ok {
+			if wc.Base != nil {
+				return false
+			}
+			continue
+		}
+		if (hc.Base == nil) != (wc.Base == nil) || (hc.Base != nil && *hc.Base != *wc.Base) {
+			return false
+		}
+	}
+	for name, hc := range have.Chains {
+		if _, ok := want.Chains[name]; !ok && hc.Base != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// diffTable appends chain, rule and element ops to tx and returns the chain
+// deletions, which must come after everything else.
+func diffTable(tx *Transaction, have, want *Table) []Op {
+	f := want.Family
+	for _, wc := range want.SortedChains() {
+		hc, exists := have.Chains[wc.Name]
+		if exists && sameRules(f, hc, wc) {
+			continue
+		}
+		if exists {
+			tx.Ops = append(tx.Ops, Op{Kind: OpFlushChain, Family: f, Chain: wc})
+		} else {
+			tx.Ops = append(tx.Ops, Op{Kind: OpAddChain, Family: f, Chain: wc})
+		}
+		for i := range wc.Rules {
+			tx.Ops = append(tx.Ops, Op{Kind: OpAddRule, Family: f, Chain: wc, Rule: &wc.Rules[i]})
+		}
+	}
+	for _, ws := range want.SortedSets() {
+		var hs *Set
+		if have != nil {
+			hs = have.Sets[ws.Name]
+		}
+		add, del := diffElements(hs, ws)
+		if len(del) > 0 {
+			tx.Ops = append(tx.Ops, Op{Kind: OpDelElements, Family: f, Set: ws, Elements: del})
+		}
+		if len(add) > 0 {
+			tx.Ops = append(tx.Ops, Op{Kind: OpAddElements, Family: f, Set: ws, Elements: add})
+		}
+	}
+	var dels []Op
+	for _, hc := range have.SortedChains() {
+		if _, ok := want.Chains[hc.Name]; !ok {
+			// Flush first: a chain with rules cannot be deleted.
+			dels = append(dels, Op{Kind: OpFlushChain, Family: f, Chain: hc}, Op{Kind: OpDelChain, Family: f, Chain: hc})
+		}
+	}
+	return dels
+}
+
+// maxIdentityText bounds the identity kept in a rule's user data (the
+// kernel allows 256 bytes of user data; one TLV holds at most 255).
+const maxIdentityText = 240
+
+// ruleIdentity is what identifies a rule in the kernel: its nft text, or a
+// hash of it when the text is too long for the rule's user data.
+func ruleIdentity(f Family, r Rule) string {
+	text := r.Render(f)
+	if len(text) <= maxIdentityText {
+		return text
+	}
+	sum := sha256.Sum256([]byte(text))
+	return "sha256:" + hex.EncodeToString(sum[:16])
+}
+
+func sameRules(f Family, a, b *Chain) bool {
+	if len(a.Rules) != len(b.Rules) {
+		return false
+	}
+	for i := range a.Rules {
+		if ruleIdentity(f, a.Rules[i]) != ruleIdentity(f, b.Rules[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// diffElements returns the elements to add to and delete from have so that
+// it equals want. An element whose value changed is in both lists.
+func diffElements(have, want *Set) (add, del []Element) {
+	var haveEls map[string]Element
+	if have != nil {
+		haveEls = have.Elements
+	}
+	for _, k := range sortedKeys(want.Elements) {
+		w := want.Elements[k]
+		h, ok := haveEls[k]
+		if ok && h.Equal(w) {
+			continue
+		}
+		if ok {
+			del = append(del, h)
+		}
+		add = append(add, w)
+	}
+	for _, k := range sortedKeys(haveEls) {
+		if _, ok := want.Elements[k]; !ok {
+			del = append(del, haveEls[k])
+		}
+	}
+	return add, del
+}
+
+func sortedKeys(m map[string]Element) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,113 @@
+package nftrules_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nftproxy/nftproxy/e2e/netkit"
+)
+
+// The kernel tests build a small routed "node" out of network namespaces:
+//
+//	client (192.168.50.2, fd50::2) ── node (192.168.50.1, fd50::1) ─┬─ pod0 (10.244.1.10, fd44::10)
+//	                                                                 ├─ pod1 (10.244.1.11, fd44::11)
+//	                                                                 └─ pod2 (10.244.1.12, fd44::12)
+//
+// Pods are routed /32 (/128) veths behind the node (gateway 10.244.1.1 /
+// fd44::1 on every node-side veth). The client sits outside the cluster
+// CIDR 10.244.0.0/16 / fd44::/64. The node's default route points at the
+// client, which does not forward: a packet no rule catches dies in the lab.
+const nsPrefix = "nftk-"
+
+var (
+	clusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd44::/64")}
+	nodeAddr4    = netip.MustParseAddr("192.168.50.1")
+	nodeAddr6    = netip.MustParseAddr("fd50::1")
+	clientAddr4  = netip.MustParseAddr("192.168.50.2")
+	clientAddr6  = netip.MustParseAddr("fd50::2")
+	podGW4       = netip.MustParseAddr("10.244.1.1")
+	podGW6       = netip.MustParseAddr("fd44::1")
+)
+
+func podAddr4(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("10.244.1.%d", 10+i)) }
+func podAddr6(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd44::%d", 10+i)) }
+
+type testNode struct {
+	node, client *netkit.NS
+	pods         []*netkit.NS
+}
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: kernel tests need root (network namespaces, nftables); CI runs them as root")
+	}
+}
+
+// newTestNode builds the topology above with n pods; everything is removed
+// when the test ends.
+func newTestNode(t testing.TB, pods int) *testNode {
+	t.Helper()
+	requireRoot(t)
+	id := strings.NewReplacer("/", "-", "_", "").Replace(t.Name())
+	if len(id) > 12 {
+		id = id[len(id)-12:]
+	}
+	mk := func(role string) *netkit.NS {
+		name := nsPrefix + id + "-" + role
+		_ = netkit.CleanupPrefix(name)
+		ns, err := netkit.New(name)
+		if err != nil {
+			t.Fatalf("create namespace %s: %v", name, err)
+		}
+		t.Cleanup(func() { _ = ns.Delete() })
+		return ns
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tn := &testNode{node: mk("node"), client: mk("client")}
+	must(tn.node.EnableForwarding())
+	must(netkit.Veth(tn.node, "eth0", tn.client, "eth0"))
+	must(tn.node.AddAddr("eth0", netip.PrefixFrom(nodeAddr4, 24)))
+	must(tn.node.AddAddr("eth0", netip.PrefixFrom(nodeAddr6, 64)))
+	must(tn.client.AddAddr("eth0", netip.PrefixFrom(clientAddr4, 24)))
+	must(tn.client.AddAddr("eth0", netip.PrefixFrom(clientAddr6, 64)))
+	must(tn.client.AddDefaultRoute(nodeAddr4))
+	must(tn.client.AddDefaultRoute(nodeAddr6))
+	must(tn.node.AddDefaultRoute(clientAddr4))
+	must(tn.node.AddDefaultRoute(clientAddr6))
+	for i := 0; i < pods; i++ {
+		pod := mk(fmt.Sprintf("pod%d", i))
+		host := fmt.Sprintf("veth%d", i)
+		must(netkit.Veth(tn.node, host, pod, "eth0"))
+		must(tn.node.AddAddr(host, netip.PrefixFrom(podGW4, 32)))
+		must(tn.node.AddAddr(host, netip.PrefixFrom(podGW6, 128)))
+		must(tn.node.AddDeviceRoute(netip.PrefixFrom(podAddr4(i), 32), host))
+		must(tn.node.AddDeviceRoute(netip.PrefixFrom(podAddr6(i), 128), host))
+		must(pod.AddAddr("eth0", netip.PrefixFrom(podAddr4(i), 32)))
+		must(pod.AddAddr("eth0", netip.PrefixFrom(podAddr6(i), 128)))
+		must(pod.AddDeviceRoute(netip.PrefixFrom(podGW4, 32), "eth0"))
+		must(pod.AddDeviceRoute(netip.PrefixFrom(podGW6, 128), "eth0"))
+		must(pod.AddDefaultRoute(podGW4))
+		must(pod.AddDefaultRoute(podGW6))
+		tn.pods = append(tn.pods, pod)
+	}
+	return tn
+}
+
+// nftList returns `nft list ruleset` of a namespace.
+func nftList(t testing.TB, ns *netkit.NS) string {
+	t.Helper()
+	out, err := ns.Exec("nft", "list", "ruleset")
+	if err != nil {
+		t.Fatalf("nft list ruleset in %s: %v\n%s", ns.Name, err, out)
+	}
+	return string(out)
+}

@@ -87,6 +87,10 @@ type ServicePort struct {
 	NodePort uint16
 	// ExternalIPs are spec.externalIPs; LoadBalancerIPs the VIP-mode
 	// status.loadBalancer.ingress IPs; SourceRanges loadBalancerSourceRanges.
+	// All three are sorted and de-duplicated. SourceRanges holds both
+	// families; nil means no restriction, while a non-nil empty slice means
+	// every range given was invalid and load balancer traffic must be
+	// dropped (fail closed rather than open the Service to the world).
 	ExternalIPs     []netip.Addr
 	LoadBalancerIPs []netip.Addr
 	SourceRanges    []netip.Prefix

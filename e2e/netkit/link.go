@@ -10,7 +10,8 @@ import (
 )
 
 // Veth creates a veth pair with end aName in namespace a and end bName in
-// namespace b (a and b may be the same NS) and brings both ends up.
+// namespace b (a and b may be the same NS) and brings both ends up. Both
+// ends get fast neighbour retransmits (see fastNeigh).
 func Veth(a *NS, aName string, b *NS, bName string) error {
 	// Work through b's handle so b's fd stays open (b's lock is held)
 	// while the kernel moves the peer into it.
@@ -38,6 +39,24 @@ func Veth(a *NS, aName string, b *NS, bName string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("netkit: veth %s(%s) <-> %s(%s): %w", a.Name, aName, b.Name, bName, err)
+	}
+	if err := a.fastNeigh(aName); err != nil {
+		return err
+	}
+	return b.fastNeigh(bName)
+}
+
+// fastNeigh lowers the ARP/ND retransmit time of ifname from 1 s to
+// 100 ms. An IPv6 address's solicited-node multicast group is joined
+// asynchronously after AddAddr, so the first neighbour solicitation of a
+// test can be lost; without this, that costs the test a whole second.
+// (Neighbour "default" sysctls exist only in the root namespace, hence
+// per interface.)
+func (n *NS) fastNeigh(ifname string) error {
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		if err := n.Sysctl("net/"+fam+"/neigh/"+ifname+"/retrans_time_ms", "100"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -73,7 +92,7 @@ func (n *NS) Bridge(name string) error {
 	if err != nil {
 		return fmt.Errorf("netkit: bridge %s in %s: %w", name, n.Name, err)
 	}
-	return nil
+	return n.fastNeigh(name)
 }
 
 // SetMaster enslaves interface ifname to bridge.

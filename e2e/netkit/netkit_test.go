@@ -232,15 +232,19 @@ func TestSCTPChecksumConntrack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, err := b.Exec("nft", "list chain inet t pre")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"ct state invalid counter packets 2 ", "ct state new counter packets 2 "} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("conntrack counters: want %q in\n%s", want, out)
+	// The packets may wait in the neighbour queue: poll the counters.
+	want := []string{"ct state invalid counter packets 2 ", "ct state new counter packets 2 "}
+	var out []byte
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var err error
+		if out, err = b.Exec("nft", "list chain inet t pre"); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), want[0]) && strings.Contains(string(out), want[1]) {
+			return
 		}
 	}
+	t.Errorf("conntrack counters: want %q in\n%s", want, out)
 }
 
 func TestStartStop(t *testing.T) {

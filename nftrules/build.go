@@ -52,7 +52,9 @@ func buildSkeleton(t *Table) {
 	base(ChainFilterForward, FilterChain, Forward, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
 	base(ChainFilterOutput, FilterChain, Output, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
 	t.Chain(ChainEndpointsCheck).Add(VmapLookup{Fields: dispatchFields, Map: SetNoEndpointServices})
-	t.Chain(ChainReject).Add(Reject{})
+	rej := t.Chain(ChainReject)
+	rej.Add(MatchL4Proto{Proto: TCP}, RejectTCPReset{})
+	rej.Add(Reject{})
 
 	// NAT: dispatch to service chains before routing; masquerade after.
 	base(ChainNATPrerouting, NATChain, Prerouting, -100).Add(JumpTo(ChainServices))

@@ -81,6 +81,8 @@ func compileStmt(f Family, s Stmt) ([]expr.Any, error) {
 			code = 4 // ICMPV6_PORT_UNREACH
 		}
 		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: code}}, nil
+	case RejectTCPReset:
+		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}, nil
 	case Counter:
 		return []expr.Any{&expr.Counter{}}, nil
 	case VerdictStmt:
@@ -124,23 +126,35 @@ func compilePrefix(f Family, s MatchPrefix) ([]expr.Any, error) {
 	if FamilyOf(p.Addr()) != f || p.Bits() <= 0 {
 		return nil, fmt.Errorf("prefix %s does not fit a %s table", p, f)
 	}
-	off, _ := addrOffset(f, s.Field)
-	n := uint32((p.Bits() + 7) / 8)
-	addr := p.Addr().AsSlice()[:n]
-	out := []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}}
-	if p.Bits()%8 != 0 {
-		mask := make([]byte, n)
-		for i := range mask {
-			mask[i] = 0xff
-		}
-		mask[n-1] = byte(0xff << (8 - p.Bits()%8))
-		out = append(out, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: n, Mask: mask, Xor: make([]byte, n)})
+	off, size := addrOffset(f, s.Field)
+	var out []expr.Any
+	var addr []byte
+	if p.Bits()%8 == 0 {
+		// Byte aligned: load and compare only the covered bytes.
+		n := uint32(p.Bits() / 8)
+		addr = p.Addr().AsSlice()[:n]
+		out = append(out, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+	} else {
+		// Otherwise load the whole address and mask it.
+		addr = p.Addr().AsSlice()
+		mask := netipMask(p.Bits(), int(size))
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: size, Mask: mask, Xor: make([]byte, size)})
 	}
 	op := expr.CmpOpEq
 	if s.Negate {
 		op = expr.CmpOpNeq
 	}
 	return append(out, &expr.Cmp{Op: op, Register: reg1, Data: addr}), nil
+}
+
+func netipMask(bits, size int) []byte {
+	m := make([]byte, size)
+	for i := 0; i < bits; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
 }
 
 func compileDNAT(f Family, s DNATToEndpoint) []expr.Any {

@@ -277,7 +277,7 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 	for _, want := range []string{
 		"typeof numgen random mod 1 : ip daddr . tcp dport",
 		"ip daddr . meta l4proto . th dport vmap @service-ips",
-		"dnat ip to numgen random mod 4 offset 16384 map @endpoints-tcp",
+		"dnat ip to numgen random mod 2 offset 16384 map @endpoints-tcp",
 		"ip saddr != 10.244.0.0/14 jump mark-for-masquerade",
 		"masquerade fully-random",
 	} {

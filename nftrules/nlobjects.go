@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
@@ -168,11 +167,3 @@ func concatBytes(parts ...[]byte) []byte {
 	return b
 }
 
-// verdictFromNL converts a read-back verdict.
-func verdictFromNL(v *expr.Verdict) *Verdict {
-	kinds := map[expr.VerdictKind]VerdictKind{
-		expr.VerdictAccept: Accept, expr.VerdictDrop: Drop, expr.VerdictReturn: Return,
-		expr.VerdictJump: Jump, expr.VerdictGoto: Goto,
-	}
-	return &Verdict{Kind: kinds[v.Kind], Chain: v.Chain}
-}

@@ -176,7 +176,15 @@ func readSets(c *nftables.Conn, nt *nftables.Table, t *Table) error {
 
 func kernelShapeMatches(ns *nftables.Set, want *Set) bool {
 	key, err := nlSetType(want.Key)
-	if err != nil || ns.IsMap != want.IsMap() || ns.KeyType.Bytes != key.Bytes {
+	if err != nil || ns.IsMap != want.IsMap() {
+		return false
+	}
+	if want.Verdict {
+		// v0.3.0 decodes a verdict map's key type as the verdict type
+		// (#319): only the map-ness can be checked.
+		return true
+	}
+	if ns.KeyType.Bytes != key.Bytes {
 		return false
 	}
 	if len(want.Data) > 0 {
@@ -196,10 +204,11 @@ func elementFromNL(s *Set, ne nftables.SetElement) (Element, error) {
 	e := Element{Key: key}
 	switch {
 	case s.Verdict:
-		if ne.VerdictData == nil {
-			return e, fmt.Errorf("element %s has no verdict", e.KeyString())
+		v, err := decodeVerdict(ne.Val)
+		if err != nil {
+			return e, fmt.Errorf("element %s: %w", e.KeyString(), err)
 		}
-		e.Verdict = verdictFromNL(ne.VerdictData)
+		e.Verdict = v
 	case len(s.Data) > 0:
 		if e.Data, err = decodeValues(s.Data, ne.Val); err != nil {
 			return e, err
@@ -212,3 +221,44 @@ var (
 	bigEndian    = binary.BigEndian
 	nativeEndian = binary.NativeEndian
 )
+
+// decodeVerdict decodes the NFTA_DATA_VERDICT attributes of a verdict map
+// element; v0.3.0 hands them over undecoded in SetElement.Val.
+func decodeVerdict(b []byte) (*Verdict, error) {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return nil, fmt.Errorf("decode verdict: %w", err)
+	}
+	ad.ByteOrder = binary.BigEndian
+	var v Verdict
+	found := false
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_VERDICT_CODE:
+			found = true
+			switch int32(ad.Uint32()) {
+			case 1: // NF_ACCEPT
+				v.Kind = Accept
+			case 0: // NF_DROP
+				v.Kind = Drop
+			case unix.NFT_JUMP:
+				v.Kind = Jump
+			case unix.NFT_GOTO:
+				v.Kind = Goto
+			case unix.NFT_RETURN:
+				v.Kind = Return
+			default:
+				v.Kind = VerdictKind("unknown")
+			}
+		case unix.NFTA_VERDICT_CHAIN:
+			v.Chain = ad.String()
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return nil, fmt.Errorf("decode verdict: %w", err)
+	}
+	if !found {
+		return nil, fmt.Errorf("no verdict")
+	}
+	return &v, nil
+}

@@ -159,6 +159,13 @@ type Reject struct{}
 
 func (Reject) Render(Family) string { return "reject" }
 
+// RejectTCPReset answers a TCP packet with a reset; the rule must start
+// with MatchL4Proto{TCP}. A reset fails a connect() at once, where an ICMP
+// error during the handshake is only acted on after a retransmission.
+type RejectTCPReset struct{}
+
+func (RejectTCPReset) Render(Family) string { return "reject with tcp reset" }
+
 // Counter counts packets and bytes of the rule.
 type Counter struct{}
 

@@ -63,7 +63,9 @@ func newTestNode(t testing.TB, pods int) *testNode {
 		if err != nil {
 			t.Fatalf("create namespace %s: %v", name, err)
 		}
-		if os.Getenv("KEEP") == "" { t.Cleanup(func() { _ = ns.Delete() }) }
+		if os.Getenv("KEEP") == "" {
+			t.Cleanup(func() { _ = ns.Delete() })
+		}
 		return ns
 	}
 	must := func(err error) {

@@ -166,4 +166,3 @@ func concatBytes(parts ...[]byte) []byte {
 	}
 	return b
 }
-

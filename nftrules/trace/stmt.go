@@ -125,6 +125,12 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 	case nftrules.Reject:
 		return []result{{pkt: p, ctl: reject, effect: "reject"}}, nil
 
+	case nftrules.RejectTCPReset:
+		if !hasL4ProtoMatch(rule.Stmts[:i], nftrules.TCP) {
+			return nil, fmt.Errorf("reject with tcp reset without a preceding meta l4proto tcp match")
+		}
+		return []result{{pkt: p, ctl: reject, effect: "reject with tcp reset"}}, nil
+
 	case nftrules.Counter:
 		return act("")
 
@@ -140,7 +146,7 @@ func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATT
 	if h := e.hook(th); h != nftrules.Prerouting && h != nftrules.Output {
 		return nil, fmt.Errorf("dnat reached from hook %s", h)
 	}
-	if !hasL4ProtoMatch(rule.Stmts[:i]) {
+	if !hasL4ProtoMatch(rule.Stmts[:i], 0) {
 		return nil, fmt.Errorf("dnat to a port without a preceding meta l4proto match")
 	}
 	if s.Count == 0 {
@@ -173,9 +179,11 @@ func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATT
 	return out, nil
 }
 
-func hasL4ProtoMatch(stmts []nftrules.Stmt) bool {
+// hasL4ProtoMatch reports whether stmts match the transport protocol
+// (protocol proto, or any when proto is 0).
+func hasL4ProtoMatch(stmts []nftrules.Stmt, proto nftrules.Protocol) bool {
 	for _, s := range stmts {
-		if _, ok := s.(nftrules.MatchL4Proto); ok {
+		if m, ok := s.(nftrules.MatchL4Proto); ok && (proto == 0 || m.Proto == proto) {
 			return true
 		}
 	}

@@ -157,6 +157,12 @@ func TestVerdicts(t *testing.T) {
 		},
 		want: trace.Drop,
 	}, {
+		name: "reject with tcp reset",
+		setup: func(t *nftrules.Table) {
+			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.RejectTCPReset{})
+		},
+		want: trace.Reject,
+	}, {
 		name: "set and clear mark bits",
 		setup: func(t *nftrules.Table) {
 			c := base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0)
@@ -365,6 +371,12 @@ func TestBrokenRulesetsAreErrors(t *testing.T) {
 			base(t, "pre", nftrules.NATChain, nftrules.Prerouting, -100).Add(nftrules.DNATToEndpoint{Count: 1, Map: "eps"})
 		},
 		wantErr: "without a preceding meta l4proto match",
+	}, {
+		name: "tcp reset without a tcp match",
+		setup: func(t *nftrules.Table) {
+			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.RejectTCPReset{})
+		},
+		wantErr: "reject with tcp reset without a preceding meta l4proto tcp match",
 	}, {
 		name: "dnat in postrouting",
 		setup: func(t *nftrules.Table) {

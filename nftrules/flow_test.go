@@ -151,6 +151,8 @@ func TestFlowClusterIP(t *testing.T) {
 			"DNAT to 10.1.0.2:8080, 10.1.0.3:8080 (masqueraded)"},
 		{"from the node to a non-service address", nodeSends("tcp", "10.1.0.2:8080"),
 			"accept"},
+		{"to the node itself", makePacket(flowOutsider, "tcp", flowNode+":22", trace.ToLocal),
+			"accept"},
 	})
 }
 

@@ -54,10 +54,15 @@ func queue(c *nftables.Conn, op Op) error {
 		if err := c.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", op.Set.Name, err)
 		}
-		if len(op.Set.Key) == 1 && op.Set.Key[0] == TypeIndex {
-			p := endpointMapProtocol(op.Set.Name)
-			return setLastSetUserData(c, endpointMapUserData(f, p))
+		if op.Set.Proto != 0 {
+			return setLastSetUserData(c, endpointMapUserData(f, op.Set.Proto))
 		}
+	case OpDelSet:
+		ns, err := nlSet(f, op.Set)
+		if err != nil {
+			return err
+		}
+		c.DelSet(ns)
 	case OpAddChain:
 		c.AddChain(nlChain(f, op.Chain))
 	case OpFlushChain:
@@ -108,15 +113,6 @@ func queueElements(c *nftables.Conn, op Op) error {
 		}
 	}
 	return nil
-}
-
-func endpointMapProtocol(name string) Protocol {
-	for _, p := range Protocols {
-		if EndpointMapName(p) == name {
-			return p
-		}
-	}
-	return 0
 }
 
 // queuedMessages exposes the batch google/nftables has queued. v0.3.0 has

@@ -37,10 +37,6 @@ func buildSkeleton(t *Table) {
 	t.Sets[SetServiceIPs] = &Set{Name: SetServiceIPs, Key: dispatchKey, Verdict: true}
 	t.Sets[SetNoEndpointServices] = &Set{Name: SetNoEndpointServices, Key: dispatchKey, Verdict: true}
 	t.Sets[SetHairpin] = &Set{Name: SetHairpin, Key: []Datatype{addr, addr}}
-	for _, p := range Protocols {
-		name := EndpointMapName(p)
-		t.Sets[name] = &Set{Name: name, Key: []Datatype{TypeIndex}, Data: []Datatype{addr, TypeInetService}}
-	}
 
 	base := func(name string, typ ChainType, hook Hook, prio int) *Chain {
 		c := t.Chain(name)
@@ -73,7 +69,9 @@ func buildSkeleton(t *Table) {
 // dispatch entry, its chain and its endpoints.
 func buildServicePort(t *Table, st *model.State, sp *model.ServicePort) {
 	proto, ok := ProtocolOf(sp.Protocol)
-	if !ok {
+	if !ok || sp.ID > MaxServicePortID {
+		// The proxier never hands out such IDs; a wrapped offset would
+		// overwrite another service port's endpoints.
 		return
 	}
 	f := t.Family
@@ -107,9 +105,9 @@ func buildServicePort(t *Table, st *model.State, sp *model.ServicePort) {
 		c.Add(append(m, JumpTo(ChainMarkForMasquerade))...)
 	}
 	base := sp.ID << IndexBits
-	c.Add(MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: uint32(len(eps)), Offset: base, Map: EndpointMapName(proto)})
+	epMap := endpointMap(t, proto, sp.ID)
+	c.Add(MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: uint32(len(eps)), Offset: base, Map: epMap.Name})
 
-	epMap := t.Sets[EndpointMapName(proto)]
 	hairpin := t.Sets[SetHairpin]
 	for i, ep := range eps {
 		epMap.Put(Element{
@@ -118,6 +116,22 @@ func buildServicePort(t *Table, st *model.State, sp *model.ServicePort) {
 		})
 		hairpin.Put(Element{Key: []Value{AddrValue(ep.Addr), AddrValue(ep.Addr)}})
 	}
+}
+
+// endpointMap returns the endpoint map of a service port, adding it to the
+// table when it is the first service port of its shard.
+func endpointMap(t *Table, p Protocol, id uint32) *Set {
+	name := EndpointMapName(p, id)
+	if s, ok := t.Sets[name]; ok {
+		return s
+	}
+	s := newEndpointMap(t.Family, p, name)
+	t.Sets[name] = s
+	return s
+}
+
+func newEndpointMap(f Family, p Protocol, name string) *Set {
+	return &Set{Name: name, Key: []Datatype{TypeIndex}, Data: []Datatype{AddrType(f), TypeInetService}, Proto: p}
 }
 
 // masqueradeMatch returns the statements that select ClusterIP traffic to

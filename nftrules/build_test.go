@@ -73,8 +73,8 @@ func TestBuildChangeIsLocal(t *testing.T) {
 	// pair of the new endpoint change. 10.1.0.2 stays in the hairpin set as
 	// an endpoint of default/web:https.
 	want := []string{
-		"ip endpoints-tcp 16384",
-		"ip endpoints-tcp 16385",
+		"ip endpoints-tcp-0 16384",
+		"ip endpoints-tcp-0 16385",
 		"ip hairpin 10.1.0.4 . 10.1.0.4",
 	}
 	if changed := changes(nftrules.Build(before), nftrules.Build(after)); !slices.Equal(changed, want) {
@@ -93,7 +93,7 @@ func TestBuildEndpointCountChangeIsLocal(t *testing.T) {
 	changed := changes(nftrules.Build(before), nftrules.Build(after))
 	want := []string{
 		"ip chain " + nftrules.ServiceChainName(web.Name),
-		"ip endpoints-tcp 16386",
+		"ip endpoints-tcp-0 16386",
 		"ip hairpin 10.1.0.5 . 10.1.0.5",
 	}
 	if !slices.Equal(changed, want) {

@@ -19,12 +19,14 @@ const (
 	OpDelElements
 	OpAddElements
 	OpDelChain
+	OpDelSet
 )
 
 var opNames = map[OpKind]string{
 	OpAddTable: "add table", OpDelTable: "delete table", OpAddSet: "add set",
 	OpAddChain: "add chain", OpFlushChain: "flush chain", OpAddRule: "add rule",
 	OpDelElements: "delete elements", OpAddElements: "add elements", OpDelChain: "delete chain",
+	OpDelSet: "delete set",
 }
 
 func (k OpKind) String() string { return opNames[k] }
@@ -80,11 +82,12 @@ func (tx *Transaction) Count(k OpKind) int {
 // may be nil or partial (nothing programmed yet). Only our tables are ever
 // named in the result.
 //
-// Sets and base chains are compared by shape; if one of them differs (a new
-// nftproxy version changed the layout) the family's table is deleted and
-// rebuilt within the same transaction, so traffic never sees a half-built
-// table. Otherwise elements are diffed one by one and a regular chain whose
-// rules differ is flushed and refilled.
+// Sets present on both sides and base chains are compared by shape; if one
+// of them differs (a new nftproxy version changed the layout) the family's
+// table is deleted and rebuilt within the same transaction, so traffic
+// never sees a half-built table. Otherwise sets are added and deleted as
+// needed, elements are diffed one by one, and a regular chain whose rules
+// differ is flushed and refilled.
 func Diff(live, desired *Ruleset) *Transaction {
 	tx := &Transaction{}
 	var tail []Op // chain deletions go last
@@ -101,8 +104,15 @@ func Diff(live, desired *Ruleset) *Transaction {
 		if have == nil {
 			have = &Table{Family: f, Name: want.Name, Chains: map[string]*Chain{}, Sets: map[string]*Set{}}
 			tx.Ops = append(tx.Ops, Op{Kind: OpAddTable, Family: f})
-			for _, s := range want.SortedSets() {
+		}
+		for _, s := range want.SortedSets() {
+			if _, ok := have.Sets[s.Name]; !ok {
 				tx.Ops = append(tx.Ops, Op{Kind: OpAddSet, Family: f, Set: s})
+			}
+		}
+		for _, s := range have.SortedSets() {
+			if _, ok := want.Sets[s.Name]; !ok {
+				tail = append(tail, Op{Kind: OpDelSet, Family: f, Set: s})
 			}
 		}
 		tail = append(tail, diffTable(tx, have, want)...)
@@ -136,19 +146,18 @@ func phase(k OpKind) int {
 		return 5
 	case OpAddElements:
 		return 6
+	case OpDelChain:
+		return 7
 	}
-	return 7 // OpDelChain
+	return 8 // OpDelSet: after the chains whose rules used it are gone
 }
 
-// sameSkeleton reports whether two tables have the same sets (by shape) and
-// the same base chains (by hook), i.e. can be updated in place.
+// sameSkeleton reports whether the sets both tables have are of the same
+// shape and the base chains are the same (by hook), i.e. whether have can be
+// updated in place.
 func sameSkeleton(have, want *Table) bool {
-	if len(have.Sets) != len(want.Sets) {
-		return false
-	}
 	for name, ws := range want.Sets {
-		hs, ok := have.Sets[name]
-		if !ok || !hs.SameShape(ws) {
+		if hs, ok := have.Sets[name]; ok && !hs.SameShape(ws) {
 			return false
 		}
 	}

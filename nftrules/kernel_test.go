@@ -250,7 +250,7 @@ func TestKernelResyncIsEmptyAndEndpointChangeIsLocal(t *testing.T) {
 		}
 	}
 	// And the kernel really holds the new endpoint.
-	live := after.Tables[nftrules.IPv4].Sets[nftrules.EndpointMapName(nftrules.TCP)]
+	live := after.Tables[nftrules.IPv4].Sets[nftrules.EndpointMapName(nftrules.TCP, st.Services[7].ID)]
 	found := false
 	for _, e := range live.Elements {
 		if e.ValueString() == "10.244.1.99 . 8080" {
@@ -277,7 +277,7 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 	for _, want := range []string{
 		"typeof numgen random mod 1 : ip daddr . tcp dport",
 		"ip daddr . meta l4proto . th dport vmap @service-ips",
-		"dnat ip to numgen random mod 2 offset 16384 map @endpoints-tcp",
+		"dnat ip to numgen random mod 2 offset 16384 map @endpoints-tcp-0",
 		"ip saddr != 10.244.0.0/14 jump mark-for-masquerade",
 		"masquerade fully-random",
 	} {
@@ -319,8 +319,14 @@ func TestKernelLargeMapsAreComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	t4 := live.Tables[nftrules.IPv4]
-	if n := len(t4.Sets[nftrules.EndpointMapName(nftrules.TCP)].Elements); n != services {
-		t.Errorf("endpoint map holds %d elements, want %d", n, services)
+	endpoints := 0
+	for name, s := range t4.Sets {
+		if strings.HasPrefix(name, "endpoints-tcp-") {
+			endpoints += len(s.Elements)
+		}
+	}
+	if endpoints != services {
+		t.Errorf("endpoint maps hold %d elements, want %d", endpoints, services)
 	}
 	if n := len(t4.Sets[nftrules.SetServiceIPs].Elements); n != services {
 		t.Errorf("service-ips holds %d elements, want %d", n, services)

@@ -3,6 +3,8 @@ package nftrules
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -45,10 +47,34 @@ const (
 	SetHairpin = "hairpin"
 )
 
-// EndpointMapName returns the endpoint map of a protocol. There is one per
-// protocol because nft requires the map's value type to name the protocol
-// of the rule that uses it (typeof ip daddr . tcp dport).
-func EndpointMapName(p Protocol) string { return "endpoints-" + p.String() }
+// ServicePortsPerEndpointMap is how many service ports share one endpoint
+// map. The kernel checks every new map element against every rule bound to
+// the map, and every new binding walks every element, so programming cost
+// grows with elements × bindings per map: one map for 10k Services × 10
+// endpoints took 15 s to commit, maps of 64 service ports take well under
+// one. (See README.md.)
+const ServicePortsPerEndpointMap = 64
+
+// EndpointMapName returns the endpoint map holding a service port's
+// endpoints: one family of maps per protocol, because nft requires a map's
+// value type to name the protocol of the rule that uses it (typeof ip daddr
+// . tcp dport), sharded by service port ID.
+func EndpointMapName(p Protocol, id uint32) string {
+	return fmt.Sprintf("endpoints-%s-%d", p, id/ServicePortsPerEndpointMap)
+}
+
+// parseEndpointMapName is the inverse of EndpointMapName (ok false for
+// other names).
+func parseEndpointMapName(name string) (p Protocol, shard uint32, ok bool) {
+	for _, proto := range Protocols {
+		prefix := "endpoints-" + proto.String() + "-"
+		if rest, found := strings.CutPrefix(name, prefix); found {
+			n, err := strconv.ParseUint(rest, 10, 32)
+			return proto, uint32(n), err == nil
+		}
+	}
+	return 0, 0, false
+}
 
 // Packet mark and endpoint indexing.
 const (

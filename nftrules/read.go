@@ -152,12 +152,15 @@ func readSets(c *nftables.Conn, nt *nftables.Table, t *Table) error {
 	buildSkeleton(layout)
 	for _, ns := range sets {
 		want, known := layout.Sets[ns.Name]
+		if p, _, ok := parseEndpointMapName(ns.Name); ok {
+			want, known = newEndpointMap(t.Family, p, ns.Name), true
+		}
 		if !known || !kernelShapeMatches(ns, want) {
 			// Unknown to us or of another shape: typeless, so Diff rebuilds.
 			t.Sets[ns.Name] = &Set{Name: ns.Name, Comment: "unexpected set"}
 			continue
 		}
-		s := &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Comment: want.Comment}
+		s := &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Proto: want.Proto, Comment: want.Comment}
 		els, err := c.GetSetElements(ns)
 		if err != nil {
 			return fmt.Errorf("list elements of %s %s: %w", t.Family, ns.Name, err)

@@ -52,7 +52,7 @@ func (s *Set) render(b *strings.Builder, f Family) {
 // named nft type.
 func (s *Set) typeDecl(f Family) string {
 	if len(s.Key) == 1 && s.Key[0] == TypeIndex {
-		return fmt.Sprintf("typeof numgen random mod 1 : %s daddr . %s dport", f, s.endpointProto())
+		return fmt.Sprintf("typeof numgen random mod 1 : %s daddr . %s dport", f, s.Proto)
 	}
 	decl := "type " + typeNames(s.Key)
 	switch {
@@ -62,11 +62,6 @@ func (s *Set) typeDecl(f Family) string {
 		decl += " : " + typeNames(s.Data)
 	}
 	return decl
-}
-
-// endpointProto recovers the protocol of an endpoint map from its name.
-func (s *Set) endpointProto() string {
-	return strings.TrimPrefix(s.Name, "endpoints-")
 }
 
 func typeNames(ts []Datatype) string {

@@ -177,6 +177,9 @@ type Set struct {
 	Data []Datatype
 	// Verdict marks a verdict map.
 	Verdict bool
+	// Proto is the transport protocol an endpoint map's values are ports of
+	// (nft's typeof names it); zero for other sets.
+	Proto Protocol
 	// Comment is shown by nft next to the set.
 	Comment  string
 	Elements map[string]Element
@@ -210,7 +213,7 @@ func (s *Set) SortedElements() []Element {
 // SameShape reports whether two sets have the same type (so that one can be
 // updated into the other element by element instead of being recreated).
 func (s *Set) SameShape(o *Set) bool {
-	return s.Name == o.Name && s.Verdict == o.Verdict && s.Comment == o.Comment &&
+	return s.Name == o.Name && s.Verdict == o.Verdict && s.Comment == o.Comment && s.Proto == o.Proto &&
 		datatypesEqual(s.Key, o.Key) && datatypesEqual(s.Data, o.Data)
 }
 

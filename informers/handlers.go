@@ -1,0 +1,105 @@
+package informers
+
+import (
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+)
+
+// Handlers only record keys: they run on the informers' delivery
+// goroutines, and any real work there would delay every other event.
+
+func serviceHandler(t *Tracker) cache.ResourceEventHandler {
+	record := func(obj any) {
+		if s, ok := unwrap(obj).(*v1.Service); ok {
+			key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+			klog.V(4).InfoS("Service changed", "service", key)
+			t.ServiceChanged(key)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: record,
+		UpdateFunc: func(oldObj, newObj any) {
+			if !sameVersion(oldObj, newObj) {
+				record(newObj)
+			}
+		},
+		DeleteFunc: record,
+	}
+}
+
+func sliceHandler(t *Tracker) cache.ResourceEventHandler {
+	record := func(obj any) {
+		s, ok := unwrap(obj).(*discovery.EndpointSlice)
+		if !ok {
+			return
+		}
+		key, ok := sliceService(s)
+		if !ok {
+			klog.V(4).InfoS("Ignoring EndpointSlice without service label", "endpointSlice", klog.KObj(s))
+			return
+		}
+		klog.V(4).InfoS("EndpointSlice changed", "endpointSlice", klog.KObj(s), "service", key)
+		t.EndpointsChanged(key)
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: record,
+		UpdateFunc: func(oldObj, newObj any) {
+			if sameVersion(oldObj, newObj) {
+				return
+			}
+			// A slice relabelled to another Service changes both.
+			record(oldObj)
+			record(newObj)
+		},
+		DeleteFunc: record,
+	}
+}
+
+func nodeHandler(t *Tracker, nodeName string) cache.ResourceEventHandler {
+	record := func(obj any) {
+		// The field selector already limits the watch to this node; the
+		// check guards against clients that do not honour it.
+		if n, ok := unwrap(obj).(*v1.Node); ok && n.Name == nodeName {
+			klog.V(4).InfoS("Node changed", "node", nodeName)
+			t.NodeChanged()
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: record,
+		UpdateFunc: func(oldObj, newObj any) {
+			if !sameVersion(oldObj, newObj) {
+				record(newObj)
+			}
+		},
+		DeleteFunc: record,
+	}
+}
+
+// unwrap returns the last known object of a delete seen only after a
+// relist.
+func unwrap(obj any) any {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return obj
+}
+
+// sameVersion reports an update that changes nothing (a resync).
+func sameVersion(oldObj, newObj any) bool {
+	type versioned interface{ GetResourceVersion() string }
+	o, ok1 := oldObj.(versioned)
+	n, ok2 := newObj.(versioned)
+	return ok1 && ok2 && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion()
+}
+
+// sliceService returns the Service a slice belongs to.
+func sliceService(s *discovery.EndpointSlice) (types.NamespacedName, bool) {
+	name := s.Labels[discovery.LabelServiceName]
+	if name == "" {
+		return types.NamespacedName{}, false
+	}
+	return types.NamespacedName{Namespace: s.Namespace, Name: name}, true
+}

@@ -1,0 +1,156 @@
+package proxier
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+type call struct {
+	full bool
+	at   time.Duration // since the harness started
+}
+
+// runnerHarness drives a runner with a fake clock. Assertions are on call
+// counts and fake times only, never on real elapsed time.
+type runnerHarness struct {
+	t     *testing.T
+	clk   *clocktesting.FakeClock
+	t0    time.Time
+	wake  chan struct{}
+	idle  atomic.Int64
+	fails atomic.Int32 // fail this many next calls
+
+	mu    sync.Mutex
+	calls []call
+}
+
+// startRunner starts a runner whose first `fails` calls fail.
+func startRunner(t *testing.T, minInterval, fullInterval time.Duration, fails int32) *runnerHarness {
+	t0 := time.Unix(10000, 0)
+	h := &runnerHarness{t: t, clk: clocktesting.NewFakeClock(t0), t0: t0, wake: make(chan struct{})}
+	h.fails.Store(fails)
+	r := &runner{
+		clock:        h.clk,
+		minInterval:  minInterval,
+		fullInterval: fullInterval,
+		wake:         h.wake,
+		idle:         func() { h.idle.Add(1) },
+		fn: func(_ context.Context, full bool) error {
+			h.mu.Lock()
+			h.calls = append(h.calls, call{full: full, at: h.clk.Since(h.t0)})
+			h.mu.Unlock()
+			if h.fails.Load() > 0 {
+				h.fails.Add(-1)
+				return errors.New("injected failure")
+			}
+			return nil
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	h.waitIdle(0) // the initial sync has run
+	return h
+}
+
+// waitIdle waits until the runner has blocked more than n times.
+func (h *runnerHarness) waitIdle(n int64) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second) // a hang guard, not a speed check
+	for h.idle.Load() <= n {
+		if time.Now().After(deadline) {
+			h.t.Fatal("runner never became idle")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// act does something the runner reacts to and waits until it is idle again.
+func (h *runnerHarness) act(f func()) {
+	h.t.Helper()
+	n := h.idle.Load()
+	f()
+	h.waitIdle(n)
+}
+
+func (h *runnerHarness) signal()                    { h.act(func() { h.wake <- struct{}{} }) }
+func (h *runnerHarness) stepFiring(d time.Duration) { h.act(func() { h.clk.Step(d) }) }
+
+func (h *runnerHarness) got() []call {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]call(nil), h.calls...)
+}
+
+func (h *runnerHarness) wantCalls(want ...call) {
+	h.t.Helper()
+	got := h.got()
+	if len(got) != len(want) {
+		h.t.Fatalf("calls = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			h.t.Fatalf("call %d = %+v, want %+v (all: %+v)", i, got[i], want[i], got)
+		}
+	}
+}
+
+func TestRunnerInitialFullThenPartial(t *testing.T) {
+	h := startRunner(t, 0, time.Hour, 0)
+	h.wantCalls(call{full: true})
+	h.signal()
+	h.signal()
+	h.wantCalls(call{full: true}, call{}, call{})
+}
+
+func TestRunnerCoalescesBurstsWithinMinInterval(t *testing.T) {
+	h := startRunner(t, 10*time.Second, time.Hour, 0)
+	for range 5 {
+		h.signal()
+	}
+	h.wantCalls(call{full: true}) // the burst waits for the min interval
+	h.stepFiring(10 * time.Second)
+	h.wantCalls(call{full: true}, call{at: 10 * time.Second}) // ...and runs once
+	h.signal()
+	h.clk.Step(9 * time.Second) // not yet due: nothing fires
+	h.signal()
+	h.wantCalls(call{full: true}, call{at: 10 * time.Second})
+	h.stepFiring(time.Second)
+	h.wantCalls(call{full: true}, call{at: 10 * time.Second}, call{at: 20 * time.Second})
+}
+
+func TestRunnerPeriodicFullSync(t *testing.T) {
+	h := startRunner(t, time.Second, 30*time.Second, 0)
+	h.stepFiring(30 * time.Second)
+	h.wantCalls(call{full: true}, call{full: true, at: 30 * time.Second})
+	h.signal() // right after a sync: waits for the min interval
+	h.stepFiring(time.Second)
+	h.stepFiring(29 * time.Second)
+	h.wantCalls(call{full: true}, call{full: true, at: 30 * time.Second},
+		call{at: 31 * time.Second}, call{full: true, at: 60 * time.Second})
+}
+
+func TestRunnerRetriesFailuresWithCappedBackoff(t *testing.T) {
+	h := startRunner(t, 0, 5*time.Second, 4)
+	h.stepFiring(time.Second) // retry 1 after 1s
+	h.clk.Step(time.Second)
+	h.stepFiring(time.Second) // retry 2 after 2s
+	h.stepFiring(4 * time.Second)
+	h.stepFiring(5 * time.Second) // 8s capped at the 5s sync period; succeeds
+	h.signal()                    // back to normal partial syncs
+	h.wantCalls(
+		call{full: true}, call{full: true, at: time.Second}, call{full: true, at: 3 * time.Second},
+		call{full: true, at: 7 * time.Second}, call{full: true, at: 12 * time.Second},
+		call{at: 12 * time.Second},
+	)
+}

@@ -1,0 +1,13 @@
+// Package k8sbin is a separate Go module that builds the real control-plane
+// binaries (etcd, kube-apiserver, kube-controller-manager, kubectl) the e2e
+// lab runs. It is its own module so the project's go.mod never pulls in
+// k8s.io/kubernetes; the lab builds these mains once into a version-keyed
+// cache directory (see e2e/lab/binaries.go).
+package k8sbin
+
+// Versions of the components built here; the lab keys its binary cache on
+// them, so bump them together with go.mod.
+const (
+	EtcdVersion       = "v3.7.3"
+	KubernetesVersion = "v1.37.2"
+)

@@ -1,0 +1,171 @@
+// Package proxier turns watched Services, EndpointSlices and the Node into
+// the desired model.State of this node and keeps the kernel in line with it
+// through an nftrules reconciler, paced by a bounded-frequency runner.
+package proxier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+
+	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// Source serves the watched objects; *informers.Informers implements it.
+type Source interface {
+	// Service returns a Service, or nil if it does not exist.
+	Service(types.NamespacedName) (*v1.Service, error)
+	// Services lists all Services.
+	Services() ([]*v1.Service, error)
+	// EndpointSlices returns all slices of a Service.
+	EndpointSlices(types.NamespacedName) ([]*discovery.EndpointSlice, error)
+	// Node returns this node's Node, or nil if it does not exist.
+	Node() (*v1.Node, error)
+}
+
+// Reconciler applies a ruleset; *nftrules.Reconciler implements it.
+type Reconciler interface {
+	Sync(ctx context.Context, desired *nftrules.Ruleset, full bool) (nftrules.SyncResult, error)
+}
+
+// Config of a Proxier.
+type Config struct {
+	NodeName      string
+	ClusterCIDRs  []netip.Prefix
+	MasqueradeAll bool
+	// MinSyncPeriod is the least time between two syncs (0: no limit).
+	MinSyncPeriod time.Duration
+	// SyncPeriod is the interval of full syncs, which re-read the kernel
+	// and repair drift, and the cap of the retry backoff.
+	SyncPeriod time.Duration
+
+	// Clock defaults to the real clock.
+	Clock clock.Clock
+	// OnSync, if set, is called after every attempted sync (metrics).
+	OnSync func(SyncInfo)
+	// OnReject, if set, is called for each piece of input that was left
+	// out (Events). It runs on the sync goroutine and must not block.
+	OnReject func(model.Rejection)
+}
+
+// SyncInfo describes one sync attempt.
+type SyncInfo struct {
+	// State is what was programmed. Shared and immutable: do not modify.
+	State  *model.State
+	Full   bool
+	Result nftrules.SyncResult
+	Err    error
+	Start  time.Time
+	// Duration covers conversion, Build and the kernel transaction.
+	Duration time.Duration
+	// OldestChange is when the oldest change this sync programs was seen
+	// (zero when the sync programs no change, e.g. a periodic full sync).
+	OldestChange time.Time
+	// Converted counts the Services converted for this sync.
+	Converted int
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is required"))
+	}
+	if c.MinSyncPeriod < 0 {
+		errs = append(errs, fmt.Errorf("min sync period %v is negative", c.MinSyncPeriod))
+	}
+	if c.SyncPeriod <= 0 {
+		errs = append(errs, fmt.Errorf("sync period %v must be positive", c.SyncPeriod))
+	}
+	if c.SyncPeriod > 0 && c.MinSyncPeriod > c.SyncPeriod {
+		errs = append(errs, fmt.Errorf("min sync period %v exceeds sync period %v", c.MinSyncPeriod, c.SyncPeriod))
+	}
+	for _, p := range c.ClusterCIDRs {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("invalid cluster CIDR %v", p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Proxier owns this node's desired state. All its state is confined to the
+// goroutine of Run.
+type Proxier struct {
+	cfg     Config
+	clock   clock.Clock
+	src     Source
+	changes *informers.Tracker
+	rec     Reconciler
+
+	ids *idAllocator
+	// services caches the converted ports of each Service, IDs assigned,
+	// so that a change reconverts only the Services it touches.
+	services map[types.NamespacedName][]*model.ServicePort
+	// flat is State.Services, rebuilt only when services changed; each
+	// State gets the slice as it was, never a mutated one.
+	flat      []*model.ServicePort
+	flatStale bool
+
+	nodeZone string
+	nodeIPs  []netip.Addr
+
+	// dirty: the desired state differs from the last one programmed.
+	dirty bool
+	// needFull: the kernel's state is unknown (e.g. after a failed sync).
+	needFull bool
+	// pendingSince is the oldest change not yet programmed.
+	pendingSince time.Time
+	// retry holds Services whose lookup failed, to be converted next time.
+	retry map[types.NamespacedName]struct{}
+}
+
+// New returns a Proxier reading objects from src, changes from changes, and
+// programming through rec.
+func New(cfg Config, src Source, changes *informers.Tracker, rec Reconciler) (*Proxier, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("proxier config: %w", err)
+	}
+	if src == nil || changes == nil || rec == nil {
+		return nil, errors.New("proxier: source, change tracker and reconciler are required")
+	}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Proxier{
+		cfg:      cfg,
+		clock:    clk,
+		src:      src,
+		changes:  changes,
+		rec:      rec,
+		ids:      newIDAllocator(nftrules.MaxServicePortID),
+		services: map[types.NamespacedName][]*model.ServicePort{},
+		retry:    map[types.NamespacedName]struct{}{},
+		needFull: true,
+	}, nil
+}
+
+// Run programs the rules until ctx ends. Call it only after the informers
+// have synced: a partial view of the cluster would delete live rules.
+func (p *Proxier) Run(ctx context.Context) error {
+	if err := p.loadAll(); err != nil {
+		return err
+	}
+	r := &runner{
+		clock:        p.clock,
+		minInterval:  p.cfg.MinSyncPeriod,
+		fullInterval: p.cfg.SyncPeriod,
+		wake:         p.changes.Wake(),
+		fn:           p.sync,
+	}
+	r.run(ctx)
+	return nil
+}

@@ -1,0 +1,441 @@
+package proxier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/clock"
+
+	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// fakeReconciler records syncs; it can fail or hold them on a gate.
+type fakeReconciler struct {
+	mu    sync.Mutex
+	calls []reconcileCall
+	fail  int           // fail this many next syncs
+	gate  chan struct{} // if set, each sync waits for a value
+}
+
+type reconcileCall struct {
+	full bool
+	rs   *nftrules.Ruleset
+}
+
+func (f *fakeReconciler) Sync(ctx context.Context, rs *nftrules.Ruleset, full bool) (nftrules.SyncResult, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, reconcileCall{full: full, rs: rs})
+	gate := f.gate
+	fail := f.fail > 0
+	if fail {
+		f.fail--
+	}
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nftrules.SyncResult{}, ctx.Err()
+		}
+	}
+	if fail {
+		return nftrules.SyncResult{}, errors.New("injected failure")
+	}
+	return nftrules.SyncResult{Full: full, Objects: 1}, nil
+}
+
+func (f *fakeReconciler) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+type env struct {
+	t       *testing.T
+	client  *fake.Clientset
+	tracker *informers.Tracker
+	rec     *fakeReconciler
+	p       *Proxier
+
+	mu       sync.Mutex
+	syncs    []SyncInfo
+	rejected []model.Rejection
+}
+
+const testNode = "node-a"
+
+func newEnv(t *testing.T, minSync time.Duration, rec *fakeReconciler) *env {
+	t.Helper()
+	e := &env{t: t, client: fake.NewClientset(), rec: rec}
+	e.create(&v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: testNode, Labels: map[string]string{LabelZone: "zone-a"}},
+		Status:     v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.168.0.10"}}},
+	})
+	e.tracker = informers.NewTracker(clock.RealClock{})
+	inf, err := informers.New(e.client, informers.Config{NodeName: testNode}, e.tracker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); inf.Shutdown() })
+	inf.Start(ctx)
+	if err := inf.WaitForSync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.p, err = New(Config{
+		NodeName:      testNode,
+		ClusterCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		MinSyncPeriod: minSync,
+		SyncPeriod:    2 * time.Hour, // no periodic full sync during a test
+		OnSync: func(i SyncInfo) {
+			e.mu.Lock()
+			e.syncs = append(e.syncs, i)
+			e.mu.Unlock()
+		},
+		OnReject: func(r model.Rejection) {
+			e.mu.Lock()
+			e.rejected = append(e.rejected, r)
+			e.mu.Unlock()
+		},
+	}, inf, e.tracker, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// run starts the proxier's loop for the rest of the test.
+func (e *env) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.p.Run(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func (e *env) create(objs ...any) {
+	e.t.Helper()
+	ctx := context.Background()
+	for _, o := range objs {
+		var err error
+		switch o := o.(type) {
+		case *v1.Service:
+			_, err = e.client.CoreV1().Services(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *discovery.EndpointSlice:
+			_, err = e.client.DiscoveryV1().EndpointSlices(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *v1.Node:
+			_, err = e.client.CoreV1().Nodes().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			err = fmt.Errorf("unexpected %T", o)
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// eventually polls cond; the timeout only guards against hangs.
+func (e *env) eventually(what string, cond func() bool) {
+	e.t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 30*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil })
+	if err != nil {
+		e.t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// recorded waits until the tracker holds changes for this many Services.
+func (e *env) recorded(services, endpoints int) {
+	e.t.Helper()
+	e.eventually(fmt.Sprintf("%d service and %d endpoint changes", services, endpoints), func() bool {
+		s, ep := e.tracker.Pending()
+		return s == services && ep == endpoints
+	})
+}
+
+func (e *env) lastSync() SyncInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.syncs) == 0 {
+		e.t.Fatal("no sync yet")
+	}
+	return e.syncs[len(e.syncs)-1]
+}
+
+func (e *env) syncCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.syncs)
+}
+
+func service(name, clusterIP string) *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, ResourceVersion: "1"},
+		Spec: v1.ServiceSpec{
+			Type: v1.ServiceTypeClusterIP, ClusterIP: clusterIP, ClusterIPs: []string{clusterIP},
+			Ports: []v1.ServicePort{{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}},
+		},
+	}
+}
+
+func slice(name, svc string, addrs ...string) *discovery.EndpointSlice {
+	port, portName, proto := int32(8080), "http", v1.ProtocolTCP
+	s := &discovery.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: "ns", Name: name, ResourceVersion: "1",
+			Labels: map[string]string{discovery.LabelServiceName: svc},
+		},
+		AddressType: discovery.AddressTypeIPv4,
+		Ports:       []discovery.EndpointPort{{Name: &portName, Protocol: &proto, Port: &port}},
+	}
+	for _, a := range addrs {
+		s.Endpoints = append(s.Endpoints, discovery.Endpoint{Addresses: []string{a}})
+	}
+	return s
+}
+
+func nn(name string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: name} }
+
+// summarize renders a State's services as "ns/name/tcp/port#ID:endpoints".
+func summarize(st *model.State) []string {
+	var out []string
+	for _, sp := range st.Services {
+		out = append(out, fmt.Sprintf("%s#%d:%d", sp.Name, sp.ID, len(sp.Endpoints)))
+	}
+	return out
+}
+
+func TestProxierProgramsEvents(t *testing.T) {
+	rec := &fakeReconciler{}
+	e := newEnv(t, 0, rec)
+	e.create(service("a", "10.96.0.1"), slice("a-1", "a", "10.244.1.1"))
+	e.recorded(1, 1)
+	e.run()
+
+	// The first sync is full and carries the Service, the Node's data and
+	// the configuration.
+	e.eventually("initial sync", func() bool { return e.syncCount() >= 1 })
+	first := e.lastSync()
+	if !first.Full || first.Err != nil {
+		t.Fatalf("first sync: %+v", first)
+	}
+	st := first.State
+	if got, want := summarize(st), []string{"ns/a/tcp/http#1:1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("services = %v, want %v", got, want)
+	}
+	if st.NodeName != testNode || st.NodeZone != "zone-a" ||
+		!reflect.DeepEqual(st.NodeIPs, []netip.Addr{netip.MustParseAddr("192.168.0.10")}) ||
+		len(st.ClusterCIDRs) != 1 {
+		t.Errorf("node part of state = %+v", st)
+	}
+	// What was handed to the reconciler is exactly Build of that State.
+	if rs := rec.calls[0].rs; !reflect.DeepEqual(rs, nftrules.Build(st)) {
+		t.Error("reconciler got a ruleset other than Build(State)")
+	}
+
+	// An endpoint change: a partial sync, same ID, and a latency start.
+	before := time.Now()
+	updated := slice("a-1", "a", "10.244.1.1", "10.244.2.2")
+	updated.ResourceVersion = "2"
+	if _, err := e.client.DiscoveryV1().EndpointSlices("ns").Update(context.Background(), updated, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("endpoint sync", func() bool {
+		s := e.lastSync().State
+		return len(s.Services) == 1 && len(s.Services[0].Endpoints) == 2
+	})
+	last := e.lastSync()
+	if last.Full || last.Converted != 1 || last.OldestChange.Before(before) {
+		t.Errorf("endpoint sync: full=%v converted=%d oldest=%v (before %v)", last.Full, last.Converted, last.OldestChange, before)
+	}
+	if got := summarize(last.State); !reflect.DeepEqual(got, []string{"ns/a/tcp/http#1:2"}) {
+		t.Errorf("services = %v", got)
+	}
+
+	// A second Service gets the next ID; deleting the first frees ID 1,
+	// which a third Service then reuses.
+	e.create(service("b", "10.96.0.2"))
+	e.eventually("b programmed", func() bool { return len(e.lastSync().State.Services) == 2 })
+	if err := e.client.CoreV1().Services("ns").Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("a removed", func() bool { return len(e.lastSync().State.Services) == 1 })
+	e.create(service("c", "10.96.0.3"))
+	e.eventually("c programmed", func() bool { return len(e.lastSync().State.Services) == 2 })
+	if got, want := summarize(e.lastSync().State), []string{"ns/b/tcp/http#2:0", "ns/c/tcp/http#1:0"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("services = %v, want %v", got, want)
+	}
+}
+
+func TestProxierCoalescesBursts(t *testing.T) {
+	rec := &fakeReconciler{gate: make(chan struct{})}
+	e := newEnv(t, 0, rec)
+	e.run()
+	rec.gate <- struct{}{} // let the initial sync through
+
+	// The first change starts a sync, held in the reconciler...
+	e.create(service("s0", "10.96.0.100"))
+	e.eventually("second sync started", func() bool { return rec.count() == 2 })
+	// ...while a burst of 20 changes arrives.
+	for i := 1; i <= 20; i++ {
+		e.create(service(fmt.Sprintf("s%d", i), fmt.Sprintf("10.96.0.%d", i)))
+	}
+	e.recorded(20, 0)
+	rec.gate <- struct{}{} // finish the second sync
+	rec.gate <- struct{}{} // the burst: one single sync
+
+	e.eventually("burst synced", func() bool { return e.syncCount() == 3 })
+	if n := len(e.lastSync().State.Services); n != 21 {
+		t.Errorf("burst sync has %d services, want 21", n)
+	}
+	if s, ep := e.tracker.Pending(); s != 0 || ep != 0 || rec.count() != 3 {
+		t.Errorf("after the burst: pending %d/%d, reconciler calls %d; want 0/0, 3", s, ep, rec.count())
+	}
+}
+
+func TestProxierHonoursMinSyncPeriod(t *testing.T) {
+	rec := &fakeReconciler{}
+	e := newEnv(t, time.Hour, rec)
+	e.run()
+	e.eventually("initial sync", func() bool { return e.syncCount() == 1 })
+	for i := range 5 {
+		e.create(service(fmt.Sprintf("s%d", i), fmt.Sprintf("10.96.0.%d", i+1)))
+	}
+	e.recorded(5, 0)
+	// The runner has consumed the wake-up; still no sync for an hour.
+	e.eventually("wake consumed", func() bool { return len(e.tracker.Wake()) == 0 })
+	if n := rec.count(); n != 1 {
+		t.Errorf("reconciler called %d times within the min sync period, want 1", n)
+	}
+}
+
+// The remaining tests call sync directly: no runner, fully deterministic.
+
+func TestProxierSkipsNoOpChanges(t *testing.T) {
+	rec := &fakeReconciler{}
+	e := newEnv(t, 0, rec)
+	ctx := context.Background()
+	e.create(service("a", "10.96.0.1"))
+	e.recorded(1, 0) // in the informer cache before the initial load
+	if err := e.p.loadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// An annotation edit converts to the same ports: no reconciler call.
+	s := service("a", "10.96.0.1")
+	s.ResourceVersion, s.Annotations = "2", map[string]string{"note": "x"}
+	if _, err := e.client.CoreV1().Services("ns").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.recorded(1, 0)
+	if err := e.p.sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if rec.count() != 1 {
+		t.Errorf("no-op change reached the reconciler: %d calls", rec.count())
+	}
+	// A periodic full sync always reaches it.
+	if err := e.p.sync(ctx, true); err != nil || rec.count() != 2 || !rec.calls[1].full {
+		t.Errorf("full sync: err=%v calls=%d", err, rec.count())
+	}
+}
+
+func TestProxierFailedSyncIsRetriedFull(t *testing.T) {
+	rec := &fakeReconciler{}
+	e := newEnv(t, 0, rec)
+	ctx := context.Background()
+	if err := e.p.loadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	rec.fail = 1
+	e.create(service("a", "10.96.0.1"))
+	e.recorded(1, 0)
+	if err := e.p.sync(ctx, false); err == nil {
+		t.Fatal("sync with failing reconciler succeeded")
+	}
+	failed := e.lastSync()
+	if err := e.p.sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	retry := e.lastSync()
+	if !retry.Full || len(retry.State.Services) != 1 {
+		t.Errorf("retry: full=%v services=%d; want a full sync with the change", retry.Full, len(retry.State.Services))
+	}
+	if retry.OldestChange.IsZero() || !retry.OldestChange.Equal(failed.OldestChange) {
+		t.Errorf("retry lost the pending change time: %v vs %v", retry.OldestChange, failed.OldestChange)
+	}
+	if err := e.p.sync(ctx, false); err != nil || rec.count() != 3 {
+		t.Errorf("after a successful retry nothing is left to sync: err=%v calls=%d", err, rec.count())
+	}
+}
+
+func TestProxierReportsRejections(t *testing.T) {
+	rec := &fakeReconciler{}
+	e := newEnv(t, 0, rec)
+	bad := service("bad", "10.96.0.1")
+	bad.Spec.Ports = append(bad.Spec.Ports, v1.ServicePort{Name: "x", Port: 0})
+	e.create(bad, slice("bad-1", "bad", "127.0.0.1", "10.244.0.5"))
+	e.recorded(1, 1)
+	if err := e.p.loadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.sync(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := summarize(e.lastSync().State); !reflect.DeepEqual(got, []string{"ns/bad/tcp/http#1:1"}) {
+		t.Errorf("services = %v", got)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var reasons []string
+	for _, r := range e.rejected {
+		reasons = append(reasons, r.Kind+":"+r.Reason)
+	}
+	if want := []string{"Service:InvalidPort", "EndpointSlice:InvalidEndpoint"}; !reflect.DeepEqual(reasons, want) {
+		t.Errorf("rejections = %v, want %v", reasons, want)
+	}
+}
+
+func TestNewValidatesConfig(t *testing.T) {
+	src, tr, rec := (*fakeSource)(nil), informers.NewTracker(clock.RealClock{}), &fakeReconciler{}
+	for _, cfg := range []Config{
+		{SyncPeriod: time.Second}, // no node name
+		{NodeName: "n"},           // no sync period
+		{NodeName: "n", SyncPeriod: time.Second, MinSyncPeriod: -1},
+		{NodeName: "n", SyncPeriod: time.Second, MinSyncPeriod: time.Minute},
+		{NodeName: "n", SyncPeriod: time.Second, ClusterCIDRs: []netip.Prefix{{}}},
+	} {
+		if _, err := New(cfg, src, tr, rec); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+	if _, err := New(Config{NodeName: "n", SyncPeriod: time.Second}, nil, tr, rec); err == nil {
+		t.Error("New without source succeeded")
+	}
+}
+
+// fakeSource only exists to give New a non-nil Source where none is used.
+type fakeSource struct{ Source }

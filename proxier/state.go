@@ -1,0 +1,186 @@
+package proxier
+
+import (
+	"cmp"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// loadAll converts every Service and reads the Node: the starting point
+// before the first sync. Changes recorded so far are covered by it.
+func (p *Proxier) loadAll() error {
+	p.changes.Take()
+	svcs, err := p.src.Services()
+	if err != nil {
+		return fmt.Errorf("initial load: %w", err)
+	}
+	for _, s := range svcs {
+		p.convert(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+	p.refreshNode()
+	p.dirty = true
+	klog.V(2).InfoS("Loaded initial state", "services", len(svcs), "servicePorts", p.ids.inUse)
+	return nil
+}
+
+// applyChanges reconverts the Services touched by c (and those whose lookup
+// failed before) and rereads the Node if it changed. It returns how many
+// Services were converted.
+func (p *Proxier) applyChanges(c informers.Changes) int {
+	keys := p.retry
+	p.retry = map[types.NamespacedName]struct{}{}
+	for k := range c.Services {
+		keys[k] = struct{}{}
+	}
+	for k := range c.Endpoints {
+		keys[k] = struct{}{}
+	}
+	for k := range keys {
+		p.convert(k)
+	}
+	if c.Node {
+		p.refreshNode()
+	}
+	return len(keys)
+}
+
+// convert reconverts one Service from the caches into p.services.
+func (p *Proxier) convert(key types.NamespacedName) {
+	svc, err := p.src.Service(key)
+	if err != nil {
+		klog.ErrorS(err, "Cannot read Service, will retry", "service", key)
+		p.retry[key] = struct{}{}
+		return
+	}
+	var ports []*model.ServicePort
+	var rejections []model.Rejection
+	if svc != nil {
+		eps, err := p.src.EndpointSlices(key)
+		if err != nil {
+			klog.ErrorS(err, "Cannot read EndpointSlices, will retry", "service", key)
+			p.retry[key] = struct{}{}
+			return
+		}
+		ports, rejections = model.ServicePorts(svc, eps)
+	}
+	p.report(rejections)
+	p.setService(key, ports)
+}
+
+// setService replaces the ports of one Service, keeping the IDs of ports
+// that survive, freeing those of ports that are gone and allocating new ones.
+func (p *Proxier) setService(key types.NamespacedName, ports []*model.ServicePort) {
+	old := p.services[key]
+	oldIDs := make(map[model.ServicePortName]uint32, len(old))
+	for _, sp := range old {
+		oldIDs[sp.Name] = sp.ID
+	}
+	// Free first, so that a renamed port can reuse the lowest ID at once.
+	for _, sp := range old {
+		if !slices.ContainsFunc(ports, func(n *model.ServicePort) bool { return n.Name == sp.Name }) {
+			p.ids.release(sp.ID)
+		}
+	}
+	kept := ports[:0]
+	for _, sp := range ports {
+		if id, ok := oldIDs[sp.Name]; ok {
+			sp.ID = id
+		} else {
+			id, err := p.ids.allocate()
+			if err != nil {
+				p.report([]model.Rejection{{Kind: "Service", Namespace: key.Namespace, Name: key.Name, Invalid: true,
+					Reason: "TooManyServicePorts", Message: fmt.Sprintf("port %s not programmed: %v", sp.Name, err)}})
+				continue
+			}
+			sp.ID = id
+		}
+		kept = append(kept, sp)
+	}
+	ports = kept
+
+	// Unchanged content (e.g. an annotation edit, or a slice update that
+	// only touched fields we ignore): keep the old values, no sync needed.
+	if reflect.DeepEqual(old, ports) || (len(old) == 0 && len(ports) == 0) {
+		return
+	}
+	if len(ports) == 0 {
+		delete(p.services, key)
+	} else {
+		p.services[key] = ports
+	}
+	p.flatStale = true
+	p.dirty = true
+	klog.V(4).InfoS("Service ports updated", "service", key, "ports", len(ports))
+}
+
+// refreshNode rereads the Node's zone and addresses.
+func (p *Proxier) refreshNode() {
+	n, err := p.src.Node()
+	if err != nil {
+		klog.ErrorS(err, "Cannot read Node; keeping its previous zone and addresses")
+		return
+	}
+	if n == nil {
+		klog.InfoS("Node object not found; node addresses and zone unknown", "node", p.cfg.NodeName)
+	}
+	zone, ips := nodeInfo(n)
+	if zone == p.nodeZone && slices.Equal(ips, p.nodeIPs) {
+		return
+	}
+	klog.V(2).InfoS("Node changed", "node", p.cfg.NodeName, "zone", zone, "ips", ips)
+	p.nodeZone, p.nodeIPs = zone, ips
+	p.dirty = true
+}
+
+// state returns the desired State. It shares unchanged parts with earlier
+// States; none of them is ever modified after being handed out.
+func (p *Proxier) state() *model.State {
+	if p.flatStale || p.flat == nil {
+		keys := make([]types.NamespacedName, 0, len(p.services))
+		n := 0
+		for k, ports := range p.services {
+			keys = append(keys, k)
+			n += len(ports)
+		}
+		// Ports of a Service are sorted by Name and Names sort by
+		// namespace/name first, so sorting the Services sorts the ports.
+		slices.SortFunc(keys, func(a, b types.NamespacedName) int {
+			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+		})
+		flat := make([]*model.ServicePort, 0, n)
+		for _, k := range keys {
+			flat = append(flat, p.services[k]...)
+		}
+		p.flat, p.flatStale = flat, false
+	}
+	return &model.State{
+		NodeName:      p.cfg.NodeName,
+		NodeZone:      p.nodeZone,
+		NodeIPs:       p.nodeIPs,
+		ClusterCIDRs:  p.cfg.ClusterCIDRs,
+		MasqueradeAll: p.cfg.MasqueradeAll,
+		Services:      p.flat,
+	}
+}
+
+// report logs rejections and passes them on for Events.
+func (p *Proxier) report(rs []model.Rejection) {
+	for _, r := range rs {
+		ref := klog.KRef(r.Namespace, r.Name)
+		if r.Invalid {
+			klog.InfoS("Ignoring invalid input", "kind", r.Kind, "object", ref, "reason", r.Reason, "detail", r.Message)
+		} else {
+			klog.V(4).InfoS("Nothing to program", "kind", r.Kind, "object", ref, "reason", r.Reason, "detail", r.Message)
+		}
+		if p.cfg.OnReject != nil {
+			p.cfg.OnReject(r)
+		}
+	}
+}

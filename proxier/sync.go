@@ -1,0 +1,48 @@
+package proxier
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/nftproxy/nftproxy/nftrules"
+)
+
+// sync brings the kernel in line with the changes recorded so far. With
+// full it also makes the reconciler re-read the kernel, repairing drift.
+func (p *Proxier) sync(ctx context.Context, full bool) error {
+	start := p.clock.Now()
+	c := p.changes.Take()
+	if !c.Oldest.IsZero() && (p.pendingSince.IsZero() || c.Oldest.Before(p.pendingSince)) {
+		p.pendingSince = c.Oldest
+	}
+	converted := p.applyChanges(c)
+	full = full || p.needFull
+	if !full && !p.dirty {
+		// Changes that changed nothing (or no changes): done.
+		klog.V(4).InfoS("Nothing to sync", "servicesConverted", converted)
+		p.pendingSince = time.Time{}
+		return nil
+	}
+
+	st := p.state()
+	res, err := p.rec.Sync(ctx, nftrules.Build(st), full)
+	info := SyncInfo{
+		State: st, Full: full, Result: res, Err: err, Start: start,
+		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,
+	}
+	if p.cfg.OnSync != nil {
+		p.cfg.OnSync(info)
+	}
+	if err != nil {
+		// What the kernel holds is now unknown: re-read it next time.
+		p.needFull = true
+		return fmt.Errorf("syncing rules (full=%t, %d service ports): %w", full, len(st.Services), err)
+	}
+	p.needFull, p.dirty, p.pendingSince = false, false, time.Time{}
+	klog.V(2).InfoS("Synced rules", "full", full, "servicePorts", len(st.Services),
+		"servicesConverted", converted, "objects", res.Objects, "messages", res.Messages, "duration", info.Duration)
+	return nil
+}

@@ -1,17 +1,133 @@
+// Command nftproxy is a kube-proxy replacement that programs nftables
+// directly over netlink. It runs on every node (a DaemonSet).
 package main
 
 import (
-	_ "github.com/google/nftables"
-	_ "github.com/spf13/cobra"
-	_ "github.com/vishvananda/netlink"
-	_ "github.com/vishvananda/netns"
-	_ "k8s.io/client-go/informers"
-	_ "k8s.io/client-go/kubernetes"
-	_ "k8s.io/client-go/tools/clientcmd"
-	_ "k8s.io/client-go/tools/record"
-	_ "k8s.io/client-go/kubernetes/fake"
-	_ "k8s.io/klog/v2"
-	_ "github.com/prometheus/client_golang/prometheus"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier"
 )
 
-func main() {}
+func main() {
+	err := newCommand().Execute()
+	klog.Flush()
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	o := newOptions()
+	cmd := &cobra.Command{
+		Use:          "nftproxy",
+		Short:        "Kubernetes Service proxy programming nftables over netlink",
+		Args:         cobra.NoArgs,
+		SilenceUsage: true, // a runtime error is not a usage error
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.complete(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return run(ctx, o)
+		},
+	}
+	o.addFlags(cmd.Flags())
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	cmd.Flags().AddGoFlagSet(klogFlags)
+	return cmd
+}
+
+// run wires informers -> change tracker -> proxier -> nftrules reconciler
+// and blocks until ctx ends. Rules are left in place on exit, so that
+// traffic keeps flowing while the proxy restarts or is upgraded.
+func run(ctx context.Context, o *options) error {
+	klog.InfoS("Starting nftproxy", "node", o.nodeName, "clusterCIDRs", o.podRanges,
+		"masqueradeAll", o.masqueradeAll, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
+	cfg, err := restConfig(o.kubeconfig, o.master)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rest.AddUserAgent(cfg, "nftproxy"))
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+
+	tracker := informers.NewTracker(clock.RealClock{})
+	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName}, tracker)
+	if err != nil {
+		return err
+	}
+	rec, err := nftrules.NewReconciler(nftrules.Options{})
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	defer func() {
+		if err := rec.Close(); err != nil {
+			klog.ErrorS(err, "Closing nftables connection")
+		}
+	}()
+	p, err := proxier.New(proxier.Config{
+		NodeName:      o.nodeName,
+		ClusterCIDRs:  o.podRanges,
+		MasqueradeAll: o.masqueradeAll,
+		MinSyncPeriod: o.minSyncPeriod,
+		SyncPeriod:    o.syncPeriod,
+	}, inf, tracker, rec)
+	if err != nil {
+		return err
+	}
+
+	inf.Start(ctx)
+	// Shutdown waits for the informers, which stop once ctx is done.
+	defer inf.Shutdown()
+	if err := inf.WaitForSync(ctx); err != nil {
+		if ctx.Err() != nil {
+			klog.InfoS("Stopped before the informers synced")
+			return nil
+		}
+		return err
+	}
+	klog.InfoS("Informers synced, programming rules")
+	if err := p.Run(ctx); err != nil {
+		return err
+	}
+	klog.InfoS("Shutting down; rules are left in place")
+	return nil
+}
+
+// restConfig builds the API client configuration: from --kubeconfig and/or
+// --master when given, else the in-cluster service account.
+func restConfig(kubeconfig, master string) (*rest.Config, error) {
+	if kubeconfig == "" && master == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			if errors.Is(err, rest.ErrNotInCluster) {
+				return nil, fmt.Errorf("not running in a cluster: set --kubeconfig or --master: %w", err)
+			}
+			return nil, fmt.Errorf("in-cluster configuration: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags(master, kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %q (master %q): %w", kubeconfig, master, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,211 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Versions of the control-plane components; they must match
+// e2e/k8sbin/go.mod (and the constants in e2e/k8sbin/doc.go) and key the
+// binary cache, so a version bump rebuilds.
+const (
+	EtcdVersion       = "v3.7.3"
+	KubernetesVersion = "v1.37.2"
+)
+
+// Binaries are absolute paths of the programs a lab runs.
+type Binaries struct {
+	Etcd, APIServer, ControllerManager, Kubectl string
+	NFTProxy, TestServer                        string
+}
+
+// component is one main of e2e/k8sbin.
+type component struct {
+	name     string // directory in e2e/k8sbin and binary name
+	estimate string // cold build time on 2 cores, shown while building
+}
+
+var components = []component{
+	{"etcd", "~30 s"},
+	{"kube-apiserver", "~4 min"},
+	{"kube-controller-manager", "~1 min"},
+	{"kubectl", "~20 s"},
+}
+
+// k8sLDFlags set the version the components report (else v0.0.0-master,
+// which clients warn about) and strip symbols to halve the binary size.
+func k8sLDFlags() string {
+	var major, minor string
+	if parts := strings.Split(strings.TrimPrefix(KubernetesVersion, "v"), "."); len(parts) >= 2 {
+		major, minor = parts[0], parts[1]
+	}
+	var b strings.Builder
+	b.WriteString("-s -w")
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		fmt.Fprintf(&b, " -X %s.gitVersion=%s -X %s.gitMajor=%s -X %s.gitMinor=%s -X %s.gitTreeState=clean",
+			pkg, KubernetesVersion, pkg, major, pkg, minor, pkg)
+	}
+	return b.String()
+}
+
+// DefaultCacheDir is $XDG_CACHE_HOME/nftproxy-lab, else ~/.cache/nftproxy-lab.
+func DefaultCacheDir() (string, error) {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "nftproxy-lab"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("lab: no cache dir (set XDG_CACHE_HOME): %w", err)
+	}
+	return filepath.Join(home, ".cache", "nftproxy-lab"), nil
+}
+
+// versionDir is where binaries of the current versions live.
+func versionDir(cacheDir string) string {
+	return filepath.Join(cacheDir, "k8s-"+KubernetesVersion+"_etcd-"+EtcdVersion)
+}
+
+// EnsureControlPlane builds the control-plane binaries that are missing
+// from the cache, printing one progress line per binary to log, and
+// returns their paths. A file lock makes concurrent callers (two test
+// packages, demo and test) wait for one build instead of racing.
+func EnsureControlPlane(ctx context.Context, repoRoot, cacheDir string, log io.Writer) (Binaries, error) {
+	dir := versionDir(cacheDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Binaries{}, fmt.Errorf("lab: create cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return Binaries{}, err
+	}
+	defer unlock()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	for i, c := range components {
+		if _, err := os.Stat(path(c.name)); err == nil {
+			continue
+		}
+		fmt.Fprintf(log, "lab: [%d/%d] building %s %s into %s (first run only, %s on 2 cores)...\n",
+			i+1, len(components), c.name, versionOf(c.name), dir, c.estimate)
+		start := time.Now()
+		pkg := "./" + c.name
+		if err := goBuild(ctx, filepath.Join(repoRoot, "e2e", "k8sbin"), pkg, path(c.name), k8sLDFlags()); err != nil {
+			return Binaries{}, err
+		}
+		fmt.Fprintf(log, "lab: [%d/%d] built %s in %s\n", i+1, len(components), c.name, time.Since(start).Round(time.Second))
+	}
+	return Binaries{
+		Etcd: path("etcd"), APIServer: path("kube-apiserver"),
+		ControllerManager: path("kube-controller-manager"), Kubectl: path("kubectl"),
+	}, nil
+}
+
+func versionOf(name string) string {
+	if name == "etcd" {
+		return EtcdVersion
+	}
+	return KubernetesVersion
+}
+
+// goBuild builds pkg of the module in dir into out, atomically: a crash
+// mid-build never leaves a truncated binary that later runs would trust.
+func goBuild(ctx context.Context, dir, pkg, out, ldflags string) error {
+	tmp := out + ".tmp"
+	args := []string{"build", "-trimpath", "-o", tmp}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+	cmd.Dir = dir
+	// GOWORK=off: the k8sbin module must build on its own go.mod, whatever
+	// workspace the developer has around the checkout.
+	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+	outb, err := cmd.CombinedOutput()
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("lab: go build %s in %s: %w\n%s", pkg, dir, err, outb)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("lab: install %s: %w", out, err)
+	}
+	return nil
+}
+
+// lockFile takes an exclusive flock on path, waiting for other holders.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lab: open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lab: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+var (
+	projectBinsMu   sync.Mutex
+	projectBinsDone = map[string]string{} // repoRoot -> dir with built binaries
+)
+
+// EnsureProjectBinaries builds nftproxy (from the repo root) and the test
+// server once per process into a temporary directory: they change with
+// every edit, so they are not cached across runs (Go's build cache makes a
+// rebuild take seconds).
+func EnsureProjectBinaries(ctx context.Context, repoRoot, proxyOverride string) (nftproxy, testserver string, err error) {
+	projectBinsMu.Lock()
+	defer projectBinsMu.Unlock()
+	dir, ok := projectBinsDone[repoRoot]
+	if !ok {
+		dir, err = os.MkdirTemp("", "nftlab-bin-")
+		if err != nil {
+			return "", "", fmt.Errorf("lab: temp dir for binaries: %w", err)
+		}
+		if proxyOverride == "" {
+			if err := goBuild(ctx, repoRoot, ".", filepath.Join(dir, "nftproxy"), ""); err != nil {
+				return "", "", err
+			}
+		}
+		if err := goBuild(ctx, repoRoot, "./e2e/testserver", filepath.Join(dir, "testserver"), ""); err != nil {
+			return "", "", err
+		}
+		projectBinsDone[repoRoot] = dir
+	}
+	nftproxy = filepath.Join(dir, "nftproxy")
+	if proxyOverride != "" {
+		nftproxy = proxyOverride
+	}
+	return nftproxy, filepath.Join(dir, "testserver"), nil
+}
+
+// FindRepoRoot walks up from the working directory to the directory whose
+// go.mod declares the nftproxy module.
+func FindRepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("lab: working directory: %w", err)
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(string(b), "module github.com/nftproxy/nftproxy\n") {
+			return dir, nil
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("lab: read go.mod: %w", err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("lab: nftproxy repo root not found above the working directory (set Options.RepoRoot)")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,84 @@
+package lab
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// Mode is how pod traffic crosses between nodes, as the CNI plugins users
+// run do it.
+type Mode string
+
+const (
+	// Routed: each node routes the other nodes' pod CIDRs via their node IPs
+	// on the underlay (Flannel host-gw / Calico without encapsulation).
+	Routed Mode = "routed"
+	// VXLAN: each node has a vxlan device over the underlay with static
+	// FDB and neighbour entries per remote node (Flannel's default backend).
+	VXLAN Mode = "vxlan"
+)
+
+// Options configure a lab. The zero value is usable: 3 routed nodes.
+type Options struct {
+	// Prefix of every namespace (and the work directory) of this lab.
+	// Leftovers with this prefix are removed at Start. Default "nftlab-".
+	Prefix string
+	// Nodes is the number of nodes (default 3, at least 2).
+	Nodes int
+	// Mode is the cross-node pod network (default Routed).
+	Mode Mode
+	// RepoRoot is the nftproxy checkout (default: found from the working
+	// directory by looking for its go.mod).
+	RepoRoot string
+	// CacheDir holds the built control-plane binaries, keyed by version
+	// (default $XDG_CACHE_HOME/nftproxy-lab or ~/.cache/nftproxy-lab).
+	CacheDir string
+	// ProxyBinary is a prebuilt nftproxy; default: built from RepoRoot once
+	// per process.
+	ProxyBinary string
+	// ProxyArgs are extra flags for every nftproxy (e.g. --masquerade-all).
+	ProxyArgs []string
+	// NoProxy starts no nftproxy (for checking the lab itself).
+	NoProxy bool
+	// KeepWorkDir keeps logs and certificates after Stop.
+	KeepWorkDir bool
+	// Log receives progress lines (default os.Stderr).
+	Log io.Writer
+}
+
+func (o *Options) setDefaults() error {
+	if o.Prefix == "" {
+		o.Prefix = "nftlab-"
+	}
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	if o.Nodes < 2 || o.Nodes > 50 {
+		return fmt.Errorf("lab: %d nodes: need between 2 and 50", o.Nodes)
+	}
+	if o.Mode == "" {
+		o.Mode = Routed
+	}
+	if o.Mode != Routed && o.Mode != VXLAN {
+		return fmt.Errorf("lab: unknown mode %q (want %q or %q)", o.Mode, Routed, VXLAN)
+	}
+	if o.Log == nil {
+		o.Log = os.Stderr
+	}
+	if o.RepoRoot == "" {
+		root, err := FindRepoRoot()
+		if err != nil {
+			return err
+		}
+		o.RepoRoot = root
+	}
+	if o.CacheDir == "" {
+		d, err := DefaultCacheDir()
+		if err != nil {
+			return err
+		}
+		o.CacheDir = d
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package proxier
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 
@@ -21,8 +22,16 @@ func (p *Proxier) loadAll() error {
 	if err != nil {
 		return fmt.Errorf("initial load: %w", err)
 	}
+	keys := make([]types.NamespacedName, 0, len(svcs))
 	for _, s := range svcs {
-		p.convert(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+		keys = append(keys, types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+	// Converting in sorted order makes IDs a function of the set of
+	// Services: after a restart on a stable cluster they match the rules
+	// already in the kernel, so the first full sync changes little.
+	slices.SortFunc(keys, compareKeys)
+	for _, k := range keys {
+		p.convert(k)
 	}
 	p.refreshNode()
 	p.dirty = true
@@ -42,7 +51,8 @@ func (p *Proxier) applyChanges(c informers.Changes) int {
 	for k := range c.Endpoints {
 		keys[k] = struct{}{}
 	}
-	for k := range keys {
+	// Sorted, so that IDs do not depend on map iteration order.
+	for _, k := range slices.SortedFunc(maps.Keys(keys), compareKeys) {
 		p.convert(k)
 	}
 	if c.Node {
@@ -151,9 +161,7 @@ func (p *Proxier) state() *model.State {
 		}
 		// Ports of a Service are sorted by Name and Names sort by
 		// namespace/name first, so sorting the Services sorts the ports.
-		slices.SortFunc(keys, func(a, b types.NamespacedName) int {
-			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-		})
+		slices.SortFunc(keys, compareKeys)
 		flat := make([]*model.ServicePort, 0, n)
 		for _, k := range keys {
 			flat = append(flat, p.services[k]...)
@@ -168,6 +176,10 @@ func (p *Proxier) state() *model.State {
 		MasqueradeAll: p.cfg.MasqueradeAll,
 		Services:      p.flat,
 	}
+}
+
+func compareKeys(a, b types.NamespacedName) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
 // report logs rejections and passes them on for Events.

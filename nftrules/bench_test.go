@@ -35,9 +35,13 @@ func scaleState(n, eps int) *model.State {
 	return st
 }
 
-// changeOneEndpoint moves one endpoint of Service i to a new address.
+// changeOneEndpoint moves one endpoint of Service i to a new address. Like
+// the proxier, it replaces the ServicePort value instead of editing it.
 func changeOneEndpoint(st *model.State, i, round int) {
-	st.Services[i].Endpoints[0].Addr = netip.AddrFrom4([4]byte{10, 250, byte(round >> 8), byte(round)})
+	sp := *st.Services[i]
+	sp.Endpoints = append([]model.Endpoint(nil), sp.Endpoints...)
+	sp.Endpoints[0].Addr = netip.AddrFrom4([4]byte{10, 250, byte(round >> 8), byte(round)})
+	st.Services[i] = &sp
 }
 
 func BenchmarkBuild10kx10(b *testing.B) {
@@ -50,13 +54,14 @@ func BenchmarkBuild10kx10(b *testing.B) {
 
 func BenchmarkBuildDiffOneEndpointChange10kx10(b *testing.B) {
 	st := scaleState(10000, 10)
-	live := nftrules.Build(st)
+	builder := nftrules.NewBuilder()
+	live := builder.Build(st)
 	b.ReportAllocs()
 	round := 0
 	for b.Loop() {
 		round++
 		changeOneEndpoint(st, 5000, round)
-		desired := nftrules.Build(st)
+		desired := builder.Build(st)
 		tx := nftrules.Diff(live, desired)
 		if tx.Objects() > 8 {
 			b.Fatalf("one endpoint change: %d objects", tx.Objects())
@@ -94,14 +99,15 @@ func BenchmarkKernelOneEndpointChange10kx10(b *testing.B) {
 	st := scaleState(10000, 10)
 	tn := newTestNode(b, 0)
 	rec := newReconciler(b, tn.node)
-	if _, err := rec.Sync(context.Background(), nftrules.Build(st), true); err != nil {
+	builder := nftrules.NewBuilder()
+	if _, err := rec.Sync(context.Background(), builder.Build(st), true); err != nil {
 		b.Fatal(err)
 	}
 	round := 0
 	for b.Loop() {
 		round++
 		changeOneEndpoint(st, 5000, round)
-		res, err := rec.Sync(context.Background(), nftrules.Build(st), false)
+		res, err := rec.Sync(context.Background(), builder.Build(st), false)
 		if err != nil {
 			b.Fatal(err)
 		}

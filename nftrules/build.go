@@ -8,25 +8,6 @@ import (
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// Build returns the ruleset for a desired state. It is pure and
-// deterministic: the same State always yields the same Ruleset, and a change
-// to one service port changes only that service port's chain and elements.
-//
-// Both family tables are always present (with their shared chains and
-// sets), so that the skeleton never churns as Services come and go.
-func Build(st *model.State) *Ruleset {
-	rs := NewRuleset()
-	for _, f := range Families {
-		buildSkeleton(rs.Table(f))
-	}
-	for _, sp := range st.Services {
-		for _, f := range Families {
-			buildServicePort(rs.Table(f), st, sp)
-		}
-	}
-	return rs
-}
-
 // buildSkeleton adds the base chains, shared chains and shared sets.
 func buildSkeleton(t *Table) {
 	f := t.Family
@@ -65,16 +46,29 @@ func buildSkeleton(t *Table) {
 	post.Add(Masquerade{})
 }
 
-// buildServicePort programs one service port in one family table: its
-// dispatch entry, its chain and its endpoints.
-func buildServicePort(t *Table, st *model.State, sp *model.ServicePort) {
+// fragment is what one service port contributes to one family's table:
+// its chains and, per set, its elements. Fragments are immutable once built.
+type fragment struct {
+	chains   []*Chain
+	elements map[string][]Element
+}
+
+func (fr *fragment) put(set string, e Element) {
+	if fr.elements == nil {
+		fr.elements = map[string][]Element{}
+	}
+	fr.elements[set] = append(fr.elements[set], e)
+}
+
+// serviceFragment builds one service port's fragment for family f (nil when
+// the service port has nothing in that family).
+func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment {
 	proto, ok := ProtocolOf(sp.Protocol)
 	if !ok || sp.ID > MaxServicePortID {
 		// The proxier never hands out such IDs; a wrapped offset would
 		// overwrite another service port's endpoints.
-		return
+		return nil
 	}
-	f := t.Family
 	var clusterIPs []netip.Addr
 	for _, ip := range sp.ClusterIPs {
 		if FamilyOf(ip) == f {
@@ -82,52 +76,44 @@ func buildServicePort(t *Table, st *model.State, sp *model.ServicePort) {
 		}
 	}
 	if len(clusterIPs) == 0 {
-		return
+		return nil
 	}
 	eps := endpointsOfFamily(ClusterEndpoints(st, sp), f)
 	if len(eps) > MaxEndpoints {
 		eps = eps[:MaxEndpoints]
 	}
 
+	fr := &fragment{}
 	if len(eps) == 0 {
 		for _, ip := range clusterIPs {
-			t.Sets[SetNoEndpointServices].Put(dispatchElement(ip, proto, sp.Port, GotoChain(ChainReject)))
+			fr.put(SetNoEndpointServices, dispatchElement(ip, proto, sp.Port, GotoChain(ChainReject)))
 		}
-		return
+		return fr
 	}
 
-	chain := ServiceChainName(sp.Name)
+	chain := &Chain{Name: ServiceChainName(sp.Name)}
+	fr.chains = append(fr.chains, chain)
 	for _, ip := range clusterIPs {
-		t.Sets[SetServiceIPs].Put(dispatchElement(ip, proto, sp.Port, GotoChain(chain)))
+		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, GotoChain(chain.Name)))
 	}
-	c := t.Chain(chain)
 	if m := masqueradeMatch(st, f); m != nil {
-		c.Add(append(m, JumpTo(ChainMarkForMasquerade))...)
+		chain.Add(append(m, JumpTo(ChainMarkForMasquerade))...)
 	}
 	base := sp.ID << IndexBits
-	epMap := endpointMap(t, proto, sp.ID)
-	c.Add(MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: uint32(len(eps)), Offset: base, Map: epMap.Name})
-
-	hairpin := t.Sets[SetHairpin]
+	epMap := EndpointMapName(proto, sp.ID)
+	chain.Add(MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: uint32(len(eps)), Offset: base, Map: epMap})
+	hairpinned := map[netip.Addr]bool{} // one pod may serve several ports
 	for i, ep := range eps {
-		epMap.Put(Element{
+		fr.put(epMap, Element{
 			Key:  []Value{NumValue(base + uint32(i))},
 			Data: []Value{AddrValue(ep.Addr), NumValue(uint32(ep.Port))},
 		})
-		hairpin.Put(Element{Key: []Value{AddrValue(ep.Addr), AddrValue(ep.Addr)}})
+		if !hairpinned[ep.Addr] {
+			hairpinned[ep.Addr] = true
+			fr.put(SetHairpin, Element{Key: []Value{AddrValue(ep.Addr), AddrValue(ep.Addr)}})
+		}
 	}
-}
-
-// endpointMap returns the endpoint map of a service port, adding it to the
-// table when it is the first service port of its shard.
-func endpointMap(t *Table, p Protocol, id uint32) *Set {
-	name := EndpointMapName(p, id)
-	if s, ok := t.Sets[name]; ok {
-		return s
-	}
-	s := newEndpointMap(t.Family, p, name)
-	t.Sets[name] = s
-	return s
+	return fr
 }
 
 func newEndpointMap(f Family, p Protocol, name string) *Set {

@@ -119,9 +119,9 @@ func changes(a, b *nftrules.Ruleset) []string {
 				out = append(out, string(f)+" set "+name)
 				continue
 			}
-			for _, key := range unionKeys(sa.Elements, sb.Elements) {
-				ea, okA := sa.Elements[key]
-				eb, okB := sb.Elements[key]
+			for _, key := range unionKeys(sa.Elements(), sb.Elements()) {
+				ea, okA := sa.Lookup(key)
+				eb, okB := sb.Lookup(key)
 				if okA != okB || !ea.Equal(eb) {
 					out = append(out, string(f)+" "+name+" "+key)
 				}

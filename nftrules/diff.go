@@ -182,15 +182,22 @@ func sameSkeleton(have, want *Table) bool {
 }
 
 // diffTable appends chain, rule and element ops to tx and returns the chain
-// deletions, which must come after everything else.
+// deletions, which must come after everything else. Chains and element
+// groups shared by both sides (an unchanged service port) are skipped by
+// identity; only what changed is rendered and compared.
 func diffTable(tx *Transaction, have, want *Table) []Op {
 	f := want.Family
-	for _, wc := range want.SortedChains() {
-		hc, exists := have.Chains[wc.Name]
-		if exists && sameRules(f, hc, wc) {
+	var changed []*Chain
+	for name, wc := range want.Chains {
+		hc, exists := have.Chains[name]
+		if exists && (hc == wc || sameRules(f, hc, wc)) {
 			continue
 		}
-		if exists {
+		changed = append(changed, wc)
+	}
+	sortChains(changed)
+	for _, wc := range changed {
+		if _, exists := have.Chains[wc.Name]; exists {
 			tx.Ops = append(tx.Ops, Op{Kind: OpFlushChain, Family: f, Chain: wc})
 		} else {
 			tx.Ops = append(tx.Ops, Op{Kind: OpAddChain, Family: f, Chain: wc})
@@ -199,12 +206,9 @@ func diffTable(tx *Transaction, have, want *Table) []Op {
 			tx.Ops = append(tx.Ops, Op{Kind: OpAddRule, Family: f, Chain: wc, Rule: &wc.Rules[i]})
 		}
 	}
-	for _, ws := range want.SortedSets() {
-		var hs *Set
-		if have != nil {
-			hs = have.Sets[ws.Name]
-		}
-		add, del := diffElements(hs, ws)
+	for _, name := range sortedSetNames(want.Sets) {
+		ws := want.Sets[name]
+		add, del := diffElements(have.Sets[name], ws)
 		if len(del) > 0 {
 			tx.Ops = append(tx.Ops, Op{Kind: OpDelElements, Family: f, Set: ws, Elements: del})
 		}
@@ -212,14 +216,32 @@ func diffTable(tx *Transaction, have, want *Table) []Op {
 			tx.Ops = append(tx.Ops, Op{Kind: OpAddElements, Family: f, Set: ws, Elements: add})
 		}
 	}
-	var dels []Op
-	for _, hc := range have.SortedChains() {
-		if _, ok := want.Chains[hc.Name]; !ok {
-			// Flush first: a chain with rules cannot be deleted.
-			dels = append(dels, Op{Kind: OpFlushChain, Family: f, Chain: hc}, Op{Kind: OpDelChain, Family: f, Chain: hc})
+	var gone []*Chain
+	for name, hc := range have.Chains {
+		if _, ok := want.Chains[name]; !ok {
+			gone = append(gone, hc)
 		}
 	}
+	sortChains(gone)
+	var dels []Op
+	for _, hc := range gone {
+		// Flush first: a chain with rules cannot be deleted.
+		dels = append(dels, Op{Kind: OpFlushChain, Family: f, Chain: hc}, Op{Kind: OpDelChain, Family: f, Chain: hc})
+	}
 	return dels
+}
+
+func sortChains(cs []*Chain) {
+	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
+}
+
+func sortedSetNames(m map[string]*Set) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // maxIdentityText bounds the identity kept in a rule's user data (the
@@ -252,12 +274,16 @@ func sameRules(f Family, a, b *Chain) bool {
 // diffElements returns the elements to add to and delete from have so that
 // it equals want. An element whose value changed is in both lists.
 func diffElements(have, want *Set) (add, del []Element) {
+	if have != nil && have.owned() && want.owned() {
+		return diffGroups(have, want)
+	}
 	var haveEls map[string]Element
 	if have != nil {
-		haveEls = have.Elements
+		haveEls = have.Elements()
 	}
-	for _, k := range sortedKeys(want.Elements) {
-		w := want.Elements[k]
+	wantEls := want.Elements()
+	for _, k := range sortedKeys(wantEls) {
+		w := wantEls[k]
 		h, ok := haveEls[k]
 		if ok && h.Equal(w) {
 			continue
@@ -268,11 +294,80 @@ func diffElements(have, want *Set) (add, del []Element) {
 		add = append(add, w)
 	}
 	for _, k := range sortedKeys(haveEls) {
-		if _, ok := want.Elements[k]; !ok {
+		if _, ok := wantEls[k]; !ok {
 			del = append(del, haveEls[k])
 		}
 	}
 	return add, del
+}
+
+// diffGroups diffs two owner-grouped sets group by group, skipping groups
+// both sides share. A key another owner still holds is not deleted (the
+// kernel set holds it once); adding a key the kernel already has is
+// harmless.
+func diffGroups(have, want *Set) (add, del []Element) {
+	var owners []string
+	for o, wg := range want.groups {
+		if hg, ok := have.groups[o]; !ok || !sameGroup(hg, wg) {
+			owners = append(owners, o)
+		}
+	}
+	for o := range have.groups {
+		if _, ok := want.groups[o]; !ok {
+			owners = append(owners, o)
+		}
+	}
+	sort.Strings(owners)
+	for _, o := range owners {
+		a, d := diffSlices(have.groups[o], want.groups[o])
+		add = append(add, a...)
+		for _, e := range d {
+			if !want.holds(e.KeyString()) {
+				del = append(del, e)
+			}
+		}
+	}
+	return add, del
+}
+
+func sameGroup(a, b []Element) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// diffSlices compares two small element lists of one owner.
+func diffSlices(have, want []Element) (add, del []Element) {
+	h := make(map[string]Element, len(have))
+	for _, e := range have {
+		h[e.KeyString()] = e
+	}
+	w := make(map[string]bool, len(want))
+	for _, e := range want {
+		k := e.KeyString()
+		w[k] = true
+		if old, ok := h[k]; ok {
+			if old.Equal(e) {
+				continue
+			}
+			del = append(del, old)
+		}
+		add = append(add, e)
+	}
+	for _, e := range have {
+		if k := e.KeyString(); !w[k] {
+			w[k] = true // once, even if listed twice
+			del = append(del, e)
+		}
+	}
+	return add, del
+}
+
+// holds reports whether some group of a set whose keys owners share still
+// holds key. For other sets keys belong to one owner: always false.
+func (s *Set) holds(key string) bool {
+	if s.refs == nil {
+		return false
+	}
+	return s.refs[key] > 0
 }
 
 func sortedKeys(m map[string]Element) []string {

@@ -252,7 +252,7 @@ func TestKernelResyncIsEmptyAndEndpointChangeIsLocal(t *testing.T) {
 	// And the kernel really holds the new endpoint.
 	live := after.Tables[nftrules.IPv4].Sets[nftrules.EndpointMapName(nftrules.TCP, st.Services[7].ID)]
 	found := false
-	for _, e := range live.Elements {
+	for _, e := range live.Elements() {
 		if e.ValueString() == "10.244.1.99 . 8080" {
 			found = true
 		}
@@ -322,13 +322,13 @@ func TestKernelLargeMapsAreComplete(t *testing.T) {
 	endpoints := 0
 	for name, s := range t4.Sets {
 		if strings.HasPrefix(name, "endpoints-tcp-") {
-			endpoints += len(s.Elements)
+			endpoints += s.Len()
 		}
 	}
 	if endpoints != services {
 		t.Errorf("endpoint maps hold %d elements, want %d", endpoints, services)
 	}
-	if n := len(t4.Sets[nftrules.SetServiceIPs].Elements); n != services {
+	if n := t4.Sets[nftrules.SetServiceIPs].Len(); n != services {
 		t.Errorf("service-ips holds %d elements, want %d", n, services)
 	}
 }

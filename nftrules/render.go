@@ -36,7 +36,7 @@ func (s *Set) render(b *strings.Builder, f Family) {
 	if s.Comment != "" {
 		fmt.Fprintf(b, "\t\tcomment %q\n", s.Comment)
 	}
-	if len(s.Elements) > 0 {
+	if s.Len() > 0 {
 		els := s.SortedElements()
 		parts := make([]string, len(els))
 		for i, e := range els {

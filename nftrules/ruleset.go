@@ -77,6 +77,9 @@ type Table struct {
 	Name   string
 	Chains map[string]*Chain
 	Sets   map[string]*Set
+
+	// copied names the sets a Builder already copied in this ruleset.
+	copied map[string]bool
 }
 
 // Chain returns the named chain, creating an empty regular chain if missing.
@@ -167,8 +170,14 @@ func (r Rule) Render(f Family) string {
 	return strings.Join(parts, " ")
 }
 
-// Set is a named set or map. Elements are keyed by the rendering of their
-// key so that two sets can be compared element by element.
+// Set is a named set or map.
+//
+// Elements are stored in groups, one per owner: the service chain name of
+// the service port that contributed them, or "" for elements without an
+// owner (read back from the kernel, or added with Put). A Builder shares the
+// group of an unchanged service port between successive rulesets, so Diff
+// can skip it by identity instead of comparing elements. Two owners may
+// contribute the same key (the hairpin set); the set holds it once.
 type Set struct {
 	Name string
 	// Key lists the fields of the (possibly concatenated) key.
@@ -181,33 +190,79 @@ type Set struct {
 	// (nft's typeof names it); zero for other sets.
 	Proto Protocol
 	// Comment is shown by nft next to the set.
-	Comment  string
-	Elements map[string]Element
+	Comment string
+
+	groups map[string][]Element
+	// refs counts, per key, the groups holding it; maintained by the Builder
+	// for sets whose keys owners share. nil: computed on demand.
+	refs map[string]int
+	// index is the merged view of all groups, computed on demand.
+	index map[string]Element
 }
 
 // IsMap reports whether the set maps keys to data or verdicts.
 func (s *Set) IsMap() bool { return s.Verdict || len(s.Data) > 0 }
 
-// Put adds (or replaces) an element.
+// Put adds (or replaces) an element without an owner.
 func (s *Set) Put(e Element) {
-	if s.Elements == nil {
-		s.Elements = map[string]Element{}
+	if s.groups == nil {
+		s.groups = map[string][]Element{}
 	}
-	s.Elements[e.KeyString()] = e
+	g := s.groups[""]
+	for i := range g {
+		if g[i].KeyString() == e.KeyString() {
+			g[i] = e
+			s.index = nil
+			return
+		}
+	}
+	s.groups[""] = append(g, e)
+	s.index = nil
 }
+
+// Elements returns every element of the set by key rendering. The map is
+// computed once and must not be modified.
+func (s *Set) Elements() map[string]Element {
+	if s.index == nil {
+		s.index = map[string]Element{}
+		for _, g := range s.groups {
+			for _, e := range g {
+				s.index[e.KeyString()] = e
+			}
+		}
+	}
+	return s.index
+}
+
+// Lookup returns the element with the given key rendering.
+func (s *Set) Lookup(key string) (Element, bool) {
+	e, ok := s.Elements()[key]
+	return e, ok
+}
+
+// Len returns the number of distinct elements.
+func (s *Set) Len() int { return len(s.Elements()) }
 
 // SortedElements returns the elements ordered by key rendering.
 func (s *Set) SortedElements() []Element {
-	keys := make([]string, 0, len(s.Elements))
-	for k := range s.Elements {
+	els := s.Elements()
+	keys := make([]string, 0, len(els))
+	for k := range els {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	out := make([]Element, len(keys))
 	for i, k := range keys {
-		out[i] = s.Elements[k]
+		out[i] = els[k]
 	}
 	return out
+}
+
+// owned reports whether the set's elements are grouped by owner (built by
+// a Builder) rather than flat (read from the kernel).
+func (s *Set) owned() bool {
+	_, flat := s.groups[""]
+	return !flat || len(s.groups) > 1
 }
 
 // SameShape reports whether two sets have the same type (so that one can be

@@ -106,6 +106,9 @@ type Proxier struct {
 	rec     Reconciler
 
 	ids *idAllocator
+	// builder turns States into rulesets, rebuilding only the service
+	// ports whose values changed since the last State.
+	builder *nftrules.Builder
 	// services caches the converted ports of each Service, IDs assigned,
 	// so that a change reconverts only the Services it touches.
 	services map[types.NamespacedName][]*model.ServicePort
@@ -147,6 +150,7 @@ func New(cfg Config, src Source, changes *informers.Tracker, rec Reconciler) (*P
 		changes:  changes,
 		rec:      rec,
 		ids:      newIDAllocator(nftrules.MaxServicePortID),
+		builder:  nftrules.NewBuilder(),
 		services: map[types.NamespacedName][]*model.ServicePort{},
 		retry:    map[types.NamespacedName]struct{}{},
 		needFull: true,

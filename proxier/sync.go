@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
-
-	"github.com/nftproxy/nftproxy/nftrules"
 )
 
 // sync brings the kernel in line with the changes recorded so far. With
@@ -28,7 +26,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	}
 
 	st := p.state()
-	res, err := p.rec.Sync(ctx, nftrules.Build(st), full)
+	res, err := p.rec.Sync(ctx, p.builder.Build(st), full)
 	info := SyncInfo{
 		State: st, Full: full, Result: res, Err: err, Start: start,
 		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,

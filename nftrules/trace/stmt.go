@@ -91,7 +91,7 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		if set.IsMap() {
 			return nil, fmt.Errorf("set lookup in map @%s", s.Set)
 		}
-		_, ok := set.Elements[key.KeyString()]
+		_, ok := set.Lookup(key.KeyString())
 		return match(ok, fmt.Sprintf("%s not in @%s", keyText(set, key), s.Set))
 
 	case nftrules.VmapLookup:
@@ -102,7 +102,7 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		if !set.Verdict {
 			return nil, fmt.Errorf("vmap lookup in @%s, which is not a verdict map", s.Map)
 		}
-		el, ok := set.Elements[key.KeyString()]
+		el, ok := set.Lookup(key.KeyString())
 		if !ok {
 			return match(false, fmt.Sprintf("%s not in @%s", keyText(set, key), s.Map))
 		}
@@ -163,7 +163,7 @@ func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATT
 	out := make([]result, 0, s.Count)
 	for k := s.Offset; k-s.Offset < s.Count; k++ {
 		key := nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(k)}}.KeyString()
-		el, ok := m.Elements[key]
+		el, ok := m.Lookup(key)
 		if !ok {
 			return nil, fmt.Errorf("endpoint map @%s has no entry %d (want %d..%d)", s.Map, k, s.Offset, s.Offset+s.Count-1)
 		}

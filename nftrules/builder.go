@@ -1,0 +1,160 @@
+package nftrules
+
+import (
+	"maps"
+	"reflect"
+
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// Build returns the ruleset for a desired state. It is pure and
+// deterministic: the same State always yields the same Ruleset.
+func Build(st *model.State) *Ruleset { return NewBuilder().Build(st) }
+
+// Builder builds rulesets incrementally. It remembers the fragment each
+// service port produced, keyed by the *model.ServicePort, so a new State
+// that shares most ServicePort values with the previous one costs only the
+// changed service ports. The proxier treats ServicePorts as immutable: a
+// changed service port is a new value. The result is always equal to
+// Build(st).
+//
+// Successive rulesets share unchanged chains and element groups; they must
+// not be modified by callers.
+type Builder struct {
+	last   *Ruleset
+	config model.State // st without Services: what every fragment depends on
+	frags  map[*model.ServicePort]map[Family]*fragment
+}
+
+// NewBuilder returns a Builder with nothing built yet.
+func NewBuilder() *Builder { return &Builder{} }
+
+// Build returns the ruleset of st.
+func (b *Builder) Build(st *model.State) *Ruleset {
+	cfg := *st
+	cfg.Services = nil
+	if b.last == nil || !reflect.DeepEqual(cfg, b.config) {
+		b.reset(cfg)
+	}
+	rs := b.last.shallowCopy()
+	current := make(map[*model.ServicePort]struct{}, len(st.Services))
+	for _, sp := range st.Services {
+		current[sp] = struct{}{}
+	}
+	for sp, frs := range b.frags {
+		if _, ok := current[sp]; !ok {
+			for f, fr := range frs {
+				rs.removeFragment(f, ServiceChainName(sp.Name), fr)
+			}
+			delete(b.frags, sp)
+		}
+	}
+	for _, sp := range st.Services {
+		if _, ok := b.frags[sp]; ok {
+			continue
+		}
+		frs := map[Family]*fragment{}
+		for _, f := range Families {
+			if fr := serviceFragment(st, sp, f); fr != nil {
+				frs[f] = fr
+				rs.addFragment(f, ServiceChainName(sp.Name), fr)
+			}
+		}
+		b.frags[sp] = frs
+	}
+	b.last = rs
+	return rs
+}
+
+// reset forgets every fragment and starts again from the skeleton.
+func (b *Builder) reset(cfg model.State) {
+	b.config = cfg
+	b.frags = map[*model.ServicePort]map[Family]*fragment{}
+	b.last = NewRuleset()
+	for _, f := range Families {
+		t := b.last.Table(f)
+		buildSkeleton(t)
+		t.Sets[SetHairpin].refs = map[string]int{}
+	}
+}
+
+// shallowCopy returns a ruleset sharing chains and element groups with rs,
+// whose maps can be changed without changing rs. Sets are copied when first
+// changed (see Table.mutableSet).
+func (rs *Ruleset) shallowCopy() *Ruleset {
+	out := NewRuleset()
+	for f, t := range rs.Tables {
+		out.Tables[f] = &Table{
+			Family: t.Family, Name: t.Name,
+			Chains: maps.Clone(t.Chains),
+			Sets:   maps.Clone(t.Sets),
+			copied: map[string]bool{},
+		}
+	}
+	return out
+}
+
+// mutableSet returns the named set, copying it first if it is still shared
+// with the ruleset this one was copied from. It creates endpoint maps on
+// first use.
+func (t *Table) mutableSet(name string) *Set {
+	s, ok := t.Sets[name]
+	if !ok {
+		p, _, _ := parseEndpointMapName(name)
+		s = newEndpointMap(t.Family, p, name)
+		s.groups = map[string][]Element{}
+		t.Sets[name] = s
+		t.copied[name] = true
+		return s
+	}
+	if !t.copied[name] {
+		c := *s
+		c.groups = maps.Clone(s.groups)
+		if c.groups == nil {
+			c.groups = map[string][]Element{}
+		}
+		c.index = nil
+		s = &c
+		t.Sets[name] = s
+		t.copied[name] = true
+	}
+	return s
+}
+
+func (rs *Ruleset) addFragment(f Family, owner string, fr *fragment) {
+	t := rs.Tables[f]
+	for _, c := range fr.chains {
+		t.Chains[c.Name] = c
+	}
+	for name, els := range fr.elements {
+		s := t.mutableSet(name)
+		s.groups[owner] = els
+		if s.refs != nil {
+			for _, e := range els {
+				s.refs[e.KeyString()]++
+			}
+		}
+	}
+}
+
+func (rs *Ruleset) removeFragment(f Family, owner string, fr *fragment) {
+	t := rs.Tables[f]
+	for _, c := range fr.chains {
+		delete(t.Chains, c.Name)
+	}
+	for name, els := range fr.elements {
+		s := t.mutableSet(name)
+		delete(s.groups, owner)
+		if s.refs != nil {
+			for _, e := range els {
+				k := e.KeyString()
+				if s.refs[k]--; s.refs[k] <= 0 {
+					delete(s.refs, k)
+				}
+			}
+		}
+		if s.Proto != 0 && len(s.groups) == 0 {
+			delete(t.Sets, name) // the shard's last service port is gone
+		}
+	}
+}

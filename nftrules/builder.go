@@ -23,7 +23,14 @@ func Build(st *model.State) *Ruleset { return NewBuilder().Build(st) }
 type Builder struct {
 	last   *Ruleset
 	config model.State // st without Services: what every fragment depends on
-	frags  map[*model.ServicePort]map[Family]*fragment
+	frags  map[*model.ServicePort]*memo
+	gen    uint64 // Build count, to find service ports that are gone
+}
+
+// memo is what one service port produced, and when it was last seen.
+type memo struct {
+	gen      uint64
+	byFamily map[Family]*fragment
 }
 
 // NewBuilder returns a Builder with nothing built yet.
@@ -37,30 +44,32 @@ func (b *Builder) Build(st *model.State) *Ruleset {
 		b.reset(cfg)
 	}
 	rs := b.last.shallowCopy()
-	current := make(map[*model.ServicePort]struct{}, len(st.Services))
+	b.gen++
+	var added []*model.ServicePort
 	for _, sp := range st.Services {
-		current[sp] = struct{}{}
+		if m, ok := b.frags[sp]; ok {
+			m.gen = b.gen
+		} else {
+			added = append(added, sp)
+		}
 	}
-	for sp, frs := range b.frags {
-		if _, ok := current[sp]; !ok {
-			for f, fr := range frs {
+	for sp, m := range b.frags {
+		if m.gen != b.gen {
+			for f, fr := range m.byFamily {
 				rs.removeFragment(f, ServiceChainName(sp.Name), fr)
 			}
 			delete(b.frags, sp)
 		}
 	}
-	for _, sp := range st.Services {
-		if _, ok := b.frags[sp]; ok {
-			continue
-		}
-		frs := map[Family]*fragment{}
+	for _, sp := range added {
+		m := &memo{gen: b.gen, byFamily: map[Family]*fragment{}}
 		for _, f := range Families {
 			if fr := serviceFragment(st, sp, f); fr != nil {
-				frs[f] = fr
+				m.byFamily[f] = fr
 				rs.addFragment(f, ServiceChainName(sp.Name), fr)
 			}
 		}
-		b.frags[sp] = frs
+		b.frags[sp] = m
 	}
 	b.last = rs
 	return rs
@@ -69,7 +78,7 @@ func (b *Builder) Build(st *model.State) *Ruleset {
 // reset forgets every fragment and starts again from the skeleton.
 func (b *Builder) reset(cfg model.State) {
 	b.config = cfg
-	b.frags = map[*model.ServicePort]map[Family]*fragment{}
+	b.frags = map[*model.ServicePort]*memo{}
 	b.last = NewRuleset()
 	for _, f := range Families {
 		t := b.last.Table(f)

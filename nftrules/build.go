@@ -9,7 +9,7 @@ import (
 )
 
 // buildSkeleton adds the base chains, shared chains and shared sets.
-func buildSkeleton(t *Table) {
+func buildSkeleton(t *Table, st *model.State) {
 	f := t.Family
 	addr := AddrType(f)
 	dispatchKey := []Datatype{addr, TypeInetProto, TypeInetService}
@@ -18,6 +18,7 @@ func buildSkeleton(t *Table) {
 	t.Sets[SetServiceIPs] = &Set{Name: SetServiceIPs, Key: dispatchKey, Verdict: true}
 	t.Sets[SetNoEndpointServices] = &Set{Name: SetNoEndpointServices, Key: dispatchKey, Verdict: true}
 	t.Sets[SetHairpin] = &Set{Name: SetHairpin, Key: []Datatype{addr, addr}}
+	t.Sets[SetClusterIPs] = &Set{Name: SetClusterIPs, Key: []Datatype{addr}}
 
 	base := func(name string, typ ChainType, hook Hook, prio int) *Chain {
 		c := t.Chain(name)
@@ -36,7 +37,13 @@ func buildSkeleton(t *Table) {
 	// NAT: dispatch to service chains before routing; masquerade after.
 	base(ChainNATPrerouting, NATChain, Prerouting, -100).Add(JumpTo(ChainServices))
 	base(ChainNATOutput, NATChain, Output, -100).Add(JumpTo(ChainServices))
-	t.Chain(ChainServices).Add(VmapLookup{Fields: dispatchFields, Map: SetServiceIPs})
+	services := t.Chain(ChainServices)
+	if m := masqueradeMatch(st, f); m != nil {
+		// One rule for all Services rather than one per service chain:
+		// every rule is a kernel object to commit.
+		services.Add(append(m, SetLookup{Fields: []Field{FieldDaddr}, Set: SetClusterIPs}, JumpTo(ChainMarkForMasquerade))...)
+	}
+	services.Add(VmapLookup{Fields: dispatchFields, Map: SetServiceIPs})
 	t.Chain(ChainMarkForMasquerade).Add(SetMarkBits{Bits: MasqueradeBit})
 
 	post := base(ChainNATPostrouting, NATChain, Postrouting, 100)
@@ -96,8 +103,8 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	for _, ip := range clusterIPs {
 		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, GotoChain(chain.Name)))
 	}
-	if m := masqueradeMatch(st, f); m != nil {
-		chain.Add(append(m, JumpTo(ChainMarkForMasquerade))...)
+	for _, ip := range clusterIPs {
+		fr.put(SetClusterIPs, Element{Key: []Value{AddrValue(ip)}})
 	}
 	base := sp.ID << IndexBits
 	epMap := EndpointMapName(proto, sp.ID)

@@ -82,8 +82,11 @@ func (b *Builder) reset(cfg model.State) {
 	b.last = NewRuleset()
 	for _, f := range Families {
 		t := b.last.Table(f)
-		buildSkeleton(t)
+		buildSkeleton(t, &cfg)
+		// Keys several service ports contribute (a pod behind several
+		// Services, a multi-port Service's ClusterIP) are counted.
 		t.Sets[SetHairpin].refs = map[string]int{}
+		t.Sets[SetClusterIPs].refs = map[string]int{}
 	}
 }
 

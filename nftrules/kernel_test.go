@@ -278,7 +278,7 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 		"typeof numgen random mod 1 : ip daddr . tcp dport",
 		"ip daddr . meta l4proto . th dport vmap @service-ips",
 		"dnat ip to numgen random mod 2 offset 16384 map @endpoints-tcp-0",
-		"ip saddr != 10.244.0.0/14 jump mark-for-masquerade",
+		"ip saddr != 10.244.0.0/14 ip daddr @cluster-ips jump mark-for-masquerade",
 		"masquerade fully-random",
 	} {
 		if !strings.Contains(listing, want) {

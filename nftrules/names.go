@@ -42,6 +42,9 @@ const (
 	// SetNoEndpointServices maps daddr . l4proto . dport of a Service that
 	// has no usable endpoint to a reject (or drop) verdict.
 	SetNoEndpointServices = "no-endpoint-services"
+	// SetClusterIPs holds the ClusterIPs of Services with endpoints:
+	// connections to them from outside the cluster CIDR are masqueraded.
+	SetClusterIPs = "cluster-ips"
 	// SetHairpin holds endpoint . endpoint pairs: a connection DNATed back to
 	// its own source is masqueraded so the reply comes back through us.
 	SetHairpin = "hairpin"

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"github.com/nftproxy/nftproxy/proxier/model"
 	"golang.org/x/sys/unix"
 )
 
@@ -149,7 +150,7 @@ func readSets(c *nftables.Conn, nt *nftables.Table, t *Table) error {
 		return fmt.Errorf("list sets of %s: %w", t.Family, err)
 	}
 	layout := NewRuleset().Table(t.Family)
-	buildSkeleton(layout)
+	buildSkeleton(layout, &model.State{})
 	for _, ns := range sets {
 		want, known := layout.Sets[ns.Name]
 		if p, _, ok := parseEndpointMapName(ns.Name); ok {

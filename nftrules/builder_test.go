@@ -16,8 +16,8 @@ import (
 // a missing element or chain fails, adding an element that exists with
 // another value fails, adding an identical one is a no-op.
 type kernelSim struct {
-	chains map[string][]string            // family/chain -> rule texts
-	sets   map[string]map[string]string   // family/set -> key -> value
+	chains map[string][]string          // family/chain -> rule texts
+	sets   map[string]map[string]string // family/set -> key -> value
 }
 
 func newKernelSim() *kernelSim {

@@ -2,12 +2,23 @@ package nftrules
 
 import "github.com/nftproxy/nftproxy/proxier/model"
 
-// ClusterEndpoints returns the endpoints ClusterIP traffic of a service port
-// may go to, as kube-proxy chooses them: the ready endpoints; if there are
-// none, the endpoints that are serving and terminating (graceful
-// termination); never endpoints that are neither.
+// ClusterEndpoints returns the endpoints cluster-wide traffic of a service
+// port may go to, as kube-proxy chooses them: those the topology hints give
+// this node (all when hints are not usable, see topologyModeOf), and among
+// them the ready ones; if there are none, the serving and terminating ones
+// (graceful termination); never endpoints that are neither.
 func ClusterEndpoints(st *model.State, sp *model.ServicePort) []model.Endpoint {
-	return usable(sp.Endpoints)
+	mode := topologyModeOf(sp, st.NodeName, st.NodeZone)
+	if mode == topologyNone {
+		return usable(sp.Endpoints)
+	}
+	var eps []model.Endpoint
+	for _, ep := range sp.Endpoints {
+		if availableForTopology(ep, mode, st.NodeName, st.NodeZone) {
+			eps = append(eps, ep)
+		}
+	}
+	return usable(eps)
 }
 
 func usable(eps []model.Endpoint) []model.Endpoint {

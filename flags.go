@@ -21,6 +21,7 @@ type options struct {
 	masqueradeAll    bool
 	minSyncPeriod    time.Duration
 	syncPeriod       time.Duration
+	serviceProxyName string
 
 	// Filled in by complete.
 	nodeName  string
@@ -38,6 +39,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.clusterCIDRs, "cluster-cidr", o.clusterCIDRs, "Comma-separated pod CIDRs, at most one per IP family; ClusterIP traffic from outside them is masqueraded.")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", o.masqueradeAll, "Masquerade all traffic sent to Service cluster IPs.")
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", o.minSyncPeriod, "Minimum time between two rule syncs; changes arriving meanwhile are batched (0: sync on every change).")
+	fs.StringVar(&o.serviceProxyName, "service-proxy-name", o.serviceProxyName, "Program only Services labelled service.kubernetes.io/service-proxy-name=NAME (empty: only Services without that label, as kube-proxy).")
 	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of full resyncs, which repair rules changed behind our back; also the longest retry delay after a failure.")
 }
 

@@ -70,7 +70,7 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	tracker := informers.NewTracker(clock.RealClock{})
-	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName}, tracker)
+	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName, ServiceProxyName: o.serviceProxyName}, tracker)
 	if err != nil {
 		return err
 	}

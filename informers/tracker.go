@@ -22,6 +22,22 @@ type Tracker struct {
 	endpoints map[types.NamespacedName]struct{}
 	node      bool
 	oldest    time.Time
+	// Running totals and the latest change, for metrics.
+	stats Stats
+}
+
+// Stats are running totals of recorded changes, for metrics.
+type Stats struct {
+	// ServiceChanges and EndpointChanges count every recorded change of a
+	// Service object and of an EndpointSlice (per Service it belongs to).
+	ServiceChanges, EndpointChanges uint64
+	// NodeChanges counts recorded changes of this node's Node.
+	NodeChanges uint64
+	// LastChange is when the latest change was recorded (zero if none).
+	LastChange time.Time
+	// Oldest is when the oldest change not yet taken was recorded (zero if
+	// none is pending).
+	Oldest time.Time
 }
 
 // Changes is what happened since the previous Take.
@@ -58,24 +74,35 @@ func (t *Tracker) reset() {
 
 // ServiceChanged records a change of a Service object.
 func (t *Tracker) ServiceChanged(key types.NamespacedName) {
-	t.record(func() { t.services[key] = struct{}{} })
+	t.record(func() {
+		t.services[key] = struct{}{}
+		t.stats.ServiceChanges++
+	})
 }
 
 // EndpointsChanged records a change of an EndpointSlice of a Service.
 func (t *Tracker) EndpointsChanged(key types.NamespacedName) {
-	t.record(func() { t.endpoints[key] = struct{}{} })
+	t.record(func() {
+		t.endpoints[key] = struct{}{}
+		t.stats.EndpointChanges++
+	})
 }
 
 // NodeChanged records a change of this node's Node object.
 func (t *Tracker) NodeChanged() {
-	t.record(func() { t.node = true })
+	t.record(func() {
+		t.node = true
+		t.stats.NodeChanges++
+	})
 }
 
 func (t *Tracker) record(f func()) {
 	t.mu.Lock()
+	now := t.clock.Now()
 	if t.oldest.IsZero() {
-		t.oldest = t.clock.Now()
+		t.oldest = now
 	}
+	t.stats.LastChange = now
 	f()
 	t.mu.Unlock()
 	// Never block an informer: one pending signal is enough, the consumer
@@ -104,4 +131,13 @@ func (t *Tracker) Pending() (services, endpoints int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.services), len(t.endpoints)
+}
+
+// Stats returns the running totals of recorded changes.
+func (t *Tracker) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.stats
+	s.Oldest = t.oldest
+	return s
 }

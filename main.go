@@ -21,6 +21,7 @@ import (
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/proxier"
+	"github.com/nftproxy/nftproxy/proxier/conntrack"
 )
 
 func main() {
@@ -83,7 +84,13 @@ func run(ctx context.Context, o *options) error {
 			klog.ErrorS(err, "Closing nftables connection")
 		}
 	}()
+	cleaner, err := conntrack.NewCleaner(0)
+	if err != nil {
+		return err
+	}
+	defer cleaner.Close()
 	p, err := proxier.New(proxier.Config{
+		Conntrack:     cleaner,
 		NodeName:      o.nodeName,
 		ClusterCIDRs:  o.podRanges,
 		MasqueradeAll: o.masqueradeAll,

@@ -55,6 +55,9 @@ type Config struct {
 	// OnReject, if set, is called for each piece of input that was left
 	// out (Events). It runs on the sync goroutine and must not block.
 	OnReject func(model.Rejection)
+	// Conntrack, if set, deletes stale UDP conntrack entries after syncs
+	// that changed UDP service ports.
+	Conntrack ConntrackCleaner
 }
 
 // SyncInfo describes one sync attempt.
@@ -72,6 +75,8 @@ type SyncInfo struct {
 	OldestChange time.Time
 	// Converted counts the Services converted for this sync.
 	Converted int
+	// ConntrackDeleted counts the stale UDP conntrack entries deleted.
+	ConntrackDeleted int
 }
 
 func (c *Config) validate() error {
@@ -126,6 +131,8 @@ type Proxier struct {
 	needFull bool
 	// pendingSince is the oldest change not yet programmed.
 	pendingSince time.Time
+	// udp is what the last conntrack cleanup saw.
+	udp udpState
 	// retry holds Services whose lookup failed, to be converted next time.
 	retry map[types.NamespacedName]struct{}
 }

@@ -27,9 +27,16 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 
 	st := p.state()
 	res, err := p.rec.Sync(ctx, p.builder.Build(st), full)
+	deleted := 0
+	if err == nil {
+		// Only once the new rules are in: the next packet of a flow
+		// whose entry is deleted must meet them.
+		deleted = p.cleanConntrack(st)
+	}
 	info := SyncInfo{
 		State: st, Full: full, Result: res, Err: err, Start: start,
 		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,
+		ConntrackDeleted: deleted,
 	}
 	if p.cfg.OnSync != nil {
 		p.cfg.OnSync(info)

@@ -45,6 +45,11 @@ func compileStmt(f Family, s Stmt) ([]expr.Any, error) {
 		}, nil
 	case MatchPrefix:
 		return compilePrefix(f, s)
+	case MatchFibSaddrLocal:
+		return []expr.Any{
+			&expr.Fib{Register: reg1, FlagSADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: hostU32(unix.RTN_LOCAL)},
+		}, nil
 	case MatchCtStateNew:
 		return ctBitSet(expr.CtKeySTATE, 0x08), nil // NF_CT_STATE_BIT(IP_CT_NEW)
 	case MatchCtStatusDNAT:

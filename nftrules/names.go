@@ -21,6 +21,12 @@ const (
 	ChainNATPostrouting = "nat-postrouting"
 	ChainFilterForward  = "filter-forward"
 	ChainFilterOutput   = "filter-output"
+	ChainFilterInput    = "filter-input"
+	// ChainFilterPrerouting and ChainFilterOutputPreDNAT run before
+	// destination NAT (priority -110): the load balancer source-range
+	// firewall sees the load balancer IP there.
+	ChainFilterPrerouting    = "filter-prerouting"
+	ChainFilterOutputPreDNAT = "filter-output-pre-dnat"
 )
 
 // Regular chains shared by all Services.
@@ -48,6 +54,27 @@ const (
 	// SetHairpin holds endpoint . endpoint pairs: a connection DNATed back to
 	// its own source is masqueraded so the reply comes back through us.
 	SetHairpin = "hairpin"
+
+	// SetNodePortIPs holds the addresses NodePorts are served on (the
+	// node's addresses selected by --nodeport-addresses).
+	SetNodePortIPs = "nodeport-ips"
+	// SetServiceNodePorts maps l4proto . dport of a NodePort to the chain
+	// its traffic goes to.
+	SetServiceNodePorts = "service-nodeports"
+	// SetNoEndpointNodePorts maps l4proto . dport of a NodePort whose
+	// Service has no usable endpoint to a reject verdict.
+	SetNoEndpointNodePorts = "no-endpoint-nodeports"
+	// SetMasqueradeExternalIPs holds daddr . l4proto . dport of external IPs
+	// and load balancer IPs of service ports with externalTrafficPolicy
+	// Cluster: their traffic is masqueraded.
+	SetMasqueradeExternalIPs = "masquerade-external-ips"
+	// SetMasqueradeNodePorts holds l4proto . dport of NodePorts with
+	// externalTrafficPolicy Cluster: their traffic is masqueraded.
+	SetMasqueradeNodePorts = "masquerade-nodeports"
+	// SetFirewallIPs maps daddr . l4proto . dport of load balancer IPs with
+	// loadBalancerSourceRanges to the service port's firewall chain (or to
+	// drop when no range of the family is valid).
+	SetFirewallIPs = "firewall-ips"
 )
 
 // ServicePortsPerEndpointMap is how many service ports share one endpoint
@@ -104,6 +131,20 @@ const maxIdentityLen = 96
 // keeps names unique when the readable part is truncated.
 func ServiceChainName(name model.ServicePortName) string {
 	return chainName("svc", name.String())
+}
+
+// ExternalChainName returns the chain external traffic (NodePort, external
+// IPs, load balancer IPs) of a service port goes to when it cannot go
+// straight to the service chain: externalTrafficPolicy Local, or
+// internalTrafficPolicy Local with external exposure.
+func ExternalChainName(name model.ServicePortName) string {
+	return chainName("ext", name.String())
+}
+
+// FirewallChainName returns the chain checking the source of traffic to a
+// service port's load balancer IPs against loadBalancerSourceRanges.
+func FirewallChainName(name model.ServicePortName) string {
+	return chainName("fw", name.String())
 }
 
 func chainName(prefix, identity string) string {

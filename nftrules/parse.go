@@ -128,6 +128,8 @@ func (p *ruleParser) stmt() (Stmt, error) {
 		return MatchCtStateNew{}, nil
 	case p.accept("ct", "status", "dnat"):
 		return MatchCtStatusDNAT{}, nil
+	case p.accept("fib", "saddr", "type", "local"):
+		return MatchFibSaddrLocal{}, nil
 	case p.accept("meta", "mark", "&"):
 		bits, err := p.hex32()
 		if err != nil {

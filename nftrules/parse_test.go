@@ -71,6 +71,7 @@ func TestParseRuleEveryStatementKind(t *testing.T) {
 			{nftrules.MatchPrefix{Field: nftrules.FieldSaddr, Negate: true, Prefix: p16}, nftrules.JumpTo("mark-for-masquerade")},
 			{nftrules.MatchPrefix{Field: nftrules.FieldDaddr, Prefix: host}, nftrules.ReturnStmt},
 			{nftrules.MatchCtStateNew{}, nftrules.JumpTo("service-endpoints-check")},
+			{nftrules.MatchFibSaddrLocal{}, nftrules.JumpTo("mark-for-masquerade")},
 			{nftrules.MatchCtStatusDNAT{}, nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldSaddr, nftrules.FieldDaddr}, Set: "hairpin"}, nftrules.GotoChain("x")},
 			{nftrules.MatchMarkUnset{Bits: 0x4000}, nftrules.ReturnStmt},
 			{nftrules.SetMarkBits{Bits: 0x4000}},

@@ -74,6 +74,12 @@ func (s MatchPrefix) Render(f Family) string {
 	return s.Field.Render(f) + " " + op + p
 }
 
+// MatchFibSaddrLocal matches packets whose source address is one of the
+// node's own (the node itself sent them): "fib saddr type local".
+type MatchFibSaddrLocal struct{}
+
+func (MatchFibSaddrLocal) Render(Family) string { return "fib saddr type local" }
+
 // MatchCtStateNew matches the first packet of a connection: "ct state new".
 type MatchCtStateNew struct{}
 

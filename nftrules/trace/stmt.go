@@ -66,6 +66,11 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		}
 		return match(in != s.Negate, why)
 
+	case nftrules.MatchFibSaddrLocal:
+		// The tracer does not know the node's addresses: a packet's
+		// source is local exactly when the node sends it (path LocalOut).
+		return match(e.pkt.Path == LocalOut, "source is not local (packet not sent by the node)")
+
 	case nftrules.MatchCtStateNew:
 		return match(true, "") // we trace the first packet of a connection
 

@@ -19,6 +19,20 @@ func buildSkeleton(t *Table, st *model.State) {
 	t.Sets[SetNoEndpointServices] = &Set{Name: SetNoEndpointServices, Key: dispatchKey, Verdict: true}
 	t.Sets[SetHairpin] = &Set{Name: SetHairpin, Key: []Datatype{addr, addr}}
 	t.Sets[SetClusterIPs] = &Set{Name: SetClusterIPs, Key: []Datatype{addr}}
+	portKey := []Datatype{TypeInetProto, TypeInetService}
+	portFields := []Field{FieldL4Proto, FieldDport}
+	t.Sets[SetNodePortIPs] = &Set{Name: SetNodePortIPs, Key: []Datatype{addr}}
+	for _, ip := range st.NodePortIPs {
+		if FamilyOf(ip) == f {
+			t.Sets[SetNodePortIPs].Put(Element{Key: []Value{AddrValue(ip.Unmap())}})
+		}
+	}
+	t.Sets[SetServiceNodePorts] = &Set{Name: SetServiceNodePorts, Key: portKey, Verdict: true}
+	t.Sets[SetNoEndpointNodePorts] = &Set{Name: SetNoEndpointNodePorts, Key: portKey, Verdict: true}
+	t.Sets[SetMasqueradeExternalIPs] = &Set{Name: SetMasqueradeExternalIPs, Key: dispatchKey}
+	t.Sets[SetMasqueradeNodePorts] = &Set{Name: SetMasqueradeNodePorts, Key: portKey}
+	t.Sets[SetFirewallIPs] = &Set{Name: SetFirewallIPs, Key: dispatchKey, Verdict: true}
+	nodePortIP := SetLookup{Fields: []Field{FieldDaddr}, Set: SetNodePortIPs}
 
 	base := func(name string, typ ChainType, hook Hook, prio int) *Chain {
 		c := t.Chain(name)
@@ -27,9 +41,26 @@ func buildSkeleton(t *Table, st *model.State) {
 	}
 	// Filter: reject new connections to Services without endpoints, for
 	// forwarded traffic (from pods and other hosts) and local traffic.
+	// NodePorts (and external IPs the node owns) arrive through input.
+	base(ChainFilterInput, FilterChain, Input, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
 	base(ChainFilterForward, FilterChain, Forward, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
 	base(ChainFilterOutput, FilterChain, Output, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
-	t.Chain(ChainEndpointsCheck).Add(VmapLookup{Fields: dispatchFields, Map: SetNoEndpointServices})
+	check := t.Chain(ChainEndpointsCheck)
+	check.Add(VmapLookup{Fields: dispatchFields, Map: SetNoEndpointServices})
+	check.Add(nodePortIP, VmapLookup{Fields: portFields, Map: SetNoEndpointNodePorts})
+
+	// Before DNAT (the destination is still the load balancer IP): drop
+	// traffic to load balancer IPs from outside loadBalancerSourceRanges.
+	pre := base(ChainFilterPrerouting, FilterChain, Prerouting, -110)
+	if f == IPv4 && hasLoopback(st.NodePortIPs) {
+		// Localhost NodePorts need route_localnet, which would also let
+		// other hosts reach the node's 127.0.0.0/8 services: drop what
+		// arrives for 127.0.0.0/8 from elsewhere (CVE-2020-8558).
+		loopback := netip.MustParsePrefix("127.0.0.0/8")
+		pre.Add(MatchPrefix{Field: FieldDaddr, Prefix: loopback}, MatchPrefix{Field: FieldSaddr, Negate: true, Prefix: loopback}, DropStmt)
+	}
+	pre.Add(MatchCtStateNew{}, VmapLookup{Fields: dispatchFields, Map: SetFirewallIPs})
+	base(ChainFilterOutputPreDNAT, FilterChain, Output, -110).Add(MatchCtStateNew{}, VmapLookup{Fields: dispatchFields, Map: SetFirewallIPs})
 	rej := t.Chain(ChainReject)
 	rej.Add(MatchL4Proto{Proto: TCP}, RejectTCPReset{})
 	rej.Add(Reject{})
@@ -43,7 +74,11 @@ func buildSkeleton(t *Table, st *model.State) {
 		// every rule is a kernel object to commit.
 		services.Add(append(m, SetLookup{Fields: []Field{FieldDaddr}, Set: SetClusterIPs}, JumpTo(ChainMarkForMasquerade))...)
 	}
+	// External traffic with externalTrafficPolicy Cluster is masqueraded.
+	services.Add(SetLookup{Fields: dispatchFields, Set: SetMasqueradeExternalIPs}, JumpTo(ChainMarkForMasquerade))
 	services.Add(VmapLookup{Fields: dispatchFields, Map: SetServiceIPs})
+	services.Add(nodePortIP, SetLookup{Fields: portFields, Set: SetMasqueradeNodePorts}, JumpTo(ChainMarkForMasquerade))
+	services.Add(nodePortIP, VmapLookup{Fields: portFields, Map: SetServiceNodePorts})
 	t.Chain(ChainMarkForMasquerade).Add(SetMarkBits{Bits: MasqueradeBit})
 
 	post := base(ChainNATPostrouting, NATChain, Postrouting, 100)
@@ -56,7 +91,9 @@ func buildSkeleton(t *Table, st *model.State) {
 // fragment is what one service port contributes to one family's table:
 // its chains and, per set, its elements. Fragments are immutable once built.
 type fragment struct {
-	chains   []*Chain
+	chains []*Chain
+	// sets are the service port's own sets (session affinity).
+	sets     []*Set
 	elements map[string][]Element
 }
 
@@ -68,7 +105,8 @@ func (fr *fragment) put(set string, e Element) {
 }
 
 // serviceFragment builds one service port's fragment for family f (nil when
-// the service port has nothing in that family).
+// the service port has nothing in that family). The README describes what
+// each piece is for.
 func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment {
 	proto, ok := ProtocolOf(sp.Protocol)
 	if !ok || sp.ID > MaxServicePortID {
@@ -76,51 +114,220 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 		// overwrite another service port's endpoints.
 		return nil
 	}
-	var clusterIPs []netip.Addr
-	for _, ip := range sp.ClusterIPs {
-		if FamilyOf(ip) == f {
-			clusterIPs = append(clusterIPs, ip)
-		}
-	}
+	clusterIPs := addrsOfFamily(sp.ClusterIPs, f)
 	if len(clusterIPs) == 0 {
 		return nil
 	}
-	eps := endpointsOfFamily(ClusterEndpoints(st, sp), f)
-	if len(eps) > MaxEndpoints {
-		eps = eps[:MaxEndpoints]
-	}
+	lbIPs := addrsOfFamily(sp.LoadBalancerIPs, f)
+	externalIPs := addrsOfFamily(append(append([]netip.Addr{}, sp.ExternalIPs...), sp.LoadBalancerIPs...), f)
+	external := len(externalIPs) > 0 || sp.NodePort != 0
 
 	fr := &fragment{}
-	if len(eps) == 0 {
-		for _, ip := range clusterIPs {
-			fr.put(SetNoEndpointServices, dispatchElement(ip, proto, sp.Port, GotoChain(ChainReject)))
+	// The firewall does not depend on endpoints.
+	firewallFragment(fr, sp, f, lbIPs)
+
+	sel := selectEndpoints(st, sp, f, external)
+	if len(sel.cluster) == 0 {
+		// No usable endpoint anywhere: reject, whatever the policies.
+		reject := GotoChain(ChainReject)
+		for _, ip := range append(clusterIPs, externalIPs...) {
+			fr.put(SetNoEndpointServices, dispatchElement(ip, proto, sp.Port, reject))
+		}
+		if sp.NodePort != 0 {
+			fr.put(SetNoEndpointNodePorts, nodePortElement(proto, sp.NodePort, reject))
 		}
 		return fr
 	}
 
-	chain := &Chain{Name: ServiceChainName(sp.Name)}
-	fr.chains = append(fr.chains, chain)
-	for _, ip := range clusterIPs {
-		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, GotoChain(chain.Name)))
-	}
-	for _, ip := range clusterIPs {
-		fr.put(SetClusterIPs, Element{Key: []Value{AddrValue(ip)}})
-	}
 	base := sp.ID << IndexBits
 	epMap := EndpointMapName(proto, sp.ID)
-	chain.Add(MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: uint32(len(eps)), Offset: base, Map: epMap})
 	hairpinned := map[netip.Addr]bool{} // one pod may serve several ports
-	for i, ep := range eps {
-		fr.put(epMap, Element{
-			Key:  []Value{NumValue(base + uint32(i))},
-			Data: []Value{AddrValue(ep.Addr), NumValue(uint32(ep.Port))},
-		})
-		if !hairpinned[ep.Addr] {
-			hairpinned[ep.Addr] = true
-			fr.put(SetHairpin, Element{Key: []Value{AddrValue(ep.Addr), AddrValue(ep.Addr)}})
+	put := func(eps []model.Endpoint, off uint32) {
+		for i, ep := range eps {
+			fr.put(epMap, Element{
+				Key:  []Value{NumValue(base + off + uint32(i))},
+				Data: []Value{AddrValue(ep.Addr), NumValue(uint32(ep.Port))},
+			})
+			if !hairpinned[ep.Addr] {
+				hairpinned[ep.Addr] = true
+				fr.put(SetHairpin, Element{Key: []Value{AddrValue(ep.Addr), AddrValue(ep.Addr)}})
+			}
+		}
+	}
+	// Endpoints of the service port's block: the cluster-wide ones at
+	// [0, nc), the local ones after them, each only if some chain uses it.
+	nc, nl := uint32(len(sel.cluster)), uint32(len(sel.local))
+	if !sel.needCluster {
+		nc = 0
+	}
+	put(sel.cluster[:nc], 0)
+	put(sel.local, nc)
+	dnat := func(off, n uint32) []Stmt {
+		return []Stmt{MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: n, Offset: base + off, Map: epMap}}
+	}
+	toCluster := func(match ...Stmt) []Stmt { return append(match, dnat(0, nc)...) }
+
+	// Internal traffic: the ClusterIPs.
+	svcName := ServiceChainName(sp.Name)
+	internal := GotoChain(svcName)
+	switch {
+	case sp.InternalPolicyLocal && nl == 0:
+		internal = DropStmt // upstream: no local endpoint -> DROP
+	case sp.InternalPolicyLocal:
+		fr.chain(svcName).Add(dnat(nc, nl)...)
+	default:
+		fr.chain(svcName).Add(toCluster()...)
+	}
+	for _, ip := range clusterIPs {
+		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, internal))
+		fr.put(SetClusterIPs, Element{Key: []Value{AddrValue(ip)}})
+	}
+	if !external {
+		return fr
+	}
+
+	// External traffic: NodePort, external IPs, load balancer IPs. With
+	// both policies Cluster it goes straight to the service chain and is
+	// masqueraded through the masquerade-* sets; otherwise through the
+	// external chain.
+	target := svcName
+	if sp.ExternalPolicyLocal || sp.InternalPolicyLocal {
+		target = ExternalChainName(sp.Name)
+		ext := fr.chain(target)
+		if sp.ExternalPolicyLocal {
+			// Pods short-circuit to all endpoints, unmasqueraded; the node
+			// itself is masqueraded (its source address cannot be kept)
+			// and goes to all endpoints; everyone else reaches only the
+			// local endpoints and keeps its address.
+			for _, p := range st.ClusterCIDRs {
+				if FamilyOf(p.Addr()) == f && p.Bits() > 0 {
+					ext.Add(toCluster(MatchPrefix{Field: FieldSaddr, Prefix: p.Masked()})...)
+				}
+			}
+			ext.Add(MatchFibSaddrLocal{}, JumpTo(ChainMarkForMasquerade))
+			ext.Add(toCluster(MatchFibSaddrLocal{})...)
+			if nl > 0 {
+				ext.Add(dnat(nc, nl)...)
+			} else {
+				ext.Add(DropStmt) // upstream: no local endpoint -> DROP
+			}
+		} else {
+			ext.Add(toCluster()...)
+		}
+	}
+	for _, ip := range externalIPs {
+		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, GotoChain(target)))
+		if !sp.ExternalPolicyLocal {
+			fr.put(SetMasqueradeExternalIPs, Element{Key: dispatchKey(ip, proto, sp.Port)})
+		}
+	}
+	if sp.NodePort != 0 {
+		fr.put(SetServiceNodePorts, nodePortElement(proto, sp.NodePort, GotoChain(target)))
+		if !sp.ExternalPolicyLocal {
+			fr.put(SetMasqueradeNodePorts, Element{Key: []Value{NumValue(uint32(proto)), NumValue(uint32(sp.NodePort))}})
 		}
 	}
 	return fr
+}
+
+// chain returns the fragment's chain of that name, creating it.
+func (fr *fragment) chain(name string) *Chain {
+	for _, c := range fr.chains {
+		if c.Name == name {
+			return c
+		}
+	}
+	c := &Chain{Name: name}
+	fr.chains = append(fr.chains, c)
+	return c
+}
+
+// endpointSelection is what a service port's traffic may reach in one
+// family.
+type endpointSelection struct {
+	cluster []model.Endpoint // cluster-wide (ClusterEndpoints)
+	local   []model.Endpoint // on this node, when a Local policy needs them
+	// needCluster: some chain DNATs to the cluster-wide endpoints (not the
+	// case for internalTrafficPolicy Local without external exposure).
+	needCluster bool
+}
+
+// selectEndpoints picks the endpoint sets of a service port in family f,
+// capped so that both fit the service port's block of the endpoint map.
+func selectEndpoints(st *model.State, sp *model.ServicePort, f Family, external bool) endpointSelection {
+	sel := endpointSelection{
+		cluster:     endpointsOfFamily(ClusterEndpoints(st, sp), f),
+		needCluster: !sp.InternalPolicyLocal || external,
+	}
+	if sp.InternalPolicyLocal || (sp.ExternalPolicyLocal && external) {
+		sel.local = endpointsOfFamily(LocalEndpoints(st, sp), f)
+	}
+	// Both sets share the block: the local ones get at most half of it
+	// when the cluster-wide ones need room (only past 8192 endpoints).
+	if sel.needCluster {
+		sel.local = sel.local[:min(len(sel.local), MaxEndpoints/2)]
+	}
+	sel.cluster = sel.cluster[:min(len(sel.cluster), MaxEndpoints-len(sel.local))]
+	sel.local = sel.local[:min(len(sel.local), MaxEndpoints)]
+	return sel
+}
+
+// firewallFragment adds what loadBalancerSourceRanges need: the load
+// balancer IPs go to a firewall chain returning for sources inside a range
+// of the family and dropping the rest. Without a valid range of the family
+// (all invalid, or ranges of the other family only) traffic to the load
+// balancer IPs of this family is dropped: nftproxy fails closed where
+// upstream would leave that family open. A /0 range allows everyone: no
+// firewall.
+func firewallFragment(fr *fragment, sp *model.ServicePort, f Family, lbIPs []netip.Addr) {
+	if sp.SourceRanges == nil || len(lbIPs) == 0 {
+		return
+	}
+	proto, _ := ProtocolOf(sp.Protocol)
+	var ranges []netip.Prefix
+	for _, r := range sp.SourceRanges {
+		if FamilyOf(r.Addr()) != f {
+			continue
+		}
+		if r.Bits() == 0 {
+			return
+		}
+		ranges = append(ranges, r.Masked())
+	}
+	verdict := DropStmt
+	if len(ranges) > 0 {
+		name := FirewallChainName(sp.Name)
+		fw := fr.chain(name)
+		for _, r := range ranges {
+			fw.Add(MatchPrefix{Field: FieldSaddr, Prefix: r}, ReturnStmt)
+		}
+		fw.Add(DropStmt)
+		verdict = GotoChain(name)
+	}
+	for _, ip := range lbIPs {
+		fr.put(SetFirewallIPs, dispatchElement(ip, proto, sp.Port, verdict))
+	}
+}
+
+func addrsOfFamily(ips []netip.Addr, f Family) []netip.Addr {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	for _, ip := range ips {
+		if FamilyOf(ip) == f && !seen[ip] {
+			seen[ip] = true
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func hasLoopback(ips []netip.Addr) bool {
+	for _, ip := range ips {
+		if ip.Unmap().Is4() && ip.IsLoopback() {
+			return true
+		}
+	}
+	return false
 }
 
 func newEndpointMap(f Family, p Protocol, name string) *Set {
@@ -145,10 +352,16 @@ func masqueradeMatch(st *model.State, f Family) []Stmt {
 
 func dispatchElement(ip netip.Addr, p Protocol, port uint16, v Stmt) Element {
 	verdict := v.(VerdictStmt).Verdict
-	return Element{
-		Key:     []Value{AddrValue(ip), NumValue(uint32(p)), NumValue(uint32(port))},
-		Verdict: &verdict,
-	}
+	return Element{Key: dispatchKey(ip, p, port), Verdict: &verdict}
+}
+
+func dispatchKey(ip netip.Addr, p Protocol, port uint16) []Value {
+	return []Value{AddrValue(ip), NumValue(uint32(p)), NumValue(uint32(port))}
+}
+
+func nodePortElement(p Protocol, port uint16, v Stmt) Element {
+	verdict := v.(VerdictStmt).Verdict
+	return Element{Key: []Value{NumValue(uint32(p)), NumValue(uint32(port))}, Verdict: &verdict}
 }
 
 func endpointsOfFamily(eps []model.Endpoint, f Family) []model.Endpoint {

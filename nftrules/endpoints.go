@@ -36,3 +36,38 @@ func usable(eps []model.Endpoint) []model.Endpoint {
 	}
 	return terminating
 }
+
+// LocalEndpoints returns the endpoints on this node that traffic under a
+// Local traffic policy may go to: the ready local ones; if there are none,
+// the serving and terminating local ones. The fallback is decided within
+// the local set, as upstream does per policy. Topology hints do not apply.
+func LocalEndpoints(st *model.State, sp *model.ServicePort) []model.Endpoint {
+	return usable(onNode(sp.Endpoints, st.NodeName))
+}
+
+// onNode returns the endpoints running on the named node.
+func onNode(eps []model.Endpoint, node string) []model.Endpoint {
+	var out []model.Endpoint
+	for _, ep := range eps {
+		if ep.IsLocal(node) {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// LocalReadyEndpoints counts the distinct addresses of ready endpoints of
+// a Service's ports on this node, as upstream's health check node port
+// reports them (terminating endpoints do not count: a node whose last
+// local endpoint is going away fails its health check).
+func LocalReadyEndpoints(node string, ports []*model.ServicePort) int {
+	seen := map[string]bool{}
+	for _, sp := range ports {
+		for _, ep := range sp.Endpoints {
+			if ep.Ready && ep.IsLocal(node) {
+				seen[ep.Addr.String()] = true
+			}
+		}
+	}
+	return len(seen)
+}

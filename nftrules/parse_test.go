@@ -1,6 +1,7 @@
 package nftrules_test
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -172,8 +173,10 @@ func TestParseRulesetTracesLikeBuild(t *testing.T) {
 	}
 
 	// A foreign rule is kept as text and reported.
-	opaque.Tables[nftrules.IPv4].Chain(nftrules.ChainServices).Add(nftrules.Opaque{Text: "<rule not written by nftproxy> (handle 9)"})
-	if _, err := nftrules.ParseRuleset(opaque); err == nil || !strings.Contains(err.Error(), "chain services rule 3") {
+	services := opaque.Tables[nftrules.IPv4].Chain(nftrules.ChainServices)
+	services.Add(nftrules.Opaque{Text: "<rule not written by nftproxy> (handle 9)"})
+	pos := fmt.Sprintf("chain services rule %d", len(services.Rules))
+	if _, err := nftrules.ParseRuleset(opaque); err == nil || !strings.Contains(err.Error(), pos) {
 		t.Errorf("foreign rule: err = %v, want it reported with its chain and position", err)
 	}
 }

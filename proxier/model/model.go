@@ -24,6 +24,10 @@ type State struct {
 	ClusterCIDRs []netip.Prefix
 	// MasqueradeAll masquerades all traffic to Services (--masquerade-all).
 	MasqueradeAll bool
+	// NodePortIPs are the addresses NodePorts are served on: this node's
+	// addresses selected by --nodeport-addresses (both families; loopback
+	// addresses for localhost NodePorts). Empty: no NodePorts.
+	NodePortIPs []netip.Addr
 	// Services are the service ports to program, sorted by Name.
 	Services []*ServicePort
 }

@@ -34,14 +34,18 @@ func main() {
 
 func newCommand() *cobra.Command {
 	o := newOptions()
+	ops := newOpsOptions()
 	cmd := &cobra.Command{
 		Use:          "nftproxy",
 		Short:        "Kubernetes Service proxy programming nftables over netlink",
-		Args:         cobra.NoArgs,
-		SilenceUsage: true, // a runtime error is not a usage error
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:         ops.validate, // positional arguments only for --trace
+		SilenceUsage: true,         // a runtime error is not a usage error
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.complete(); err != nil {
 				return err
+			}
+			if ops.active() { // --dump, --trace, --cleanup: print and exit
+				return ops.run(cmd.Context(), cmd.OutOrStdout(), o, args)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -49,6 +53,7 @@ func newCommand() *cobra.Command {
 		},
 	}
 	o.addFlags(cmd.Flags())
+	ops.addFlags(cmd.Flags())
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	cmd.Flags().AddGoFlagSet(klogFlags)

@@ -1,0 +1,173 @@
+package dump
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/nftproxy/nftproxy/nftrules"
+)
+
+// Filter keeps only the Service ports of one Service ("namespace/name").
+// Tables are kept (they are the context of the ports).
+func (d *Dump) Filter(namespace, name string) {
+	kept := d.Services[:0]
+	for _, sp := range d.Services {
+		if sp.Namespace == namespace && sp.Name == name {
+			kept = append(kept, sp)
+		}
+	}
+	d.Services = kept
+}
+
+// WriteJSON writes the dump as indented JSON (docs/dump-schema.md).
+func (d *Dump) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(d); err != nil {
+		return fmt.Errorf("write JSON dump: %w", err)
+	}
+	return nil
+}
+
+// WriteText writes the per-Service view for humans.
+func (d *Dump) WriteText(w io.Writer) error {
+	b := bufio.NewWriterSize(w, 1<<16)
+	if len(d.Tables) == 0 {
+		fmt.Fprintln(b, "no nftproxy tables in the kernel")
+	}
+	for _, t := range d.Tables {
+		fmt.Fprintf(b, "table %s %s: %d chains, %d rules, %d sets, %d elements; ClusterIP masquerade: %s\n",
+			t.Family, t.Name, t.Chains, t.Rules, t.Sets, t.Elements, masqText(t.Masquerade))
+		for _, p := range t.Problems {
+			fmt.Fprintf(b, "  PROBLEM: %s\n", p)
+		}
+		for _, p := range t.Drift {
+			fmt.Fprintf(b, "  DRIFT: %s\n", p)
+		}
+	}
+	endpoints, drifted, broken := 0, 0, 0
+	for i := range d.Services {
+		sp := &d.Services[i]
+		b.WriteByte('\n')
+		writePort(b, sp)
+		for _, fp := range sp.Families {
+			endpoints += len(fp.Endpoints)
+		}
+		if len(sp.Drift) > 0 {
+			drifted++
+		}
+		if len(sp.Problems) > 0 {
+			broken++
+		}
+	}
+	fmt.Fprintf(b, "\n%d service ports, %d endpoints programmed", len(d.Services), endpoints)
+	if d.ComparedWithAPI {
+		fmt.Fprintf(b, "; %d differ from the API (node %s)", drifted, d.Node)
+	} else {
+		b.WriteString(" (kernel view only: no API comparison)")
+	}
+	if broken > 0 {
+		fmt.Fprintf(b, "; %d with problems", broken)
+	}
+	b.WriteByte('\n')
+	if err := b.Flush(); err != nil {
+		return fmt.Errorf("write dump: %w", err)
+	}
+	return nil
+}
+
+func writePort(b *bufio.Writer, sp *ServicePort) {
+	switch {
+	case sp.Name == "":
+		b.WriteString("(name unknown: no endpoints; --kubeconfig names it)")
+	default:
+		b.WriteString(sp.Namespace + "/" + sp.Name)
+		if sp.PortName != "" {
+			b.WriteString(":" + sp.PortName)
+		}
+		if sp.NameTruncated {
+			b.WriteString("… (name cut in the chain name)")
+		}
+	}
+	fmt.Fprintf(b, " %d/%s\n", sp.Port, sp.Protocol)
+	for _, fp := range sp.Families {
+		fmt.Fprintf(b, "  %-3s %s  ", fp.Family, fp.ClusterIP)
+		switch fp.Status {
+		case StatusActive:
+			n := len(fp.Endpoints)
+			fmt.Fprintf(b, "DNAT to %d endpoint", n)
+			if n != 1 {
+				fmt.Fprintf(b, "s, 1/%d each", n)
+			}
+			fmt.Fprintf(b, " (chain %s, @%s %d..%d)\n", fp.Chain, fp.Map, fp.FirstKey, fp.FirstKey+uint32(max(n, 1))-1)
+			for _, e := range fp.Endpoints {
+				fmt.Fprintf(b, "        %s\n", e)
+			}
+		case StatusNoEndpoints:
+			how := "ICMP port unreachable"
+			if sp.Protocol == strings.ToUpper(nftrules.TCP.String()) {
+				how = "TCP reset"
+			}
+			fmt.Fprintf(b, "no endpoints: new connections rejected (%s)\n", how)
+		default:
+			fmt.Fprintf(b, "%s\n", fp.Status)
+		}
+	}
+	if a := sp.API; a != nil {
+		fmt.Fprintf(b, "  API: %d endpoint(s), sessionAffinity %s", a.Endpoints, a.SessionAffinity)
+		if a.AffinityTimeoutSeconds > 0 {
+			fmt.Fprintf(b, " (%d s)", a.AffinityTimeoutSeconds)
+		}
+		fmt.Fprintf(b, ", traffic policy external %s internal %s", a.ExternalTrafficPolicy, a.InternalTrafficPolicy)
+		if a.NodePort != 0 {
+			fmt.Fprintf(b, ", nodePort %d", a.NodePort)
+		}
+		if len(a.ExternalIPs) > 0 {
+			fmt.Fprintf(b, ", externalIPs %s", strings.Join(a.ExternalIPs, ","))
+		}
+		if len(a.LoadBalancerIPs) > 0 {
+			fmt.Fprintf(b, ", loadBalancerIPs %s", strings.Join(a.LoadBalancerIPs, ","))
+		}
+		b.WriteByte('\n')
+	}
+	for _, s := range sp.Drift {
+		fmt.Fprintf(b, "  DRIFT: %s\n", s)
+	}
+	for _, s := range sp.Problems {
+		fmt.Fprintf(b, "  PROBLEM: %s\n", s)
+	}
+}
+
+// RenderNFT renders a live ruleset in nft syntax (nft -f accepts it): our
+// tables as `nft list table` shows them, modulo element order, priority
+// spelling and line wrapping. A rule that nftproxy did not write (its text
+// is unknown without decoding bytecode) becomes a comment, and a set of a
+// type nftproxy does not use is left out (the default view reports both).
+func RenderNFT(rs *nftrules.Ruleset) string {
+	out := nftrules.NewRuleset()
+	for _, f := range rs.SortedFamilies() {
+		src, dst := rs.Tables[f], out.Table(f)
+		dst.Name = src.Name
+		for name, s := range src.Sets {
+			if len(s.Key) > 0 { // a set of a shape we do not know cannot be rendered
+				dst.Sets[name] = s
+			}
+		}
+		for name, c := range src.Chains {
+			nc := &nftrules.Chain{Name: c.Name, Base: c.Base, Rules: make([]nftrules.Rule, len(c.Rules))}
+			for i, r := range c.Rules {
+				nc.Rules[i] = r
+				if len(r.Stmts) == 1 {
+					if o, ok := r.Stmts[0].(nftrules.Opaque); ok && strings.HasPrefix(o.Text, "<") {
+						nc.Rules[i] = nftrules.Rule{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: "# " + o.Text}}}
+					}
+				}
+			}
+			dst.Chains[name] = nc
+		}
+	}
+	return out.Render()
+}

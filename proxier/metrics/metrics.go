@@ -106,7 +106,7 @@ func New(changes ChangeSource) *Metrics {
 		}),
 		conntrackDeleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nftproxy_conntrack_entries_deleted_total",
-			Help: "Conntrack entries deleted for stale UDP/SCTP flows (stays 0 until conntrack cleanup is implemented).",
+			Help: "Stale UDP conntrack entries deleted after syncs (flows whose backend is no longer a serving endpoint).",
 		}),
 	}
 	m.reg.MustRegister(
@@ -188,6 +188,7 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 	if !info.OldestChange.IsZero() {
 		m.networkProgramming.Observe(end.Sub(info.OldestChange).Seconds())
 	}
+	m.ConntrackDeleted(info.ConntrackDeleted)
 	m.objects.Observe(float64(info.Result.Objects))
 	m.messages.Observe(float64(info.Result.Messages))
 	if info.State != nil {
@@ -198,7 +199,8 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 	}
 }
 
-// ConntrackDeleted counts deleted conntrack entries.
+// ConntrackDeleted counts deleted conntrack entries (ObserveSync feeds it
+// from SyncInfo.ConntrackDeleted).
 func (m *Metrics) ConntrackDeleted(n int) {
 	if n > 0 {
 		m.conntrackDeleted.Add(float64(n))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/metrics"
+	pmodel "github.com/nftproxy/nftproxy/proxier/model"
 )
 
 // failingReconciler fails the syncs whose (1-based) number is in fail.
@@ -183,12 +185,47 @@ func TestScrapeAfterSyncs(t *testing.T) {
 		t.Errorf("no local endpoints (internal) %g, want 1 (web)", got)
 	}
 	if got := value(t, fams, "nftproxy_conntrack_entries_deleted_total", nil); got != 0 {
-		t.Errorf("conntrack deleted %g, want 0 (registered, not yet fed)", got)
+		t.Errorf("conntrack deleted %g, want 0 (no cleaner configured)", got)
 	}
 	for _, name := range []string{"kubeproxy_sync_proxy_rules_service_changes_pending", "kubeproxy_sync_proxy_rules_endpoint_changes_pending", "go_goroutines"} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("metric %s missing", name)
 		}
+	}
+}
+
+// TestObserveSync feeds SyncInfos directly: conntrack deletions and the
+// external no-local-endpoints count (externally reachable ports only).
+func TestObserveSync(t *testing.T) {
+	m := metrics.New(nil)
+	local := pmodel.Endpoint{Addr: netip.MustParseAddr("10.244.0.5"), Port: 80, NodeName: node, Ready: true}
+	remote := pmodel.Endpoint{Addr: netip.MustParseAddr("10.244.1.5"), Port: 80, NodeName: "node-b", Ready: true}
+	terminatingLocal := local
+	terminatingLocal.Ready, terminatingLocal.Serving, terminatingLocal.Terminating = false, true, true
+	st := &pmodel.State{NodeName: node, Services: []*pmodel.ServicePort{
+		{ExternalPolicyLocal: true, NodePort: 30080, Endpoints: []pmodel.Endpoint{remote}},                                      // counts
+		{ExternalPolicyLocal: true, Endpoints: []pmodel.Endpoint{remote}},                                                       // ClusterIP only: no
+		{ExternalPolicyLocal: true, NodePort: 30081, Endpoints: []pmodel.Endpoint{local}},                                       // has local: no
+		{ExternalPolicyLocal: true, InternalPolicyLocal: true, NodePort: 30082, Endpoints: []pmodel.Endpoint{terminatingLocal}}, // fallback: no
+		{InternalPolicyLocal: true, ExternalPolicyLocal: true, ExternalIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},     // both
+	}}
+	m.ObserveSync(proxier.SyncInfo{State: st, Start: time.Now(), Duration: time.Millisecond, ConntrackDeleted: 5})
+	m.ObserveSync(proxier.SyncInfo{Start: time.Now(), Err: errors.New("x"), ConntrackDeleted: 9}) // failed: not counted
+	fams := scrape(t, m)
+	if got := value(t, fams, "nftproxy_conntrack_entries_deleted_total", nil); got != 5 {
+		t.Errorf("conntrack deleted %g, want 5", got)
+	}
+	if got := value(t, fams, "kubeproxy_sync_proxy_rules_no_local_endpoints_total", map[string]string{"traffic_policy": "external"}); got != 2 {
+		t.Errorf("no local endpoints (external) %g, want 2", got)
+	}
+	if got := value(t, fams, "kubeproxy_sync_proxy_rules_no_local_endpoints_total", map[string]string{"traffic_policy": "internal"}); got != 1 {
+		t.Errorf("no local endpoints (internal) %g, want 1", got)
+	}
+	if got := value(t, fams, "nftproxy_service_ports", nil); got != 5 {
+		t.Errorf("service ports %g, want 5", got)
+	}
+	if _, ok := fams["kubeproxy_sync_proxy_rules_service_changes_total"]; ok {
+		t.Error("change metrics registered without a change source")
 	}
 }
 

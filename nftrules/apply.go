@@ -54,8 +54,8 @@ func queue(c *nftables.Conn, op Op) error {
 		if err := c.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", op.Set.Name, err)
 		}
-		if op.Set.Proto != 0 {
-			return setLastSetUserData(c, endpointMapUserData(f, op.Set.Proto))
+		if isIndexMap(op.Set) {
+			return setLastSetUserData(c, indexMapUserData(f, op.Set))
 		}
 	case OpDelSet:
 		ns, err := nlSet(f, op.Set)

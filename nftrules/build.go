@@ -142,12 +142,20 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	base := sp.ID << IndexBits
 	epMap := EndpointMapName(proto, sp.ID)
 	hairpinned := map[netip.Addr]bool{} // one pod may serve several ports
+	var aff *affinity                   // session affinity: per-endpoint chains instead of the map
+	if sp.SessionAffinityClientIP {
+		aff = newAffinity(fr, sp, proto, base)
+	}
 	put := func(eps []model.Endpoint, off uint32) {
 		for i, ep := range eps {
-			fr.put(epMap, Element{
-				Key:  []Value{NumValue(base + off + uint32(i))},
-				Data: []Value{AddrValue(ep.Addr), NumValue(uint32(ep.Port))},
-			})
+			if aff != nil {
+				aff.endpoint(ep, off+uint32(i))
+			} else {
+				fr.put(epMap, Element{
+					Key:  []Value{NumValue(base + off + uint32(i))},
+					Data: []Value{AddrValue(ep.Addr), NumValue(uint32(ep.Port))},
+				})
+			}
 			if !hairpinned[ep.Addr] {
 				hairpinned[ep.Addr] = true
 				fr.put(SetHairpin, Element{Key: []Value{AddrValue(ep.Addr), AddrValue(ep.Addr)}})
@@ -163,6 +171,13 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	put(sel.cluster[:nc], 0)
 	put(sel.local, nc)
 	dnat := func(off, n uint32) []Stmt {
+		if aff != nil {
+			eps := sel.local // the block: cluster-wide at [0, nc), local after
+			if off == 0 && nc > 0 {
+				eps = sel.cluster
+			}
+			return aff.dispatch(eps[:n], off)
+		}
 		return []Stmt{MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: n, Offset: base + off, Map: epMap}}
 	}
 	toCluster := func(match ...Stmt) []Stmt { return append(match, dnat(0, nc)...) }

@@ -112,8 +112,11 @@ func (rs *Ruleset) shallowCopy() *Ruleset {
 func (t *Table) mutableSet(name string) *Set {
 	s, ok := t.Sets[name]
 	if !ok {
-		p, _, _ := parseEndpointMapName(name)
-		s = newEndpointMap(t.Family, p, name)
+		if p, _, isEndpointMap := parseEndpointMapName(name); isEndpointMap {
+			s = newEndpointMap(t.Family, p, name)
+		} else {
+			s = newEndpointChainsMap(name)
+		}
 		s.groups = map[string][]Element{}
 		t.Sets[name] = s
 		t.copied[name] = true
@@ -138,6 +141,9 @@ func (rs *Ruleset) addFragment(f Family, owner string, fr *fragment) {
 	for _, c := range fr.chains {
 		t.Chains[c.Name] = c
 	}
+	for _, s := range fr.sets {
+		t.Sets[s.Name] = s
+	}
 	for name, els := range fr.elements {
 		s := t.mutableSet(name)
 		s.groups[owner] = els
@@ -154,6 +160,9 @@ func (rs *Ruleset) removeFragment(f Family, owner string, fr *fragment) {
 	for _, c := range fr.chains {
 		delete(t.Chains, c.Name)
 	}
+	for _, s := range fr.sets {
+		delete(t.Sets, s.Name)
+	}
 	for name, els := range fr.elements {
 		s := t.mutableSet(name)
 		delete(s.groups, owner)
@@ -165,7 +174,7 @@ func (rs *Ruleset) removeFragment(f Family, owner string, fr *fragment) {
 				}
 			}
 		}
-		if s.Proto != 0 && len(s.groups) == 0 {
+		if isIndexMap(s) && len(s.groups) == 0 {
 			delete(t.Sets, name) // the shard's last service port is gone
 		}
 	}

@@ -124,6 +124,10 @@ func randomServicePort(r *rand.Rand, id uint32) *model.ServicePort {
 		sp.ClusterIPs = append(sp.ClusterIPs, netip.AddrFrom16([16]byte{0xfd, 0x96, 14: byte(id >> 8), 15: byte(id)}))
 	}
 	sp.Endpoints = randomEndpoints(r)
+	if r.IntN(3) == 0 {
+		sp.SessionAffinityClientIP = true
+		sp.AffinityTimeoutSeconds = int32(r.IntN(2) * 60)
+	}
 	return sp
 }
 

@@ -88,6 +88,27 @@ func compileStmt(f Family, s Stmt) ([]expr.Any, error) {
 		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: code}}, nil
 	case RejectTCPReset:
 		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}, nil
+	case UpdateSourceSet:
+		off, n := addrOffset(f, FieldSaddr)
+		return []expr.Any{
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			&expr.Dynset{SrcRegKey: reg1, SetName: s.Set, Operation: unix.NFT_DYNSET_OP_UPDATE},
+		}, nil
+	case DNATTo:
+		nfproto := uint32(unix.NFPROTO_IPV4)
+		if f == IPv6 {
+			nfproto = unix.NFPROTO_IPV6
+		}
+		return []expr.Any{
+			&expr.Immediate{Register: reg1, Data: s.To.Addr().AsSlice()},
+			&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, s.To.Port())},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto, RegAddrMin: reg1, RegProtoMin: 2, Specified: true},
+		}, nil
+	case NumgenVmap:
+		return []expr.Any{
+			&expr.Numgen{Register: reg1, Modulus: s.Count, Type: unix.NFT_NG_RANDOM, Offset: s.Offset},
+			&expr.Lookup{SourceRegister: reg1, DestRegister: regVerdict, IsDestRegSet: true, SetName: s.Map},
+		}, nil
 	case Counter:
 		return []expr.Any{&expr.Counter{}}, nil
 	case VerdictStmt:

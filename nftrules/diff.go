@@ -146,10 +146,12 @@ func phase(k OpKind) int {
 		return 5
 	case OpAddElements:
 		return 6
-	case OpDelChain:
+	case OpDelSet:
+		// After the rules using the set were flushed, before the chains
+		// its verdict elements point to are deleted.
 		return 7
 	}
-	return 8 // OpDelSet: after the chains whose rules used it are gone
+	return 8 // OpDelChain
 }
 
 // sameSkeleton reports whether the sets both tables have are of the same
@@ -274,6 +276,9 @@ func sameRules(f Family, a, b *Chain) bool {
 // diffElements returns the elements to add to and delete from have so that
 // it equals want. An element whose value changed is in both lists.
 func diffElements(have, want *Set) (add, del []Element) {
+	if want.Dynamic {
+		return nil, nil // filled and expired by the packet path
+	}
 	if have != nil && have.owned() && want.owned() {
 		return diffGroups(have, want)
 	}

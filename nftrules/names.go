@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -91,6 +93,31 @@ const ServicePortsPerEndpointMap = 64
 // . tcp dport), sharded by service port ID.
 func EndpointMapName(p Protocol, id uint32) string {
 	return fmt.Sprintf("endpoints-%s-%d", p, id/ServicePortsPerEndpointMap)
+}
+
+// EndpointChainsMapName returns the verdict map from endpoint index to
+// endpoint chain, used by service ports with session affinity; sharded
+// like the endpoint maps.
+func EndpointChainsMapName(id uint32) string {
+	return fmt.Sprintf("endpoint-chains-%d", id/ServicePortsPerEndpointMap)
+}
+
+// EndpointChainName returns the chain of one endpoint of a service port
+// with session affinity: "sep-" + hash + ns/name/proto/port__addr/port.
+func EndpointChainName(name model.ServicePortName, ep netip.AddrPort) string {
+	return chainName("sep", endpointIdentity(name, ep))
+}
+
+// AffinitySetName returns the dynamic set of the clients an endpoint of a
+// service port with session affinity served. The timeout is part of the
+// hashed identity: a new timeout makes a new set rather than a set of
+// another shape under the same name.
+func AffinitySetName(name model.ServicePortName, ep netip.AddrPort, timeout time.Duration) string {
+	return chainName("aff", endpointIdentity(name, ep)+"/"+timeout.String())
+}
+
+func endpointIdentity(name model.ServicePortName, ep netip.AddrPort) string {
+	return name.String() + "__" + ep.Addr().String() + "/" + strconv.Itoa(int(ep.Port()))
 }
 
 // parseEndpointMapName is the inverse of EndpointMapName (ok false for

@@ -78,6 +78,10 @@ func nlSet(f Family, s *Set) (*nftables.Set, error) {
 		Concatenation: len(s.Key) > 1,
 		Comment:       s.Comment,
 	}
+	if s.Dynamic {
+		// What nft creates for "flags dynamic,timeout; timeout …".
+		ns.Dynamic, ns.HasTimeout, ns.Timeout, ns.Size = true, true, s.Timeout, 65535
+	}
 	switch {
 	case s.Verdict:
 		ns.DataType = nftables.TypeVerdict
@@ -109,16 +113,21 @@ func nlElement(s *Set, e Element) (nftables.SetElement, error) {
 	return ne, nil
 }
 
-// endpointMapUserData returns the set user data nft writes for
+// isIndexMap reports whether a set is keyed by a numgen index (the endpoint
+// maps and the endpoint-chain verdict maps).
+func isIndexMap(s *Set) bool { return len(s.Key) == 1 && s.Key[0] == TypeIndex }
+
+// indexMapUserData returns the set user data nft writes for
 //
 //	typeof numgen random mod 1 : <f> daddr . <proto> dport
+//	typeof numgen random mod 1 : verdict
 //
 // google/nftables v0.3.0 cannot express typeof, and without it nft prints the
 // integer key as "type integer", which it then refuses to load. Layout
 // (libnftnl udata TLVs): key/data byte order, then the typeof expressions
 // with their nft-internal descriptions (payload protocol ids and template
 // fields as nft 1.0.6 numbers them).
-func endpointMapUserData(f Family, p Protocol) []byte {
+func indexMapUserData(f Family, s *Set) []byte {
 	const (
 		udataKeyByteorder  = 0
 		udataDataByteorder = 1
@@ -144,17 +153,21 @@ func endpointMapUserData(f Family, p Protocol) []byte {
 	if f == IPv6 {
 		addrDesc, addrField = 13, 9 // proto_ip6, daddr
 	}
-	portDesc := map[Protocol]uint32{TCP: 8, UDP: 6, SCTP: 10}[p]
+	portDesc := map[Protocol]uint32{TCP: 8, UDP: 6, SCTP: 10}[s.Proto]
 	payload := func(idx userdata.Type, desc, field uint32) []byte {
 		return nest(idx, u32(typeofExpr, exprPayload), nest(typeofData, u32(0, desc), u32(1, field)))
+	}
+	dataTypeof := nest(udataDataTypeof, u32(typeofExpr, exprConcat),
+		nest(typeofData, payload(0, addrDesc, addrField), payload(1, portDesc, 2)))
+	if s.Verdict {
+		dataTypeof = nest(udataDataTypeof, u32(typeofExpr, 1), nest(typeofData))
 	}
 	return concatBytes(
 		u32(udataKeyByteorder, 1), // host endian: numgen output
 		u32(udataDataByteorder, 0),
 		nest(udataKeyTypeof, u32(typeofExpr, exprNumgen),
 			nest(typeofData, u32(0, unix.NFT_NG_RANDOM), u32(1, 1), u32(2, 0))),
-		nest(udataDataTypeof, u32(typeofExpr, exprConcat),
-			nest(typeofData, payload(0, addrDesc, addrField), payload(1, portDesc, 2))),
+		dataTypeof,
 		u32(udataDataInterval, 0),
 	)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -153,6 +154,16 @@ func readSets(c *nftables.Conn, nt *nftables.Table, t *Table) error {
 	buildSkeleton(layout, &model.State{})
 	for _, ns := range sets {
 		want, known := layout.Sets[ns.Name]
+		switch {
+		case strings.HasPrefix(ns.Name, "endpoint-chains-"):
+			want, known = newEndpointChainsMap(ns.Name), true
+		case ns.Dynamic && ns.HasTimeout && !ns.IsMap:
+			// A session-affinity set: its elements are the kernel's.
+			if ns.KeyType.Bytes == 4 || ns.KeyType.Bytes == 16 {
+				t.Sets[ns.Name] = &Set{Name: ns.Name, Key: []Datatype{AddrType(t.Family)}, Dynamic: true, Timeout: ns.Timeout}
+				continue
+			}
+		}
 		if p, _, ok := parseEndpointMapName(ns.Name); ok {
 			want, known = newEndpointMap(t.Family, p, ns.Name), true
 		}

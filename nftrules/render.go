@@ -3,6 +3,7 @@ package nftrules
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Render returns the ruleset in nft syntax, as `nft list table` prints it
@@ -33,6 +34,9 @@ func (s *Set) render(b *strings.Builder, f Family) {
 		kind = "map"
 	}
 	fmt.Fprintf(b, "\t%s %s {\n\t\t%s\n", kind, s.Name, s.typeDecl(f))
+	if s.Dynamic {
+		fmt.Fprintf(b, "\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n", nftDuration(s.Timeout))
+	}
 	if s.Comment != "" {
 		fmt.Fprintf(b, "\t\tcomment %q\n", s.Comment)
 	}
@@ -52,6 +56,9 @@ func (s *Set) render(b *strings.Builder, f Family) {
 // named nft type.
 func (s *Set) typeDecl(f Family) string {
 	if len(s.Key) == 1 && s.Key[0] == TypeIndex {
+		if s.Verdict {
+			return "typeof numgen random mod 1 : verdict"
+		}
 		return fmt.Sprintf("typeof numgen random mod 1 : %s daddr . %s dport", f, s.Proto)
 	}
 	decl := "type " + typeNames(s.Key)
@@ -62,6 +69,24 @@ func (s *Set) typeDecl(f Family) string {
 		decl += " : " + typeNames(s.Data)
 	}
 	return decl
+}
+
+// nftDuration prints a duration as nft does ("3h", "1h30m", "5s").
+func nftDuration(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		suffix string
+		unit   time.Duration
+	}{{"d", 24 * time.Hour}, {"h", time.Hour}, {"m", time.Minute}, {"s", time.Second}, {"ms", time.Millisecond}} {
+		if n := d / u.unit; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.suffix)
+			d -= n * u.unit
+		}
+	}
+	return b.String()
 }
 
 func typeNames(ts []Datatype) string {

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Family is the nftables address family of a table. We use one table per
@@ -191,6 +192,11 @@ type Set struct {
 	Proto Protocol
 	// Comment is shown by nft next to the set.
 	Comment string
+	// Dynamic sets are filled by the packet path (update @set) with
+	// elements that expire after Timeout; their elements are the kernel's
+	// business and never diffed.
+	Dynamic bool
+	Timeout time.Duration
 
 	groups map[string][]Element
 	// refs counts, per key, the groups holding it; maintained by the Builder
@@ -269,6 +275,7 @@ func (s *Set) owned() bool {
 // updated into the other element by element instead of being recreated).
 func (s *Set) SameShape(o *Set) bool {
 	return s.Name == o.Name && s.Verdict == o.Verdict && s.Comment == o.Comment && s.Proto == o.Proto &&
+		s.Dynamic == o.Dynamic && s.Timeout == o.Timeout &&
 		datatypesEqual(s.Key, o.Key) && datatypesEqual(s.Data, o.Data)
 }
 

@@ -120,6 +120,37 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 	case nftrules.DNATToEndpoint:
 		return e.dnat(th, rule, i, s)
 
+	case nftrules.UpdateSourceSet:
+		// Session affinity memory; a trace is of a first packet, so the
+		// affinity sets it looks up are taken as empty.
+		return act("remember the client in @" + s.Set)
+
+	case nftrules.DNATTo:
+		if h := e.hook(th); h != nftrules.Prerouting && h != nftrules.Output {
+			return nil, fmt.Errorf("dnat reached from hook %s", h)
+		}
+		if !hasL4ProtoMatch(rule.Stmts[:i], 0) {
+			return nil, fmt.Errorf("dnat to a port without a preceding meta l4proto match")
+		}
+		p.dst, p.dport, p.dnat = s.To.Addr(), s.To.Port(), true
+		return []result{{pkt: p, ctl: nat, effect: "dnat to " + s.To.String()}}, nil
+
+	case nftrules.NumgenVmap:
+		m, ok := e.table.Sets[s.Map]
+		if !ok || !m.Verdict {
+			return nil, fmt.Errorf("numgen vmap @%s is not a verdict map", s.Map)
+		}
+		out := make([]result, 0, s.Count)
+		for k := s.Offset; k-s.Offset < s.Count; k++ {
+			el, ok := m.Lookup(nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(k)}}.KeyString())
+			if !ok || el.Verdict == nil {
+				return nil, fmt.Errorf("verdict map @%s has no entry %d (want %d..%d)", s.Map, k, s.Offset, s.Offset+s.Count-1)
+			}
+			out = append(out, result{pkt: p, ctl: verdict, verdict: *el.Verdict,
+				effect: fmt.Sprintf("random entry %d of @%s (%d of %d): %s", k, s.Map, k-s.Offset+1, s.Count, el.Verdict)})
+		}
+		return out, nil
+
 	case nftrules.Masquerade:
 		if e.hook(th) != nftrules.Postrouting {
 			return nil, fmt.Errorf("masquerade reached from hook %s", e.hook(th))

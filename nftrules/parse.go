@@ -164,6 +164,27 @@ func (p *ruleParser) stmt() (Stmt, error) {
 		return MatchL4Proto{Proto: proto}, nil
 	case p.accept("dnat", string(p.f), "to", "numgen", "random", "mod"):
 		return p.dnat()
+	case p.accept("dnat", "to"):
+		tok, err := p.next()
+		if err != nil {
+			return nil, err
+		}
+		to, err := netip.ParseAddrPort(tok)
+		if err != nil {
+			return nil, fmt.Errorf("dnat target: %w", err)
+		}
+		return DNATTo{To: to}, nil
+	case p.accept("update"):
+		set, err := p.setRef()
+		if err != nil {
+			return nil, err
+		}
+		if err := p.expect("{", string(p.f), "saddr", "}"); err != nil {
+			return nil, err
+		}
+		return UpdateSourceSet{Set: set}, nil
+	case p.accept("numgen", "random", "mod"):
+		return p.numgenVmap()
 	case p.accept("masquerade", "fully-random"):
 		return Masquerade{}, nil
 	case p.accept("reject", "with", "tcp", "reset"):
@@ -348,4 +369,25 @@ func ParseProtocol(s string) (Protocol, error) {
 		return 0, fmt.Errorf("unknown protocol %q", s)
 	}
 	return Protocol(n), nil
+}
+
+// numgenVmap parses the rest of "numgen random mod N [offset B] vmap @M".
+func (p *ruleParser) numgenVmap() (Stmt, error) {
+	var s NumgenVmap
+	var err error
+	if s.Count, err = p.uint32(); err != nil {
+		return nil, fmt.Errorf("numgen modulus: %w", err)
+	}
+	if p.accept("offset") {
+		if s.Offset, err = p.uint32(); err != nil {
+			return nil, fmt.Errorf("numgen offset: %w", err)
+		}
+	}
+	if err := p.expect("vmap"); err != nil {
+		return nil, err
+	}
+	if s.Map, err = p.setRef(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

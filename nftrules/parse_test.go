@@ -24,8 +24,14 @@ func richState(masqueradeAll bool) *model.State {
 		servicePort(70, "other/v4only:x", "tcp", 8080, "172.30.1.70,fd00:30::1:70", readyEP("10.1.0.70:80"), servingTerminatingEP("10.1.0.71:80")),
 		servicePort(200, "other/"+strings.Repeat("long-name-", 12)+":p", "udp", 9999, "172.30.2.200", readyEP("10.1.0.200:9")),
 		servicePort(16000, "shard/far", "tcp", 1, "fd00:30::3e80", readyEP("[fd00:1::3e80]:1")),
+		sticky(servicePort(71, "other/sticky:s", "tcp", 443, "172.30.1.71,fd00:30::1:71", readyEP("10.1.0.72:443"), readyEP("[fd00:1::72]:443"))),
 	)
 	return st
+}
+
+func sticky(sp *model.ServicePort) *model.ServicePort {
+	sp.SessionAffinityClientIP, sp.AffinityTimeoutSeconds = true, 30
+	return sp
 }
 
 // TestParseRuleRoundTripsBuild parses the rendering of every rule Build
@@ -86,6 +92,10 @@ func TestParseRuleEveryStatementKind(t *testing.T) {
 			{nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.RejectTCPReset{}},
 			{nftrules.Reject{}},
 			{nftrules.GotoChain("svc-74r5ozto-default/web/tcp/http")},
+			{nftrules.UpdateSourceSet{Set: "aff-abc-x"}},
+			{nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.DNATTo{To: netip.AddrPortFrom(host.Addr(), 8080)}},
+			{nftrules.NumgenVmap{Count: 3, Offset: 16384, Map: "endpoint-chains-0"}},
+			{nftrules.NumgenVmap{Count: 1, Map: "endpoint-chains-0"}},
 		}
 	}
 	for _, f := range nftrules.Families {

@@ -204,6 +204,8 @@ type Set struct {
 	refs map[string]int
 	// index is the merged view of all groups, computed on demand.
 	index map[string]Element
+	// flatPos locates Put elements in the "" group by key.
+	flatPos map[string]int
 }
 
 // IsMap reports whether the set maps keys to data or verdicts.
@@ -214,15 +216,16 @@ func (s *Set) Put(e Element) {
 	if s.groups == nil {
 		s.groups = map[string][]Element{}
 	}
-	g := s.groups[""]
-	for i := range g {
-		if g[i].KeyString() == e.KeyString() {
-			g[i] = e
-			s.index = nil
-			return
-		}
+	key := e.KeyString()
+	if s.flatPos == nil {
+		s.flatPos = map[string]int{}
 	}
-	s.groups[""] = append(g, e)
+	if i, ok := s.flatPos[key]; ok {
+		s.groups[""][i] = e
+	} else {
+		s.flatPos[key] = len(s.groups[""])
+		s.groups[""] = append(s.groups[""], e)
+	}
 	s.index = nil
 }
 

@@ -106,6 +106,13 @@ func mutate(r *rand.Rand, st *model.State, nextID *uint32) {
 	case op == 1: // remove
 		i := r.IntN(len(st.Services))
 		st.Services = append(st.Services[:i:i], st.Services[i+1:]...)
+	case op == 2: // change the external exposure and policies
+		i := r.IntN(len(st.Services))
+		sp := *st.Services[i]
+		randomExternal(r, &sp)
+		services := append([]*model.ServicePort(nil), st.Services...)
+		services[i] = &sp
+		st.Services = services
 	default: // change endpoints
 		i := r.IntN(len(st.Services))
 		sp := *st.Services[i]
@@ -128,7 +135,38 @@ func randomServicePort(r *rand.Rand, id uint32) *model.ServicePort {
 		sp.SessionAffinityClientIP = true
 		sp.AffinityTimeoutSeconds = int32(r.IntN(2) * 60)
 	}
+	randomExternal(r, sp)
 	return sp
+}
+
+// randomExternal sets NodePort, external and load balancer IPs (from small
+// pools, so that Services share them on different ports), source ranges
+// and traffic policies, each present or not.
+func randomExternal(r *rand.Rand, sp *model.ServicePort) {
+	sp.NodePort, sp.ExternalIPs, sp.LoadBalancerIPs, sp.SourceRanges = 0, nil, nil, nil
+	if r.IntN(2) == 0 {
+		sp.NodePort = uint16(30000 + sp.ID)
+	}
+	if r.IntN(3) == 0 {
+		sp.ExternalIPs = []netip.Addr{netip.AddrFrom4([4]byte{198, 51, 100, byte(r.IntN(3))})}
+	}
+	if r.IntN(3) == 0 {
+		sp.LoadBalancerIPs = []netip.Addr{netip.AddrFrom4([4]byte{203, 0, 113, byte(r.IntN(3))}),
+			netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(r.IntN(3))})}
+		switch r.IntN(4) {
+		case 0:
+			sp.SourceRanges = []netip.Prefix{} // every range invalid
+		case 1:
+			sp.SourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}
+		case 2:
+			sp.SourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("fd00::/8")}
+		}
+	}
+	// One Service port per external IP/LB IP and port: make the port
+	// unique (upstream does not program conflicting Services either).
+	sp.Port = uint16(1000 + sp.ID)
+	sp.ExternalPolicyLocal = r.IntN(2) == 0
+	sp.InternalPolicyLocal = r.IntN(3) == 0
 }
 
 // randomEndpoints draws from a small address pool so that Services share
@@ -138,8 +176,9 @@ func randomEndpoints(r *rand.Rand) []model.Endpoint {
 	for i := r.IntN(4); i > 0; i-- {
 		n := byte(r.IntN(6))
 		eps = append(eps,
-			model.Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, 0, n}), Port: 8080, Ready: r.IntN(4) > 0, Serving: true, Terminating: r.IntN(3) == 0},
-			model.Endpoint{Addr: netip.AddrFrom16([16]byte{0xfd, 0x44, 15: n}), Port: 8080, Ready: true})
+			model.Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, 0, n}), Port: 8080, Ready: r.IntN(4) > 0, Serving: true, Terminating: r.IntN(3) == 0,
+				NodeName: []string{"node", "other"}[r.IntN(2)]},
+			model.Endpoint{Addr: netip.AddrFrom16([16]byte{0xfd, 0x44, 15: n}), Port: 8080, Ready: true, NodeName: "node"})
 	}
 	return eps
 }
@@ -157,7 +196,8 @@ func servicePortForTest(id uint32, name string, proto v1.Protocol, port uint16, 
 func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		r := rand.New(rand.NewPCG(seed, 0))
-		st := &model.State{ClusterCIDRs: clusterCIDRs}
+		st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs,
+			NodePortIPs: []netip.Addr{nodeAddr4, nodeAddr6, netip.MustParseAddr("127.0.0.1")}}
 		var nextID uint32
 		b := nftrules.NewBuilder()
 		kernel := newKernelSim()

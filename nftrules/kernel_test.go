@@ -271,6 +271,19 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 			svc(3, "sig", v1.ProtocolSCTP, 3868, []string{"10.96.0.12", "fd96::12"}, 3868, 2),
 			svc(4, "empty", v1.ProtocolTCP, 80, []string{"10.96.0.13"}, 80),
 		}}
+	// External traffic: NodePorts (one without endpoints), LB IPs with
+	// source ranges, ETP and ITP Local, localhost NodePorts.
+	st.NodeName = "node"
+	st.NodePortIPs = []netip.Addr{nodeAddr4, nodeAddr6, netip.MustParseAddr("127.0.0.1")}
+	lb := svc(5, "lb", v1.ProtocolTCP, 443, []string{"10.96.0.14", "fd96::14"}, 8443, 0, 1)
+	lb.NodePort, lb.ExternalPolicyLocal, lb.InternalPolicyLocal = 30443, true, true
+	lb.Endpoints[0].NodeName = "node"
+	lb.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("2001:db8::1")}
+	lb.ExternalIPs = []netip.Addr{netip.MustParseAddr("198.51.100.1")}
+	lb.SourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.1.2.3/32")}
+	np := svc(6, "np", v1.ProtocolUDP, 53, []string{"10.96.0.15"}, 53)
+	np.NodePort = 30053
+	st.Services = append(st.Services, lb, np)
 	rec := newReconciler(t, tn.node)
 	apply(t, rec, st, true)
 	listing := nftList(t, tn.node)
@@ -280,6 +293,12 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 		"dnat ip to numgen random mod 2 offset 16384 map @endpoints-tcp-0",
 		"ip saddr != 10.244.0.0/14 ip daddr @cluster-ips jump mark-for-masquerade",
 		"masquerade fully-random",
+		"ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+		"fib saddr type local jump mark-for-masquerade",
+		"ip saddr 10.1.2.3 return",
+		"ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 drop",
+		"ct state new ip6 daddr . meta l4proto . th dport vmap @firewall-ips",
+		"udp . 30053 : goto reject-chain",
 	} {
 		if !strings.Contains(listing, want) {
 			t.Errorf("nft listing lacks %q:\n%s", want, listing)

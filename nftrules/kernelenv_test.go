@@ -38,6 +38,39 @@ func podAddr6(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd44::
 type testNode struct {
 	node, client *netkit.NS
 	pods         []*netkit.NS
+	// client2 exists after addSecondClient.
+	client2 *netkit.NS
+	mk      func(role string) *netkit.NS
+}
+
+// A second client on its own link, for source-range tests:
+//
+//	client2 (192.168.51.2, fd51::2) ── node eth1 (192.168.51.1, fd51::1)
+var (
+	node2Addr4   = netip.MustParseAddr("192.168.51.1")
+	node2Addr6   = netip.MustParseAddr("fd51::1")
+	client2Addr4 = netip.MustParseAddr("192.168.51.2")
+	client2Addr6 = netip.MustParseAddr("fd51::2")
+)
+
+// addSecondClient adds client2 to the topology.
+func (tn *testNode) addSecondClient(t testing.TB) {
+	t.Helper()
+	c := tn.mk("client2")
+	for _, err := range []error{
+		netkit.Veth(tn.node, "eth1", c, "eth0"),
+		tn.node.AddAddr("eth1", netip.PrefixFrom(node2Addr4, 24)),
+		tn.node.AddAddr("eth1", netip.PrefixFrom(node2Addr6, 64)),
+		c.AddAddr("eth0", netip.PrefixFrom(client2Addr4, 24)),
+		c.AddAddr("eth0", netip.PrefixFrom(client2Addr6, 64)),
+		c.AddDefaultRoute(node2Addr4),
+		c.AddDefaultRoute(node2Addr6),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tn.client2 = c
 }
 
 func requireRoot(t testing.TB) {
@@ -74,7 +107,7 @@ func newTestNode(t testing.TB, pods int) *testNode {
 			t.Fatal(err)
 		}
 	}
-	tn := &testNode{node: mk("node"), client: mk("client")}
+	tn := &testNode{node: mk("node"), client: mk("client"), mk: mk}
 	must(tn.node.EnableForwarding())
 	must(netkit.Veth(tn.node, "eth0", tn.client, "eth0"))
 	must(tn.node.AddAddr("eth0", netip.PrefixFrom(nodeAddr4, 24)))

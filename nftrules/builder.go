@@ -44,6 +44,11 @@ func (b *Builder) Build(st *model.State) *Ruleset {
 		b.reset(cfg)
 	}
 	rs := b.last.shallowCopy()
+	rs.parent = b.last
+	rs.delta = map[Family]*tableDelta{}
+	for f := range rs.Tables {
+		rs.delta[f] = newTableDelta()
+	}
 	b.gen++
 	var added []*model.ServicePort
 	for _, sp := range st.Services {
@@ -137,14 +142,18 @@ func (t *Table) mutableSet(name string) *Set {
 }
 
 func (rs *Ruleset) addFragment(f Family, owner string, fr *fragment) {
-	t := rs.Tables[f]
+	t, d := rs.Tables[f], rs.delta[f]
+	d.owners[owner] = true
 	for _, c := range fr.chains {
 		t.Chains[c.Name] = c
+		d.chains[c.Name] = true
 	}
 	for _, s := range fr.sets {
 		t.Sets[s.Name] = s
+		d.sets[s.Name] = true
 	}
 	for name, els := range fr.elements {
+		d.sets[name] = true
 		s := t.mutableSet(name)
 		s.groups[owner] = els
 		if s.refs != nil {
@@ -156,14 +165,18 @@ func (rs *Ruleset) addFragment(f Family, owner string, fr *fragment) {
 }
 
 func (rs *Ruleset) removeFragment(f Family, owner string, fr *fragment) {
-	t := rs.Tables[f]
+	t, d := rs.Tables[f], rs.delta[f]
+	d.owners[owner] = true
 	for _, c := range fr.chains {
 		delete(t.Chains, c.Name)
+		d.chains[c.Name] = true
 	}
 	for _, s := range fr.sets {
 		delete(t.Sets, s.Name)
+		d.sets[s.Name] = true
 	}
 	for name, els := range fr.elements {
+		d.sets[name] = true
 		s := t.mutableSet(name)
 		delete(s.groups, owner)
 		if s.refs != nil {

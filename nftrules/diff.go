@@ -89,6 +89,9 @@ func (tx *Transaction) Count(k OpKind) int {
 // needed, elements are diffed one by one, and a regular chain whose rules
 // differ is flushed and refilled.
 func Diff(live, desired *Ruleset) *Transaction {
+	if live != nil && desired.parent == live && desired.delta != nil {
+		return diffDelta(live, desired)
+	}
 	tx := &Transaction{}
 	var tail []Op // chain deletions go last
 	for _, f := range desired.SortedFamilies() {

@@ -46,6 +46,22 @@ func FamilyOf(a netip.Addr) Family {
 // kernel: one table per family.
 type Ruleset struct {
 	Tables map[Family]*Table
+
+	// parent is the ruleset a Builder derived this one from, and delta
+	// what it changed per family: Diff(parent, rs) looks only there.
+	parent *Ruleset
+	delta  map[Family]*tableDelta
+}
+
+// tableDelta names what a Build changed in one table.
+type tableDelta struct {
+	owners map[string]bool // element groups added or removed
+	chains map[string]bool // chains added, removed or replaced
+	sets   map[string]bool // sets added, removed, or with changed groups
+}
+
+func newTableDelta() *tableDelta {
+	return &tableDelta{owners: map[string]bool{}, chains: map[string]bool{}, sets: map[string]bool{}}
 }
 
 // NewRuleset returns an empty ruleset.

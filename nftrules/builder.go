@@ -122,17 +122,14 @@ func (t *Table) mutableSet(name string) *Set {
 		} else {
 			s = newEndpointChainsMap(name)
 		}
-		s.groups = map[string][]Element{}
+		s.groups = &ownerGroups{}
 		t.Sets[name] = s
 		t.copied[name] = true
 		return s
 	}
 	if !t.copied[name] {
 		c := *s
-		c.groups = maps.Clone(s.groups)
-		if c.groups == nil {
-			c.groups = map[string][]Element{}
-		}
+		c.groups = s.groups.fork()
 		c.index = nil
 		s = &c
 		t.Sets[name] = s
@@ -155,7 +152,7 @@ func (rs *Ruleset) addFragment(f Family, owner string, fr *fragment) {
 	for name, els := range fr.elements {
 		d.sets[name] = true
 		s := t.mutableSet(name)
-		s.groups[owner] = els
+		s.groups.set(owner, els)
 		if s.refs != nil {
 			for _, e := range els {
 				s.refs[e.KeyString()]++
@@ -178,7 +175,7 @@ func (rs *Ruleset) removeFragment(f Family, owner string, fr *fragment) {
 	for name, els := range fr.elements {
 		d.sets[name] = true
 		s := t.mutableSet(name)
-		delete(s.groups, owner)
+		s.groups.del(owner)
 		if s.refs != nil {
 			for _, e := range els {
 				k := e.KeyString()
@@ -187,7 +184,7 @@ func (rs *Ruleset) removeFragment(f Family, owner string, fr *fragment) {
 				}
 			}
 		}
-		if isIndexMap(s) && len(s.groups) == 0 {
+		if isIndexMap(s) && s.groups.len() == 0 {
 			delete(t.Sets, name) // the shard's last service port is gone
 		}
 	}

@@ -315,19 +315,21 @@ func diffElements(have, want *Set) (add, del []Element) {
 // harmless.
 func diffGroups(have, want *Set) (add, del []Element) {
 	var owners []string
-	for o, wg := range want.groups {
-		if hg, ok := have.groups[o]; !ok || !sameGroup(hg, wg) {
+	want.groups.each(func(o string, wg []Element) {
+		if hg, ok := have.groups.get(o); !ok || !sameGroup(hg, wg) {
 			owners = append(owners, o)
 		}
-	}
-	for o := range have.groups {
-		if _, ok := want.groups[o]; !ok {
+	})
+	have.groups.each(func(o string, _ []Element) {
+		if _, ok := want.groups.get(o); !ok {
 			owners = append(owners, o)
 		}
-	}
+	})
 	sort.Strings(owners)
 	for _, o := range owners {
-		a, d := diffSlices(have.groups[o], want.groups[o])
+		hg, _ := have.groups.get(o)
+		wg, _ := want.groups.get(o)
+		a, d := diffSlices(hg, wg)
 		add = append(add, a...)
 		for _, e := range d {
 			if !want.holds(e.KeyString()) {

@@ -65,7 +65,8 @@ func diffDelta(live, desired *Ruleset) *Transaction {
 // diffOwners diffs the element groups of the given owners only.
 func diffOwners(have, want *Set, owners map[string]bool) (add, del []Element) {
 	for _, o := range slices.Sorted(maps.Keys(owners)) {
-		hg, wg := have.groups[o], want.groups[o]
+		hg, _ := have.groups.get(o)
+		wg, _ := want.groups.get(o)
 		if sameGroup(hg, wg) {
 			continue
 		}

@@ -214,7 +214,7 @@ type Set struct {
 	Dynamic bool
 	Timeout time.Duration
 
-	groups map[string][]Element
+	groups *ownerGroups
 	// refs counts, per key, the groups holding it; maintained by the Builder
 	// for sets whose keys owners share. nil: computed on demand.
 	refs map[string]int
@@ -230,18 +230,20 @@ func (s *Set) IsMap() bool { return s.Verdict || len(s.Data) > 0 }
 // Put adds (or replaces) an element without an owner.
 func (s *Set) Put(e Element) {
 	if s.groups == nil {
-		s.groups = map[string][]Element{}
+		s.groups = &ownerGroups{}
 	}
 	key := e.KeyString()
 	if s.flatPos == nil {
 		s.flatPos = map[string]int{}
 	}
+	flat, _ := s.groups.get("")
 	if i, ok := s.flatPos[key]; ok {
-		s.groups[""][i] = e
+		flat[i] = e
 	} else {
-		s.flatPos[key] = len(s.groups[""])
-		s.groups[""] = append(s.groups[""], e)
+		s.flatPos[key] = len(flat)
+		flat = append(flat, e)
 	}
+	s.groups.set("", flat)
 	s.index = nil
 }
 
@@ -250,11 +252,11 @@ func (s *Set) Put(e Element) {
 func (s *Set) Elements() map[string]Element {
 	if s.index == nil {
 		s.index = map[string]Element{}
-		for _, g := range s.groups {
+		s.groups.each(func(_ string, g []Element) {
 			for _, e := range g {
 				s.index[e.KeyString()] = e
 			}
-		}
+		})
 	}
 	return s.index
 }
@@ -286,8 +288,8 @@ func (s *Set) SortedElements() []Element {
 // owned reports whether the set's elements are grouped by owner (built by
 // a Builder) rather than flat (read from the kernel).
 func (s *Set) owned() bool {
-	_, flat := s.groups[""]
-	return !flat || len(s.groups) > 1
+	_, flat := s.groups.get("")
+	return !flat || s.groups.len() > 1
 }
 
 // SameShape reports whether two sets have the same type (so that one can be

@@ -1,0 +1,90 @@
+package nftrules
+
+// ownerGroups maps element owners to their elements, copy-on-write: a
+// ruleset derived by a Builder shares the large base map with its parent
+// and records its own changes in a small overlay, so a Build that changes
+// one Service copies a few entries, not 10,000. When the overlay grows past
+// a fraction of the base it is folded into a new base (amortized O(1)).
+type ownerGroups struct {
+	base    map[string][]Element // shared between rulesets: never written
+	overlay map[string]groupEntry
+	n       int // owners present
+}
+
+type groupEntry struct {
+	els     []Element
+	deleted bool
+}
+
+func (g *ownerGroups) get(owner string) ([]Element, bool) {
+	if g == nil {
+		return nil, false
+	}
+	if e, ok := g.overlay[owner]; ok {
+		return e.els, !e.deleted
+	}
+	els, ok := g.base[owner]
+	return els, ok
+}
+
+func (g *ownerGroups) set(owner string, els []Element) {
+	if _, ok := g.get(owner); !ok {
+		g.n++
+	}
+	if g.overlay == nil {
+		g.overlay = map[string]groupEntry{}
+	}
+	g.overlay[owner] = groupEntry{els: els}
+}
+
+func (g *ownerGroups) del(owner string) {
+	if _, ok := g.get(owner); !ok {
+		return
+	}
+	g.n--
+	if g.overlay == nil {
+		g.overlay = map[string]groupEntry{}
+	}
+	g.overlay[owner] = groupEntry{deleted: true}
+}
+
+func (g *ownerGroups) len() int {
+	if g == nil {
+		return 0
+	}
+	return g.n
+}
+
+// each calls fn for every owner and its elements, in no particular order.
+func (g *ownerGroups) each(fn func(owner string, els []Element)) {
+	if g == nil {
+		return
+	}
+	for o, els := range g.base {
+		if _, changed := g.overlay[o]; !changed {
+			fn(o, els)
+		}
+	}
+	for o, e := range g.overlay {
+		if !e.deleted {
+			fn(o, e.els)
+		}
+	}
+}
+
+// fork returns a copy that can be changed without changing g.
+func (g *ownerGroups) fork() *ownerGroups {
+	if g == nil {
+		return &ownerGroups{}
+	}
+	if len(g.overlay) > 64+len(g.base)/8 {
+		base := make(map[string][]Element, g.n)
+		g.each(func(o string, els []Element) { base[o] = els })
+		return &ownerGroups{base: base, n: g.n}
+	}
+	overlay := make(map[string]groupEntry, len(g.overlay)+4)
+	for o, e := range g.overlay {
+		overlay[o] = e
+	}
+	return &ownerGroups{base: g.base, overlay: overlay, n: g.n}
+}

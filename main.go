@@ -25,15 +25,21 @@ import (
 )
 
 func main() {
-	err := newCommand().Execute()
+	cmd := newCommand()
+	if isPlugin(os.Args[0]) { // installed as kubectl-nftproxy: kubectl nftproxy ...
+		cmd = newPluginCommand()
+	}
+	err := cmd.Execute()
 	klog.Flush()
 	if err != nil {
 		os.Exit(1)
 	}
 }
 
-func newCommand() *cobra.Command {
-	o := newOptions()
+func newCommand() *cobra.Command { return newCommandWith(newOptions(), newServeOptions()) }
+
+// newCommandWith binds the flags to o and srv (tests read them back).
+func newCommandWith(o *options, srv *serveOptions) *cobra.Command {
 	ops := newOpsOptions()
 	cmd := &cobra.Command{
 		Use:          "nftproxy",
@@ -41,6 +47,9 @@ func newCommand() *cobra.Command {
 		Args:         ops.validate, // positional arguments only for --trace
 		SilenceUsage: true,         // a runtime error is not a usage error
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := srv.resolve(cmd.Flags()); err != nil { // --config first: flags override it
+				return err
+			}
 			if err := o.complete(); err != nil {
 				return err
 			}
@@ -49,11 +58,12 @@ func newCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return run(ctx, o)
+			return run(ctx, o, srv)
 		},
 	}
 	o.addFlags(cmd.Flags())
 	ops.addFlags(cmd.Flags())
+	srv.addFlags(cmd.Flags())
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	cmd.Flags().AddGoFlagSet(klogFlags)
@@ -63,7 +73,7 @@ func newCommand() *cobra.Command {
 // run wires informers -> change tracker -> proxier -> nftrules reconciler
 // and blocks until ctx ends. Rules are left in place on exit, so that
 // traffic keeps flowing while the proxy restarts or is upgraded.
-func run(ctx context.Context, o *options) error {
+func run(ctx context.Context, o *options, srv *serveOptions) error {
 	klog.InfoS("Starting nftproxy", "node", o.nodeName, "clusterCIDRs", o.podRanges,
 		"masqueradeAll", o.masqueradeAll, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
 	cfg, err := restConfig(o.kubeconfig, o.master)
@@ -80,6 +90,11 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	ob, err := startObservers(ctx, srv, o, client, tracker, inf) // metrics, healthz, Events
+	if err != nil {
+		return err
+	}
+	defer ob.stop()
 	rec, err := nftrules.NewReconciler(nftrules.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
@@ -101,6 +116,8 @@ func run(ctx context.Context, o *options) error {
 		MasqueradeAll: o.masqueradeAll,
 		MinSyncPeriod: o.minSyncPeriod,
 		SyncPeriod:    o.syncPeriod,
+		OnSync:        ob.onSync,
+		OnReject:      ob.events.Reject,
 	}, inf, tracker, rec)
 	if err != nil {
 		return err
@@ -117,6 +134,7 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	klog.InfoS("Informers synced, programming rules")
+	ob.health.Started()
 	if err := p.Run(ctx); err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/healthcheck"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -58,6 +59,21 @@ type Config struct {
 	// Conntrack, if set, deletes stale UDP conntrack entries after syncs
 	// that changed UDP service ports.
 	Conntrack ConntrackCleaner
+	// NodePortAddresses selects the addresses NodePorts are served on
+	// (--nodeport-addresses); the zero value serves no NodePort.
+	NodePortAddresses NodePortAddresses
+	// LocalAddrs lists the node's interface addresses, consulted when
+	// NodePortAddresses has CIDRs (default InterfaceAddrs).
+	LocalAddrs func() ([]netip.Addr, error)
+	// HealthChecks, if set, is told after every sync which health check
+	// node ports to serve and how many ready local endpoints each has;
+	// *healthcheck.Server implements it.
+	HealthChecks HealthCheckSyncer
+}
+
+// HealthCheckSyncer serves health check node ports.
+type HealthCheckSyncer interface {
+	Sync([]healthcheck.Service)
 }
 
 // SyncInfo describes one sync attempt.
@@ -124,6 +140,8 @@ type Proxier struct {
 
 	nodeZone string
 	nodeIPs  []netip.Addr
+	// nodePortIPs are the NodePort addresses (refreshNodePortIPs).
+	nodePortIPs []netip.Addr
 
 	// dirty: the desired state differs from the last one programmed.
 	dirty bool

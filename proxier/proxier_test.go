@@ -80,6 +80,12 @@ const testNode = "node-a"
 
 func newEnv(t *testing.T, minSync time.Duration, rec *fakeReconciler) *env {
 	t.Helper()
+	return newEnvWith(t, minSync, rec, func(*Config) {})
+}
+
+// newEnvWith is newEnv with a change to the proxier's Config.
+func newEnvWith(t *testing.T, minSync time.Duration, rec *fakeReconciler, change func(*Config)) *env {
+	t.Helper()
 	e := &env{t: t, client: fake.NewClientset(), rec: rec}
 	e.create(&v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: testNode, Labels: map[string]string{LabelZone: "zone-a"}},
@@ -96,7 +102,7 @@ func newEnv(t *testing.T, minSync time.Duration, rec *fakeReconciler) *env {
 	if err := inf.WaitForSync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.p, err = New(Config{
+	cfg := Config{
 		NodeName:      testNode,
 		ClusterCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 		MinSyncPeriod: minSync,
@@ -111,7 +117,9 @@ func newEnv(t *testing.T, minSync time.Duration, rec *fakeReconciler) *env {
 			e.rejected = append(e.rejected, r)
 			e.mu.Unlock()
 		},
-	}, inf, e.tracker, rec)
+	}
+	change(&cfg)
+	e.p, err = New(cfg, inf, e.tracker, rec)
 	if err != nil {
 		t.Fatal(err)
 	}

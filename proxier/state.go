@@ -174,6 +174,7 @@ func (p *Proxier) state() *model.State {
 		NodeIPs:       p.nodeIPs,
 		ClusterCIDRs:  p.cfg.ClusterCIDRs,
 		MasqueradeAll: p.cfg.MasqueradeAll,
+		NodePortIPs:   p.nodePortIPs,
 		Services:      p.flat,
 	}
 }

@@ -17,6 +17,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 		p.pendingSince = c.Oldest
 	}
 	converted := p.applyChanges(c)
+	p.refreshNodePortIPs()
 	full = full || p.needFull
 	if !full && !p.dirty {
 		// Changes that changed nothing (or no changes): done.
@@ -38,6 +39,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,
 		ConntrackDeleted: deleted,
 	}
+	p.syncHealthChecks(st)
 	if p.cfg.OnSync != nil {
 		p.cfg.OnSync(info)
 	}

@@ -137,6 +137,8 @@ type Proxier struct {
 	// State gets the slice as it was, never a mutated one.
 	flat      []*model.ServicePort
 	flatStale bool
+	// changedKeys are the Services changed since flat was made.
+	changedKeys map[types.NamespacedName]bool
 
 	nodeZone string
 	nodeIPs  []netip.Addr

@@ -126,6 +126,10 @@ func (p *Proxier) setService(key types.NamespacedName, ports []*model.ServicePor
 		p.services[key] = ports
 	}
 	p.flatStale = true
+	if p.changedKeys == nil {
+		p.changedKeys = map[types.NamespacedName]bool{}
+	}
+	p.changedKeys[key] = true
 	p.dirty = true
 	klog.V(4).InfoS("Service ports updated", "service", key, "ports", len(ports))
 }
@@ -152,6 +156,11 @@ func (p *Proxier) refreshNode() {
 // state returns the desired State. It shares unchanged parts with earlier
 // States; none of them is ever modified after being handed out.
 func (p *Proxier) state() *model.State {
+	if p.flat != nil && p.flatStale && len(p.changedKeys) <= maxPatchedKeys {
+		p.flat = patchFlat(p.flat, p.changedKeys, p.services)
+		p.flatStale = false
+	}
+	p.changedKeys = nil
 	if p.flatStale || p.flat == nil {
 		keys := make([]types.NamespacedName, 0, len(p.services))
 		n := 0
@@ -177,6 +186,33 @@ func (p *Proxier) state() *model.State {
 		NodePortIPs:   p.nodePortIPs,
 		Services:      p.flat,
 	}
+}
+
+// maxPatchedKeys bounds the changed Services state() splices into the
+// previous sorted list; more changes re-sort everything.
+const maxPatchedKeys = 64
+
+// patchFlat returns a copy of the sorted service-port list old in which the
+// ports of the changed Services are replaced by their current ports (none
+// if the Service is gone): O(len(old)) pointer copies instead of sorting
+// every Service again on each change.
+func patchFlat(old []*model.ServicePort, changed map[types.NamespacedName]bool, services map[types.NamespacedName][]*model.ServicePort) []*model.ServicePort {
+	keys := slices.SortedFunc(maps.Keys(changed), compareKeys)
+	out := make([]*model.ServicePort, 0, len(old)+len(keys))
+	i := 0
+	for _, k := range keys {
+		// old is sorted by Service, ports of one Service are adjacent.
+		j, _ := slices.BinarySearchFunc(old[i:], k, func(sp *model.ServicePort, k types.NamespacedName) int {
+			return compareKeys(sp.Name.NamespacedName, k)
+		})
+		out = append(out, old[i:i+j]...)
+		i += j
+		for i < len(old) && old[i].Name.NamespacedName == k {
+			i++
+		}
+		out = append(out, services[k]...)
+	}
+	return append(out, old[i:]...)
 }
 
 func compareKeys(a, b types.NamespacedName) int {

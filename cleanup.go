@@ -17,6 +17,11 @@ func runCleanup(out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
+	return cleanupWith(out, rec)
+}
+
+// cleanupWith deletes the tables rec manages.
+func cleanupWith(out io.Writer, rec *nftrules.Reconciler) error {
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("cleanup: read our tables: %w", err)

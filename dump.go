@@ -23,14 +23,21 @@ import (
 // apiTimeout bounds the API reads of --dump (list and sync the informers).
 const apiTimeout = 30 * time.Second
 
-// runDump prints our live tables. The kernel is read first, so that the
-// output shows the rules as they were before any slow API call.
+// runDump prints our live tables in the current network namespace.
 func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) error {
-	start := time.Now()
 	rec, err := nftrules.NewReconciler(nftrules.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
+	return dumpTo(ctx, out, o, rec, func(ctx context.Context) (*model.State, error) { return desiredFromAPI(ctx, opts) })
+}
+
+// dumpTo prints the tables rec reads; desired returns what the API says
+// the node should program (nil: no API, kernel view only). The kernel is
+// read first, so that the output shows the rules as they were before any
+// slow API call.
+func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec *nftrules.Reconciler, desired func(context.Context) (*model.State, error)) error {
+	start := time.Now()
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("dump: read our tables: %w", err)
@@ -43,7 +50,7 @@ func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) e
 		return nil
 	}
 
-	st, err := desiredFromAPI(ctx, opts)
+	st, err := desired(ctx)
 	if err != nil {
 		return err
 	}
@@ -96,6 +103,12 @@ func readDesired(ctx context.Context, cfg *rest.Config, opts *options) (*model.S
 	if err != nil {
 		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
 	}
+	return desiredFromClient(ctx, client, opts)
+}
+
+// desiredFromClient lists the objects the proxier watches (same informers,
+// same label filter) and converts them as the proxier does.
+func desiredFromClient(ctx context.Context, client kubernetes.Interface, opts *options) (*model.State, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	inf, err := informers.New(client, informers.Config{NodeName: opts.nodeName, ServiceProxyName: opts.serviceProxyName}, informers.NewTracker(clock.RealClock{}))

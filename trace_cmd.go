@@ -82,13 +82,18 @@ func runTrace(out io.Writer, req traceRequest) error {
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
+	return traceWith(out, req.pkt, rec)
+}
+
+// traceWith traces pkt (its path decided) through the tables rec reads.
+func traceWith(out io.Writer, pkt trace.Packet, rec *nftrules.Reconciler) error {
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("trace: read our tables: %w", err)
 	}
-	f := nftrules.FamilyOf(req.pkt.Dst)
+	f := nftrules.FamilyOf(pkt.Dst)
 	if _, ok := live.Tables[f]; !ok {
-		fmt.Fprintf(out, "packet: %s\nno table %s %s: nftproxy does not touch this packet\nresult: accept\n", req.pkt, f, nftrules.TableName)
+		fmt.Fprintf(out, "packet: %s\nno table %s %s: nftproxy does not touch this packet\nresult: accept\n", pkt, f, nftrules.TableName)
 		return nil
 	}
 	rs, perr := nftrules.ParseRuleset(live)
@@ -96,7 +101,7 @@ func runTrace(out io.Writer, req traceRequest) error {
 		// The tracer stops with an error if the packet meets such a rule.
 		klog.InfoS("Our tables hold rules nftproxy did not write; the next full sync replaces them", "err", perr)
 	}
-	res, err := trace.Trace(rs, req.pkt)
+	res, err := trace.Trace(rs, pkt)
 	if err != nil {
 		if perr != nil {
 			err = fmt.Errorf("%w (%v)", err, perr)

@@ -43,7 +43,7 @@ func Compare(live, desired *Dump, st *model.State, withMasquerade bool) {
 			sp.Drift = append(sp.Drift, "programmed, but the API has no such Service port (or gives it nothing to program): stale rules")
 			continue
 		}
-		compareFamilies(sp, w)
+		compareFrontends(sp, w)
 	}
 	for i := range desired.Services {
 		w := &desired.Services[i]
@@ -52,14 +52,15 @@ func Compare(live, desired *Dump, st *model.State, withMasquerade bool) {
 			continue
 		}
 		sp := *w
-		sp.Families = nil
+		sp.Frontends = nil
 		sp.Problems = nil
 		if a, ok := api[k]; ok {
 			sp.API = apiPort(a)
 		}
-		for _, fp := range w.Families {
-			sp.Families = append(sp.Families, FamilyPort{Family: fp.Family, ClusterIP: fp.ClusterIP, Status: StatusMissing, Endpoints: []Endpoint{}})
-			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: not programmed; the API wants %s", fp.Family, fp.ClusterIP, describe(fp)))
+		for _, fe := range w.Frontends {
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: not programmed; the API wants %s", fe.Family, frontendText(fe), describe(fe)))
+			fe.Status, fe.Chain, fe.Map, fe.FirstKey, fe.Endpoints = StatusMissing, "", "", 0, []Endpoint{}
+			sp.Frontends = append(sp.Frontends, fe)
 		}
 		live.Services = append(live.Services, sp)
 	}
@@ -89,50 +90,63 @@ func Compare(live, desired *Dump, st *model.State, withMasquerade bool) {
 }
 
 // portKey identifies a Service port across views: its name when known,
-// else its first dispatch key.
+// else its first frontend.
 func portKey(sp *ServicePort) string {
 	if sp.Name != "" {
 		return nameKey(sp.Namespace, sp.Name, sp.PortName, sp.Protocol)
 	}
 	k := "?" + sp.Protocol + fmt.Sprint(sp.Port)
-	if len(sp.Families) > 0 {
-		k += " " + sp.Families[0].Family + " " + sp.Families[0].ClusterIP
+	if len(sp.Frontends) > 0 {
+		k += " " + frontendKey(sp.Frontends[0])
 	}
 	return k
 }
 
 func nameKey(ns, name, port, proto string) string { return ns + "/" + name + "/" + port + "/" + proto }
 
-func compareFamilies(sp, want *ServicePort) {
-	for _, w := range want.Families {
-		i := slices.IndexFunc(sp.Families, func(fp FamilyPort) bool { return fp.Family == w.Family })
+func frontendKey(fe Frontend) string {
+	return fmt.Sprintf("%s %s %d", fe.Family, frontendText(fe), fe.Port)
+}
+
+func compareFrontends(sp, want *ServicePort) {
+	for _, w := range want.Frontends {
+		i := slices.IndexFunc(sp.Frontends, func(fe Frontend) bool { return frontendKey(fe) == frontendKey(w) })
+		where := w.Family + " " + frontendText(w)
 		if i < 0 {
-			sp.Families = append(sp.Families, FamilyPort{Family: w.Family, ClusterIP: w.ClusterIP, Status: StatusMissing, Endpoints: []Endpoint{}})
-			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: not programmed; the API wants %s", w.Family, w.ClusterIP, describe(w)))
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: not programmed; the API wants %s", where, describe(w)))
+			m := w
+			m.Status, m.Chain, m.Map, m.FirstKey, m.Endpoints = StatusMissing, "", "", 0, []Endpoint{}
+			sp.Frontends = append(sp.Frontends, m)
 			continue
 		}
-		got := sp.Families[i]
-		if got.ClusterIP != w.ClusterIP {
-			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: cluster IP is %s, the API says %s", w.Family, got.ClusterIP, w.ClusterIP))
+		got := sp.Frontends[i]
+		if got.Kind != w.Kind && got.Kind != KindIP && w.Kind != KindIP {
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: programmed as %s, the API says %s", where, got.Kind, w.Kind))
 		}
 		if got.Status != w.Status {
-			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: %s, the API wants %s", w.Family, got.ClusterIP, describe(got), describe(w)))
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: %s, the API wants %s", where, describe(got), describe(w)))
 			continue
 		}
 		extra, missing := endpointDiff(got.Endpoints, w.Endpoints)
 		if len(extra) > 0 {
-			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: endpoints programmed but not in the API: %s", w.Family, got.ClusterIP, strings.Join(extra, ", ")))
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: endpoints programmed but not in the API: %s", where, strings.Join(extra, ", ")))
 		}
 		if len(missing) > 0 {
-			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: endpoints in the API but not programmed: %s", w.Family, got.ClusterIP, strings.Join(missing, ", ")))
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: endpoints in the API but not programmed: %s", where, strings.Join(missing, ", ")))
+		}
+		if got.AffinityTimeoutSeconds != w.AffinityTimeoutSeconds {
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: session affinity timeout %d s programmed, the API wants %d s (0: none)", where, got.AffinityTimeoutSeconds, w.AffinityTimeoutSeconds))
+		}
+		if got.SourceDependent != w.SourceDependent {
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s: source-dependent choice is %v, the API wants %v", where, got.SourceDependent, w.SourceDependent))
 		}
 	}
-	for _, got := range sp.Families {
-		if !slices.ContainsFunc(want.Families, func(fp FamilyPort) bool { return fp.Family == got.Family }) && got.Status != StatusMissing {
-			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: programmed, but the API has no %s cluster IP for this port", got.Family, got.ClusterIP, got.Family))
+	for _, got := range sp.Frontends {
+		if got.Status != StatusMissing && !slices.ContainsFunc(want.Frontends, func(fe Frontend) bool { return frontendKey(fe) == frontendKey(got) }) {
+			sp.Drift = append(sp.Drift, fmt.Sprintf("%s %s: programmed, but not in the API", got.Family, frontendText(got)))
 		}
 	}
-	slices.SortStableFunc(sp.Families, func(a, b FamilyPort) int { return familyOrder(a.Family) - familyOrder(b.Family) })
+	sortFrontends(sp.Frontends)
 }
 
 // endpointDiff compares two endpoint lists as multisets.
@@ -165,14 +179,16 @@ func (e Endpoint) String() string {
 	return netip.AddrPortFrom(a, e.Port).String()
 }
 
-func describe(fp FamilyPort) string {
-	switch fp.Status {
+func describe(fe Frontend) string {
+	switch fe.Status {
 	case StatusActive:
-		return fmt.Sprintf("DNAT to %d endpoint(s)", len(fp.Endpoints))
+		return fmt.Sprintf("DNAT to %d endpoint(s)", len(fe.Endpoints))
 	case StatusNoEndpoints:
 		return "no endpoints (reject)"
+	case StatusDrop:
+		return "drop"
 	}
-	return fp.Status
+	return fe.Status
 }
 
 func masqueradeEqual(a, b Masquerade) bool {

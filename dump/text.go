@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/nftproxy/nftproxy/nftrules"
@@ -53,8 +55,10 @@ func (d *Dump) WriteText(w io.Writer) error {
 		sp := &d.Services[i]
 		b.WriteByte('\n')
 		writePort(b, sp)
-		for _, fp := range sp.Families {
-			endpoints += len(fp.Endpoints)
+		for _, fe := range sp.Frontends {
+			if fe.Kind == KindClusterIP {
+				endpoints += len(fe.Endpoints)
+			}
 		}
 		if len(sp.Drift) > 0 {
 			drifted++
@@ -63,7 +67,7 @@ func (d *Dump) WriteText(w io.Writer) error {
 			broken++
 		}
 	}
-	fmt.Fprintf(b, "\n%d service ports, %d endpoints programmed", len(d.Services), endpoints)
+	fmt.Fprintf(b, "\n%d service ports, %d cluster IP endpoints", len(d.Services), endpoints)
 	if d.ComparedWithAPI {
 		fmt.Fprintf(b, "; %d differ from the API (node %s)", drifted, d.Node)
 	} else {
@@ -82,7 +86,7 @@ func (d *Dump) WriteText(w io.Writer) error {
 func writePort(b *bufio.Writer, sp *ServicePort) {
 	switch {
 	case sp.Name == "":
-		b.WriteString("(name unknown: no endpoints; --kubeconfig names it)")
+		b.WriteString("(name unknown: the kernel does not record it for rejected or dropped traffic; --kubeconfig names it)")
 	default:
 		b.WriteString(sp.Namespace + "/" + sp.Name)
 		if sp.PortName != "" {
@@ -93,27 +97,45 @@ func writePort(b *bufio.Writer, sp *ServicePort) {
 		}
 	}
 	fmt.Fprintf(b, " %d/%s\n", sp.Port, sp.Protocol)
-	for _, fp := range sp.Families {
-		fmt.Fprintf(b, "  %-3s %s  ", fp.Family, fp.ClusterIP)
-		switch fp.Status {
+	var prev []Endpoint
+	for _, fe := range sp.Frontends {
+		fmt.Fprintf(b, "  %-3s %-10s %-22s ", fe.Family, fe.Kind, frontendAddr(fe))
+		switch fe.Status {
 		case StatusActive:
-			n := len(fp.Endpoints)
+			n := len(fe.Endpoints)
 			fmt.Fprintf(b, "DNAT to %d endpoint", n)
-			if n != 1 {
+			switch {
+			case fe.SourceDependent:
+				b.WriteString("s (which depends on the client: traffic policy Local)")
+			case n != 1:
 				fmt.Fprintf(b, "s, 1/%d each", n)
 			}
-			fmt.Fprintf(b, " (chain %s, @%s %d..%d)\n", fp.Chain, fp.Map, fp.FirstKey, fp.FirstKey+uint32(max(n, 1))-1)
-			for _, e := range fp.Endpoints {
+			if fe.AffinityTimeoutSeconds > 0 {
+				fmt.Fprintf(b, ", ClientIP affinity %d s", fe.AffinityTimeoutSeconds)
+			}
+			fmt.Fprintf(b, " [chain %s", fe.Chain)
+			if fe.Map != "" {
+				fmt.Fprintf(b, ", @%s from %d", fe.Map, fe.FirstKey)
+			}
+			b.WriteString("]\n")
+			if slices.Equal(fe.Endpoints, prev) {
+				b.WriteString("        (same endpoints as above)\n")
+				break
+			}
+			for _, e := range fe.Endpoints {
 				fmt.Fprintf(b, "        %s\n", e)
 			}
+			prev = fe.Endpoints
 		case StatusNoEndpoints:
 			how := "ICMP port unreachable"
 			if sp.Protocol == strings.ToUpper(nftrules.TCP.String()) {
 				how = "TCP reset"
 			}
 			fmt.Fprintf(b, "no endpoints: new connections rejected (%s)\n", how)
+		case StatusDrop:
+			b.WriteString("dropped (traffic policy Local, no local endpoint)\n")
 		default:
-			fmt.Fprintf(b, "%s\n", fp.Status)
+			fmt.Fprintf(b, "%s\n", fe.Status)
 		}
 	}
 	if a := sp.API; a != nil {
@@ -139,6 +161,18 @@ func writePort(b *bufio.Writer, sp *ServicePort) {
 	for _, s := range sp.Problems {
 		fmt.Fprintf(b, "  PROBLEM: %s\n", s)
 	}
+}
+
+// frontendAddr renders a frontend's destination: 10.96.0.10:80,
+// [fd96::10]:80, or *:30080 for a node port.
+func frontendAddr(fe Frontend) string {
+	if fe.Kind == KindNodePort {
+		return fmt.Sprintf("*:%d", fe.Port)
+	}
+	if a, err := netip.ParseAddr(fe.Address); err == nil {
+		return netip.AddrPortFrom(a, fe.Port).String()
+	}
+	return fmt.Sprintf("%s:%d", fe.Address, fe.Port)
 }
 
 // RenderNFT renders a live ruleset in nft syntax (nft -f accepts it): our

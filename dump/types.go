@@ -76,7 +76,8 @@ type Masquerade struct {
 // ServicePort is one port of one Service as programmed.
 type ServicePort struct {
 	// Namespace and Name of the Service; empty when unknown (the kernel
-	// records no name for a port without endpoints; pass a kubeconfig).
+	// records no name for an address that rejects or drops everything;
+	// pass a kubeconfig).
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name,omitempty"`
 	// PortName is the Service port's name ("" for an unnamed port).
@@ -88,8 +89,9 @@ type ServicePort struct {
 	// NameTruncated is true when the chain name holds only the start of a
 	// long namespace/name (the full name needs a kubeconfig).
 	NameTruncated bool `json:"nameTruncated,omitempty"`
-	// Families holds what is programmed per IP family, "ip" before "ip6".
-	Families []FamilyPort `json:"families"`
+	// Frontends are the ways clients reach the port, per family: cluster
+	// IPs first, then external IPs, then node ports; "ip" before "ip6".
+	Frontends []Frontend `json:"frontends"`
 	// API holds what the Kubernetes API says about this port (only with
 	// a kubeconfig; nil when the API has no such port).
 	API *APIPort `json:"api,omitempty"`
@@ -101,34 +103,63 @@ type ServicePort struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Status values of a FamilyPort.
+// Frontend kinds.
+const (
+	KindClusterIP = "clusterIP"
+	// KindExternalIP is an address of spec.externalIPs or a load-balancer
+	// ingress IP (the kernel does not tell them apart).
+	KindExternalIP = "externalIP"
+	KindNodePort   = "nodePort"
+	// KindIP is an address whose traffic is rejected or dropped: the
+	// kernel does not record whether it is a cluster or an external IP.
+	KindIP = "ip"
+)
+
+// Status values of a Frontend.
 const (
 	// StatusActive: new connections are DNATed to one of Endpoints.
 	StatusActive = "active"
 	// StatusNoEndpoints: new connections are rejected (TCP reset for TCP,
 	// ICMP port unreachable otherwise).
 	StatusNoEndpoints = "no-endpoints"
-	// StatusMissing: the API view has this family, the kernel does not.
+	// StatusDrop: new connections are dropped (a Local traffic policy
+	// without local endpoints).
+	StatusDrop = "drop"
+	// StatusMissing: the API view has this frontend, the kernel does not.
 	StatusMissing = "missing"
 )
 
-// FamilyPort is a Service port in one table.
-type FamilyPort struct {
+// Frontend is one address (or node port) of a Service port in one table.
+type Frontend struct {
+	// Kind is "clusterIP", "externalIP", "nodePort" or "ip".
+	Kind string `json:"kind"`
 	// Family is "ip" or "ip6".
 	Family string `json:"family"`
-	// ClusterIP is the Service's cluster IP of this family.
-	ClusterIP string `json:"clusterIP"`
-	// Status is "active", "no-endpoints" or "missing".
+	// Address is the destination address; empty for a node port (any
+	// local address of the node).
+	Address string `json:"address,omitempty"`
+	// Port is the destination port: the Service port, or the node port.
+	Port uint16 `json:"port"`
+	// Status is "active", "no-endpoints", "drop" or "missing".
 	Status string `json:"status"`
-	// Chain is the service chain ("active" only).
+	// Chain is the chain the dispatch map sends new connections to.
 	Chain string `json:"chain,omitempty"`
-	// Map and FirstKey locate the endpoints: entries FirstKey ..
-	// FirstKey+len(Endpoints)-1 of the endpoint map ("active" only).
+	// Map and FirstKey locate the endpoints in the shared maps: entries
+	// FirstKey.. of the endpoint map (or, with session affinity, of the
+	// endpoint-chains map) Map.
 	Map      string `json:"map,omitempty"`
 	FirstKey uint32 `json:"firstKey,omitempty"`
 	// Endpoints are the DNAT destinations in map order; each new
-	// connection picks one uniformly at random (weight 1/len).
+	// connection picks one uniformly at random (weight 1/len) unless
+	// SourceDependent.
 	Endpoints []Endpoint `json:"endpoints"`
+	// SourceDependent: the chain chooses by client (externalTrafficPolicy
+	// Local: pods and the node reach every endpoint, other clients only
+	// local ones, or are dropped); Endpoints is then the union.
+	SourceDependent bool `json:"sourceDependent,omitempty"`
+	// AffinityTimeoutSeconds is set when the rules keep ClientIP session
+	// affinity: a client returns to its endpoint for that long.
+	AffinityTimeoutSeconds int `json:"affinityTimeoutSeconds,omitempty"`
 }
 
 // Endpoint is one DNAT destination.

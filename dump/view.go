@@ -14,21 +14,28 @@ import (
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// DispatchKey is the key of a dispatch element: a Service port's cluster IP,
-// protocol and port.
+// DispatchKey is the key of a dispatch element: an address, protocol and
+// port (Addr invalid for a node port, which matches any node address).
 type DispatchKey struct {
 	Addr  netip.Addr
 	Proto nftrules.Protocol
 	Port  uint16
 }
 
-// Names tells which Service port a dispatch key belongs to. The kernel
-// records the name of a Service port with endpoints (its chain name), but
-// not of one without (its dispatch element jumps to the shared reject
-// chain); Names fills that gap when the API objects are known.
-type Names map[DispatchKey]model.ServicePortName
+// PortRef names a Service port and the kind of frontend a key is for it.
+type PortRef struct {
+	Name model.ServicePortName
+	Kind string
+}
 
-// NamesOf returns the names of every Service port of a State.
+// Names tells which Service port a dispatch key belongs to. The kernel
+// records the name of a Service port whose traffic goes to a chain (in the
+// chain's name), not of one whose traffic is rejected or dropped (its
+// dispatch element points at a shared chain or verdict); Names fills that
+// gap when the API objects are known.
+type Names map[DispatchKey]PortRef
+
+// NamesOf returns the frontends of every Service port of a State.
 func NamesOf(st *model.State) Names {
 	n := Names{}
 	for _, sp := range st.Services {
@@ -36,8 +43,14 @@ func NamesOf(st *model.State) Names {
 		if !ok {
 			continue
 		}
+		for _, ip := range append(append([]netip.Addr{}, sp.ExternalIPs...), sp.LoadBalancerIPs...) {
+			n[DispatchKey{Addr: ip, Proto: p, Port: sp.Port}] = PortRef{Name: sp.Name, Kind: KindExternalIP}
+		}
 		for _, ip := range sp.ClusterIPs {
-			n[DispatchKey{Addr: ip, Proto: p, Port: sp.Port}] = sp.Name
+			n[DispatchKey{Addr: ip, Proto: p, Port: sp.Port}] = PortRef{Name: sp.Name, Kind: KindClusterIP}
+		}
+		if sp.NodePort != 0 {
+			n[DispatchKey{Proto: p, Port: sp.NodePort}] = PortRef{Name: sp.Name, Kind: KindNodePort}
 		}
 	}
 	return n
@@ -54,19 +67,27 @@ func FromRuleset(rs *nftrules.Ruleset, names Names) *Dump {
 		d.Tables = append(d.Tables, v.table(rs.Tables[f]))
 	}
 	for _, sp := range v.ports {
-		slices.SortFunc(sp.Families, func(a, b FamilyPort) int {
-			return cmp.Or(cmp.Compare(familyOrder(a.Family), familyOrder(b.Family)), strings.Compare(a.ClusterIP, b.ClusterIP))
-		})
+		sortFrontends(sp.Frontends)
 		d.Services = append(d.Services, *sp)
 	}
 	sortServicePorts(d.Services)
 	return d
 }
 
+var kindOrder = []string{KindClusterIP, KindIP, KindExternalIP, KindNodePort}
+
+func sortFrontends(fs []Frontend) {
+	slices.SortFunc(fs, func(a, b Frontend) int {
+		return cmp.Or(cmp.Compare(slices.Index(kindOrder, a.Kind), slices.Index(kindOrder, b.Kind)),
+			cmp.Compare(familyOrder(a.Family), familyOrder(b.Family)),
+			strings.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
+	})
+}
+
 func familyOrder(f string) int { return slices.Index(nftrules.Families, nftrules.Family(f)) }
 
 // sortServicePorts orders named ports by namespace, name, port name and
-// protocol, then unnamed ones by port and address.
+// protocol, then unnamed ones by port and first frontend.
 func sortServicePorts(sps []ServicePort) {
 	slices.SortFunc(sps, func(a, b ServicePort) int {
 		an, bn := a.Name == "", b.Name == ""
@@ -78,74 +99,94 @@ func sortServicePorts(sps []ServicePort) {
 		}
 		c := cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name),
 			strings.Compare(a.PortName, b.PortName), strings.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port))
-		if c != 0 || len(a.Families) == 0 || len(b.Families) == 0 {
+		if c != 0 || len(a.Frontends) == 0 || len(b.Frontends) == 0 {
 			return c
 		}
-		return strings.Compare(a.Families[0].Family+a.Families[0].ClusterIP, b.Families[0].Family+b.Families[0].ClusterIP)
+		fa, fb := a.Frontends[0], b.Frontends[0]
+		return cmp.Or(strings.Compare(fa.Family, fb.Family), strings.Compare(fa.Address, fb.Address), cmp.Compare(fa.Port, fb.Port))
 	})
 }
 
 type viewer struct {
 	names Names
-	// ports by key: the service chain name (shared by both families) for
-	// named ports, a dispatch key rendering for unnamed ones.
+	// ports by identity: "ns/name/proto/port" (as in chain names) for
+	// named ports, the dispatch key for unnamed ones.
 	ports map[string]*ServicePort
 }
 
-// port returns the entry of the Service port a dispatch element belongs to.
-// chain is the service chain the element jumps to ("" for a port without
-// endpoints).
-func (v *viewer) port(f nftrules.Family, k DispatchKey, chain string) *ServicePort {
+// port returns the entry of the Service port a dispatch element belongs
+// to, and the frontend kind the API gives the key ("" if unknown). chain is
+// the chain the element sends traffic to ("" for reject or drop).
+func (v *viewer) port(f nftrules.Family, k DispatchKey, chain string) (*ServicePort, string) {
 	var sp *ServicePort
-	if name, ok := v.names[k]; ok {
-		sp = v.entry(nftrules.ServiceChainName(name))
-		sp.Namespace, sp.Name, sp.PortName = name.Namespace, name.Name, name.Port
+	kind := ""
+	if ref, ok := v.names[k]; ok {
+		sp = v.entry(ref.Name.String())
+		sp.Namespace, sp.Name, sp.PortName = ref.Name.Namespace, ref.Name.Name, ref.Name.Port
 		sp.NameTruncated = false
-	} else if chain != "" {
-		sp = v.entry(chain)
+		sp.Protocol, kind = strings.ToUpper(string(ref.Name.Protocol)), ref.Kind
+	} else if identity, name, truncated, ok := parseChainName(chain); ok {
+		sp = v.entry(identity)
 		if sp.Name == "" {
-			sp.Namespace, sp.Name, sp.PortName, sp.NameTruncated = parseChainName(chain)
+			sp.Namespace, sp.Name, sp.PortName, sp.NameTruncated = name.Namespace, name.Name, name.Port, truncated
+			sp.Protocol = strings.ToUpper(k.Proto.String())
 		}
 	} else {
 		sp = v.entry(fmt.Sprintf("?%s %s %s %d", f, k.Addr, k.Proto, k.Port))
+		sp.Protocol = strings.ToUpper(k.Proto.String())
 	}
-	sp.Protocol = strings.ToUpper(k.Proto.String())
-	sp.Port = k.Port
-	return sp
+	if k.Addr.IsValid() || sp.Port == 0 {
+		sp.Port = k.Port
+	}
+	return sp, kind
 }
 
 func (v *viewer) entry(key string) *ServicePort {
 	sp, ok := v.ports[key]
 	if !ok {
-		sp = &ServicePort{Families: []FamilyPort{}}
+		sp = &ServicePort{Frontends: []Frontend{}}
 		v.ports[key] = sp
 	}
 	return sp
 }
 
-// parseChainName recovers namespace, name and port name from a service
-// chain name "svc-<hash>-ns/name/proto/port". truncated is set when the
-// name was cut (nftrules keeps at most 96 characters of it).
-func parseChainName(chain string) (ns, name, port string, truncated bool) {
-	rest, ok := strings.CutPrefix(chain, "svc-")
-	if !ok || len(rest) < 9 || rest[8] != '-' {
-		return "", chain, "", true
+// chainNamers are the chain kinds named after a Service port
+// ("<prefix>-<hash>-ns/name/proto/port").
+var chainNamers = map[string]func(model.ServicePortName) string{
+	"svc": nftrules.ServiceChainName,
+	"ext": nftrules.ExternalChainName,
+}
+
+// parseChainName recovers a Service port's identity from the name of its
+// service or external chain. truncated is set when the name was cut
+// (nftrules keeps at most 96 characters of it).
+func parseChainName(chain string) (identity string, name model.ServicePortName, truncated, ok bool) {
+	prefix, rest, found := strings.Cut(chain, "-")
+	namer, known := chainNamers[prefix]
+	if !found || !known || len(rest) < 9 || rest[8] != '-' {
+		return "", name, false, false
 	}
-	parts := strings.SplitN(rest[9:], "/", 4)
-	if len(parts) == 4 {
-		n := model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: parts[0], Name: parts[1]}, Port: parts[3], Protocol: v1.Protocol(strings.ToUpper(parts[2]))}
-		if nftrules.ServiceChainName(n) == chain {
-			return parts[0], parts[1], parts[3], false
-		}
+	identity = rest[9:]
+	parts := strings.SplitN(identity, "/", 4)
+	for len(parts) < 4 {
+		parts = append(parts, "")
 	}
-	parts = append(parts, "", "", "")
-	return parts[0], parts[1], parts[3], true
+	name = model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: parts[0], Name: parts[1]}, Port: parts[3], Protocol: v1.Protocol(strings.ToUpper(parts[2]))}
+	return identity, name, namer(name) != chain, true
+}
+
+// tableView holds one table's parsed rules while it is viewed.
+type tableView struct {
+	t        *nftrules.Table
+	rules    map[string][]nftrules.Rule // nil Stmts: unreadable rule
+	resolved map[string]*resolution
+	used     map[string]map[string]bool // endpoint map -> keys used
 }
 
 func (v *viewer) table(t *nftrules.Table) Table {
 	f := t.Family
 	tv := Table{Family: string(f), Name: t.Name, Chains: len(t.Chains), Sets: len(t.Sets)}
-	parsed := map[string][]nftrules.Rule{} // chain -> typed rules (nil entry: unreadable rule)
+	w := &tableView{t: t, rules: map[string][]nftrules.Rule{}, resolved: map[string]*resolution{}, used: map[string]map[string]bool{}}
 	for _, c := range t.SortedChains() {
 		tv.Rules += len(c.Rules)
 		rules := make([]nftrules.Rule, len(c.Rules))
@@ -157,7 +198,7 @@ func (v *viewer) table(t *nftrules.Table) Table {
 			}
 			rules[i] = pr
 		}
-		parsed[c.Name] = rules
+		w.rules[c.Name] = rules
 	}
 	for _, s := range t.SortedSets() {
 		tv.Elements += s.Len()
@@ -165,48 +206,35 @@ func (v *viewer) table(t *nftrules.Table) Table {
 			tv.Problems = append(tv.Problems, fmt.Sprintf("set %s has a type nftproxy does not use", s.Name))
 		}
 	}
-	tv.Masquerade = masqueradeOf(parsed[nftrules.ChainServices])
+	tv.Masquerade = masqueradeOf(w.rules[nftrules.ChainServices])
 
+	clusterIPs := t.Sets[nftrules.SetClusterIPs]
+	for _, d := range []struct {
+		set      string
+		nodePort bool
+		reject   bool
+	}{
+		{nftrules.SetServiceIPs, false, false},
+		{nftrules.SetNoEndpointServices, false, true},
+		{nftrules.SetServiceNodePorts, true, false},
+		{nftrules.SetNoEndpointNodePorts, true, true},
+	} {
+		s, ok := t.Sets[d.set]
+		if !ok || !s.Verdict {
+			continue
+		}
+		for _, e := range s.SortedElements() {
+			k, ok := dispatchKeyOf(e, d.nodePort)
+			if !ok {
+				tv.Problems = append(tv.Problems, fmt.Sprintf("@%s element %s: unexpected key", s.Name, e.KeyString()))
+				continue
+			}
+			v.frontend(w, s, e, k, d.nodePort, d.reject, clusterIPs)
+		}
+	}
+
+	// A Service chain nothing jumps to is left over.
 	referenced := map[string]bool{}
-	used := map[string]map[string]bool{} // endpoint map -> keys used
-	if s, ok := t.Sets[nftrules.SetServiceIPs]; ok && s.Verdict {
-		for _, e := range s.SortedElements() {
-			k, ok := dispatchKey(e)
-			if !ok {
-				tv.Problems = append(tv.Problems, fmt.Sprintf("@%s element %s: unexpected key", s.Name, e.KeyString()))
-				continue
-			}
-			chain := ""
-			if e.Verdict != nil && e.Verdict.Kind == nftrules.Goto {
-				chain = e.Verdict.Chain
-			}
-			sp := v.port(f, k, chain)
-			fp := FamilyPort{Family: string(f), ClusterIP: k.Addr.String(), Status: StatusActive, Chain: chain, Endpoints: []Endpoint{}}
-			if chain == "" {
-				sp.Problems = append(sp.Problems, fmt.Sprintf("%s %s: @%s verdict is %q, not a goto to a service chain", f, k.Addr, s.Name, e.ValueString()))
-			} else {
-				referenced[chain] = true
-				v.endpoints(t, parsed, k, &fp, sp, used)
-			}
-			sp.Families = append(sp.Families, fp)
-		}
-	}
-	if s, ok := t.Sets[nftrules.SetNoEndpointServices]; ok && s.Verdict {
-		for _, e := range s.SortedElements() {
-			k, ok := dispatchKey(e)
-			if !ok {
-				tv.Problems = append(tv.Problems, fmt.Sprintf("@%s element %s: unexpected key", s.Name, e.KeyString()))
-				continue
-			}
-			sp := v.port(f, k, "")
-			sp.Families = append(sp.Families, FamilyPort{Family: string(f), ClusterIP: k.Addr.String(), Status: StatusNoEndpoints, Endpoints: []Endpoint{}})
-			if e.Verdict == nil || e.Verdict.Kind != nftrules.Goto || e.Verdict.Chain != nftrules.ChainReject {
-				sp.Problems = append(sp.Problems, fmt.Sprintf("%s %s: @%s verdict is %q, want goto %s", f, k.Addr, s.Name, e.ValueString(), nftrules.ChainReject))
-			}
-		}
-	}
-	// A service chain nothing jumps to is left over (other layouts may
-	// reach it from other maps or rules than @service-ips).
 	for _, s := range t.Sets {
 		if s.Verdict {
 			for _, e := range s.Elements() {
@@ -216,7 +244,7 @@ func (v *viewer) table(t *nftrules.Table) Table {
 			}
 		}
 	}
-	for _, rules := range parsed {
+	for _, rules := range w.rules {
 		for _, r := range rules {
 			for _, st := range r.Stmts {
 				if vs, ok := st.(nftrules.VerdictStmt); ok && vs.Chain != "" {
@@ -226,7 +254,7 @@ func (v *viewer) table(t *nftrules.Table) Table {
 		}
 	}
 	for _, c := range t.SortedChains() {
-		if strings.HasPrefix(c.Name, "svc-") && !referenced[c.Name] {
+		if _, _, _, named := parseChainName(c.Name); named && !referenced[c.Name] {
 			tv.Problems = append(tv.Problems, fmt.Sprintf("chain %s: nothing jumps to it", c.Name))
 		}
 	}
@@ -234,11 +262,208 @@ func (v *viewer) table(t *nftrules.Table) Table {
 		if !strings.HasPrefix(s.Name, "endpoints-") || len(s.Key) == 0 {
 			continue
 		}
-		if orphans := s.Len() - len(used[s.Name]); orphans > 0 {
+		if orphans := s.Len() - len(w.used[s.Name]); orphans > 0 {
 			tv.Problems = append(tv.Problems, fmt.Sprintf("@%s holds %d entries no service chain uses", s.Name, orphans))
 		}
 	}
 	return tv
+}
+
+// frontend adds the frontend of one dispatch element to its Service port.
+func (v *viewer) frontend(w *tableView, s *nftrules.Set, e nftrules.Element, k DispatchKey, nodePort, reject bool, clusterIPs *nftrules.Set) {
+	f := w.t.Family
+	chain := ""
+	if e.Verdict != nil && (e.Verdict.Kind == nftrules.Goto || e.Verdict.Kind == nftrules.Jump) && e.Verdict.Chain != nftrules.ChainReject {
+		chain = e.Verdict.Chain
+	}
+	sp, kind := v.port(f, k, chain)
+	fe := Frontend{Family: string(f), Port: k.Port, Endpoints: []Endpoint{}, Kind: kind}
+	if !nodePort {
+		fe.Address = k.Addr.String()
+	}
+	problem := func(format string, args ...any) {
+		sp.Problems = append(sp.Problems, fmt.Sprintf("%s %s: ", f, frontendText(fe))+fmt.Sprintf(format, args...))
+	}
+	switch {
+	case nodePort:
+		fe.Kind = KindNodePort
+	case clusterIPs != nil && !reject && inSet(clusterIPs, k.Addr):
+		fe.Kind = KindClusterIP
+	case kind != "":
+	case chain != "":
+		fe.Kind = KindExternalIP
+	default:
+		fe.Kind = KindIP
+	}
+	switch {
+	case e.Verdict == nil:
+		problem("@%s element has no verdict", s.Name)
+	case reject:
+		fe.Status = StatusNoEndpoints
+		if e.Verdict.Kind != nftrules.Goto || e.Verdict.Chain != nftrules.ChainReject {
+			problem("@%s verdict is %q, want goto %s", s.Name, e.ValueString(), nftrules.ChainReject)
+		}
+	case e.Verdict.Kind == nftrules.Drop:
+		fe.Status = StatusDrop
+	case chain == "":
+		fe.Status = StatusNoEndpoints
+		problem("@%s verdict is %q", s.Name, e.ValueString())
+	default:
+		fe.Chain = chain
+		r := w.resolve(chain, 0)
+		fe.Map, fe.FirstKey = r.m, r.firstKey
+		fe.Endpoints = append(fe.Endpoints, r.endpoints...)
+		fe.SourceDependent = r.sourceDependent
+		fe.AffinityTimeoutSeconds = r.affinity
+		for _, p := range r.problems {
+			problem("%s", p)
+		}
+		switch {
+		case len(fe.Endpoints) > 0:
+			fe.Status = StatusActive
+		case r.drop:
+			fe.Status = StatusDrop
+		default:
+			fe.Status = StatusNoEndpoints
+			problem("chain %s leads to no endpoint", chain)
+		}
+	}
+	sp.Frontends = append(sp.Frontends, fe)
+}
+
+func inSet(s *nftrules.Set, a netip.Addr) bool {
+	_, ok := s.Lookup(nftrules.Element{Key: []nftrules.Value{nftrules.AddrValue(a)}}.KeyString())
+	return ok
+}
+
+func frontendText(fe Frontend) string {
+	if fe.Kind == KindNodePort {
+		return fmt.Sprintf("nodePort %d", fe.Port)
+	}
+	return fe.Address
+}
+
+// resolution is what a chain leads to.
+type resolution struct {
+	endpoints       []Endpoint
+	m               string
+	firstKey        uint32
+	drop            bool
+	sourceDependent bool
+	affinity        int
+	problems        []string
+}
+
+// maxDepth bounds chain recursion (our layout is at most three deep).
+const maxDepth = 8
+
+// resolve follows a chain to every endpoint it may DNAT to: endpoint map
+// ranges (numgen ... map @endpoints-*), endpoint-chain map ranges
+// (numgen ... vmap @endpoint-chains-*), single DNATs (session affinity's
+// endpoint chains) and the chains it goes to.
+func (w *tableView) resolve(chain string, depth int) *resolution {
+	if r, ok := w.resolved[chain]; ok {
+		return r
+	}
+	r := &resolution{}
+	w.resolved[chain] = r
+	rules, ok := w.rules[chain]
+	if !ok {
+		r.problems = append(r.problems, fmt.Sprintf("chain %s does not exist", chain))
+		return r
+	}
+	if depth > maxDepth {
+		r.problems = append(r.problems, fmt.Sprintf("chain %s: chains nested too deep", chain))
+		return r
+	}
+	seen := map[Endpoint]bool{}
+	add := func(eps ...Endpoint) {
+		for _, e := range eps {
+			if !seen[e] {
+				seen[e] = true
+				r.endpoints = append(r.endpoints, e)
+			}
+		}
+	}
+	merge := func(sub *resolution) {
+		add(sub.endpoints...)
+		r.drop = r.drop || sub.drop
+		r.sourceDependent = r.sourceDependent || sub.sourceDependent
+		r.affinity = max(r.affinity, sub.affinity)
+		r.problems = append(r.problems, sub.problems...)
+	}
+	for i, rule := range rules {
+		if rule.Stmts == nil {
+			r.problems = append(r.problems, fmt.Sprintf("chain %s rule %d is not nftproxy's", chain, i+1))
+			continue
+		}
+		for j, s := range rule.Stmts {
+			switch s := s.(type) {
+			case nftrules.MatchPrefix, nftrules.MatchFibSaddrLocal:
+				r.sourceDependent = true
+			case nftrules.DNATToEndpoint:
+				if j == 0 {
+					r.problems = append(r.problems, fmt.Sprintf("chain %s: dnat without a meta l4proto match", chain))
+				}
+				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nftrules.Element) {
+					if len(e.Data) != 2 || !e.Data[0].Addr.IsValid() || e.Data[1].Num > 0xffff {
+						r.problems = append(r.problems, fmt.Sprintf("@%s entry %s has value %q", s.Map, e.KeyString(), e.ValueString()))
+						return
+					}
+					add(Endpoint{Address: e.Data[0].Addr.String(), Port: uint16(e.Data[1].Num)})
+				})
+			case nftrules.NumgenVmap:
+				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nftrules.Element) {
+					if e.Verdict == nil || e.Verdict.Chain == "" {
+						r.problems = append(r.problems, fmt.Sprintf("@%s entry %s has verdict %q", s.Map, e.KeyString(), e.ValueString()))
+						return
+					}
+					merge(w.resolve(e.Verdict.Chain, depth+1))
+				})
+			case nftrules.DNATTo:
+				add(Endpoint{Address: s.To.Addr().String(), Port: s.To.Port()})
+			case nftrules.UpdateSourceSet:
+				if set, ok := w.t.Sets[s.Set]; ok && set.Timeout > 0 {
+					r.affinity = max(r.affinity, int(set.Timeout.Seconds()))
+				}
+			case nftrules.VerdictStmt:
+				switch {
+				case s.Kind == nftrules.Drop:
+					r.drop = true
+				case s.Chain == "" || s.Chain == nftrules.ChainMarkForMasquerade || s.Chain == nftrules.ChainReject:
+				default:
+					merge(w.resolve(s.Chain, depth+1))
+				}
+			}
+		}
+	}
+	return r
+}
+
+// mapRange calls fn for entries offset..offset+count-1 of a map, noting
+// the first range as the frontend's map and reporting missing entries.
+func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, fn func(nftrules.Element)) {
+	if r.m == "" {
+		r.m, r.firstKey = name, offset
+	}
+	m, ok := w.t.Sets[name]
+	if !ok {
+		r.problems = append(r.problems, fmt.Sprintf("map @%s does not exist", name))
+		return
+	}
+	if w.used[name] == nil {
+		w.used[name] = map[string]bool{}
+	}
+	for i := uint32(0); i < count; i++ {
+		key := nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(offset + i)}}.KeyString()
+		e, ok := m.Lookup(key)
+		if !ok {
+			r.problems = append(r.problems, fmt.Sprintf("@%s has no entry %s (want %d..%d)", name, key, offset, offset+count-1))
+			continue
+		}
+		w.used[name][key] = true
+		fn(e)
+	}
 }
 
 func parseRule(f nftrules.Family, r nftrules.Rule) (nftrules.Rule, error) {
@@ -250,70 +475,22 @@ func parseRule(f nftrules.Family, r nftrules.Rule) (nftrules.Rule, error) {
 	return r, nil
 }
 
-// endpoints fills fp from the service chain's dnat rule and the endpoint
-// map entries it draws from.
-func (v *viewer) endpoints(t *nftrules.Table, parsed map[string][]nftrules.Rule, k DispatchKey, fp *FamilyPort, sp *ServicePort, used map[string]map[string]bool) {
-	problem := func(format string, args ...any) {
-		sp.Problems = append(sp.Problems, fmt.Sprintf("%s %s: ", t.Family, k.Addr)+fmt.Sprintf(format, args...))
-	}
-	rules, ok := parsed[fp.Chain]
-	if !ok {
-		problem("chain %s does not exist", fp.Chain)
-		return
-	}
-	var dnat *nftrules.DNATToEndpoint
-	for i, r := range rules {
-		if r.Stmts == nil {
-			problem("chain %s rule %d is not nftproxy's", fp.Chain, i+1)
-			continue
+func dispatchKeyOf(e nftrules.Element, nodePort bool) (DispatchKey, bool) {
+	if nodePort {
+		if len(e.Key) != 2 || e.Key[0].Num > 0xff || e.Key[1].Num > 0xffff {
+			return DispatchKey{}, false
 		}
-		for j, s := range r.Stmts {
-			if d, ok := s.(nftrules.DNATToEndpoint); ok {
-				if j == 0 || r.Stmts[j-1] != (nftrules.MatchL4Proto{Proto: k.Proto}) {
-					problem("chain %s: dnat without a meta l4proto %s match", fp.Chain, k.Proto)
-				}
-				dnat = &d
-			}
-		}
+		return DispatchKey{Proto: nftrules.Protocol(e.Key[0].Num), Port: uint16(e.Key[1].Num)}, true
 	}
-	if dnat == nil {
-		problem("chain %s has no dnat rule", fp.Chain)
-		return
-	}
-	fp.Map, fp.FirstKey = dnat.Map, dnat.Offset
-	m, ok := t.Sets[dnat.Map]
-	if !ok {
-		problem("endpoint map @%s does not exist", dnat.Map)
-		return
-	}
-	if used[m.Name] == nil {
-		used[m.Name] = map[string]bool{}
-	}
-	for i := uint32(0); i < dnat.Count; i++ {
-		key := nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(dnat.Offset + i)}}.KeyString()
-		e, ok := m.Lookup(key)
-		if !ok {
-			problem("@%s has no entry %s (want %d..%d)", m.Name, key, dnat.Offset, dnat.Offset+dnat.Count-1)
-			continue
-		}
-		used[m.Name][key] = true
-		if len(e.Data) != 2 || !e.Data[0].Addr.IsValid() || e.Data[1].Num > 0xffff {
-			problem("@%s entry %s has value %q", m.Name, key, e.ValueString())
-			continue
-		}
-		fp.Endpoints = append(fp.Endpoints, Endpoint{Address: e.Data[0].Addr.String(), Port: uint16(e.Data[1].Num)})
-	}
-}
-
-func dispatchKey(e nftrules.Element) (DispatchKey, bool) {
 	if len(e.Key) != 3 || !e.Key[0].Addr.IsValid() || e.Key[1].Num > 0xff || e.Key[2].Num > 0xffff {
 		return DispatchKey{}, false
 	}
 	return DispatchKey{Addr: e.Key[0].Addr, Proto: nftrules.Protocol(e.Key[1].Num), Port: uint16(e.Key[2].Num)}, true
 }
 
-// masqueradeOf reads the masquerade policy from the services chain: a rule
-// "[ip saddr != CIDR ...] ip daddr @cluster-ips jump mark-for-masquerade".
+// masqueradeOf reads the ClusterIP masquerade policy from the services
+// chain: a rule "[ip saddr != CIDR ...] ip daddr @cluster-ips jump
+// mark-for-masquerade".
 func masqueradeOf(rules []nftrules.Rule) Masquerade {
 	for _, r := range rules {
 		if r.Stmts == nil {
@@ -321,25 +498,21 @@ func masqueradeOf(rules []nftrules.Rule) Masquerade {
 		}
 	}
 	for _, r := range rules {
-		if len(r.Stmts) < 2 || r.Stmts[len(r.Stmts)-1] != nftrules.JumpTo(nftrules.ChainMarkForMasquerade) {
+		n := len(r.Stmts)
+		if n < 2 || r.Stmts[n-1] != nftrules.JumpTo(nftrules.ChainMarkForMasquerade) {
+			continue
+		}
+		if l, ok := r.Stmts[n-2].(nftrules.SetLookup); !ok || l.Set != nftrules.SetClusterIPs {
 			continue
 		}
 		m := Masquerade{Mode: MasqueradeAll}
-		for _, s := range r.Stmts[:len(r.Stmts)-1] {
-			switch s := s.(type) {
-			case nftrules.MatchPrefix:
-				if s.Field != nftrules.FieldSaddr || !s.Negate {
-					return Masquerade{Mode: MasqueradeUnknown}
-				}
-				m.Mode = MasqueradeOffCluster
-				m.ClusterCIDRs = append(m.ClusterCIDRs, s.Prefix.String())
-			case nftrules.SetLookup:
-				if s.Set != nftrules.SetClusterIPs {
-					return Masquerade{Mode: MasqueradeUnknown}
-				}
-			default:
+		for _, s := range r.Stmts[:n-2] {
+			p, ok := s.(nftrules.MatchPrefix)
+			if !ok || p.Field != nftrules.FieldSaddr || !p.Negate {
 				return Masquerade{Mode: MasqueradeUnknown}
 			}
+			m.Mode = MasqueradeOffCluster
+			m.ClusterCIDRs = append(m.ClusterCIDRs, p.Prefix.String())
 		}
 		return m
 	}

@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -110,12 +111,12 @@ func checkViewMatchesState(t *testing.T, d *dump.Dump, st *model.State, named bo
 			if !named && !slices.ContainsFunc(sp.Endpoints, func(e model.Endpoint) bool { return nftrules.FamilyOf(e.Addr) == f }) {
 				continue // no endpoints in this family: the kernel records no name
 			}
-			i := slices.IndexFunc(got.Families, func(fp dump.FamilyPort) bool { return fp.Family == string(f) })
-			if i < 0 || got.Families[i].ClusterIP != ip.String() {
-				t.Errorf("%s: cluster IP %s missing: %+v", sp.Name, ip, got.Families)
+			i := slices.IndexFunc(got.Frontends, func(fe dump.Frontend) bool { return fe.Address == ip.String() })
+			if i < 0 {
+				t.Errorf("%s: cluster IP %s missing: %+v", sp.Name, ip, got.Frontends)
 				continue
 			}
-			fp := got.Families[i]
+			fe := got.Frontends[i]
 			var want []string
 			for _, e := range sp.Endpoints {
 				if nftrules.FamilyOf(e.Addr) == f {
@@ -123,15 +124,15 @@ func checkViewMatchesState(t *testing.T, d *dump.Dump, st *model.State, named bo
 				}
 			}
 			var have []string
-			for _, e := range fp.Endpoints {
+			for _, e := range fe.Endpoints {
 				have = append(have, e.String())
 			}
-			wantStatus := dump.StatusActive
+			wantStatus, wantKind := dump.StatusActive, dump.KindClusterIP
 			if len(want) == 0 {
 				wantStatus = dump.StatusNoEndpoints
 			}
-			if fp.Status != wantStatus || !slices.Equal(have, want) {
-				t.Errorf("%s %s: status %s endpoints %v, want %s %v", sp.Name, f, fp.Status, have, wantStatus, want)
+			if fe.Status != wantStatus || fe.Kind != wantKind || fe.Port != sp.Port || fe.Family != string(f) || !slices.Equal(have, want) {
+				t.Errorf("%s %s: %+v, want %s %s endpoints %v", sp.Name, f, fe, wantKind, wantStatus, want)
 			}
 		}
 	}
@@ -241,6 +242,66 @@ func TestViewReportsBrokenLiveState(t *testing.T) {
 	for _, want := range []string{"rule 2 is not nftproxy's", "unknown statement", "@endpoints-tcp-0 has no entry 16385 (want 16384..16385)"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
+		}
+	}
+}
+
+// TestViewExternalFrontendsAndAffinity covers the layouts beyond plain
+// ClusterIPs: node ports, external and load-balancer IPs, session
+// affinity, and Local traffic policies.
+func TestViewExternalFrontendsAndAffinity(t *testing.T) {
+	st := testState()
+	local := func(sp *model.ServicePort, i int) { sp.Endpoints[i].NodeName = "node" }
+	np := port(10, "ext/np", v1.ProtocolTCP, 80, "10.96.1.10", "10.244.1.10:80", "10.244.2.10:80")
+	np.NodePort, np.ExternalIPs = 30080, []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	aff := port(11, "ext/aff", v1.ProtocolTCP, 80, "10.96.1.11", "10.244.1.11:80", "10.244.2.11:80")
+	aff.SessionAffinityClientIP, aff.AffinityTimeoutSeconds = true, 600
+	etp := port(12, "ext/etp", v1.ProtocolTCP, 80, "10.96.1.12", "10.244.1.12:80", "10.244.2.12:80")
+	etp.NodePort, etp.ExternalPolicyLocal, etp.LoadBalancerIPs = 30012, true, []netip.Addr{netip.MustParseAddr("192.0.2.12")}
+	local(etp, 0)
+	itp := port(13, "ext/itp", v1.ProtocolTCP, 80, "10.96.1.13", "10.244.2.13:80")
+	itp.InternalPolicyLocal = true // no local endpoint: dropped
+	st.Services = append(st.Services, np, aff, etp, itp)
+
+	for _, names := range []dump.Names{nil, dump.NamesOf(st)} {
+		d := dump.FromRuleset(nftrules.Build(st), names)
+		got := map[string]string{}
+		for _, sp := range d.Services {
+			if len(sp.Problems) > 0 {
+				t.Errorf("%s/%s: problems %v", sp.Namespace, sp.Name, sp.Problems)
+			}
+			for _, fe := range sp.Frontends {
+				var eps []string
+				for _, e := range fe.Endpoints {
+					eps = append(eps, e.String())
+				}
+				got[sp.Namespace+"/"+sp.Name+" "+fe.Kind+" "+fe.Address+fmt.Sprintf(":%d", fe.Port)] =
+					fmt.Sprintf("%s %v src=%v aff=%d", fe.Status, eps, fe.SourceDependent, fe.AffinityTimeoutSeconds)
+			}
+		}
+		itpKey, itpWant := "/ clusterIP 10.96.1.13:80", "drop [] src=false aff=0" // unnamed without the API
+		if names != nil {
+			itpKey = "ext/itp clusterIP 10.96.1.13:80"
+		}
+		for k, want := range map[string]string{
+			"ext/np clusterIP 10.96.1.10:80":   "active [10.244.1.10:80 10.244.2.10:80] src=false aff=0",
+			"ext/np externalIP 192.0.2.10:80":  "active [10.244.1.10:80 10.244.2.10:80] src=false aff=0",
+			"ext/np nodePort :30080":           "active [10.244.1.10:80 10.244.2.10:80] src=false aff=0",
+			"ext/aff clusterIP 10.96.1.11:80":  "active [10.244.1.11:80 10.244.2.11:80] src=false aff=600",
+			"ext/etp clusterIP 10.96.1.12:80":  "active [10.244.1.12:80 10.244.2.12:80] src=false aff=0",
+			"ext/etp externalIP 192.0.2.12:80": "active [10.244.1.12:80 10.244.2.12:80] src=true aff=0",
+			"ext/etp nodePort :30012":          "active [10.244.1.12:80 10.244.2.12:80] src=true aff=0",
+			itpKey:                             itpWant,
+		} {
+			if got[k] != want {
+				t.Errorf("names=%v: %s = %q, want %q", names != nil, k, got[k], want)
+			}
+		}
+		if t.Failed() {
+			var b strings.Builder
+			_ = d.WriteText(&b)
+			t.Logf("%v\n%s", got, b.String())
+			return
 		}
 	}
 }

@@ -97,7 +97,7 @@ func EnsureControlPlane(ctx context.Context, repoRoot, cacheDir string, log io.W
 			i+1, len(components), c.name, versionOf(c.name), dir, c.estimate)
 		start := time.Now()
 		pkg := "./" + c.name
-		if err := goBuild(ctx, filepath.Join(repoRoot, "e2e", "k8sbin"), pkg, path(c.name), k8sLDFlags()); err != nil {
+		if err := goBuild(ctx, filepath.Join(repoRoot, "e2e", "k8sbin"), pkg, path(c.name), k8sLDFlags(), true); err != nil {
 			return Binaries{}, err
 		}
 		fmt.Fprintf(log, "lab: [%d/%d] built %s in %s\n", i+1, len(components), c.name, time.Since(start).Round(time.Second))
@@ -117,9 +117,15 @@ func versionOf(name string) string {
 
 // goBuild builds pkg of the module in dir into out, atomically: a crash
 // mid-build never leaves a truncated binary that later runs would trust.
-func goBuild(ctx context.Context, dir, pkg, out, ldflags string) error {
+// release builds (the cached control plane) are static and trimmed; the
+// project's own binaries are built like a developer's `go build`, so they
+// share the Go build cache with it instead of recompiling client-go.
+func goBuild(ctx context.Context, dir, pkg, out, ldflags string, release bool) error {
 	tmp := out + ".tmp"
-	args := []string{"build", "-trimpath", "-o", tmp}
+	args := []string{"build", "-o", tmp}
+	if release {
+		args = append(args, "-trimpath")
+	}
 	if ldflags != "" {
 		args = append(args, "-ldflags", ldflags)
 	}
@@ -127,7 +133,10 @@ func goBuild(ctx context.Context, dir, pkg, out, ldflags string) error {
 	cmd.Dir = dir
 	// GOWORK=off: the k8sbin module must build on its own go.mod, whatever
 	// workspace the developer has around the checkout.
-	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if release {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+	}
 	outb, err := cmd.CombinedOutput()
 	if err != nil {
 		_ = os.Remove(tmp)
@@ -160,8 +169,8 @@ var (
 // EnsureProjectBinaries builds nftproxy (from the repo root) and the test
 // server once per process into a temporary directory: they change with
 // every edit, so they are not cached across runs (Go's build cache makes a
-// rebuild take seconds).
-func EnsureProjectBinaries(ctx context.Context, repoRoot, proxyOverride string) (nftproxy, testserver string, err error) {
+// rebuild take seconds). withProxy=false skips nftproxy (Options.NoProxy).
+func EnsureProjectBinaries(ctx context.Context, repoRoot, proxyOverride string, withProxy bool) (nftproxy, testserver string, err error) {
 	projectBinsMu.Lock()
 	defer projectBinsMu.Unlock()
 	dir, ok := projectBinsDone[repoRoot]
@@ -170,17 +179,23 @@ func EnsureProjectBinaries(ctx context.Context, repoRoot, proxyOverride string) 
 		if err != nil {
 			return "", "", fmt.Errorf("lab: temp dir for binaries: %w", err)
 		}
-		if proxyOverride == "" {
-			if err := goBuild(ctx, repoRoot, ".", filepath.Join(dir, "nftproxy"), ""); err != nil {
+		if proxyOverride == "" && withProxy {
+			if err := goBuild(ctx, repoRoot, ".", filepath.Join(dir, "nftproxy"), "", false); err != nil {
 				return "", "", err
 			}
 		}
-		if err := goBuild(ctx, repoRoot, "./e2e/testserver", filepath.Join(dir, "testserver"), ""); err != nil {
+		if err := goBuild(ctx, repoRoot, "./e2e/testserver", filepath.Join(dir, "testserver"), "", false); err != nil {
 			return "", "", err
 		}
 		projectBinsDone[repoRoot] = dir
 	}
 	nftproxy = filepath.Join(dir, "nftproxy")
+	if _, err := os.Stat(nftproxy); err != nil && proxyOverride == "" && withProxy {
+		// An earlier lab of this process ran without nftproxy.
+		if err := goBuild(ctx, repoRoot, ".", nftproxy, "", false); err != nil {
+			return "", "", err
+		}
+	}
 	if proxyOverride != "" {
 		nftproxy = proxyOverride
 	}

@@ -133,7 +133,7 @@ func (l *Lab) startControllerManager(ctx context.Context) error {
 		"--controllers="+strings.Join(kcmControllers, ","),
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
-		"--bind-address=127.0.0.1", "--secure-port=10257")
+		"--secure-port=0") // no health endpoint needed: readiness is seen through the API
 	if err != nil {
 		return err
 	}

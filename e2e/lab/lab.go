@@ -59,7 +59,7 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	bins.NFTProxy, bins.TestServer, err = EnsureProjectBinaries(ctx, opts.RepoRoot, opts.ProxyBinary)
+	bins.NFTProxy, bins.TestServer, err = EnsureProjectBinaries(ctx, opts.RepoRoot, opts.ProxyBinary, !opts.NoProxy)
 	if err != nil {
 		return nil, err
 	}

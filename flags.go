@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/nftproxy/nftproxy/proxier"
 )
 
 // options are the command-line flags, named and defaulted as kube-proxy's
@@ -22,14 +24,16 @@ type options struct {
 	minSyncPeriod    time.Duration
 	syncPeriod       time.Duration
 	serviceProxyName string
+	nodePortAddrs    string
 
 	// Filled in by complete.
 	nodeName  string
 	podRanges []netip.Prefix
+	nodePorts proxier.NodePortAddresses
 }
 
 func newOptions() *options {
-	return &options{minSyncPeriod: time.Second, syncPeriod: 30 * time.Second}
+	return &options{minSyncPeriod: time.Second, syncPeriod: 30 * time.Second, nodePortAddrs: "primary"}
 }
 
 func (o *options) addFlags(fs *pflag.FlagSet) {
@@ -40,6 +44,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", o.masqueradeAll, "Masquerade all traffic sent to Service cluster IPs.")
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", o.minSyncPeriod, "Minimum time between two rule syncs; changes arriving meanwhile are batched (0: sync on every change).")
 	fs.StringVar(&o.serviceProxyName, "service-proxy-name", o.serviceProxyName, "Program only Services labelled service.kubernetes.io/service-proxy-name=NAME (empty: only Services without that label, as kube-proxy).")
+	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", o.nodePortAddrs, "Addresses NodePorts are served on: \"primary\" (the Node's InternalIPs), and/or comma-separated CIDRs selecting the node's interface addresses (\"0.0.0.0/0,::/0\": all; 127.0.0.0/8 enables localhost NodePorts and sets net.ipv4.conf.all.route_localnet=1).")
 	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of full resyncs, which repair rules changed behind our back; also the longest retry delay after a failure.")
 }
 
@@ -53,6 +58,10 @@ func (o *options) complete() error {
 	}
 	o.nodeName = name
 	o.podRanges, err = parseClusterCIDRs(o.clusterCIDRs)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o.nodePorts, err = proxier.ParseNodePortAddresses(o.nodePortAddrs)
 	if err != nil {
 		errs = append(errs, err)
 	}

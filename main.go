@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -22,6 +23,8 @@ import (
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/conntrack"
+	"github.com/nftproxy/nftproxy/proxier/healthcheck"
+	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
 func main() {
@@ -109,15 +112,35 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	defer cleaner.Close()
+	if o.nodePorts.NeedsRouteLocalnet() {
+		// Localhost NodePorts: a connection from 127.0.0.1 DNATed to a pod
+		// must be routed out; filter-prerouting drops what other hosts
+		// send to 127.0.0.0/8 (README, "Localhost NodePorts").
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
+			klog.ErrorS(err, "Cannot set net.ipv4.conf.all.route_localnet=1; localhost NodePorts will not work")
+		} else {
+			klog.InfoS("Set net.ipv4.conf.all.route_localnet=1 for localhost NodePorts")
+		}
+	}
+	hcs := healthcheck.New(healthcheck.Options{
+		Healthy: ob.health.Healthy,
+		OnListenError: func(svc types.NamespacedName, port uint16, err error) {
+			ob.events.Reject(model.Rejection{Kind: "Service", Namespace: svc.Namespace, Name: svc.Name, Invalid: true,
+				Reason: "HealthCheckNodePortUnavailable", Message: fmt.Sprintf("cannot serve healthCheckNodePort %d: %v", port, err)})
+		},
+	})
+	defer hcs.Close()
 	p, err := proxier.New(proxier.Config{
-		Conntrack:     cleaner,
-		NodeName:      o.nodeName,
-		ClusterCIDRs:  o.podRanges,
-		MasqueradeAll: o.masqueradeAll,
-		MinSyncPeriod: o.minSyncPeriod,
-		SyncPeriod:    o.syncPeriod,
-		OnSync:        ob.onSync,
-		OnReject:      ob.events.Reject,
+		NodePortAddresses: o.nodePorts,
+		HealthChecks:      hcs,
+		Conntrack:         cleaner,
+		NodeName:          o.nodeName,
+		ClusterCIDRs:      o.podRanges,
+		MasqueradeAll:     o.masqueradeAll,
+		MinSyncPeriod:     o.minSyncPeriod,
+		SyncPeriod:        o.syncPeriod,
+		OnSync:            ob.onSync,
+		OnReject:          ob.events.Reject,
 	}, inf, tracker, rec)
 	if err != nil {
 		return err

@@ -139,6 +139,7 @@ clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
 healthzBindAddress: 0.0.0.0:20256
 metricsBindAddress: 0.0.0.0:20249
 bindAddressHardFail: true
+nodePortAddresses: ["primary", "192.168.0.0/16"]
 nftables:
   masqueradeAll: true
   syncPeriod: 1m
@@ -148,6 +149,7 @@ nftables:
 	fromFlags, srvFlags := resolved(t, "--kubeconfig", "/var/lib/kube-proxy/kubeconfig.conf", "--hostname-override", "Node-B",
 		"--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "--healthz-bind-address", "0.0.0.0:20256",
 		"--metrics-bind-address", "0.0.0.0:20249", "--bind-address-hard-fail", "--masquerade-all",
+		"--nodeport-addresses", "primary,192.168.0.0/16",
 		"--sync-period", "1m", "--min-sync-period", "2s")
 	if !reflect.DeepEqual(fromFile, fromFlags) || srvFile != srvFlags {
 		t.Errorf("config file gives %+v %+v\nflags give       %+v %+v", fromFile, srvFile, fromFlags, srvFlags)

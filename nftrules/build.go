@@ -270,12 +270,16 @@ type endpointSelection struct {
 // selectEndpoints picks the endpoint sets of a service port in family f,
 // capped so that both fit the service port's block of the endpoint map.
 func selectEndpoints(st *model.State, sp *model.ServicePort, f Family, external bool) endpointSelection {
+	// Every choice (ready or terminating, topology hints) is made per
+	// family, as upstream's per-family proxiers make it.
+	fam := *sp
+	fam.Endpoints = endpointsOfFamily(sp.Endpoints, f)
 	sel := endpointSelection{
-		cluster:     endpointsOfFamily(ClusterEndpoints(st, sp), f),
+		cluster:     ClusterEndpoints(st, &fam),
 		needCluster: !sp.InternalPolicyLocal || external,
 	}
 	if sp.InternalPolicyLocal || (sp.ExternalPolicyLocal && external) {
-		sel.local = endpointsOfFamily(LocalEndpoints(st, sp), f)
+		sel.local = LocalEndpoints(st, &fam)
 	}
 	// Both sets share the block: the local ones get at most half of it
 	// when the cluster-wide ones need room (only past 8192 endpoints).

@@ -22,3 +22,14 @@ func TestFlowDualStackEdgeCases(t *testing.T) {
 		{"RequireDualStack over IPv6", podSends(flowClientPod6, "tcp", "[fd00:30::63]:443"), "DNAT to [fd00:1::63]:443"},
 	})
 }
+
+// The terminating fallback is decided per family: ready IPv4 endpoints do
+// not hide the serving-terminating IPv6 ones.
+func TestFlowTerminatingFallbackPerFamily(t *testing.T) {
+	sp := servicePort(1, "default/mixed", "tcp", 80, "172.30.0.70,fd00:30::70",
+		readyEP("10.1.0.70:8080"), servingTerminatingEP("[fd00:1::70]:8080"))
+	checkPacketFlows(t, flowCluster(sp), []packetFlow{
+		{"IPv4: the ready endpoint", podSends(flowClientPod, "tcp", "172.30.0.70:80"), "DNAT to 10.1.0.70:8080"},
+		{"IPv6: the serving terminating endpoint", podSends(flowClientPod6, "tcp", "[fd00:30::70]:80"), "DNAT to [fd00:1::70]:8080"},
+	})
+}

@@ -85,7 +85,7 @@ func vip(svc *corev1.Service, v6 bool, port int) netip.AddrPort {
 func (s *clusterIPSuite) firstAnswer(t *testing.T, from string, dst netip.AddrPort, proto lab.Proto, timeout time.Duration) lab.Answer {
 	t.Helper()
 	var ans lab.Answer
-	err := eventually(timeout, func() error {
+	err := retryFor(timeout, func() error {
 		var err error
 		ans, err = s.l.DialWithin(from, dst, proto, 300*time.Millisecond)
 		return err
@@ -183,7 +183,7 @@ func (s *clusterIPSuite) noEndpointsRefused(t *testing.T) {
 		for _, proto := range []lab.Proto{lab.TCP, lab.UDP} {
 			dst := vip(svc, v6, lab.SvcPort)
 			// Wait until nftproxy has programmed the Service...
-			err := eventually(5*time.Second, func() error {
+			err := retryFor(5*time.Second, func() error {
 				_, err := s.l.DialWithin(client, dst, proto, 300*time.Millisecond)
 				if lab.IsRefused(err) {
 					return nil
@@ -258,13 +258,12 @@ func (s *clusterIPSuite) scaleUpDown(t *testing.T) {
 		if err := s.l.WaitForEndpoints(ctx, "scale", replicas); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
 		want := s.l.PodsOf("scale")
 		took, seen, err := s.untilExactly(dst, want, 3*time.Second)
 		if err != nil {
 			t.Fatalf("scale to %d: traffic never matched pods %v: %v (answers seen: %v)", replicas, want, err, seen)
 		}
-		t.Logf("scale to %d: data path followed %s after the slices (%s after the check began)", replicas, took, time.Since(start))
+		t.Logf("scale to %d: data path matched pods %v %s after the slices did (answers: %v)", replicas, want, took, seen)
 		if took > followWithin {
 			t.Errorf("scale to %d: data path followed after %s, want within %s", replicas, took, followWithin)
 		}
@@ -273,9 +272,11 @@ func (s *clusterIPSuite) scaleUpDown(t *testing.T) {
 	_ = s.l.Scale(ctx, "scale", 0)
 }
 
-// untilExactly dials dst until the answers since the last miss cover
-// exactly want: every pod of want answered and nothing else did (and no
-// dial failed) for the last 30 dials. It returns when that run began.
+// untilExactly dials dst until the answers match want exactly: every
+// pod of want answered and nothing else did (no other pod, no failed
+// dial) for at least 30 dials in a row. It returns when that clean run
+// had first covered every pod of want: the moment the data path had
+// followed.
 func (s *clusterIPSuite) untilExactly(dst netip.AddrPort, want []string, timeout time.Duration) (time.Duration, map[string]int, error) {
 	start := time.Now()
 	wantSet := map[string]bool{}
@@ -283,20 +284,27 @@ func (s *clusterIPSuite) untilExactly(dst netip.AddrPort, want []string, timeout
 		wantSet[w] = true
 	}
 	seen := map[string]int{}
-	var runStart time.Duration
-	run := map[string]int{}
+	run := map[string]bool{}
+	var covered time.Duration
 	runLen := 0
 	for time.Since(start) < timeout {
 		ans, err := s.l.DialWithin(client, dst, lab.TCP, 200*time.Millisecond)
-		seen[ans.Pod]++
+		if err != nil {
+			seen["error"]++
+		} else {
+			seen[ans.Pod]++
+		}
 		if err != nil || !wantSet[ans.Pod] {
-			run, runLen, runStart = map[string]int{}, 0, time.Since(start)
+			run, runLen, covered = map[string]bool{}, 0, 0
 			continue
 		}
-		run[ans.Pod]++
+		run[ans.Pod] = true
 		runLen++
+		if len(run) == len(wantSet) && covered == 0 {
+			covered = time.Since(start)
+		}
 		if runLen >= 30 && len(run) == len(wantSet) {
-			return runStart, seen, nil
+			return covered, seen, nil
 		}
 	}
 	return 0, seen, fmt.Errorf("timeout after %s", timeout)
@@ -320,7 +328,7 @@ func (s *clusterIPSuite) serviceDeleted(t *testing.T) {
 	}
 	start := time.Now()
 	for _, d := range dsts {
-		err := eventually(3*time.Second, func() error {
+		err := retryFor(3*time.Second, func() error {
 			ans, err := s.l.DialWithin(client, d, lab.TCP, 200*time.Millisecond)
 			if err == nil {
 				return fmt.Errorf("still answered by %s", ans.Pod)
@@ -335,7 +343,7 @@ func (s *clusterIPSuite) serviceDeleted(t *testing.T) {
 		t.Errorf("deleted Service still reachable for %s, want within %s", took, followWithin)
 	}
 	for _, n := range s.l.Nodes() {
-		err := eventually(3*time.Second, func() error {
+		err := retryFor(3*time.Second, func() error {
 			rules, err := s.l.NodeRules(n.Name)
 			if err != nil {
 				return err

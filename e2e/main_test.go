@@ -86,9 +86,9 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// eventually retries fn every 20 ms until it succeeds or timeout passes,
+// retryFor retries fn every 20 ms until it succeeds or timeout passes,
 // returning the last error.
-func eventually(timeout time.Duration, fn func() error) error {
+func retryFor(timeout time.Duration, fn func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := fn()

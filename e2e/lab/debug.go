@@ -47,8 +47,22 @@ func (l *Lab) Dump() string {
 		if err != nil {
 			rules = err.Error()
 		}
-		fmt.Fprintf(&b, "===== %s (%s, %s/%s) nft list ruleset:\n%s\n", n.Name, l.opts.Mode, n.IPv4, n.IPv6, rules)
+		fmt.Fprintf(&b, "===== %s (%s, %s/%s) nftproxy --dump:\n%s\n", n.Name, l.opts.Mode, n.IPv4, n.IPv6, l.proxyDump(n))
+		fmt.Fprintf(&b, "===== %s nft list ruleset:\n%s\n", n.Name, rules)
 		fmt.Fprintf(&b, "===== %s nftproxy log (last 40 lines):\n%s\n", n.Name, l.ProxyLog(n.Name, 40))
 	}
 	return b.String()
+}
+
+// proxyDump runs `nftproxy --dump` in the node's namespace: the Service
+// ports as programmed in the kernel, flagged where they differ from the API.
+func (l *Lab) proxyDump(n *Node) string {
+	if l.opts.NoProxy || l.proxyKubeconfig == "" {
+		return "(no nftproxy in this lab)"
+	}
+	out, err := n.NS.Exec(l.bins.NFTProxy, "--dump", "--kubeconfig="+l.proxyKubeconfig, "--hostname-override="+n.Name)
+	if err != nil {
+		return err.Error()
+	}
+	return string(out)
 }

@@ -20,6 +20,7 @@ type Lab struct {
 	bins Binaries
 
 	mu         sync.Mutex
+	saveMu     sync.Mutex   // serialises state file writes
 	daemons    []*daemon    // in start order
 	namespaces []*netkit.NS // in creation order
 	stopped    bool

@@ -35,6 +35,9 @@ func stateFile(work string) string { return filepath.Join(work, "state.json") }
 // saveState rewrites the state file; errors only lose the crash-recovery
 // aid, so they are reported on the log rather than failing the caller.
 func (l *Lab) saveState() {
+	// One writer at a time: pods start concurrently and share the temp name.
+	l.saveMu.Lock()
+	defer l.saveMu.Unlock()
 	l.mu.Lock()
 	st := state{Prefix: l.opts.Prefix, Work: l.work}
 	for _, d := range l.daemons {
@@ -46,11 +49,12 @@ func (l *Lab) saveState() {
 	l.mu.Unlock()
 	b, _ := json.MarshalIndent(st, "", "  ")
 	tmp := stateFile(l.work) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err == nil {
+	err := os.WriteFile(tmp, b, 0o644)
+	if err == nil {
 		err = os.Rename(tmp, stateFile(l.work))
-		if err != nil {
-			fmt.Fprintf(l.opts.Log, "lab: save state: %v\n", err)
-		}
+	}
+	if err != nil {
+		fmt.Fprintf(l.opts.Log, "lab: save state: %v\n", err)
 	}
 }
 

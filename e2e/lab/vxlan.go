@@ -98,5 +98,13 @@ func addVTEPPeer(h *netlink.Handle, idx int, m *Node) error {
 			return fmt.Errorf("route %s: %w", c.dst, err)
 		}
 	}
+	// The IPv6 VTEP address lies outside the peer's pod /64, so it needs a
+	// route of its own: traffic masqueraded out of vxlan0 carries it as
+	// source, and replies must find their way back.
+	r := &netlink.Route{LinkIndex: idx, Scope: netlink.SCOPE_LINK,
+		Dst: &net.IPNet{IP: vtep.V6.AsSlice(), Mask: net.CIDRMask(128, 128)}}
+	if err := h.RouteAdd(r); err != nil {
+		return fmt.Errorf("route to VTEP %s: %w", vtep.V6, err)
+	}
 	return nil
 }

@@ -38,7 +38,15 @@ func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) e
 // slow API call.
 func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec *nftrules.Reconciler, desired func(context.Context) (*model.State, error)) error {
 	start := time.Now()
-	live, err := rec.ReadLive()
+	var live *nftrules.Ruleset
+	var err error
+	if o.dumpFormat == "nft" {
+		live, err = rec.ReadLive()
+	} else {
+		// The per-Service view has no use for the hairpin set's elements,
+		// nearly half of all elements.
+		live, err = rec.ReadLiveWithoutElements(nftrules.SetHairpin)
+	}
 	if err != nil {
 		return fmt.Errorf("dump: read our tables: %w", err)
 	}

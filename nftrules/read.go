@@ -19,11 +19,21 @@ import (
 // the key type of verdict maps, #319), and a set we do not know, or whose
 // kernel key/data sizes differ from our layout, is returned with no type so
 // that Diff rebuilds the table.
-func (r *Reconciler) readLive() (*Ruleset, error) {
+func (r *Reconciler) readLive() (*Ruleset, error) { return r.readLiveSkipping(nil) }
+
+// readLiveSkipping is readLive leaving the elements of the sets in skip
+// unread (see ReadLiveWithoutElements).
+func (r *Reconciler) readLiveSkipping(skip map[string]bool) (*Ruleset, error) {
 	c, err := r.conn()
 	if err != nil {
 		return nil, err
 	}
+	er, err := r.newElementReader()
+	if err != nil {
+		return nil, err
+	}
+	defer er.Close()
+	er.skip = skip
 	rs := NewRuleset()
 	for _, f := range Families {
 		nt, err := c.ListTableOfFamily(TableName, nlFamily(f))
@@ -40,7 +50,7 @@ func (r *Reconciler) readLive() (*Ruleset, error) {
 		if err := r.readRules(t); err != nil {
 			return nil, err
 		}
-		if err := readSets(c, nt, t); err != nil {
+		if err := readSets(c, er, nt, t); err != nil {
 			return nil, err
 		}
 	}
@@ -145,7 +155,7 @@ func parseRuleMessage(m netlink.Message) (chain, identity string, err error) {
 	return chain, identity, ad.Err()
 }
 
-func readSets(c *nftables.Conn, nt *nftables.Table, t *Table) error {
+func readSets(c *nftables.Conn, er *elementReader, nt *nftables.Table, t *Table) error {
 	sets, err := c.GetSets(nt)
 	if err != nil {
 		return fmt.Errorf("list sets of %s: %w", t.Family, err)
@@ -173,7 +183,11 @@ func readSets(c *nftables.Conn, nt *nftables.Table, t *Table) error {
 			continue
 		}
 		s := &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Proto: want.Proto, Comment: want.Comment}
-		els, err := c.GetSetElements(ns)
+		if er.skip[ns.Name] {
+			t.Sets[s.Name] = s
+			continue
+		}
+		els, err := er.get(ns)
 		if err != nil {
 			return fmt.Errorf("list elements of %s %s: %w", t.Family, ns.Name, err)
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,13 +21,15 @@ import (
 // several labs work one after another in one test process.
 func TestLab(t *testing.T) {
 	for _, mode := range modes {
+		// startLab makes per-process labs with the default prefix.
+		prefix := fmt.Sprintf("nftlab-%d-", os.Getpid())
 		t.Run(string(mode), func(t *testing.T) { testLabMode(t, mode) })
 		// The subtest's cleanups (lab.Stop) have run by now.
-		if left, _ := filepath.Glob("/run/netns/nftlab-*"); len(left) > 0 {
+		if left, _ := filepath.Glob("/run/netns/" + prefix + "*"); len(left) > 0 {
 			t.Errorf("%s lab left namespaces behind: %v", mode, left)
 		}
-		if _, err := os.Stat(lab.WorkDir("nftlab-")); err == nil {
-			t.Errorf("%s lab left its work dir %s", mode, lab.WorkDir("nftlab-"))
+		if _, err := os.Stat(lab.WorkDir(prefix)); err == nil {
+			t.Errorf("%s lab left its work dir %s", mode, lab.WorkDir(prefix))
 		}
 	}
 }

@@ -65,6 +65,8 @@ func startLab(t *testing.T, opts lab.Options) *lab.Lab {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	opts.Log = testLog{t}
+	// Several developers (or CI jobs) may run the suite at once.
+	opts.PerProcess = true
 	l, err := lab.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("start %s lab: %v", opts.Mode, err)

@@ -55,6 +55,9 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
+	if opts.PerProcess {
+		opts.Prefix = fmt.Sprintf("%s%d-", opts.Prefix, os.Getpid())
+	}
 	begin := time.Now()
 	bins, err := EnsureControlPlane(ctx, opts.RepoRoot, opts.CacheDir, opts.Log)
 	if err != nil {
@@ -66,7 +69,7 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	}
 	l := &Lab{opts: opts, bins: bins, pods: map[string]*Pod{}, deployments: map[string]*Deployment{},
 		work: WorkDir(opts.Prefix)}
-	if err := removeLeftovers(opts.Prefix); err != nil {
+	if err := removeLeftovers(opts.Prefix, opts.PerProcess); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(l.work, "logs"), 0o755); err != nil {
@@ -196,6 +199,10 @@ func (l *Lab) Node(name string) *Node {
 	}
 	return nil
 }
+
+// Prefix is the prefix of the lab's namespace names (with the pid for
+// PerProcess labs).
+func (l *Lab) Prefix() string { return l.opts.Prefix }
 
 // Mode is the lab's cross-node mode.
 func (l *Lab) Mode() Mode { return l.opts.Mode }

@@ -24,6 +24,12 @@ type Options struct {
 	// Prefix of every namespace (and the work directory) of this lab.
 	// Leftovers with this prefix are removed at Start. Default "nftlab-".
 	Prefix string
+	// PerProcess names this lab <Prefix><pid>- instead of <Prefix>, so labs
+	// of concurrent test processes (two developers running make test) never
+	// collide; Start then removes only the leftovers of dead processes.
+	// Without it, Start removes any lab with the same prefix (make demo
+	// restarting its own lab).
+	PerProcess bool
 	// Nodes is the number of nodes (default 3, at least 2).
 	Nodes int
 	// Mode is the cross-node pod network (default Routed).

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -78,12 +79,47 @@ func Down(prefix string) error {
 	return errors.Join(errs...)
 }
 
-// removeLeftovers cleans up after a crashed run with the same prefix.
-func removeLeftovers(prefix string) error {
-	if err := Down(prefix); err != nil {
-		return fmt.Errorf("lab: remove leftovers of a previous %s lab: %w", prefix, err)
+// removeLeftovers cleans up after a crashed run with the same prefix. For
+// per-process labs (prefix <base><pid>-) it removes the labs of processes
+// that are gone and leaves those of live processes alone.
+func removeLeftovers(prefix string, perProcess bool) error {
+	prefixes := []string{prefix}
+	if perProcess {
+		prefixes = deadProcessPrefixes(strings.TrimSuffix(prefix, fmt.Sprintf("%d-", os.Getpid())))
+		prefixes = append(prefixes, prefix) // a previous lab of this process
+	}
+	for _, p := range prefixes {
+		if err := Down(p); err != nil {
+			return fmt.Errorf("lab: remove leftovers of a previous %s lab: %w", p, err)
+		}
 	}
 	return nil
+}
+
+// deadProcessPrefixes lists <base><pid>- prefixes of existing namespaces
+// and work dirs whose pid no longer runs.
+func deadProcessPrefixes(base string) []string {
+	names, _ := filepath.Glob("/run/netns/" + base + "*")
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), base+"*-work"))
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range append(names, dirs...) {
+		rest := strings.TrimPrefix(filepath.Base(n), base)
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // that test process still runs its lab
+		}
+		p := fmt.Sprintf("%s%d-", base, pid)
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // stopRecorded SIGTERMs the processes in the state file of work (those

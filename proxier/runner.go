@@ -12,8 +12,14 @@ import (
 // each further failure, up to the sync period.
 const initialRetryDelay = time.Second
 
-// runner calls fn when woken, but never more often than minInterval
-// (measured between starts), and with full=true at least every
+// syncBurst is how many syncs may start within one minInterval, as
+// upstream's BoundedFrequencyRunner allows (burstSyncs = 2): a change that
+// follows another at once is programmed at once, a storm of changes is
+// still rate limited.
+const syncBurst = 2
+
+// runner calls fn when woken, but never more than syncBurst times within
+// minInterval (measured between starts), and with full=true at least every
 // fullInterval. Signals that arrive while waiting or running coalesce into
 // one call. A failing fn is retried with exponential backoff capped at
 // fullInterval; until it succeeds every retry is a full one.
@@ -33,6 +39,7 @@ func (r *runner) run(ctx context.Context) {
 	nextFull := r.clock.Now().Add(r.fullInterval)
 	var notBefore time.Time // earliest start of the next run
 	var backoff time.Duration
+	tb := tokenBucket{tokens: syncBurst, last: r.clock.Now()}
 
 	for {
 		now := r.clock.Now()
@@ -40,12 +47,16 @@ func (r *runner) run(ctx context.Context) {
 			pending, full = true, true
 		}
 		if pending && !now.Before(notBefore) {
+			if wait := tb.take(now, r.minInterval); wait > 0 {
+				notBefore = now.Add(wait)
+				continue
+			}
 			err := r.fn(ctx, full)
 			if ctx.Err() != nil {
 				return
 			}
 			end := r.clock.Now()
-			notBefore = now.Add(r.minInterval)
+			notBefore = time.Time{}
 			if err != nil {
 				backoff = min(max(2*backoff, initialRetryDelay), r.fullInterval)
 				klog.ErrorS(err, "Sync failed, will retry", "after", backoff)
@@ -81,4 +92,26 @@ func (r *runner) run(ctx context.Context) {
 		}
 		t.Stop()
 	}
+}
+
+// tokenBucket allows syncBurst starts at once and one more per
+// minInterval, like upstream's BoundedFrequencyRunner.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take uses a token if one is there (returning 0), or returns how long to
+// wait for the next one.
+func (b *tokenBucket) take(now time.Time, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
+	}
+	b.tokens = min(syncBurst, b.tokens+float64(now.Sub(b.last))/float64(interval))
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0
+	}
+	return time.Duration((1 - b.tokens) * float64(interval))
 }

@@ -118,26 +118,29 @@ func TestRunnerCoalescesBurstsWithinMinInterval(t *testing.T) {
 	for range 5 {
 		h.signal()
 	}
-	h.wantCalls(call{full: true}) // the burst waits for the min interval
+	// The burst allowance runs one more at once; the rest wait for the
+	// min interval...
+	h.wantCalls(call{full: true}, call{})
 	h.stepFiring(10 * time.Second)
-	h.wantCalls(call{full: true}, call{at: 10 * time.Second}) // ...and runs once
+	h.wantCalls(call{full: true}, call{}, call{at: 10 * time.Second}) // ...and run once
+	h.signal()                                                        // two starts in the last 10 s: waits until 20 s
+	h.clk.Step(9 * time.Second)
 	h.signal()
-	h.clk.Step(9 * time.Second) // not yet due: nothing fires
-	h.signal()
-	h.wantCalls(call{full: true}, call{at: 10 * time.Second})
+	h.wantCalls(call{full: true}, call{}, call{at: 10 * time.Second})
 	h.stepFiring(time.Second)
-	h.wantCalls(call{full: true}, call{at: 10 * time.Second}, call{at: 20 * time.Second})
+	h.wantCalls(call{full: true}, call{}, call{at: 10 * time.Second}, call{at: 20 * time.Second})
 }
 
 func TestRunnerPeriodicFullSync(t *testing.T) {
 	h := startRunner(t, time.Second, 30*time.Second, 0)
 	h.stepFiring(30 * time.Second)
 	h.wantCalls(call{full: true}, call{full: true, at: 30 * time.Second})
-	h.signal() // right after a sync: waits for the min interval
+	h.signal() // right after a sync: the burst allowance runs it at once
+	h.signal() // a third start within a second waits for the min interval
 	h.stepFiring(time.Second)
 	h.stepFiring(29 * time.Second)
 	h.wantCalls(call{full: true}, call{full: true, at: 30 * time.Second},
-		call{at: 31 * time.Second}, call{full: true, at: 60 * time.Second})
+		call{at: 30 * time.Second}, call{at: 31 * time.Second}, call{full: true, at: 60 * time.Second})
 }
 
 func TestRunnerRetriesFailuresWithCappedBackoff(t *testing.T) {

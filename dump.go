@@ -67,6 +67,9 @@ func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec *nftrules.Rec
 		names = dump.NamesOf(st)
 	}
 	d := dump.FromRuleset(live, names)
+	for i := range d.Tables {
+		d.Tables[i].UnreadSets = []string{nftrules.SetHairpin}
+	}
 	if st != nil {
 		dump.Compare(d, dump.FromRuleset(nftrules.Build(st), names), st, o.masqueradeConfigured)
 	}

@@ -41,8 +41,12 @@ func (d *Dump) WriteText(w io.Writer) error {
 		fmt.Fprintln(b, "no nftproxy tables in the kernel")
 	}
 	for _, t := range d.Tables {
-		fmt.Fprintf(b, "table %s %s: %d chains, %d rules, %d sets, %d elements; ClusterIP masquerade: %s\n",
-			t.Family, t.Name, t.Chains, t.Rules, t.Sets, t.Elements, masqText(t.Masquerade))
+		unread := ""
+		if len(t.UnreadSets) > 0 {
+			unread = " (not read: " + strings.Join(t.UnreadSets, ", ") + ")"
+		}
+		fmt.Fprintf(b, "table %s %s: %d chains, %d rules, %d sets, %d elements%s; ClusterIP masquerade: %s\n",
+			t.Family, t.Name, t.Chains, t.Rules, t.Sets, t.Elements, unread, masqText(t.Masquerade))
 		for _, p := range t.Problems {
 			fmt.Fprintf(b, "  PROBLEM: %s\n", p)
 		}
@@ -86,7 +90,7 @@ func (d *Dump) WriteText(w io.Writer) error {
 func writePort(b *bufio.Writer, sp *ServicePort) {
 	switch {
 	case sp.Name == "":
-		b.WriteString("(name unknown: the kernel does not record it for rejected or dropped traffic; --kubeconfig names it)")
+		b.WriteString("(name not recorded in the kernel for rejected or dropped traffic; --kubeconfig names it)")
 	default:
 		b.WriteString(sp.Namespace + "/" + sp.Name)
 		if sp.PortName != "" {

@@ -40,7 +40,11 @@ type Table struct {
 	Chains   int    `json:"chains"`
 	Rules    int    `json:"rules"`
 	Sets     int    `json:"sets"`
-	Elements int    `json:"elements"`
+	// Elements counts the elements of the sets read; UnreadSets names
+	// sets whose elements the dump did not read (the hairpin set: one
+	// element per endpoint address, not needed by the view).
+	Elements   int      `json:"elements"`
+	UnreadSets []string `json:"unreadSets,omitempty"`
 	// Masquerade is how ClusterIP traffic of this family is masqueraded.
 	Masquerade Masquerade `json:"masquerade"`
 	// Problems lists inconsistencies found in the table that belong to no

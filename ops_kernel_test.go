@@ -294,6 +294,14 @@ func TestKernelDumpComparesWithAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var doc any
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	schema := dumpSchema(t)
+	if errs := validateSchema(schema, schema, doc); len(errs) > 0 {
+		t.Errorf("output violates docs/dump-schema.md:\n%s", strings.Join(errs, "\n"))
+	}
 	var d dump.Dump
 	if err := json.Unmarshal(buf.Bytes(), &d); err != nil {
 		t.Fatal(err)

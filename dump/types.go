@@ -36,10 +36,10 @@ type Table struct {
 	// Family is "ip" or "ip6".
 	Family string `json:"family"`
 	// Name is the table name ("nftproxy").
-	Name     string `json:"name"`
-	Chains   int    `json:"chains"`
-	Rules    int    `json:"rules"`
-	Sets     int    `json:"sets"`
+	Name   string `json:"name"`
+	Chains int    `json:"chains"`
+	Rules  int    `json:"rules"`
+	Sets   int    `json:"sets"`
 	// Elements counts the elements of the sets read; UnreadSets names
 	// sets whose elements the dump did not read (the hairpin set: one
 	// element per endpoint address, not needed by the view).

@@ -22,9 +22,12 @@ type opsOptions struct {
 	tracePath   string
 	cleanup     bool
 
-	// masqueradeConfigured: --cluster-cidr or --masquerade-all was given,
-	// so --dump can compare the masquerade policy too.
+	// masqueradeConfigured: --cluster-cidr or --masquerade-all was set (on
+	// the command line or by --config), so --dump can compare the
+	// masquerade policy too.
 	masqueradeConfigured bool
+	// flags are the command's flags (seen by validate).
+	flags *pflag.FlagSet
 }
 
 func newOpsOptions() *opsOptions {
@@ -56,7 +59,7 @@ func (o *opsOptions) validate(cmd *cobra.Command, args []string) error {
 		return errors.New("--dump, --trace and --cleanup are exclusive")
 	}
 	fs := cmd.Flags()
-	o.masqueradeConfigured = fs.Changed("cluster-cidr") || fs.Changed("masquerade-all")
+	o.flags = fs
 	if !o.dump && (fs.Changed("dump-format") || fs.Changed("dump-service")) {
 		return errors.New("--dump-format and --dump-service need --dump")
 	}
@@ -90,6 +93,9 @@ func (o *opsOptions) validate(cmd *cobra.Command, args []string) error {
 
 // run executes the one-shot command asked for.
 func (o *opsOptions) run(ctx context.Context, out io.Writer, opts *options, args []string) error {
+	if o.flags != nil { // --config has been applied by now
+		o.masqueradeConfigured = o.flags.Changed("cluster-cidr") || o.flags.Changed("masquerade-all")
+	}
 	switch {
 	case o.cleanup:
 		return runCleanup(out)

@@ -26,14 +26,15 @@ const prefix = "nftdemo-"
 func main() {
 	mode := flag.String("mode", string(lab.Routed), "cross-node network: routed or vxlan")
 	nodes := flag.Int("nodes", 2, "number of nodes")
+	downPrefix := flag.String("prefix", prefix, "with down: the lab to stop (e.g. the leftovers of a killed test run, nftlab-<pid>-)")
 	flag.Parse()
 	var err error
 	switch flag.Arg(0) {
 	case "":
 		err = demo(lab.Mode(*mode), *nodes)
 	case "down":
-		if err = lab.Down(prefix); err == nil {
-			fmt.Println("demo lab stopped, namespaces deleted")
+		if err = lab.Down(*downPrefix); err == nil {
+			fmt.Printf("lab %s stopped, namespaces deleted\n", *downPrefix)
 		}
 	default:
 		err = fmt.Errorf("unknown command %q (want no argument, or down)", flag.Arg(0))

@@ -110,8 +110,8 @@ func deadProcessPrefixes(base string) []string {
 		if !ok || err != nil || pid == os.Getpid() {
 			continue
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			continue // that test process still runs its lab
+		if !isZombie(pid) {
+			continue // that test process still runs its lab (isZombie: gone or dead)
 		}
 		p := fmt.Sprintf("%s%d-", base, pid)
 		if !seen[p] {
@@ -155,6 +155,7 @@ func stopRecorded(work string) error {
 	return nil
 }
 
+// isZombie reports whether pid is gone or a zombie (killed, not yet reaped).
 func isZombie(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

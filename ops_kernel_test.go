@@ -42,8 +42,19 @@ func cliState() *model.State {
 			cliPort(7, "test/udp-empty", v1.ProtocolUDP, 5353, "10.96.0.15", 8080),
 			// Another shard of the endpoint maps.
 			cliPort(200, "other/far:p", v1.ProtocolTCP, 8443, "10.96.1.200", 8080, 1),
+			nodePortService(),
 		},
+		NodePortIPs: []netip.Addr{cliNode4, cliNode6},
 	}
+}
+
+// nodePortService is reachable on node port 30080 of the node's addresses
+// and on an external IP routed to the node.
+func nodePortService() *model.ServicePort {
+	sp := cliPort(8, "test/np", v1.ProtocolTCP, 8000, "10.96.0.20", 8080, 1, 2)
+	sp.NodePort = 30080
+	sp.ExternalIPs = []netip.Addr{netip.MustParseAddr("203.0.113.10")}
+	return sp
 }
 
 // checkDumpHasState checks that every cluster IP and endpoint of st is in
@@ -336,6 +347,7 @@ func TestKernelDumpComparesWithAPI(t *testing.T) {
 		"test/web-udp:":     stale,
 		"test/sig:diameter": stale,
 		"other/far:p":       stale,
+		"test/np:":          stale,
 	} {
 		got, ok := drift[key]
 		if !ok {
@@ -451,6 +463,8 @@ func TestKernelTraceMatchesTraffic(t *testing.T) {
 		{n.client, cliClient6, "tcp", "[fd96::12]:80", "reject"},
 		{n.pods[1], cliPod4(1), "udp", "10.96.0.15:5353", "reject"},
 		{n.client, cliClient4, "tcp", "10.244.1.11:8080", "accept"}, // not a Service
+		{n.client, cliClient4, "tcp", "192.168.60.1:30080", "DNAT"}, // node port
+		{n.pods[0], cliPod4(0), "tcp", "203.0.113.10:8000", "DNAT"}, // external IP
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s %s %s", tc.src, tc.proto, tc.dst), func(t *testing.T) {

@@ -203,7 +203,11 @@ func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 		kernel := newKernelSim()
 		var applied *nftrules.Ruleset
 		for step := 0; step < 60; step++ {
-			mutate(r, st, &nextID)
+			// Up to three changes per Build, as one multi-port Service
+			// changes several service ports at once.
+			for n := 1 + r.IntN(3); n > 0; n-- {
+				mutate(r, st, &nextID)
+			}
 			got := b.Build(st)
 			if g, w := got.Render(), nftrules.Build(st).Render(); g != w {
 				t.Fatalf("seed %d step %d: incremental build differs from Build:\n%s\nwant\n%s", seed, step, g, w)

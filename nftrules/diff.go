@@ -326,18 +326,13 @@ func diffGroups(have, want *Set) (add, del []Element) {
 		}
 	})
 	sort.Strings(owners)
+	var m elementMerger
 	for _, o := range owners {
 		hg, _ := have.groups.get(o)
 		wg, _ := want.groups.get(o)
-		a, d := diffSlices(hg, wg)
-		add = append(add, a...)
-		for _, e := range d {
-			if !want.holds(e.KeyString()) {
-				del = append(del, e)
-			}
-		}
+		m.merge(want, hg, wg)
 	}
-	return add, del
+	return m.add, m.del
 }
 
 func sameGroup(a, b []Element) bool {

@@ -64,19 +64,42 @@ func diffDelta(live, desired *Ruleset) *Transaction {
 
 // diffOwners diffs the element groups of the given owners only.
 func diffOwners(have, want *Set, owners map[string]bool) (add, del []Element) {
+	var m elementMerger
 	for _, o := range slices.Sorted(maps.Keys(owners)) {
 		hg, _ := have.groups.get(o)
 		wg, _ := want.groups.get(o)
-		if sameGroup(hg, wg) {
-			continue
-		}
-		a, d := diffSlices(hg, wg)
-		add = append(add, a...)
-		for _, e := range d {
-			if !want.holds(e.KeyString()) {
-				del = append(del, e)
-			}
+		if !sameGroup(hg, wg) {
+			m.merge(want, hg, wg)
 		}
 	}
-	return add, del
+	return m.add, m.del
+}
+
+// elementMerger collects the element changes of several owners of one
+// set. Owners may share keys (several ports of one Service share its
+// ClusterIP and pods): the kernel holds such a key once, so it is deleted
+// once (and only when no owner keeps it) and added once.
+type elementMerger struct {
+	add, del       []Element
+	added, deleted map[string]bool
+}
+
+func (m *elementMerger) merge(want *Set, have, wantGroup []Element) {
+	if m.added == nil {
+		m.added, m.deleted = map[string]bool{}, map[string]bool{}
+	}
+	a, d := diffSlices(have, wantGroup)
+	for _, e := range d {
+		k := e.KeyString()
+		if !m.deleted[k] && !want.holds(k) {
+			m.deleted[k] = true
+			m.del = append(m.del, e)
+		}
+	}
+	for _, e := range a {
+		if k := e.KeyString(); !m.added[k] {
+			m.added[k] = true
+			m.add = append(m.add, e)
+		}
+	}
 }

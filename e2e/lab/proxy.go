@@ -98,6 +98,10 @@ func (l *Lab) StartProxy(ctx context.Context, node string) error {
 		"--kubeconfig=" + l.proxyKubeconfig,
 		"--hostname-override=" + n.Name,
 		"--cluster-cidr=" + ClusterCIDRV4.String() + "," + ClusterCIDRV6.String(),
+		// The e2e suites assert that changes reach the data path within a
+		// second; with kube-proxy's default 1 s rate limit that would
+		// measure the limit, not nftproxy. ProxyArgs may override it.
+		"--min-sync-period=" + LabMinSyncPeriod.String(),
 		"-v=2"}, l.opts.ProxyArgs...)
 	d, err := l.startDaemon(n.NS, "nftproxy-"+n.Name, args...)
 	if err != nil {
@@ -108,6 +112,9 @@ func (l *Lab) StartProxy(ctx context.Context, node string) error {
 		return hasTable(n), nil
 	}, d)
 }
+
+// LabMinSyncPeriod is the --min-sync-period the lab runs nftproxy with.
+const LabMinSyncPeriod = 250 * time.Millisecond
 
 // StopProxy stops node's nftproxy (SIGTERM). Its rules stay, as with
 // kube-proxy.

@@ -137,6 +137,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		NodeName:          o.nodeName,
 		ClusterCIDRs:      o.podRanges,
 		MasqueradeAll:     o.masqueradeAll,
+		NoIPv6:            !ipv6Available(),
 		MinSyncPeriod:     o.minSyncPeriod,
 		SyncPeriod:        o.syncPeriod,
 		OnSync:            ob.onSync,

@@ -68,7 +68,7 @@ func (b *Builder) Build(st *model.State) *Ruleset {
 	}
 	for _, sp := range added {
 		m := &memo{gen: b.gen, byFamily: map[Family]*fragment{}}
-		for _, f := range Families {
+		for _, f := range FamiliesOf(st) {
 			if fr := serviceFragment(st, sp, f); fr != nil {
 				m.byFamily[f] = fr
 				rs.addFragment(f, ServiceChainName(sp.Name), fr)
@@ -85,7 +85,7 @@ func (b *Builder) reset(cfg model.State) {
 	b.config = cfg
 	b.frags = map[*model.ServicePort]*memo{}
 	b.last = NewRuleset()
-	for _, f := range Families {
+	for _, f := range FamiliesOf(&cfg) {
 		t := b.last.Table(f)
 		buildSkeleton(t, &cfg)
 		// Keys several service ports contribute (a pod behind several

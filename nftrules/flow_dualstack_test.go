@@ -1,6 +1,10 @@
 package nftrules_test
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/nftproxy/nftproxy/nftrules"
+)
 
 // Dual-stack edge cases: each family's table serves only that family's
 // ClusterIPs, with that family's endpoints.
@@ -31,5 +35,20 @@ func TestFlowTerminatingFallbackPerFamily(t *testing.T) {
 	checkPacketFlows(t, flowCluster(sp), []packetFlow{
 		{"IPv4: the ready endpoint", podSends(flowClientPod, "tcp", "172.30.0.70:80"), "DNAT to 10.1.0.70:8080"},
 		{"IPv6: the serving terminating endpoint", podSends(flowClientPod6, "tcp", "[fd00:30::70]:80"), "DNAT to [fd00:1::70]:8080"},
+	})
+}
+
+// A node without IPv6 gets only the IPv4 table: dual-stack Services work
+// over IPv4 and nothing is programmed for IPv6.
+func TestFlowNodeWithoutIPv6(t *testing.T) {
+	st := flowCluster(servicePort(1, "default/ds", "tcp", 80, "172.30.0.80,fd00:30::80",
+		readyEP("10.1.0.80:8080"), readyEP("[fd00:1::80]:8080")))
+	st.NoIPv6 = true
+	rs := nftrules.Build(st)
+	if fams := rs.SortedFamilies(); len(fams) != 1 || fams[0] != nftrules.IPv4 {
+		t.Fatalf("tables %v, want only ip", fams)
+	}
+	checkPacketFlows(t, st, []packetFlow{
+		{"IPv4 still works", podSends(flowClientPod, "tcp", "172.30.0.80:80"), "DNAT to 10.1.0.80:8080"},
 	})
 }

@@ -38,7 +38,7 @@ func (r *Reconciler) readLiveSkipping(skip map[string]bool) (*Ruleset, error) {
 	for _, f := range Families {
 		nt, err := c.ListTableOfFamily(TableName, nlFamily(f))
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) {
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAFNOSUPPORT) {
 				continue
 			}
 			return nil, fmt.Errorf("list table %s %s: %w", f, TableName, err)

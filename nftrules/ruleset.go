@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
 // Family is the nftables address family of a table. We use one table per
@@ -33,6 +35,15 @@ const (
 
 // Families lists the families in the order we program them.
 var Families = []Family{IPv4, IPv6}
+
+// FamiliesOf returns the families programmed for a state: both, or IPv4
+// alone on a node without IPv6.
+func FamiliesOf(st *model.State) []Family {
+	if st.NoIPv6 {
+		return []Family{IPv4}
+	}
+	return Families
+}
 
 // FamilyOf returns the table family an address belongs to.
 func FamilyOf(a netip.Addr) Family {

@@ -43,6 +43,8 @@ type Config struct {
 	NodeName      string
 	ClusterCIDRs  []netip.Prefix
 	MasqueradeAll bool
+	// NoIPv6: the node's kernel has no IPv6; only IPv4 is programmed.
+	NoIPv6 bool
 	// MinSyncPeriod is the least time between two syncs (0: no limit).
 	MinSyncPeriod time.Duration
 	// SyncPeriod is the interval of full syncs, which re-read the kernel

@@ -183,6 +183,7 @@ func (p *Proxier) state() *model.State {
 		NodeIPs:       p.nodeIPs,
 		ClusterCIDRs:  p.cfg.ClusterCIDRs,
 		MasqueradeAll: p.cfg.MasqueradeAll,
+		NoIPv6:        p.cfg.NoIPv6,
 		NodePortIPs:   p.nodePortIPs,
 		Services:      p.flat,
 	}

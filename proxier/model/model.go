@@ -28,6 +28,9 @@ type State struct {
 	// addresses selected by --nodeport-addresses (both families; loopback
 	// addresses for localhost NodePorts). Empty: no NodePorts.
 	NodePortIPs []netip.Addr
+	// NoIPv6 is set when this node's kernel has no IPv6: only the IPv4
+	// table is programmed (upstream runs single-stack there too).
+	NoIPv6 bool
 	// Services are the service ports to program, sorted by Name.
 	Services []*ServicePort
 }

@@ -56,18 +56,20 @@ func onNode(eps []model.Endpoint, node string) []model.Endpoint {
 	return out
 }
 
-// LocalReadyEndpoints counts the distinct addresses of ready endpoints of
-// a Service's ports on this node, as upstream's health check node port
-// reports them (terminating endpoints do not count: a node whose last
-// local endpoint is going away fails its health check).
+// LocalReadyEndpoints counts the ready endpoints of a Service's ports on
+// this node, as upstream's health check node port reports them: distinct
+// endpoint addresses, counted per family (a dual-stack pod has one address
+// in each; upstream's per-family proxiers each report their own count), the
+// larger count wins. Terminating endpoints do not count: a node whose last
+// local endpoint is going away fails its health check.
 func LocalReadyEndpoints(node string, ports []*model.ServicePort) int {
-	seen := map[string]bool{}
+	seen := map[Family]map[string]bool{IPv4: {}, IPv6: {}}
 	for _, sp := range ports {
 		for _, ep := range sp.Endpoints {
 			if ep.Ready && ep.IsLocal(node) {
-				seen[ep.Addr.String()] = true
+				seen[FamilyOf(ep.Addr)][ep.Addr.String()] = true
 			}
 		}
 	}
-	return len(seen)
+	return max(len(seen[IPv4]), len(seen[IPv6]))
 }

@@ -29,11 +29,13 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 	}
 	for _, op := range tx.Ops {
 		if err := queue(c, op); err != nil {
+			r.dropConn() // with the messages queued so far
 			return 0, fmt.Errorf("%w: %s %s: %v", errNotSent, op.Kind, op.Family, err)
 		}
 	}
 	n := len(*queuedMessages(c))
 	if err := c.Flush(); err != nil {
+		r.dropConn()
 		return n, fmt.Errorf("flush batch of %d messages: %w", n, err)
 	}
 	return n, nil

@@ -23,11 +23,16 @@ func (r *Reconciler) readLive() (*Ruleset, error) { return r.readLiveSkipping(ni
 
 // readLiveSkipping is readLive leaving the elements of the sets in skip
 // unread (see ReadLiveWithoutElements).
-func (r *Reconciler) readLiveSkipping(skip map[string]bool) (*Ruleset, error) {
+func (r *Reconciler) readLiveSkipping(skip map[string]bool) (_ *Ruleset, err error) {
 	c, err := r.conn()
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			r.dropConn()
+		}
+	}()
 	er, err := r.newElementReader()
 	if err != nil {
 		return nil, err

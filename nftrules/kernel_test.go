@@ -283,7 +283,9 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 	lb.SourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.1.2.3/32")}
 	np := svc(6, "np", v1.ProtocolUDP, 53, []string{"10.96.0.15"}, 53)
 	np.NodePort = 30053
-	st.Services = append(st.Services, lb, np)
+	sticky := svc(7, "sticky", v1.ProtocolTCP, 8443, []string{"10.96.0.16", "fd96::16"}, 8443, 1, 2)
+	sticky.SessionAffinityClientIP, sticky.AffinityTimeoutSeconds, sticky.NodePort = true, 600, 30444
+	st.Services = append(st.Services, lb, np, sticky)
 	rec := newReconciler(t, tn.node)
 	apply(t, rec, st, true)
 	listing := nftList(t, tn.node)
@@ -295,6 +297,8 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 		"masquerade fully-random",
 		"ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
 		"fib saddr type local jump mark-for-masquerade",
+		"flags dynamic,timeout",
+		"typeof numgen random mod 1 : verdict",
 		"ip saddr 10.1.2.3 return",
 		"ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 drop",
 		"ct state new ip6 daddr . meta l4proto . th dport vmap @firewall-ips",

@@ -177,6 +177,9 @@ func FirewallChainName(name model.ServicePortName) string {
 func chainName(prefix, identity string) string {
 	sum := sha256.Sum256([]byte(prefix + "/" + identity))
 	hash := strings.ToLower(base32.StdEncoding.EncodeToString(sum[:5]))
+	// nft cannot parse ':' in a name (IPv6 endpoint addresses): print it
+	// as '.'; the hash is of the real identity.
+	identity = strings.ReplaceAll(identity, ":", ".")
 	if len(identity) > maxIdentityLen {
 		identity = identity[:maxIdentityLen]
 	}

@@ -86,7 +86,6 @@ type externalSuite struct {
 func (s *externalSuite) setup(t *testing.T) {
 	ctx := ctxFor(t)
 	l := s.l
-	pinPodBridgeMACs(t, l)
 	if _, err := l.CreateDeployment(ctx, "client", 2, "node-1", "node-2"); err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +630,6 @@ func (s *externalSuite) localhostNodePortOff(t *testing.T) {
 // IP NodePort still works.
 func (s *externalSuite) localhostNodePortOn(t *testing.T) {
 	ctx := ctxFor(t)
-	pinPodBridgeMACs(t, s.l)
 	if _, err := s.l.CreateDeployment(ctx, "web", 3, "node-1", "node-2", "node-3"); err != nil {
 		t.Fatal(err)
 	}
@@ -837,30 +835,4 @@ func sameSet(got map[string]int, want []string) bool {
 		}
 	}
 	return true
-}
-
-// pinPodBridgeMACs gives every node's pod bridge (the lab's cni0) a fixed
-// MAC address, as the CNI bridge plugin does. A Linux bridge without one
-// takes the lowest MAC of its ports, so it changes when a pod with a lower
-// veth MAC is plugged in; IPv4 neighbours learn the new MAC from the
-// gratuitous ARP the kernel sends, but IPv6 ones do not (no unsolicited
-// NA unless ndisc_notify), so the existing pods' IPv6 replies to their
-// gateway go to the old MAC and are lost for up to ~30 s. It must run
-// before the first pod is created.
-func pinPodBridgeMACs(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	for _, n := range l.Nodes() {
-		h, err := netlink.NewHandleAt(netns.NsHandle(n.NS.FD()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		link, err := h.LinkByName("cni0")
-		if err == nil {
-			err = h.LinkSetHardwareAddr(link, net.HardwareAddr{0x02, 0x4e, 0x46, 0xb0, byte(n.Index >> 8), byte(n.Index)})
-		}
-		h.Close()
-		if err != nil {
-			t.Fatalf("pin the pod bridge MAC of %s: %v", n.Name, err)
-		}
-	}
 }

@@ -1,6 +1,7 @@
 package netkit
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/netip"
@@ -82,9 +83,16 @@ func setUp(h *netlink.Handle, ifname string) error {
 }
 
 // Bridge creates a Linux bridge named name and brings it up.
+//
+// The bridge gets a fixed MAC address, as CNI bridge plugins give it:
+// otherwise Linux gives a bridge the lowest MAC of its ports, which changes
+// when a port with a lower MAC is plugged in, and IPv6 neighbours (unlike
+// IPv4 ones, told by gratuitous ARP) keep sending to the old one.
 func (n *NS) Bridge(name string) error {
+	sum := sha256.Sum256([]byte(n.Name + "/" + name))
+	mac := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]} // locally administered, unicast
 	err := n.withHandle(func(h *netlink.Handle) error {
-		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: mac}}); err != nil {
 			return fmt.Errorf("add: %w", err)
 		}
 		return setUp(h, name)

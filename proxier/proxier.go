@@ -139,6 +139,9 @@ type Proxier struct {
 	// State gets the slice as it was, never a mutated one.
 	flat      []*model.ServicePort
 	flatStale bool
+	// conflictCopies maps service ports that lost a conflicting external
+	// address to the copy programmed instead (withoutAddressConflicts).
+	conflictCopies map[*model.ServicePort]*model.ServicePort
 	// changedKeys are the Services changed since flat was made.
 	changedKeys map[types.NamespacedName]bool
 

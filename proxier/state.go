@@ -185,7 +185,7 @@ func (p *Proxier) state() *model.State {
 		MasqueradeAll: p.cfg.MasqueradeAll,
 		NoIPv6:        p.cfg.NoIPv6,
 		NodePortIPs:   p.nodePortIPs,
-		Services:      p.flat,
+		Services:      p.withoutAddressConflicts(p.flat),
 	}
 }
 

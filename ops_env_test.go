@@ -86,29 +86,16 @@ func newCLINode(t testing.TB, pods int) *cliNode {
 	}
 	n := &cliNode{node: newNamespace(t, "node"), client: newNamespace(t, "client")}
 	must(n.node.EnableForwarding())
-	must(netkit.Veth(n.node, "eth0", n.client, "eth0"))
-	must(n.node.AddAddr("eth0", netip.PrefixFrom(cliNode4, 24)))
-	must(n.node.AddAddr("eth0", netip.PrefixFrom(cliNode6, 64)))
-	must(n.client.AddAddr("eth0", netip.PrefixFrom(cliClient4, 24)))
-	must(n.client.AddAddr("eth0", netip.PrefixFrom(cliClient6, 64)))
+	must(netkit.Link(n.node, "eth0", []netip.Prefix{netip.PrefixFrom(cliNode4, 24), netip.PrefixFrom(cliNode6, 64)},
+		n.client, "eth0", []netip.Prefix{netip.PrefixFrom(cliClient4, 24), netip.PrefixFrom(cliClient6, 64)}))
 	must(n.client.AddDefaultRoute(cliNode4))
 	must(n.client.AddDefaultRoute(cliNode6))
 	must(n.node.AddDefaultRoute(cliClient4))
 	must(n.node.AddDefaultRoute(cliClient6))
 	for i := 0; i < pods; i++ {
 		pod := newNamespace(t, fmt.Sprintf("pod%d", i))
-		host := fmt.Sprintf("veth%d", i)
-		must(netkit.Veth(n.node, host, pod, "eth0"))
-		must(n.node.AddAddr(host, netip.PrefixFrom(cliPodGW4, 32)))
-		must(n.node.AddAddr(host, netip.PrefixFrom(cliPodGW6, 128)))
-		must(n.node.AddDeviceRoute(netip.PrefixFrom(cliPod4(i), 32), host))
-		must(n.node.AddDeviceRoute(netip.PrefixFrom(cliPod6(i), 128), host))
-		must(pod.AddAddr("eth0", netip.PrefixFrom(cliPod4(i), 32)))
-		must(pod.AddAddr("eth0", netip.PrefixFrom(cliPod6(i), 128)))
-		must(pod.AddDeviceRoute(netip.PrefixFrom(cliPodGW4, 32), "eth0"))
-		must(pod.AddDeviceRoute(netip.PrefixFrom(cliPodGW6, 128), "eth0"))
-		must(pod.AddDefaultRoute(cliPodGW4))
-		must(pod.AddDefaultRoute(cliPodGW6))
+		must(netkit.ConnectRoutedPod(n.node, fmt.Sprintf("veth%d", i), pod,
+			[]netip.Addr{cliPod4(i), cliPod6(i)}, []netip.Addr{cliPodGW4, cliPodGW6}))
 		n.pods = append(n.pods, pod)
 	}
 	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: n.node.FD()})

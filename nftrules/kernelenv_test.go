@@ -58,11 +58,8 @@ func (tn *testNode) addSecondClient(t testing.TB) {
 	t.Helper()
 	c := tn.mk("client2")
 	for _, err := range []error{
-		netkit.Veth(tn.node, "eth1", c, "eth0"),
-		tn.node.AddAddr("eth1", netip.PrefixFrom(node2Addr4, 24)),
-		tn.node.AddAddr("eth1", netip.PrefixFrom(node2Addr6, 64)),
-		c.AddAddr("eth0", netip.PrefixFrom(client2Addr4, 24)),
-		c.AddAddr("eth0", netip.PrefixFrom(client2Addr6, 64)),
+		netkit.Link(tn.node, "eth1", []netip.Prefix{netip.PrefixFrom(node2Addr4, 24), netip.PrefixFrom(node2Addr6, 64)},
+			c, "eth0", []netip.Prefix{netip.PrefixFrom(client2Addr4, 24), netip.PrefixFrom(client2Addr6, 64)}),
 		c.AddDefaultRoute(node2Addr4),
 		c.AddDefaultRoute(node2Addr6),
 	} {
@@ -109,29 +106,16 @@ func newTestNode(t testing.TB, pods int) *testNode {
 	}
 	tn := &testNode{node: mk("node"), client: mk("client"), mk: mk}
 	must(tn.node.EnableForwarding())
-	must(netkit.Veth(tn.node, "eth0", tn.client, "eth0"))
-	must(tn.node.AddAddr("eth0", netip.PrefixFrom(nodeAddr4, 24)))
-	must(tn.node.AddAddr("eth0", netip.PrefixFrom(nodeAddr6, 64)))
-	must(tn.client.AddAddr("eth0", netip.PrefixFrom(clientAddr4, 24)))
-	must(tn.client.AddAddr("eth0", netip.PrefixFrom(clientAddr6, 64)))
+	must(netkit.Link(tn.node, "eth0", []netip.Prefix{netip.PrefixFrom(nodeAddr4, 24), netip.PrefixFrom(nodeAddr6, 64)},
+		tn.client, "eth0", []netip.Prefix{netip.PrefixFrom(clientAddr4, 24), netip.PrefixFrom(clientAddr6, 64)}))
 	must(tn.client.AddDefaultRoute(nodeAddr4))
 	must(tn.client.AddDefaultRoute(nodeAddr6))
 	must(tn.node.AddDefaultRoute(clientAddr4))
 	must(tn.node.AddDefaultRoute(clientAddr6))
 	for i := 0; i < pods; i++ {
 		pod := mk(fmt.Sprintf("pod%d", i))
-		host := fmt.Sprintf("veth%d", i)
-		must(netkit.Veth(tn.node, host, pod, "eth0"))
-		must(tn.node.AddAddr(host, netip.PrefixFrom(podGW4, 32)))
-		must(tn.node.AddAddr(host, netip.PrefixFrom(podGW6, 128)))
-		must(tn.node.AddDeviceRoute(netip.PrefixFrom(podAddr4(i), 32), host))
-		must(tn.node.AddDeviceRoute(netip.PrefixFrom(podAddr6(i), 128), host))
-		must(pod.AddAddr("eth0", netip.PrefixFrom(podAddr4(i), 32)))
-		must(pod.AddAddr("eth0", netip.PrefixFrom(podAddr6(i), 128)))
-		must(pod.AddDeviceRoute(netip.PrefixFrom(podGW4, 32), "eth0"))
-		must(pod.AddDeviceRoute(netip.PrefixFrom(podGW6, 128), "eth0"))
-		must(pod.AddDefaultRoute(podGW4))
-		must(pod.AddDefaultRoute(podGW6))
+		must(netkit.ConnectRoutedPod(tn.node, fmt.Sprintf("veth%d", i), pod,
+			[]netip.Addr{podAddr4(i), podAddr6(i)}, []netip.Addr{podGW4, podGW6}))
 		tn.pods = append(tn.pods, pod)
 	}
 	return tn

@@ -127,21 +127,14 @@ func topology(t *testing.T) (node, client *netkit.NS, pods []*netkit.NS) {
 	}
 	node, client = mk("node"), mk("client")
 	must(node.EnableForwarding())
-	must(netkit.Veth(node, "eth0", client, "eth0"))
-	must(node.AddAddr("eth0", netip.MustParsePrefix("192.168.60.1/24")))
-	must(client.AddAddr("eth0", netip.MustParsePrefix("192.168.60.2/24")))
+	must(netkit.Link(node, "eth0", []netip.Prefix{netip.MustParsePrefix("192.168.60.1/24")},
+		client, "eth0", []netip.Prefix{netip.MustParsePrefix("192.168.60.2/24")}))
 	must(client.AddDefaultRoute(netip.MustParseAddr("192.168.60.1")))
 	must(node.AddDefaultRoute(netip.MustParseAddr("192.168.60.2")))
 	gw := netip.MustParseAddr("10.244.2.1")
 	for i := 0; i < 2; i++ {
 		pod := mk(fmt.Sprintf("pod%d", i))
-		host := fmt.Sprintf("veth%d", i)
-		must(netkit.Veth(node, host, pod, "eth0"))
-		must(node.AddAddr(host, netip.PrefixFrom(gw, 32)))
-		must(node.AddDeviceRoute(netip.PrefixFrom(podAddr(i), 32), host))
-		must(pod.AddAddr("eth0", netip.PrefixFrom(podAddr(i), 32)))
-		must(pod.AddDeviceRoute(netip.PrefixFrom(gw, 32), "eth0"))
-		must(pod.AddDefaultRoute(gw))
+		must(netkit.ConnectRoutedPod(node, fmt.Sprintf("veth%d", i), pod, []netip.Addr{podAddr(i)}, []netip.Addr{gw}))
 		pods = append(pods, pod)
 	}
 	return node, client, pods

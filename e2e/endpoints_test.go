@@ -125,7 +125,7 @@ func (s *endpointSuite) sessionAffinity(t *testing.T) {
 	}
 
 	// A short timeout: after it a new choice is made.
-	svc = s.updateService(t, "sticky", func(svc *corev1.Service) {
+	svc = updateService(t, s.l, "sticky", func(svc *corev1.Service) {
 		svc.Spec.SessionAffinityConfig.ClientIP.TimeoutSeconds = ptr.To[int32](1)
 	})
 	time.Sleep(followWithin)
@@ -142,7 +142,7 @@ func (s *endpointSuite) sessionAffinity(t *testing.T) {
 	}
 
 	// Affinity off: one client spreads again.
-	s.updateService(t, "sticky", func(svc *corev1.Service) {
+	updateService(t, s.l, "sticky", func(svc *corev1.Service) {
 		svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
 		svc.Spec.SessionAffinityConfig = nil
 	})
@@ -150,22 +150,6 @@ func (s *endpointSuite) sessionAffinity(t *testing.T) {
 		seen, err := s.tryBackends("client-0", addr, 30)
 		return err == nil && len(seen) == 3, fmt.Sprint(seen, err)
 	})
-}
-
-func (s *endpointSuite) updateService(t *testing.T, name string, change func(*corev1.Service)) *corev1.Service {
-	t.Helper()
-	ctx := ctxFor(t)
-	svcs := s.l.Client().CoreV1().Services("default")
-	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	change(cur)
-	out, err := svcs.Update(ctx, cur, metav1.UpdateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func (s *endpointSuite) terminatingFallback(t *testing.T) {

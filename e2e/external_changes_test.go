@@ -35,13 +35,13 @@ func (s *externalSuite) serviceChanges(t *testing.T) {
 	node1 := nodeIP(l, "node-1", false)
 
 	// ClusterIP -> NodePort.
-	svc = s.update(t, "chg", func(svc *corev1.Service) { svc.Spec.Type = corev1.ServiceTypeNodePort })
+	svc = updateService(t, s.l, "chg", func(svc *corev1.Service) { svc.Spec.Type = corev1.ServiceTypeNodePort })
 	np1 := nodePort(t, svc, "tcp")
 	s.reach(t, lab.External1, netip.AddrPortFrom(node1, np1), lab.TCP)
 
 	// Another nodePort: the old one stops.
 	np2 := s.freeNodePort(t)
-	svc = s.update(t, "chg", func(svc *corev1.Service) {
+	svc = updateService(t, s.l, "chg", func(svc *corev1.Service) {
 		for i := range svc.Spec.Ports {
 			if svc.Spec.Ports[i].Name == "tcp" {
 				svc.Spec.Ports[i].NodePort = int32(np2)
@@ -53,7 +53,7 @@ func (s *externalSuite) serviceChanges(t *testing.T) {
 
 	// Another service port: port 80 stops, 8080 starts (UDP 80 stays).
 	const newPort = 8080
-	svc = s.update(t, "chg", func(svc *corev1.Service) {
+	svc = updateService(t, s.l, "chg", func(svc *corev1.Service) {
 		for i := range svc.Spec.Ports {
 			if svc.Spec.Ports[i].Name == "tcp" {
 				svc.Spec.Ports[i].Port = newPort
@@ -68,7 +68,7 @@ func (s *externalSuite) serviceChanges(t *testing.T) {
 	s.reach(t, lab.External1, netip.AddrPortFrom(node1, np2), lab.TCP) // nodePort unchanged
 
 	// NodePort -> LoadBalancer with an ingress IP.
-	s.update(t, "chg", func(svc *corev1.Service) { svc.Spec.Type = corev1.ServiceTypeLoadBalancer })
+	updateService(t, s.l, "chg", func(svc *corev1.Service) { svc.Spec.Type = corev1.ServiceTypeLoadBalancer })
 	svc = s.setIngress(t, "chg", extVIP(5, false))
 	lb := netip.AddrPortFrom(extVIP(5, false), newPort)
 	s.viaNode(t, "node-1")
@@ -79,7 +79,7 @@ func (s *externalSuite) serviceChanges(t *testing.T) {
 
 	// ETP Cluster -> Local: node-1 (no endpoint) stops, node-2 only chg-0
 	// with the client's own address.
-	svc = s.update(t, "chg", func(svc *corev1.Service) {
+	svc = updateService(t, s.l, "chg", func(svc *corev1.Service) {
 		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 	})
 	s.unanswered(t, lab.External1, netip.AddrPortFrom(node1, np2), lab.TCP, true, "NodePort on node-1 after ETP became Local")
@@ -101,7 +101,7 @@ func (s *externalSuite) serviceChanges(t *testing.T) {
 
 	// LoadBalancer -> ClusterIP (the load balancer controller clears the
 	// status): NodePorts and the load balancer IP stop everywhere.
-	svc = s.update(t, "chg", func(svc *corev1.Service) {
+	svc = updateService(t, s.l, "chg", func(svc *corev1.Service) {
 		svc.Spec.Type = corev1.ServiceTypeClusterIP
 		svc.Spec.ExternalTrafficPolicy = ""
 		svc.Spec.HealthCheckNodePort = 0
@@ -121,7 +121,7 @@ func (s *externalSuite) serviceChanges(t *testing.T) {
 
 	// ClusterIP -> ExternalName: the ClusterIP stops, and no node's rules
 	// mention the Service any more.
-	s.update(t, "chg", func(svc *corev1.Service) {
+	updateService(t, s.l, "chg", func(svc *corev1.Service) {
 		svc.Spec.Type = corev1.ServiceTypeExternalName
 		svc.Spec.ExternalName = "example.com"
 		svc.Spec.ClusterIP = ""

@@ -191,22 +191,6 @@ func (s *externalSuite) setIngress(t *testing.T, name string, ips ...netip.Addr)
 	return out
 }
 
-func (s *externalSuite) update(t *testing.T, name string, change func(*corev1.Service)) *corev1.Service {
-	t.Helper()
-	ctx := ctxFor(t)
-	svcs := s.l.Client().CoreV1().Services("default")
-	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	change(cur)
-	out, err := svcs.Update(ctx, cur, metav1.UpdateOptions{})
-	if err != nil {
-		t.Fatalf("update Service %s: %v", name, err)
-	}
-	return out
-}
-
 // nodePort is the nodePort of svc's port named name.
 func nodePort(t *testing.T, svc *corev1.Service, name string) uint16 {
 	t.Helper()

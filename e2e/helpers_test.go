@@ -3,6 +3,10 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nftproxy/nftproxy/e2e/lab"
 	"github.com/vishvananda/netlink"
@@ -32,4 +36,22 @@ func nodeAddrs(l *lab.Lab, node string) (map[netip.Addr]bool, error) {
 		}
 	}
 	return out, nil
+}
+
+// updateService reads Service default/<name>, applies change and writes it
+// back, failing the test on error.
+func updateService(t *testing.T, l *lab.Lab, name string, change func(*corev1.Service)) *corev1.Service {
+	t.Helper()
+	ctx := ctxFor(t)
+	svcs := l.Client().CoreV1().Services("default")
+	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	change(cur)
+	out, err := svcs.Update(ctx, cur, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatalf("update Service %s: %v", name, err)
+	}
+	return out
 }

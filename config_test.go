@@ -8,78 +8,6 @@ import (
 	"testing"
 )
 
-// upstreamDefaultNFTables is what `kube-proxy --write-config-to` writes
-// (v1.37 defaults) with mode set to nftables.
-const upstreamDefaultNFTables = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
-bindAddress: 0.0.0.0
-bindAddressHardFail: false
-clientConnection:
-  acceptContentTypes: ""
-  burst: 10
-  contentType: application/vnd.kubernetes.protobuf
-  kubeconfig: ""
-  qps: 5
-clusterCIDR: ""
-configSyncPeriod: 15m0s
-conntrack:
-  maxPerCore: 32768
-  min: 131072
-  tcpBeLiberal: false
-  tcpCloseWaitTimeout: 1h0m0s
-  tcpEstablishedTimeout: 24h0m0s
-  udpStreamTimeout: 0s
-  udpTimeout: 0s
-detectLocal:
-  bridgeInterface: ""
-  interfaceNamePrefix: ""
-detectLocalMode: ClusterCIDR
-enableProfiling: false
-healthzBindAddress: 0.0.0.0:10256
-hostnameOverride: ""
-iptables:
-  localhostNodePorts: true
-  masqueradeAll: false
-  masqueradeBit: 14
-  minSyncPeriod: 1s
-  syncPeriod: 30s
-ipvs:
-  excludeCIDRs: null
-  minSyncPeriod: 0s
-  scheduler: ""
-  strictARP: false
-  syncPeriod: 30s
-  tcpFinTimeout: 0s
-  tcpTimeout: 0s
-  udpTimeout: 0s
-kind: KubeProxyConfiguration
-logging:
-  flushFrequency: 5s
-  format: text
-  options:
-    json:
-      infoBufferSize: "0"
-    text:
-      infoBufferSize: "0"
-  verbosity: 0
-metricsBindAddress: 127.0.0.1:10249
-mode: nftables
-nftables:
-  masqueradeAll: false
-  masqueradeBit: 14
-  minSyncPeriod: 1s
-  syncPeriod: 30s
-nodePortAddresses: null
-oomScoreAdj: -999
-portRange: ""
-showHiddenMetricsForVersion: ""
-winkernel:
-  enableDSR: false
-  forwardHealthCheckVip: false
-  networkName: ""
-  rootHnsEndpointName: ""
-  sourceVip: ""
-`
-
 // resolved parses args as nftproxy would (config file, then complete) and
 // returns the resulting options.
 func resolved(t *testing.T, args ...string) (options, serveOptions) {
@@ -108,8 +36,12 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+// upstreamDefaultConfigFile is kube-proxy's default configuration with mode
+// nftables (also used by the lab e2e test).
+const upstreamDefaultConfigFile = "docs/kube-proxy-default-config.yaml"
+
 func TestUpstreamDefaultConfigEqualsFlags(t *testing.T) {
-	path := writeConfig(t, upstreamDefaultNFTables)
+	path := upstreamDefaultConfigFile
 	cfg, warnings, err := loadConfigFile(path)
 	if err != nil || len(warnings) != 0 {
 		t.Fatalf("load: %v %q", err, warnings)

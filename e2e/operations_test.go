@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,57 +13,16 @@ import (
 	"github.com/nftproxy/nftproxy/e2e/lab"
 )
 
-// upstreamDefaultConfig is kube-proxy's default KubeProxyConfiguration
-// (as --write-config-to writes it, abridged to the sections nftproxy
-// reads or warns about) with mode nftables.
-const upstreamDefaultConfig = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-bindAddress: 0.0.0.0
-clientConnection:
-  acceptContentTypes: ""
-  burst: 10
-  contentType: application/vnd.kubernetes.protobuf
-  kubeconfig: ""
-  qps: 5
-clusterCIDR: ""
-configSyncPeriod: 15m0s
-conntrack:
-  maxPerCore: 32768
-  min: 131072
-  tcpCloseWaitTimeout: 1h0m0s
-  tcpEstablishedTimeout: 24h0m0s
-detectLocalMode: ClusterCIDR
-healthzBindAddress: 0.0.0.0:10256
-hostnameOverride: ""
-iptables:
-  localhostNodePorts: true
-  masqueradeAll: false
-  masqueradeBit: 14
-  minSyncPeriod: 1s
-  syncPeriod: 30s
-logging:
-  flushFrequency: 5s
-  format: text
-  verbosity: 0
-metricsBindAddress: 127.0.0.1:10249
-mode: nftables
-nftables:
-  masqueradeAll: false
-  masqueradeBit: 14
-  minSyncPeriod: 1s
-  syncPeriod: 30s
-oomScoreAdj: -999
-`
-
 // TestConfigFileHealthAndMetrics runs every node's nftproxy with
 // upstream's default KubeProxyConfiguration (mode nftables) as --config:
 // it programs a Service that answers, serves /healthz and /livez (200) on
 // 0.0.0.0:10256 and /metrics on 127.0.0.1:10249 with syncs counted.
 func TestConfigFileHealthAndMetrics(t *testing.T) {
-	conf := filepath.Join(t.TempDir(), "config.conf")
-	if err := os.WriteFile(conf, []byte(upstreamDefaultConfig), 0o644); err != nil {
+	root, err := lab.FindRepoRoot()
+	if err != nil {
 		t.Fatal(err)
 	}
+	conf := filepath.Join(root, "docs", "kube-proxy-default-config.yaml")
 	l := startLab(t, lab.Options{Prefix: "nftops-", Nodes: 2, ProxyArgs: []string{"--config=" + conf}})
 	ctx := ctxFor(t)
 	if _, err := l.CreateDeployment(ctx, "client", 1, "node-1"); err != nil {

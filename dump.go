@@ -141,5 +141,7 @@ func desiredFromClient(ctx context.Context, client kubernetes.Interface, opts *o
 		NodeName:      opts.nodeName,
 		ClusterCIDRs:  opts.podRanges,
 		MasqueradeAll: opts.masqueradeAll,
+
+		DenyExternalIPsOnNodeAddresses: opts.denyNodeAddressExternalIPs,
 	}, inf)
 }

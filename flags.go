@@ -25,6 +25,8 @@ type options struct {
 	syncPeriod       time.Duration
 	serviceProxyName string
 	nodePortAddrs    string
+	// denyNodeAddressExternalIPs: see proxier/claims.
+	denyNodeAddressExternalIPs bool
 
 	// Filled in by complete.
 	nodeName  string
@@ -45,6 +47,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", o.minSyncPeriod, "Minimum time between two rule syncs; changes arriving meanwhile are batched (0: sync on every change).")
 	fs.StringVar(&o.serviceProxyName, "service-proxy-name", o.serviceProxyName, "Program only Services labelled service.kubernetes.io/service-proxy-name=NAME (empty: only Services without that label, as kube-proxy).")
 	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", o.nodePortAddrs, "Addresses NodePorts are served on: \"primary\" (the Node's InternalIPs), and/or comma-separated CIDRs selecting the node's interface addresses (\"0.0.0.0/0,::/0\": all; 127.0.0.0/8 enables localhost NodePorts and sets net.ipv4.conf.all.route_localnet=1).")
+	fs.BoolVar(&o.denyNodeAddressExternalIPs, "deny-external-ips-on-node-addresses", o.denyNodeAddressExternalIPs, "Never program an externalIP or load-balancer IP that is one of this node's addresses, on any port (guards the node's own services, e.g. SSH or the kubelet, from capture by a Service; kube-proxy has no such guard). Without it, such an address still loses to a NodePort on the same port.")
 	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of full resyncs, which repair rules changed behind our back; also the longest retry delay after a failure.")
 }
 

@@ -69,7 +69,7 @@ func TestOptionsComplete(t *testing.T) {
 func TestCommandFlags(t *testing.T) {
 	fs := newCommand().Flags()
 	for _, name := range []string{"kubeconfig", "master", "hostname-override", "cluster-cidr", "masquerade-all",
-		"min-sync-period", "sync-period", "v", "vmodule"} {
+		"min-sync-period", "sync-period", "v", "vmodule", "deny-external-ips-on-node-addresses"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag --%s missing", name)
 		}

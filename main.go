@@ -142,6 +142,8 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		SyncPeriod:        o.syncPeriod,
 		OnSync:            ob.onSync,
 		OnReject:          ob.events.Reject,
+
+		DenyExternalIPsOnNodeAddresses: o.denyNodeAddressExternalIPs,
 	}, inf, tracker, rec)
 	if err != nil {
 		return err

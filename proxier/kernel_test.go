@@ -3,7 +3,9 @@ package proxier_test
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,43 +30,9 @@ import (
 // changes within a second. The lab e2e suite does the same against a real
 // kube-apiserver.
 func TestKernelFollowsAPIObjects(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: needs root for a network namespace and nftables; CI runs as root")
-	}
-	const nsName = "nftk-proxier"
-	_ = netkit.CleanupPrefix(nsName)
-	ns, err := netkit.New(nsName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Delete() })
-
+	ns := kernelNamespace(t, "nftk-proxier")
 	client := fake.NewClientset(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}})
-	tracker := informers.NewTracker(clock.RealClock{})
-	inf, err := informers.New(client, informers.Config{NodeName: "node-a"}, tracker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxier.New(proxier.Config{NodeName: "node-a", MinSyncPeriod: 0, SyncPeriod: time.Minute}, inf, tracker, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		inf.Shutdown()
-	})
-	inf.Start(ctx)
-	if err := inf.WaitForSync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- p.Run(ctx) }()
+	ctx, rec, _ := startKernelProxier(t, ns, client)
 
 	// dispatch returns the verdict of a ClusterIP:port/tcp in the kernel's
 	// service-ips map, or "" when absent.
@@ -130,6 +98,84 @@ func TestKernelFollowsAPIObjects(t *testing.T) {
 	if _, ok := live.Tables[nftrules.IPv4].Chains[nftrules.ServiceChainName(mustName("default", "web", "http"))]; ok {
 		t.Error("the deleted Service's chain is still in the kernel")
 	}
+}
+
+// kernelNamespace returns a new network namespace named name (leftovers
+// of a crashed run removed first), deleted when the test ends.
+func kernelNamespace(t *testing.T, name string) *netkit.NS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root for a network namespace and nftables; CI runs as root")
+	}
+	_ = netkit.CleanupPrefix(name)
+	ns, err := netkit.New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Delete() })
+	return ns
+}
+
+// proxierRun records what a proxier started by startKernelProxier did.
+type proxierRun struct {
+	mu       sync.Mutex
+	syncs    int
+	errs     []error
+	rejected []model.Rejection
+}
+
+func (r *proxierRun) counts() (syncs int, errs []error, rejected []model.Rejection) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.syncs, slices.Clone(r.errs), slices.Clone(r.rejected)
+}
+
+// startKernelProxier runs informers over client and a proxier programming
+// ns through the real reconciler (node "node-a", no rate limit) until the
+// test ends.
+func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (context.Context, *nftrules.Reconciler, *proxierRun) {
+	t.Helper()
+	tracker := informers.NewTracker(clock.RealClock{})
+	inf, err := informers.New(client, informers.Config{NodeName: "node-a"}, tracker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &proxierRun{}
+	p, err := proxier.New(proxier.Config{NodeName: "node-a", MinSyncPeriod: 0, SyncPeriod: time.Minute,
+		OnSync: func(i proxier.SyncInfo) {
+			run.mu.Lock()
+			defer run.mu.Unlock()
+			run.syncs++
+			if i.Err != nil {
+				run.errs = append(run.errs, i.Err)
+			}
+		},
+		OnReject: func(r model.Rejection) {
+			run.mu.Lock()
+			defer run.mu.Unlock()
+			run.rejected = append(run.rejected, r)
+		},
+	}, inf, tracker, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		inf.Shutdown()
+	})
+	inf.Start(ctx)
+	if err := inf.WaitForSync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- p.Run(ctx) }()
+	return ctx, rec, run
 }
 
 func mustName(ns, name, port string) model.ServicePortName {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/healthcheck"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -71,6 +72,10 @@ type Config struct {
 	// node ports to serve and how many ready local endpoints each has;
 	// *healthcheck.Server implements it.
 	HealthChecks HealthCheckSyncer
+	// DenyExternalIPsOnNodeAddresses drops externalIPs and load-balancer
+	// IPs equal to one of the node's addresses, on every port
+	// (--deny-external-ips-on-node-addresses; see package claims).
+	DenyExternalIPsOnNodeAddresses bool
 }
 
 // HealthCheckSyncer serves health check node ports.
@@ -139,9 +144,10 @@ type Proxier struct {
 	// State gets the slice as it was, never a mutated one.
 	flat      []*model.ServicePort
 	flatStale bool
-	// conflictCopies maps service ports that lost a conflicting external
-	// address to the copy programmed instead (withoutAddressConflicts).
-	conflictCopies map[*model.ServicePort]*model.ServicePort
+	// claims decides which service port keeps an address or NodePort
+	// that several claim, and holds the ports to program instead of the
+	// losers (see package claims).
+	claims *claims.Resolver
 	// changedKeys are the Services changed since flat was made.
 	changedKeys map[types.NamespacedName]bool
 
@@ -184,6 +190,7 @@ func New(cfg Config, src Source, changes *informers.Tracker, rec Reconciler) (*P
 		ids:      newIDAllocator(nftrules.MaxServicePortID),
 		builder:  nftrules.NewBuilder(),
 		services: map[types.NamespacedName][]*model.ServicePort{},
+		claims:   claims.New(claims.Options{DenyNodeAddresses: cfg.DenyExternalIPsOnNodeAddresses}),
 		retry:    map[types.NamespacedName]struct{}{},
 		needFull: true,
 	}, nil

@@ -125,6 +125,7 @@ func (p *Proxier) setService(key types.NamespacedName, ports []*model.ServicePor
 	} else {
 		p.services[key] = ports
 	}
+	p.claims.SetService(key, ports)
 	p.flatStale = true
 	if p.changedKeys == nil {
 		p.changedKeys = map[types.NamespacedName]bool{}
@@ -156,8 +157,9 @@ func (p *Proxier) refreshNode() {
 // state returns the desired State. It shares unchanged parts with earlier
 // States; none of them is ever modified after being handed out.
 func (p *Proxier) state() *model.State {
+	p.resolveClaims()
 	if p.flat != nil && p.flatStale && len(p.changedKeys) <= maxPatchedKeys {
-		p.flat = patchFlat(p.flat, p.changedKeys, p.services)
+		p.flat = patchFlat(p.flat, p.changedKeys, p.claims.Ports)
 		p.flatStale = false
 	}
 	p.changedKeys = nil
@@ -168,12 +170,13 @@ func (p *Proxier) state() *model.State {
 			keys = append(keys, k)
 			n += len(ports)
 		}
+		// The programmed ports: conflicting claims removed.
 		// Ports of a Service are sorted by Name and Names sort by
 		// namespace/name first, so sorting the Services sorts the ports.
 		slices.SortFunc(keys, compareKeys)
 		flat := make([]*model.ServicePort, 0, n)
 		for _, k := range keys {
-			flat = append(flat, p.services[k]...)
+			flat = append(flat, p.claims.Ports(k)...)
 		}
 		p.flat, p.flatStale = flat, false
 	}
@@ -185,7 +188,23 @@ func (p *Proxier) state() *model.State {
 		MasqueradeAll: p.cfg.MasqueradeAll,
 		NoIPv6:        p.cfg.NoIPv6,
 		NodePortIPs:   p.nodePortIPs,
-		Services:      p.withoutAddressConflicts(p.flat),
+		Services:      p.flat,
+	}
+}
+
+// resolveClaims settles conflicting addresses and NodePorts among the
+// Services changed since the last State, reports new losers, and marks the
+// Services whose programmed ports changed.
+func (p *Proxier) resolveClaims() {
+	p.claims.SetNodeAddresses(p.nodePortIPs, p.nodeIPs)
+	changed, rejections := p.claims.Resolve()
+	p.report(rejections)
+	for _, k := range changed {
+		if p.changedKeys == nil {
+			p.changedKeys = map[types.NamespacedName]bool{}
+		}
+		p.changedKeys[k] = true
+		p.flatStale = true
 	}
 }
 
@@ -194,10 +213,10 @@ func (p *Proxier) state() *model.State {
 const maxPatchedKeys = 64
 
 // patchFlat returns a copy of the sorted service-port list old in which the
-// ports of the changed Services are replaced by their current ports (none
-// if the Service is gone): O(len(old)) pointer copies instead of sorting
-// every Service again on each change.
-func patchFlat(old []*model.ServicePort, changed map[types.NamespacedName]bool, services map[types.NamespacedName][]*model.ServicePort) []*model.ServicePort {
+// ports of the changed Services are replaced by ports(Service) (none if the
+// Service is gone): O(len(old)) pointer copies instead of sorting every
+// Service again on each change.
+func patchFlat(old []*model.ServicePort, changed map[types.NamespacedName]bool, ports func(types.NamespacedName) []*model.ServicePort) []*model.ServicePort {
 	keys := slices.SortedFunc(maps.Keys(changed), compareKeys)
 	out := make([]*model.ServicePort, 0, len(old)+len(keys))
 	i := 0
@@ -211,7 +230,7 @@ func patchFlat(old []*model.ServicePort, changed map[types.NamespacedName]bool, 
 		for i < len(old) && old[i].Name.NamespacedName == k {
 			i++
 		}
-		out = append(out, services[k]...)
+		out = append(out, ports(k)...)
 	}
 	return append(out, old[i:]...)
 }

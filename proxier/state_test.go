@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -15,7 +16,7 @@ import (
 // that the spliced list state() keeps equals a fresh sort every time.
 func TestStateSplicesChangesLikeAFullSort(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	p := &Proxier{services: map[types.NamespacedName][]*model.ServicePort{}, ids: newIDAllocator(1 << 20)}
+	p := &Proxier{services: map[types.NamespacedName][]*model.ServicePort{}, ids: newIDAllocator(1 << 20), claims: claims.New(claims.Options{})}
 	ports := func(k types.NamespacedName) []*model.ServicePort {
 		var out []*model.ServicePort
 		for i := r.IntN(3); i > 0; i-- {
@@ -31,7 +32,7 @@ func TestStateSplicesChangesLikeAFullSort(t *testing.T) {
 			p.setService(k, ports(k))
 		}
 		got := p.state().Services
-		fresh := &Proxier{services: p.services, flatStale: true}
+		fresh := &Proxier{services: p.services, claims: p.claims, flatStale: true}
 		if want := fresh.state().Services; !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: spliced list differs from a full sort", step)
 		}

@@ -3,6 +3,7 @@ package nftrules
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"unsafe"
 
@@ -11,10 +12,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// elementsPerMessage bounds the elements of one add/delete-elements message:
-// netlink attribute lengths are 16 bits and v0.3.0 silently truncates a
-// larger list (10,000 entries became 609 here); 500 is safely below.
-const elementsPerMessage = 500
+// Netlink attribute lengths are 16 bits (struct nlattr's nla_len), and
+// google/nftables v0.3.0 neither splits element lists nor checks lengths: a
+// nested attribute longer than 65,535 bytes is sent with its length wrapped,
+// and the kernel silently reads a prefix of it (10,000 map entries became
+// 609 here) or rejects the batch, the same way at every retry.
+//
+// maxElemListBytes bounds the encoded NFTA_SET_ELEM_LIST_ELEMENTS attribute
+// (its own 4-byte header included) of one add/delete-elements message. The
+// bound is in bytes because elements differ tenfold in size: 16 bytes for an
+// IPv4 set key, 168 for an IPv6 service-ips entry whose goto chain has the
+// longest name we make (110 characters); 500 of those are 84,000 bytes. The
+// size of each element is computed as v0.3.0 encodes it
+// (encodedElementLen); the margin under 65,535 absorbs a small drift in
+// that computation, and checkMessageSizes turns a larger one into an error.
+// (Upstream's later fix, google/nftables#303, uses 64,512.) There is no
+// count cap: the kernel has none, and fewer messages mean fewer ACKs to
+// read back (at 16 bytes an element, a message holds at most 3,749).
+const maxElemListBytes = 60000
+
+// maxMessageData bounds the payload of every queued message. All of a
+// message's attributes lie inside its payload, so none can have overflowed
+// its 16-bit length in a payload of at most 65,535 bytes.
+const maxMessageData = math.MaxUint16
+
+// nlaHeaderLen is the size of a netlink attribute header.
+const nlaHeaderLen = 4
 
 // errNotSent marks errors found while queueing: nothing reached the kernel.
 var errNotSent = errors.New("transaction not sent")
@@ -27,11 +50,9 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	for _, op := range tx.Ops {
-		if err := queue(c, op); err != nil {
-			r.dropConn() // with the messages queued so far
-			return 0, fmt.Errorf("%w: %s %s: %v", errNotSent, op.Kind, op.Family, err)
-		}
+	if err := queueTx(c, tx); err != nil {
+		r.dropConn() // with the messages queued so far
+		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
 	n := len(*queuedMessages(c))
 	if err := c.Flush(); err != nil {
@@ -39,6 +60,54 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 		return n, fmt.Errorf("flush batch of %d messages: %w", n, err)
 	}
 	return n, nil
+}
+
+// queueTx queues every op of tx and checks that no queued message can have
+// overflowed a netlink attribute length.
+func queueTx(c *nftables.Conn, tx *Transaction) error {
+	msgs := queuedMessages(c)
+	for _, op := range tx.Ops {
+		before := len(*msgs)
+		err := queue(c, op)
+		if err == nil {
+			err = checkMessageSizes((*msgs)[before:])
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
+		}
+	}
+	return nil
+}
+
+// opTarget names what an op changes, for errors.
+func opTarget(op Op) string {
+	switch {
+	case op.Set != nil:
+		return " set " + op.Set.Name
+	case op.Rule != nil:
+		text := op.Rule.Render(op.Family)
+		if len(text) > 200 {
+			text = text[:200] + "…"
+		}
+		return fmt.Sprintf(" chain %s rule %q", op.Chain.Name, text)
+	case op.Chain != nil:
+		return " chain " + op.Chain.Name
+	}
+	return ""
+}
+
+// checkMessageSizes fails for a message whose payload is too large to be
+// sure that no attribute length in it wrapped (see maxMessageData). Element
+// lists are split to stay far below; a rule would need thousands of
+// expressions to get there.
+func checkMessageSizes(msgs []netlink.Message) error {
+	for _, m := range msgs {
+		if len(m.Data) > maxMessageData {
+			return fmt.Errorf("netlink message (type %d) of %d bytes: its attributes may exceed the 16-bit netlink attribute length (%d bytes); not sent",
+				m.Header.Type&0xff, len(m.Data), maxMessageData)
+		}
+	}
+	return nil
 }
 
 func queue(c *nftables.Conn, op Op) error {
@@ -90,32 +159,85 @@ func queue(c *nftables.Conn, op Op) error {
 	return nil
 }
 
+// queueElements queues an element op as as many messages as it takes to
+// keep each element list under maxElemListBytes.
 func queueElements(c *nftables.Conn, op Op) error {
 	ns, err := nlSet(op.Family, op.Set)
 	if err != nil {
 		return err
 	}
-	for start := 0; start < len(op.Elements); start += elementsPerMessage {
-		end := min(start+elementsPerMessage, len(op.Elements))
-		els := make([]nftables.SetElement, 0, end-start)
-		for _, e := range op.Elements[start:end] {
-			ne, err := nlElement(op.Set, e)
-			if err != nil {
+	send := func(els []nftables.SetElement) error {
+		if op.Kind == OpAddElements {
+			return c.SetAddElements(ns, els)
+		}
+		return c.SetDeleteElements(ns, els)
+	}
+	var chunk []nftables.SetElement
+	size := nlaHeaderLen // the list attribute's own header
+	for _, e := range op.Elements {
+		ne, err := nlElement(op.Set, e)
+		if err != nil {
+			return err
+		}
+		n := encodedElementLen(ns, ne)
+		if nlaHeaderLen+n > maxElemListBytes {
+			return fmt.Errorf("element %s : %s encodes to %d bytes, more than one netlink message carries (%d)",
+				e.KeyString(), e.ValueString(), n, maxElemListBytes-nlaHeaderLen)
+		}
+		if size+n > maxElemListBytes {
+			if err := send(chunk); err != nil {
 				return err
 			}
-			els = append(els, ne)
+			chunk, size = nil, nlaHeaderLen
 		}
-		if op.Kind == OpAddElements {
-			err = c.SetAddElements(ns, els)
-		} else {
-			err = c.SetDeleteElements(ns, els)
-		}
-		if err != nil {
-			return fmt.Errorf("set %s: %w", op.Set.Name, err)
-		}
+		chunk = append(chunk, ne)
+		size += n
+	}
+	if len(chunk) > 0 {
+		return send(chunk)
 	}
 	return nil
 }
+
+// encodedElementLen returns the bytes google/nftables v0.3.0 encodes an
+// element into inside the element list (makeElemList in its set.go): one
+// nested attribute holding, in order, the interval-end flag, the key
+// (NFTA_DATA_VALUE inside NFTA_SET_ELEM_KEY), the key end, the timeout (only
+// in sets with timeouts), the data (a value, or a verdict code and chain
+// name nested twice) and the comment as user data. v0.3.0 does not encode
+// element counters or expressions. TestEncodedElementLen compares this with
+// what the library really queues.
+func encodedElementLen(s *nftables.Set, e nftables.SetElement) int {
+	nested := func(payload int) int { return nlaLen(nlaLen(payload)) }
+	n := 0
+	if e.IntervalEnd {
+		n += nlaLen(4)
+	}
+	n += nested(len(e.Key))
+	if len(e.KeyEnd) > 0 {
+		n += nested(len(e.KeyEnd))
+	}
+	if s.HasTimeout && e.Timeout != 0 {
+		n += nlaLen(8)
+	}
+	switch {
+	case e.VerdictData != nil:
+		v := nlaLen(4) // verdict code
+		if e.VerdictData.Chain != "" {
+			v += nlaLen(len(e.VerdictData.Chain) + 1)
+		}
+		n += nlaLen(nlaLen(v))
+	case len(e.Val) > 0:
+		n += nested(len(e.Val))
+	}
+	if e.Comment != "" {
+		n += nlaLen(2 + len(e.Comment) + 1) // udata TLV, NUL-terminated
+	}
+	return nlaLen(n)
+}
+
+// nlaLen returns the aligned size of an attribute with a payload of n bytes.
+func nlaLen(n int) int { return nlaHeaderLen + (n+3)&^3 }
 
 // queuedMessages exposes the batch google/nftables has queued. v0.3.0 has
 // no way to attach the "typeof" user data nft needs to print and reload a

@@ -43,18 +43,29 @@ func dialFrom(t *testing.T, ns *netkit.NS, src netip.Addr, dst netip.AddrPort) s
 	return reply
 }
 
+// addClientAddrs adds n addresses from first on to the client's eth0 (in
+// the client's /24 or /64) and returns them.
+func addClientAddrs(t *testing.T, tn *testNode, first netip.Addr, n int) []netip.Addr {
+	t.Helper()
+	bits := 24
+	if first.Is6() {
+		bits = 64
+	}
+	var out []netip.Addr
+	for a := first; len(out) < n; a = a.Next() {
+		if err := tn.client.AddAddr("eth0", netip.PrefixFrom(a, bits)); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 func TestKernelSessionAffinity(t *testing.T) {
 	tn := newTestNode(t, 3)
 	serveAll(t, tn, 8080)
 	// Ten client addresses outside the cluster.
-	var clients []netip.Addr
-	for i := 0; i < 10; i++ {
-		a := netip.AddrFrom4([4]byte{192, 168, 50, byte(100 + i)})
-		if err := tn.client.AddAddr("eth0", netip.PrefixFrom(a, 24)); err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, a)
-	}
+	clients := addClientAddrs(t, tn, netip.MustParseAddr("192.168.50.100"), 10)
 	vip := netip.MustParseAddrPort("10.96.0.30:80")
 	service := func(affinity bool, timeout int32, pods ...int) *model.State {
 		sp := svc(1, "sticky", v1.ProtocolTCP, 80, []string{"10.96.0.30"}, 8080, pods...)

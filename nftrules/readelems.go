@@ -122,7 +122,8 @@ func (er *elementReader) get(s *nftables.Set) ([]nftables.SetElement, error) {
 	}
 }
 
-// decodeElements decodes one NFT_MSG_NEWSETELEM message body.
+// decodeElements decodes one NFT_MSG_NEWSETELEM message body: an answer
+// to a dump, or a message google/nftables has queued.
 func decodeElements(data []byte) ([]nftables.SetElement, error) {
 	if len(data) < 4 {
 		return nil, errors.New("short element message")
@@ -137,10 +138,11 @@ func decodeElements(data []byte) ([]nftables.SetElement, error) {
 			continue
 		}
 		ad.Nested(func(list *netlink.AttributeDecoder) error {
+			// The kernel numbers list entries NFTA_LIST_ELEM; google/nftables
+			// numbers the entries it queues 1..n. Both are elements (the
+			// kernel ignores the type), so the tests decode queued batches
+			// here too.
 			for list.Next() {
-				if list.Type() != unix.NFTA_LIST_ELEM {
-					continue
-				}
 				var e nftables.SetElement
 				list.Nested(func(el *netlink.AttributeDecoder) error {
 					el.ByteOrder = bigEndian

@@ -1,14 +1,19 @@
 package nftrules_test
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -95,64 +100,112 @@ func (k *kernelSim) matches(rs *nftrules.Ruleset) error {
 	return nil
 }
 
-// mutate changes a random service port of st into a new value (the
-// proxier's contract: ServicePorts are immutable), or adds or removes one.
-func mutate(r *rand.Rand, st *model.State, nextID *uint32) {
+// world is what the randomized test changes: service ports as the
+// proxier converts them (IDs from a lowest-free allocator, as the real one,
+// so a freed ID is reused at once by another service port), passed through
+// the proxier's conflict resolver like every State the proxier builds.
+type world struct {
+	raw      map[types.NamespacedName]*model.ServicePort
+	claims   *claims.Resolver
+	freeIDs  []uint32 // released IDs, reused lowest first
+	nextID   uint32
+	serial   int // names are never reused: a reused ID gets a new name
+	nodePort []netip.Addr
+}
+
+func newWorld(nodePortIPs []netip.Addr) *world {
+	w := &world{raw: map[types.NamespacedName]*model.ServicePort{}, claims: claims.New(claims.Options{}), nodePort: nodePortIPs}
+	w.claims.SetNodeAddresses(nodePortIPs, nodePortIPs)
+	return w
+}
+
+func (w *world) allocate() uint32 {
+	if len(w.freeIDs) > 0 {
+		slices.Sort(w.freeIDs)
+		id := w.freeIDs[0]
+		w.freeIDs = w.freeIDs[1:]
+		return id
+	}
+	w.nextID++
+	return w.nextID
+}
+
+func (w *world) set(sp *model.ServicePort) {
+	w.raw[sp.Name.NamespacedName] = sp
+	w.claims.SetService(sp.Name.NamespacedName, []*model.ServicePort{sp})
+}
+
+// state resolves conflicts and returns the State to build.
+func (w *world) state(st *model.State) {
+	w.claims.Resolve()
+	st.Services = st.Services[:0:0]
+	for k := range w.raw {
+		st.Services = append(st.Services, w.claims.Ports(k)...)
+	}
+	slices.SortFunc(st.Services, func(a, b *model.ServicePort) int { return cmp.Compare(a.Name.Name, b.Name.Name) })
+}
+
+// mutate changes a random service port into a new value (the proxier's
+// contract: ServicePorts are immutable), or adds or removes one.
+func (w *world) mutate(r *rand.Rand) {
+	names := slices.SortedFunc(maps.Keys(w.raw), func(a, b types.NamespacedName) int { return cmp.Compare(a.Name, b.Name) })
 	switch op := r.IntN(6); {
-	case op == 0 || len(st.Services) == 0: // add
-		*nextID++
-		sp := randomServicePort(r, *nextID)
-		st.Services = append(st.Services, sp)
+	case op == 0 || len(names) == 0: // add
+		w.serial++
+		w.set(w.randomServicePort(r, w.allocate(), fmt.Sprintf("s%03d", w.serial)))
 	case op == 1: // remove
-		i := r.IntN(len(st.Services))
-		st.Services = append(st.Services[:i:i], st.Services[i+1:]...)
+		k := names[r.IntN(len(names))]
+		w.freeIDs = append(w.freeIDs, w.raw[k].ID)
+		delete(w.raw, k)
+		w.claims.SetService(k, nil)
 	case op == 2: // change the external exposure and policies
-		i := r.IntN(len(st.Services))
-		sp := *st.Services[i]
-		randomExternal(r, &sp)
-		services := append([]*model.ServicePort(nil), st.Services...)
-		services[i] = &sp
-		st.Services = services
+		sp := *w.raw[names[r.IntN(len(names))]]
+		w.randomExternal(r, &sp)
+		w.set(&sp)
 	default: // change endpoints
-		i := r.IntN(len(st.Services))
-		sp := *st.Services[i]
+		sp := *w.raw[names[r.IntN(len(names))]]
 		sp.Endpoints = randomEndpoints(r)
-		services := append([]*model.ServicePort(nil), st.Services...)
-		services[i] = &sp
-		st.Services = services
+		w.set(&sp)
 	}
 }
 
-func randomServicePort(r *rand.Rand, id uint32) *model.ServicePort {
+// clusterIP4 is the IPv4 ClusterIP of the n-th address of a small pool:
+// Services sometimes share one (inconsistent API data the proxier must
+// survive), and external addresses are drawn from the same pool.
+func clusterIP4(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 96, 0, byte(n)}) }
+
+func (w *world) randomServicePort(r *rand.Rand, id uint32, name string) *model.ServicePort {
 	protos := []v1.Protocol{v1.ProtocolTCP, v1.ProtocolUDP, v1.ProtocolSCTP}
-	sp := servicePortForTest(id, fmt.Sprintf("s%d", id), protos[r.IntN(3)], uint16(80+r.IntN(3)),
-		netip.AddrFrom4([4]byte{10, 96, byte(id >> 8), byte(id)}))
+	sp := servicePortForTest(id, name, protos[r.IntN(3)], uint16(80+r.IntN(3)), clusterIP4(r.IntN(12)))
 	if r.IntN(2) == 0 {
-		sp.ClusterIPs = append(sp.ClusterIPs, netip.AddrFrom16([16]byte{0xfd, 0x96, 14: byte(id >> 8), 15: byte(id)}))
+		sp.ClusterIPs = append(sp.ClusterIPs, netip.AddrFrom16([16]byte{0xfd, 0x96, 15: byte(r.IntN(12))}))
 	}
 	sp.Endpoints = randomEndpoints(r)
 	if r.IntN(3) == 0 {
 		sp.SessionAffinityClientIP = true
 		sp.AffinityTimeoutSeconds = int32(r.IntN(2) * 60)
 	}
-	randomExternal(r, sp)
+	w.randomExternal(r, sp)
 	return sp
 }
 
-// randomExternal sets NodePort, external and load balancer IPs (from small
-// pools, so that Services share them on different ports), source ranges
-// and traffic policies, each present or not.
-func randomExternal(r *rand.Rand, sp *model.ServicePort) {
+// randomExternal sets NodePort, external and load balancer IPs, source
+// ranges and traffic policies, each present or not. Ports, NodePorts and
+// addresses come from small pools that include other Services' ClusterIPs
+// and the node's NodePort addresses, so that claims collide.
+func (w *world) randomExternal(r *rand.Rand, sp *model.ServicePort) {
 	sp.NodePort, sp.ExternalIPs, sp.LoadBalancerIPs, sp.SourceRanges = 0, nil, nil, nil
 	if r.IntN(2) == 0 {
-		sp.NodePort = uint16(30000 + sp.ID)
+		sp.NodePort = uint16(30000 + r.IntN(4))
 	}
+	pool := []netip.Addr{clusterIP4(r.IntN(12)), netip.AddrFrom4([4]byte{198, 51, 100, byte(r.IntN(3))}), w.nodePort[0]}
 	if r.IntN(3) == 0 {
-		sp.ExternalIPs = []netip.Addr{netip.AddrFrom4([4]byte{198, 51, 100, byte(r.IntN(3))})}
+		sp.ExternalIPs = []netip.Addr{pool[r.IntN(len(pool))]}
 	}
 	if r.IntN(3) == 0 {
 		sp.LoadBalancerIPs = []netip.Addr{netip.AddrFrom4([4]byte{203, 0, 113, byte(r.IntN(3))}),
 			netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(r.IntN(3))})}
+		slices.SortFunc(sp.LoadBalancerIPs, netip.Addr.Compare)
 		switch r.IntN(4) {
 		case 0:
 			sp.SourceRanges = []netip.Prefix{} // every range invalid
@@ -162,9 +215,8 @@ func randomExternal(r *rand.Rand, sp *model.ServicePort) {
 			sp.SourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("fd00::/8")}
 		}
 	}
-	// One Service port per external IP/LB IP and port: make the port
-	// unique (upstream does not program conflicting Services either).
-	sp.Port = uint16(1000 + sp.ID)
+	// Ports from a small pool too, and sometimes a NodePort number.
+	sp.Port = []uint16{80, 81, 30000}[r.IntN(3)]
 	sp.ExternalPolicyLocal = r.IntN(2) == 0
 	sp.InternalPolicyLocal = r.IntN(3) == 0
 }
@@ -192,13 +244,15 @@ func servicePortForTest(id uint32, name string, proto v1.Protocol, port uint16, 
 // TestBuilderIncrementalEqualsBuild drives a Builder through random changes
 // and checks after every step that (1) it builds exactly what a fresh Build
 // does and (2) the incremental Diff, applied to a simulated kernel with the
-// kernel's element rules, yields that ruleset.
+// kernel's element rules, yields that ruleset. Services collide on
+// addresses, ports and NodePorts and IDs are reused, as in a real cluster;
+// the States are resolved as the proxier resolves them.
 func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		r := rand.New(rand.NewPCG(seed, 0))
 		st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs,
 			NodePortIPs: []netip.Addr{nodeAddr4, nodeAddr6, netip.MustParseAddr("127.0.0.1")}}
-		var nextID uint32
+		w := newWorld(st.NodePortIPs)
 		b := nftrules.NewBuilder()
 		kernel := newKernelSim()
 		var applied *nftrules.Ruleset
@@ -206,8 +260,9 @@ func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 			// Up to three changes per Build, as one multi-port Service
 			// changes several service ports at once.
 			for n := 1 + r.IntN(3); n > 0; n-- {
-				mutate(r, st, &nextID)
+				w.mutate(r)
 			}
+			w.state(st)
 			got := b.Build(st)
 			if g, w := got.Render(), nftrules.Build(st).Render(); g != w {
 				t.Fatalf("seed %d step %d: incremental build differs from Build:\n%s\nwant\n%s", seed, step, g, w)

@@ -11,7 +11,8 @@
 // status access any load-balancer IP (CVE-2020-8554). So:
 //
 //   - a ClusterIP always wins: an externalIP or load-balancer IP equal to
-//     another Service's ClusterIP on the same port and protocol is dropped;
+//     a ClusterIP (another Service's, or its own) on the same port and
+//     protocol is dropped;
 //   - an externalIP or load-balancer IP that is one of this node's NodePort
 //     addresses, on the protocol and port of a NodePort, is dropped: the
 //     allocated NodePort wins;
@@ -238,7 +239,11 @@ func (r *Resolver) resolve(sp *model.ServicePort) (*model.ServicePort, string, [
 		return func(ip netip.Addr) bool {
 			w, rk := r.winner(dispatchKey(ip, sp))
 			switch {
-			case w != sp.Name && rk == rankClusterIP:
+			case rk == rankClusterIP && w == sp.Name:
+				// The Service's own ClusterIP: programmed once, as
+				// the ClusterIP (two verdicts under one key otherwise).
+				lose(ReasonExternalIsClusterIP, fmt.Sprintf("%s %s (its own ClusterIP)", kind, addr(ip)))
+			case rk == rankClusterIP:
 				lose(ReasonExternalIsClusterIP, fmt.Sprintf("%s %s (the ClusterIP of %s)", kind, addr(ip), w))
 			case w != sp.Name:
 				lose(ReasonDuplicateExternalAddress, fmt.Sprintf("%s %s (used by %s)", kind, addr(ip), w))

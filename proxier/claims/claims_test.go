@@ -79,6 +79,13 @@ func TestResolve(t *testing.T) {
 		want:    map[string]string{"z-attacker": "cluster=[10.96.0.11] external=[] lb=[203.0.113.7] nodePort=0"},
 		reasons: map[string][]string{"z-attacker": {ReasonExternalIsClusterIP}},
 	}, {
+		what: "an externalIP equal to the Service's own ClusterIP is programmed once, as the ClusterIP",
+		ports: []port{
+			{name: "a", port: 80, cluster: a(victimIP), external: a(victimIP, publicIP)},
+		},
+		want:    map[string]string{"a": "cluster=[10.96.0.10] external=[203.0.113.7] lb=[] nodePort=0"},
+		reasons: map[string][]string{"a": {ReasonExternalIsClusterIP}},
+	}, {
 		what: "the same address on another port or protocol is no conflict",
 		ports: []port{
 			{name: "a", port: 81, cluster: a(otherIP), external: a(victimIP)},

@@ -23,9 +23,14 @@ build:
 test: unit e2e
 
 # Every package of the project module except the e2e suite, which gets
-# its own longer timeout below.
+# its own longer timeout below. Kernel tests record themselves in a log
+# (netkit.RequireRoot); the count of those that ran, were skipped or
+# failed for want of root is printed at the end.
 unit:
-	$(GO) test $$($(GO) list ./... | grep -v '/e2e$$')
+	@log=$$(mktemp); \
+	NFTPROXY_KERNEL_TEST_LOG=$$log $(GO) test $$($(GO) list ./... | grep -v '/e2e$$'); rc=$$?; \
+	echo "kernel tests: $$(grep -c '^ran ' $$log) ran, $$(grep -c '^skipped ' $$log) skipped, $$(grep -c '^failed ' $$log) failed for want of root"; \
+	rm -f $$log; exit $$rc
 
 e2e:
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e

@@ -49,9 +49,7 @@ type cliNode struct {
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: kernel tests need root (network namespaces, nftables); CI runs them as root")
-	}
+	netkit.RequireRoot(t)
 }
 
 // newNamespace creates a namespace removed when the test ends.

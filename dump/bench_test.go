@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -43,9 +42,7 @@ func scaleState(n, eps int) *model.State {
 // network namespace and returns a reconciler reading it.
 func programmed10kx10(b *testing.B) (*nftrules.Reconciler, *model.State) {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("SKIPPED: kernel benchmarks need root (network namespaces, nftables)")
-	}
+	netkit.RequireRoot(b)
 	name := "nftdump-bench"
 	_ = netkit.CleanupPrefix(name)
 	ns, err := netkit.New(name)

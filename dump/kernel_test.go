@@ -3,7 +3,6 @@ package dump_test
 import (
 	"context"
 	"net/netip"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -42,9 +41,7 @@ func richState() *model.State {
 // elements from the kernel) is the view of the built ruleset: every
 // address, node port, endpoint, affinity and policy survives the kernel.
 func TestKernelViewMatchesBuild(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: kernel tests need root (network namespaces, nftables); CI runs them as root")
-	}
+	netkit.RequireRoot(t)
 	name := "nftdump-view"
 	_ = netkit.CleanupPrefix(name)
 	ns, err := netkit.New(name)

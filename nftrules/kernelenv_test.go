@@ -72,9 +72,7 @@ func (tn *testNode) addSecondClient(t testing.TB) {
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: kernel tests need root (network namespaces, nftables); CI runs them as root")
-	}
+	netkit.RequireRoot(t)
 }
 
 // newTestNode builds the topology above with n pods; everything is removed

@@ -3,7 +3,6 @@ package proxier_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -44,9 +43,7 @@ func benchSlice(i int, gen int) *discovery.EndpointSlice {
 // each iteration ends when the proxier reports the sync committed.
 // min-sync-period is 0 (the issue measures "min-sync-period aside").
 func BenchmarkProxierOneEndpointChange10kx10(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("SKIPPED: needs root for a network namespace and nftables")
-	}
+	netkit.RequireRoot(b)
 	const n = 10000
 	objs := []runtime.Object{&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}}
 	for i := 0; i < n; i++ {

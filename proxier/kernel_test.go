@@ -2,7 +2,6 @@ package proxier_test
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -104,9 +103,7 @@ func TestKernelFollowsAPIObjects(t *testing.T) {
 // of a crashed run removed first), deleted when the test ends.
 func kernelNamespace(t *testing.T, name string) *netkit.NS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: needs root for a network namespace and nftables; CI runs as root")
-	}
+	netkit.RequireRoot(t)
 	_ = netkit.CleanupPrefix(name)
 	ns, err := netkit.New(name)
 	if err != nil {

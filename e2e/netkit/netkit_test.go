@@ -39,9 +39,7 @@ func TestMain(m *testing.M) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: netkit tests need root (network namespaces, raw sockets); run as root to test against the real kernel")
-	}
+	RequireRoot(t)
 }
 
 // newNS creates a uniquely named test namespace removed at test end.

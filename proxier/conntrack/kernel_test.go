@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -23,9 +22,7 @@ import (
 // without cleanup the client stays stuck on the old backend, with cleanup
 // its next datagram reaches the new one.
 func TestKernelUDPClientMovesToNewBackend(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: needs root for network namespaces, nftables and conntrack; CI runs as root")
-	}
+	netkit.RequireRoot(t)
 	node, client, pods := topology(t)
 	for i, pod := range pods {
 		name := fmt.Sprintf("pod%d", i)

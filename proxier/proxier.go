@@ -166,6 +166,9 @@ type Proxier struct {
 	udp udpState
 	// retry holds Services whose lookup failed, to be converted next time.
 	retry map[types.NamespacedName]struct{}
+	// onIdle, if set (tests), is called whenever the sync loop is about to
+	// block: everything it was woken for has been decided by then.
+	onIdle func()
 }
 
 // New returns a Proxier reading objects from src, changes from changes, and
@@ -208,6 +211,7 @@ func (p *Proxier) Run(ctx context.Context) error {
 		fullInterval: p.cfg.SyncPeriod,
 		wake:         p.changes.Wake(),
 		fn:           p.sync,
+		idle:         p.onIdle,
 	}
 	r.run(ctx)
 	return nil

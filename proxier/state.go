@@ -17,6 +17,13 @@ import (
 // loadAll converts every Service and reads the Node: the starting point
 // before the first sync. Changes recorded so far are covered by it.
 func (p *Proxier) loadAll() error {
+	// A wake-up left by changes this load covers would cost a sync, and a
+	// token of the burst, for nothing. Drained before Take: a change
+	// recorded after it signals again.
+	select {
+	case <-p.changes.Wake():
+	default:
+	}
 	p.changes.Take()
 	svcs, err := p.src.Services()
 	if err != nil {

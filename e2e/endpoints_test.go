@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -361,9 +362,23 @@ func (s *endpointSuite) otherProxysService(t *testing.T) {
 	if err := s.l.WaitForEndpoints(ctx, "other", 1); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * followWithin)
+	// Absence proves nothing until every proxy has processed the change:
+	// a Service of ours created afterwards, with the same pod, must be
+	// programmed first.
+	marker, err := s.l.CreateService(ctx, lab.ServiceFor("other-marker", "other", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.l.DeleteService(context.Background(), "other-marker") })
 	for _, n := range s.l.Nodes() {
-		rules, err := s.l.NodeRules(n.Name)
+		var rules string
+		err := retryFor(10*followWithin, func() error {
+			var err error
+			if rules, err = s.l.NodeRules(n.Name); err == nil && !strings.Contains(rules, "default/other-marker/") {
+				err = fmt.Errorf("node %s has not programmed the later Service %s yet", n.Name, marker.Spec.ClusterIP)
+			}
+			return err
+		})
 		if err != nil {
 			t.Fatal(err)
 		}

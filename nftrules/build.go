@@ -120,7 +120,7 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	}
 	lbIPs := addrsOfFamily(sp.LoadBalancerIPs, f)
 	externalIPs := addrsOfFamily(append(append([]netip.Addr{}, sp.ExternalIPs...), sp.LoadBalancerIPs...), f)
-	external := len(externalIPs) > 0 || sp.NodePort != 0
+	external := externalIn(sp, f)
 
 	fr := &fragment{}
 	// The firewall does not depend on endpoints.
@@ -265,6 +265,9 @@ type endpointSelection struct {
 	// needCluster: some chain DNATs to the cluster-wide endpoints (not the
 	// case for internalTrafficPolicy Local without external exposure).
 	needCluster bool
+	// dropped counts the endpoints left out of the two sets by the
+	// per-service-port limit (MaxEndpoints).
+	dropped int
 }
 
 // selectEndpoints picks the endpoint sets of a service port in family f,
@@ -283,12 +286,47 @@ func selectEndpoints(st *model.State, sp *model.ServicePort, f Family, external 
 	}
 	// Both sets share the block: the local ones get at most half of it
 	// when the cluster-wide ones need room (only past 8192 endpoints).
+	before := len(sel.cluster) + len(sel.local)
 	if sel.needCluster {
 		sel.local = sel.local[:min(len(sel.local), MaxEndpoints/2)]
 	}
 	sel.cluster = sel.cluster[:min(len(sel.cluster), MaxEndpoints-len(sel.local))]
 	sel.local = sel.local[:min(len(sel.local), MaxEndpoints)]
+	sel.dropped = before - len(sel.cluster) - len(sel.local)
 	return sel
+}
+
+// EndpointsOverLimit returns, per family, how many of a service port's
+// usable endpoints Build leaves out because they do not fit the service
+// port's block of the endpoint map (MaxEndpoints per service port and
+// family, shared by the cluster-wide and the local endpoints); nil when
+// everything fits. The proxier reports these.
+func EndpointsOverLimit(st *model.State, sp *model.ServicePort) map[Family]int {
+	// Both selections are subsets of the endpoints: with at most
+	// MaxEndpoints/2 of them everything fits.
+	if len(sp.Endpoints) <= MaxEndpoints/2 {
+		return nil
+	}
+	var out map[Family]int
+	for _, f := range Families {
+		if len(addrsOfFamily(sp.ClusterIPs, f)) == 0 {
+			continue // nothing is programmed in this family
+		}
+		sel := selectEndpoints(st, sp, f, externalIn(sp, f))
+		if sel.dropped > 0 {
+			if out == nil {
+				out = map[Family]int{}
+			}
+			out[f] = sel.dropped
+		}
+	}
+	return out
+}
+
+// externalIn reports whether a service port is reachable from outside in
+// family f: a NodePort, or an external or load balancer IP of f.
+func externalIn(sp *model.ServicePort, f Family) bool {
+	return sp.NodePort != 0 || len(addrsOfFamily(sp.ExternalIPs, f)) > 0 || len(addrsOfFamily(sp.LoadBalancerIPs, f)) > 0
 }
 
 // firewallFragment adds what loadBalancerSourceRanges need: the load

@@ -100,6 +100,10 @@ type SyncInfo struct {
 	Converted int
 	// ConntrackDeleted counts the stale UDP conntrack entries deleted.
 	ConntrackDeleted int
+	// EndpointsOverLimit counts the usable endpoints not programmed
+	// because their service port has more than nftrules.MaxEndpoints in a
+	// family (each such service port is also reported as a Rejection).
+	EndpointsOverLimit int
 }
 
 func (c *Config) validate() error {
@@ -169,6 +173,9 @@ type Proxier struct {
 	// onIdle, if set (tests), is called whenever the sync loop is about to
 	// block: everything it was woken for has been decided by then.
 	onIdle func()
+	// overLimit holds what was reported for each service port with more
+	// endpoints than fit (checkEndpointLimits), to report changes only.
+	overLimit map[model.ServicePortName]string
 }
 
 // New returns a Proxier reading objects from src, changes from changes, and

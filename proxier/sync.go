@@ -27,6 +27,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	}
 
 	st := p.state()
+	overLimit := p.checkEndpointLimits(st)
 	res, err := p.rec.Sync(ctx, p.builder.Build(st), full)
 	deleted := 0
 	if err == nil {
@@ -37,7 +38,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	info := SyncInfo{
 		State: st, Full: full, Result: res, Err: err, Start: start,
 		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,
-		ConntrackDeleted: deleted,
+		ConntrackDeleted: deleted, EndpointsOverLimit: overLimit,
 	}
 	p.syncHealthChecks(st)
 	if p.cfg.OnSync != nil {

@@ -38,6 +38,7 @@ type Metrics struct {
 	objects, messages prometheus.Histogram
 	servicePorts      prometheus.Gauge
 	conntrackDeleted  prometheus.Counter
+	overLimit         prometheus.Gauge
 }
 
 // syncBuckets are kube-proxy's buckets for sync durations (1 ms to 16 s).
@@ -108,13 +109,17 @@ func New(changes ChangeSource) *Metrics {
 			Name: "nftproxy_conntrack_entries_deleted_total",
 			Help: "Stale UDP conntrack entries deleted after syncs (flows whose backend is no longer a serving endpoint).",
 		}),
+		overLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nftproxy_endpoints_over_limit",
+			Help: "Usable endpoints not programmed at the last sync because their service port has more than 16384 in one family (each such Service gets a TooManyEndpoints Event).",
+		}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.syncDuration, m.fullSyncDuration, m.partialSyncDuration, m.networkProgramming,
 		m.lastSync, m.syncFailures, m.noLocalEndpoints, m.healthz, m.livez,
-		m.objects, m.messages, m.servicePorts, m.conntrackDeleted,
+		m.objects, m.messages, m.servicePorts, m.conntrackDeleted, m.overLimit,
 	)
 	// Both label values exist from the start, as in kube-proxy.
 	m.noLocalEndpoints.WithLabelValues("internal")
@@ -193,6 +198,7 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 	m.messages.Observe(float64(info.Result.Messages))
 	if info.State != nil {
 		m.servicePorts.Set(float64(len(info.State.Services)))
+		m.overLimit.Set(float64(info.EndpointsOverLimit))
 		internal, external := noLocalEndpoints(info.State)
 		m.noLocalEndpoints.WithLabelValues("internal").Set(float64(internal))
 		m.noLocalEndpoints.WithLabelValues("external").Set(float64(external))

@@ -194,8 +194,9 @@ func TestScrapeAfterSyncs(t *testing.T) {
 	}
 }
 
-// TestObserveSync feeds SyncInfos directly: conntrack deletions and the
-// external no-local-endpoints count (externally reachable ports only).
+// TestObserveSync feeds SyncInfos directly: conntrack deletions, endpoints
+// over the per-port limit and the external no-local-endpoints count
+// (externally reachable ports only).
 func TestObserveSync(t *testing.T) {
 	m := metrics.New(nil)
 	local := pmodel.Endpoint{Addr: netip.MustParseAddr("10.244.0.5"), Port: 80, NodeName: node, Ready: true}
@@ -209,7 +210,7 @@ func TestObserveSync(t *testing.T) {
 		{ExternalPolicyLocal: true, InternalPolicyLocal: true, NodePort: 30082, Endpoints: []pmodel.Endpoint{terminatingLocal}}, // fallback: no
 		{InternalPolicyLocal: true, ExternalPolicyLocal: true, ExternalIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},     // both
 	}}
-	m.ObserveSync(proxier.SyncInfo{State: st, Start: time.Now(), Duration: time.Millisecond, ConntrackDeleted: 5})
+	m.ObserveSync(proxier.SyncInfo{State: st, Start: time.Now(), Duration: time.Millisecond, ConntrackDeleted: 5, EndpointsOverLimit: 616})
 	m.ObserveSync(proxier.SyncInfo{Start: time.Now(), Err: errors.New("x"), ConntrackDeleted: 9}) // failed: not counted
 	fams := scrape(t, m)
 	if got := value(t, fams, "nftproxy_conntrack_entries_deleted_total", nil); got != 5 {
@@ -223,6 +224,9 @@ func TestObserveSync(t *testing.T) {
 	}
 	if got := value(t, fams, "nftproxy_service_ports", nil); got != 5 {
 		t.Errorf("service ports %g, want 5", got)
+	}
+	if got := value(t, fams, "nftproxy_endpoints_over_limit", nil); got != 616 {
+		t.Errorf("endpoints over limit %g, want 616", got)
 	}
 	if _, ok := fams["kubeproxy_sync_proxy_rules_service_changes_total"]; ok {
 		t.Error("change metrics registered without a change source")

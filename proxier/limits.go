@@ -1,0 +1,52 @@
+package proxier
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"k8s.io/klog/v2"
+
+	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// checkEndpointLimits finds the service ports of st with more usable
+// endpoints in a family than the ruleset has room for
+// (nftrules.MaxEndpoints per service port and family; the rest are not
+// programmed), reports each one whose count changed (log line and a
+// TooManyEndpoints Warning Event on the Service) and returns how many
+// endpoints are left out in all (a metric). Only service ports with more
+// than MaxEndpoints/2 endpoints are looked at, so it costs nothing in the
+// common case.
+func (p *Proxier) checkEndpointLimits(st *model.State) int {
+	over := map[model.ServicePortName]string{}
+	total := 0
+	for _, sp := range st.Services {
+		dropped := nftrules.EndpointsOverLimit(st, sp)
+		if len(dropped) == 0 {
+			continue
+		}
+		var parts []string
+		for _, f := range slices.Sorted(maps.Keys(dropped)) {
+			total += dropped[f]
+			name := map[nftrules.Family]string{nftrules.IPv4: "IPv4", nftrules.IPv6: "IPv6"}[f]
+			parts = append(parts, fmt.Sprintf("%d %s", dropped[f], name))
+		}
+		msg := fmt.Sprintf("port %s/%s: %s endpoint(s) not programmed: at most %d endpoints per service port and family fit the ruleset",
+			sp.Name.Port, sp.Name.Protocol, strings.Join(parts, " and "), nftrules.MaxEndpoints)
+		over[sp.Name] = msg
+		if p.overLimit[sp.Name] != msg {
+			p.report([]model.Rejection{{Kind: "Service", Namespace: sp.Name.Namespace, Name: sp.Name.Name, Invalid: true,
+				Reason: "TooManyEndpoints", Message: msg}})
+		}
+	}
+	for name := range p.overLimit {
+		if _, ok := over[name]; !ok {
+			klog.InfoS("Service port back within the endpoint limit; all its endpoints are programmed", "servicePort", name.String())
+		}
+	}
+	p.overLimit = over
+	return total
+}

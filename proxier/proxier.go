@@ -157,6 +157,8 @@ type Proxier struct {
 
 	nodeZone string
 	nodeIPs  []netip.Addr
+	// nodeSeen: the Node has been read at least once (refreshNode).
+	nodeSeen bool
 	// nodePortIPs are the NodePort addresses (refreshNodePortIPs).
 	nodePortIPs []netip.Addr
 

@@ -142,7 +142,15 @@ func (p *Proxier) setService(key types.NamespacedName, ports []*model.ServicePor
 	klog.V(4).InfoS("Service ports updated", "service", key, "ports", len(ports))
 }
 
-// refreshNode rereads the Node's zone and addresses.
+// refreshNode rereads the Node's zone and addresses. A Node that goes
+// missing (deleted, or not yet re-registered after a kubelet restart)
+// keeps its last known zone and addresses: emptying them would withdraw
+// every NodePort served on the primary addresses while the node still
+// forwards traffic. (Upstream reads the addresses once at start-up and
+// exits when the Node is deleted or its addresses change; nftproxy follows
+// address changes and keeps serving.) Before the Node is first seen they
+// are unknown: no NodePort is served on primary addresses until it
+// appears.
 func (p *Proxier) refreshNode() {
 	n, err := p.src.Node()
 	if err != nil {
@@ -150,8 +158,16 @@ func (p *Proxier) refreshNode() {
 		return
 	}
 	if n == nil {
-		klog.InfoS("Node object not found; node addresses and zone unknown", "node", p.cfg.NodeName)
+		if p.nodeSeen {
+			klog.InfoS("Node object not found; keeping its last known zone and addresses", "node", p.cfg.NodeName,
+				"zone", p.nodeZone, "ips", p.nodeIPs)
+		} else {
+			klog.InfoS("Node object not found; node addresses and zone unknown until it appears (no NodePort on primary addresses)",
+				"node", p.cfg.NodeName)
+		}
+		return
 	}
+	p.nodeSeen = true
 	zone, ips := nodeInfo(n)
 	if zone == p.nodeZone && slices.Equal(ips, p.nodeIPs) {
 		return

@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
+
+	"github.com/nftproxy/nftproxy/internal/httpserver"
 )
 
 // serveOptions are the flags of nftproxy's HTTP endpoints and its config
@@ -63,7 +65,7 @@ func serveHTTP(ctx context.Context, name, addr string, h http.Handler, hardFail 
 		klog.ErrorS(err, "Running without it (set --bind-address-hard-fail to exit instead)", "server", name)
 		return nil
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpserver.New(h)
 	go func() {
 		<-ctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nftproxy/nftproxy/internal/httpserver"
 )
 
 func TestServeHTTP(t *testing.T) {
@@ -54,5 +57,26 @@ func TestServeOptionsCheck(t *testing.T) {
 	s.metricsBindAddress = "127.0.0.1" // no port
 	if err := s.check(); err == nil || !strings.Contains(err.Error(), "--metrics-bind-address") {
 		t.Errorf("address without port: %v", err)
+	}
+}
+
+// TestServeHTTPClosesIdleConnections: the health and metrics servers get
+// httpserver's limits; before they had no idle timeout.
+func TestServeHTTPClosesIdleConnections(t *testing.T) {
+	defer func(d time.Duration) { httpserver.IdleTimeout = d }(httpserver.IdleTimeout)
+	httpserver.IdleTimeout = 100 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := serveHTTP(ctx, "healthz", addr, http.NotFoundHandler(), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := httpserver.ClosesIdle(addr, 5*time.Second); err != nil {
+		t.Error(err)
 	}
 }

@@ -18,10 +18,11 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
+
+	"github.com/nftproxy/nftproxy/internal/httpserver"
 )
 
 // Service is one health check node port to serve.
@@ -149,7 +150,7 @@ func (s *Server) start(svc Service) (*instance, error) {
 		return nil, fmt.Errorf("listen on %s for %s: %w", addr, svc.Name, err)
 	}
 	in := &instance{name: svc.Name}
-	in.srv = &http.Server{Handler: s.handler(in), ReadHeaderTimeout: 5 * time.Second}
+	in.srv = httpserver.New(s.handler(in))
 	go func() {
 		if err := in.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Health check node port server failed", "port", svc.Port)

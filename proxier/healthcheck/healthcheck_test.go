@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nftproxy/nftproxy/internal/httpserver"
 )
 
 // freePort returns a port nothing listens on right now.
@@ -134,5 +136,20 @@ func TestPortConflictIsReportedAndRetried(t *testing.T) {
 	}
 	if len(reported) != 1 {
 		t.Errorf("reported again: %v", reported)
+	}
+}
+
+// TestHealthCheckServerClosesIdleConnections: health check node ports are
+// reachable from outside the node; they get httpserver's limits (before:
+// no idle timeout, idle connections stayed open).
+func TestHealthCheckServerClosesIdleConnections(t *testing.T) {
+	defer func(d time.Duration) { httpserver.IdleTimeout = d }(httpserver.IdleTimeout)
+	httpserver.IdleTimeout = 100 * time.Millisecond
+	s := New(Options{BindAddress: "127.0.0.1"})
+	t.Cleanup(s.Close)
+	port := freePort(t)
+	s.Sync([]Service{{Name: types.NamespacedName{Namespace: "ns", Name: "web"}, Port: port, LocalEndpoints: 1}})
+	if err := httpserver.ClosesIdle(net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), 5*time.Second); err != nil {
+		t.Error(err)
 	}
 }

@@ -64,12 +64,23 @@ func TestNodePortAddressesSelect(t *testing.T) {
 type fakeHealthChecks struct {
 	mu    sync.Mutex
 	calls [][]healthcheck.Service
+	addrs [][]netip.Addr
 }
 
-func (f *fakeHealthChecks) Sync(s []healthcheck.Service) {
+func (f *fakeHealthChecks) Sync(addrs []netip.Addr, s []healthcheck.Service) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, s)
+	f.addrs = append(f.addrs, addrs)
+}
+
+func (f *fakeHealthChecks) lastAddrs() []netip.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.addrs) == 0 {
+		return nil
+	}
+	return f.addrs[len(f.addrs)-1]
 }
 
 func (f *fakeHealthChecks) last() ([]healthcheck.Service, bool) {
@@ -115,6 +126,10 @@ func TestProxierExternalState(t *testing.T) {
 	}
 	want := []healthcheck.Service{{Name: nn("lb"), Port: 32000, LocalEndpoints: 2}}
 	e.eventually("health check with 2 local endpoints", func() bool { got, _ := hc.last(); return reflect.DeepEqual(got, want) })
+	// Served on the NodePort addresses, not on every address of the host.
+	if got := hc.lastAddrs(); !reflect.DeepEqual(got, st.NodePortIPs) {
+		t.Errorf("health check node ports on %v, want the NodePort addresses %v", got, st.NodePortIPs)
+	}
 
 	// One local endpoint stops being ready, the other terminates.
 	updated := eps.DeepCopy()

@@ -135,8 +135,9 @@ func (p *Proxier) refreshNodePortIPs() {
 }
 
 // syncHealthChecks tells the health check server the health check node
-// ports of st and their ready local endpoints (distinct addresses over the
-// Service's ports, as upstream counts them).
+// ports of st, the addresses to serve them on (the NodePort addresses) and
+// their ready local endpoints (distinct addresses over the Service's
+// ports, as upstream counts them).
 func (p *Proxier) syncHealthChecks(st *model.State) {
 	if p.cfg.HealthChecks == nil {
 		return
@@ -160,5 +161,5 @@ func (p *Proxier) syncHealthChecks(st *model.State) {
 	for i := range out {
 		out[i].LocalEndpoints = nftrules.LocalReadyEndpoints(st.NodeName, ports[i])
 	}
-	p.cfg.HealthChecks.Sync(out)
+	p.cfg.HealthChecks.Sync(st.NodePortIPs, out)
 }

@@ -69,7 +69,8 @@ type Config struct {
 	// NodePortAddresses has CIDRs (default InterfaceAddrs).
 	LocalAddrs func() ([]netip.Addr, error)
 	// HealthChecks, if set, is told after every sync which health check
-	// node ports to serve and how many ready local endpoints each has;
+	// node ports to serve, on which addresses (the NodePort addresses, as
+	// upstream) and how many ready local endpoints each has;
 	// *healthcheck.Server implements it.
 	HealthChecks HealthCheckSyncer
 	// DenyExternalIPsOnNodeAddresses drops externalIPs and load-balancer
@@ -78,9 +79,10 @@ type Config struct {
 	DenyExternalIPsOnNodeAddresses bool
 }
 
-// HealthCheckSyncer serves health check node ports.
+// HealthCheckSyncer serves health check node ports on the NodePort
+// addresses.
 type HealthCheckSyncer interface {
-	Sync([]healthcheck.Service)
+	Sync(addrs []netip.Addr, services []healthcheck.Service)
 }
 
 // SyncInfo describes one sync attempt.

@@ -8,6 +8,10 @@
 //
 // Cloud load balancers probe the port on every node and only send traffic
 // to nodes that answer 200.
+//
+// As upstream does with --nodeport-addresses, the ports listen on the
+// node's NodePort addresses only (one listener per address), not on every
+// address of the host.
 package healthcheck
 
 import (
@@ -16,6 +20,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -35,9 +41,6 @@ type Service struct {
 
 // Options of a Server.
 type Options struct {
-	// BindAddress is the address servers listen on (default: all of the
-	// node's addresses).
-	BindAddress string
 	// Healthy reports whether the proxy itself is healthy (default: always);
 	// when it is not every port answers 503.
 	Healthy func() bool
@@ -56,10 +59,15 @@ type Server struct {
 
 	mu    sync.Mutex
 	ports map[uint16]*instance
+	// noAddrs: the last Sync had ports to serve but no address (logged
+	// once).
+	noAddrs bool
 }
 
 type instance struct {
 	srv *http.Server
+	// lns are the listeners, one per NodePort address.
+	lns map[netip.Addr]net.Listener
 
 	mu        sync.Mutex
 	name      types.NamespacedName
@@ -77,11 +85,14 @@ func New(opts Options) *Server {
 	return &Server{opts: opts, ports: map[uint16]*instance{}}
 }
 
-// Sync makes the Server serve exactly the given ports with the given
-// counts: it starts servers for new ports, stops those of ports no longer
-// listed and updates the rest in place. A port that cannot be opened is
-// reported (OnListenError) and retried at the next Sync.
-func (s *Server) Sync(services []Service) {
+// Sync makes the Server serve exactly the given ports, on exactly the
+// given addresses (the node's NodePort addresses), with the given counts:
+// it starts servers for new ports, stops those of ports no longer listed,
+// opens and closes listeners as the addresses change and updates the rest
+// in place. An address:port that cannot be opened is reported
+// (OnListenError) and retried at the next Sync; the port's other addresses
+// are served meanwhile.
+func (s *Server) Sync(addrs []netip.Addr, services []Service) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := make(map[uint16]Service, len(services))
@@ -95,31 +106,78 @@ func (s *Server) Sync(services []Service) {
 		}
 		want[svc.Port] = svc
 	}
+	if noAddrs := len(addrs) == 0 && len(want) > 0; noAddrs != s.noAddrs {
+		s.noAddrs = noAddrs
+		if noAddrs {
+			klog.InfoS("No NodePort address: health check node ports are not served until there is one", "ports", len(want))
+		}
+	}
 	for port, in := range s.ports {
-		if _, ok := want[port]; !ok {
+		if _, ok := want[port]; !ok || len(addrs) == 0 {
 			_ = in.srv.Close()
 			delete(s.ports, port)
 			klog.V(2).InfoS("Stopped health check node port", "port", port, "service", in.name)
 		}
 	}
+	if len(addrs) == 0 {
+		return
+	}
 	for port, svc := range want {
 		in, ok := s.ports[port]
 		if !ok {
-			var err error
-			if in, err = s.start(svc); err != nil {
-				klog.ErrorS(err, "Cannot open health check node port; retrying at the next sync", "port", port, "service", svc.Name)
-				if s.opts.OnListenError != nil {
-					s.opts.OnListenError(svc.Name, port, err)
-				}
-				continue
-			}
-			s.ports[port] = in
-			klog.V(2).InfoS("Serving health check node port", "port", port, "service", svc.Name)
+			in = &instance{name: svc.Name, lns: map[netip.Addr]net.Listener{}}
+			in.srv = httpserver.New(s.handler(in))
 		}
 		in.mu.Lock()
 		in.name, in.endpoints = svc.Name, svc.LocalEndpoints
 		in.mu.Unlock()
+		if err := s.listen(in, port, addrs); err != nil {
+			klog.ErrorS(err, "Cannot open health check node port; retrying at the next sync", "port", port, "service", svc.Name)
+			if s.opts.OnListenError != nil {
+				s.opts.OnListenError(svc.Name, port, err)
+			}
+		}
+		if len(in.lns) == 0 {
+			_ = in.srv.Close()
+			delete(s.ports, port)
+			continue
+		}
+		if !ok {
+			klog.V(2).InfoS("Serving health check node port", "port", port, "service", svc.Name, "addresses", addrs)
+		}
+		s.ports[port] = in
 	}
+}
+
+// listen makes in listen on port at exactly addrs: it closes the listeners
+// of addresses no longer given and opens those of new ones, returning the
+// errors of those that could not be opened.
+func (s *Server) listen(in *instance, port uint16, addrs []netip.Addr) error {
+	for a, ln := range in.lns {
+		if !slices.Contains(addrs, a) {
+			_ = ln.Close()
+			delete(in.lns, a)
+		}
+	}
+	var errs []error
+	for _, a := range addrs {
+		if _, ok := in.lns[a]; ok {
+			continue
+		}
+		addr := net.JoinHostPort(a.String(), strconv.Itoa(int(port)))
+		ln, err := s.opts.Listen("tcp", addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen on %s for %s: %w", addr, in.name, err))
+			continue
+		}
+		in.lns[a] = ln
+		go func() {
+			if err := in.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				klog.ErrorS(err, "Health check node port server failed", "address", addr)
+			}
+		}()
+	}
+	return errors.Join(errs...)
 }
 
 // Ports returns the ports being served.
@@ -141,22 +199,6 @@ func (s *Server) Close() {
 		_ = in.srv.Close()
 		delete(s.ports, port)
 	}
-}
-
-func (s *Server) start(svc Service) (*instance, error) {
-	addr := net.JoinHostPort(s.opts.BindAddress, strconv.Itoa(int(svc.Port)))
-	ln, err := s.opts.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s for %s: %w", addr, svc.Name, err)
-	}
-	in := &instance{name: svc.Name}
-	in.srv = httpserver.New(s.handler(in))
-	go func() {
-		if err := in.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "Health check node port server failed", "port", svc.Port)
-		}
-	}()
-	return in, nil
 }
 
 // response is the body upstream kube-proxy sends.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +16,9 @@ import (
 
 	"github.com/nftproxy/nftproxy/internal/httpserver"
 )
+
+// loopback is the NodePort address the tests serve on.
+var loopback = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 
 // freePort returns a port nothing listens on right now.
 func freePort(t *testing.T) uint16 {
@@ -60,12 +64,12 @@ func mustGet(t *testing.T, port uint16) reply {
 func TestServesCountsAndFollowsChanges(t *testing.T) {
 	var healthy atomic.Bool
 	healthy.Store(true)
-	s := New(Options{BindAddress: "127.0.0.1", Healthy: healthy.Load})
+	s := New(Options{Healthy: healthy.Load})
 	t.Cleanup(s.Close)
 	web := types.NamespacedName{Namespace: "ns", Name: "web"}
 	pa := freePort(t)
 
-	s.Sync([]Service{{Name: web, Port: pa, LocalEndpoints: 2}})
+	s.Sync(loopback, []Service{{Name: web, Port: pa, LocalEndpoints: 2}})
 	r := mustGet(t, pa)
 	if want := `{"service":{"namespace":"ns","name":"web"},"localEndpoints":2,"serviceProxyHealthy":true}`; r.code != 200 || r.body != want {
 		t.Errorf("got %d %s, want 200 %s", r.code, r.body, want)
@@ -78,14 +82,14 @@ func TestServesCountsAndFollowsChanges(t *testing.T) {
 	}
 
 	// The last local endpoint goes: 503 at once, same server.
-	s.Sync([]Service{{Name: web, Port: pa, LocalEndpoints: 0}})
+	s.Sync(loopback, []Service{{Name: web, Port: pa, LocalEndpoints: 0}})
 	r = mustGet(t, pa)
 	if want := `{"service":{"namespace":"ns","name":"web"},"localEndpoints":0,"serviceProxyHealthy":true}`; r.code != 503 || r.body != want {
 		t.Errorf("got %d %s, want 503 %s", r.code, r.body, want)
 	}
 
 	// Back, but the proxy is unhealthy: 503 with the count.
-	s.Sync([]Service{{Name: web, Port: pa, LocalEndpoints: 1}})
+	s.Sync(loopback, []Service{{Name: web, Port: pa, LocalEndpoints: 1}})
 	healthy.Store(false)
 	r = mustGet(t, pa)
 	if want := `{"service":{"namespace":"ns","name":"web"},"localEndpoints":1,"serviceProxyHealthy":false}`; r.code != 503 || r.body != want {
@@ -97,7 +101,7 @@ func TestServesCountsAndFollowsChanges(t *testing.T) {
 	}
 
 	// The Service goes: its port closes.
-	s.Sync(nil)
+	s.Sync(loopback, nil)
 	if _, err := get(t, pa); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("after the Service went: %v, want connection refused", err)
 	}
@@ -108,7 +112,7 @@ func TestServesCountsAndFollowsChanges(t *testing.T) {
 
 func TestPortConflictIsReportedAndRetried(t *testing.T) {
 	var reported []uint16
-	s := New(Options{BindAddress: "127.0.0.1", OnListenError: func(_ types.NamespacedName, port uint16, _ error) {
+	s := New(Options{OnListenError: func(_ types.NamespacedName, port uint16, _ error) {
 		reported = append(reported, port)
 	}})
 	t.Cleanup(s.Close)
@@ -122,7 +126,7 @@ func TestPortConflictIsReportedAndRetried(t *testing.T) {
 	b := types.NamespacedName{Namespace: "ns", Name: "b"}
 	svcs := []Service{{Name: a, Port: busy, LocalEndpoints: 1}, {Name: b, Port: free, LocalEndpoints: 1}}
 
-	s.Sync(svcs)
+	s.Sync(loopback, svcs)
 	if len(reported) != 1 || reported[0] != busy {
 		t.Fatalf("reported %v, want [%d]", reported, busy)
 	}
@@ -130,7 +134,7 @@ func TestPortConflictIsReportedAndRetried(t *testing.T) {
 		t.Errorf("the other Service's port: got %d, want 200", r.code)
 	}
 	blocker.Close()
-	s.Sync(svcs)
+	s.Sync(loopback, svcs)
 	if r := mustGet(t, busy); r.code != 200 || r.body != `{"service":{"namespace":"ns","name":"a"},"localEndpoints":1,"serviceProxyHealthy":true}` {
 		t.Errorf("after the port was freed: got %d %s", r.code, r.body)
 	}
@@ -145,11 +149,53 @@ func TestPortConflictIsReportedAndRetried(t *testing.T) {
 func TestHealthCheckServerClosesIdleConnections(t *testing.T) {
 	defer func(d time.Duration) { httpserver.IdleTimeout = d }(httpserver.IdleTimeout)
 	httpserver.IdleTimeout = 100 * time.Millisecond
-	s := New(Options{BindAddress: "127.0.0.1"})
+	s := New(Options{})
 	t.Cleanup(s.Close)
 	port := freePort(t)
-	s.Sync([]Service{{Name: types.NamespacedName{Namespace: "ns", Name: "web"}, Port: port, LocalEndpoints: 1}})
+	s.Sync(loopback, []Service{{Name: types.NamespacedName{Namespace: "ns", Name: "web"}, Port: port, LocalEndpoints: 1}})
 	if err := httpserver.ClosesIdle(net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), 5*time.Second); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestServesOnNodePortAddressesOnly: a health check node port listens on
+// the NodePort addresses it is given, not on every address of the host
+// (before: on all of them), and follows them when they change.
+func TestServesOnNodePortAddressesOnly(t *testing.T) {
+	s := New(Options{})
+	t.Cleanup(s.Close)
+	port := freePort(t)
+	svc := []Service{{Name: types.NamespacedName{Namespace: "ns", Name: "web"}, Port: port, LocalEndpoints: 1}}
+	at := func(ip string) error {
+		c := &http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get("http://" + net.JoinHostPort(ip, strconv.Itoa(int(port))) + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	s.Sync([]netip.Addr{netip.MustParseAddr("127.0.0.2")}, svc)
+	if err := at("127.0.0.2"); err != nil {
+		t.Errorf("NodePort address 127.0.0.2: %v", err)
+	}
+	if err := at("127.0.0.1"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("127.0.0.1, not a NodePort address: %v, want connection refused", err)
+	}
+
+	// The addresses change: the listeners follow.
+	s.Sync([]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.3")}, svc)
+	for _, ip := range []string{"127.0.0.1", "127.0.0.3"} {
+		if err := at(ip); err != nil {
+			t.Errorf("NodePort address %s: %v", ip, err)
+		}
+	}
+	if err := at("127.0.0.2"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("127.0.0.2, no longer a NodePort address: %v, want connection refused", err)
+	}
+
+	// No address at all: nothing is served.
+	s.Sync(nil, svc)
+	if err := at("127.0.0.1"); !errors.Is(err, syscall.ECONNREFUSED) || len(s.Ports()) != 0 {
+		t.Errorf("without NodePort addresses: %v, ports %v; want connection refused, none", err, s.Ports())
 	}
 }

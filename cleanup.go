@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -9,34 +10,39 @@ import (
 	"github.com/nftproxy/nftproxy/nftrules"
 )
 
-// runCleanup removes our tables from the current network namespace. It is
-// idempotent and touches nothing but `table ip nftproxy` and `table ip6
-// nftproxy` (upstream kube-proxy's tables, and everyone else's, stay).
-func runCleanup(out io.Writer) error {
+// runCleanup removes our tables from the current network namespace and
+// restores net.ipv4.conf.all.route_localnet if nftproxy changed it (as
+// recorded in stateDir). It is idempotent and touches nothing but `table
+// ip nftproxy` and `table ip6 nftproxy` (upstream kube-proxy's tables, and
+// everyone else's, stay).
+func runCleanup(out io.Writer, stateDir string) error {
 	rec, err := nftrules.NewReconciler(nftrules.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
-	return cleanupWith(out, rec)
+	return cleanupWith(out, rec, stateDir)
 }
 
-// cleanupWith deletes the tables rec manages.
-func cleanupWith(out io.Writer, rec *nftrules.Reconciler) error {
+// cleanupWith deletes the tables rec manages, after restoring
+// route_localnet (so that it is never 1 without the guard rule).
+func cleanupWith(out io.Writer, rec *nftrules.Reconciler, stateDir string) error {
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("cleanup: read our tables: %w", err)
 	}
+	// A failure to restore is reported (exit 1), the tables go anyway.
+	localnetErr := cleanupRouteLocalnet(out, live, stateDir)
 	if err := rec.Cleanup(); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
+		return fmt.Errorf("cleanup: %w", errors.Join(err, localnetErr))
 	}
 	if len(live.Tables) == 0 {
 		fmt.Fprintln(out, "no nftproxy tables: nothing to clean up")
-		return nil
+		return localnetErr
 	}
 	for _, f := range live.SortedFamilies() {
 		t := live.Tables[f]
 		klog.InfoS("Deleted table", "family", f, "table", t.Name, "chains", len(t.Chains), "sets", len(t.Sets))
 		fmt.Fprintf(out, "deleted table %s %s (%d chains, %d sets)\n", f, t.Name, len(t.Chains), len(t.Sets))
 	}
-	return nil
+	return localnetErr
 }

@@ -27,6 +27,7 @@ type options struct {
 	nodePortAddrs    string
 	// denyNodeAddressExternalIPs: see proxier/claims.
 	denyNodeAddressExternalIPs bool
+	stateDir                   string
 
 	// Filled in by complete.
 	nodeName  string
@@ -35,7 +36,7 @@ type options struct {
 }
 
 func newOptions() *options {
-	return &options{minSyncPeriod: time.Second, syncPeriod: 30 * time.Second, nodePortAddrs: "primary"}
+	return &options{minSyncPeriod: time.Second, syncPeriod: 30 * time.Second, nodePortAddrs: "primary", stateDir: "/run/nftproxy"}
 }
 
 func (o *options) addFlags(fs *pflag.FlagSet) {
@@ -46,8 +47,9 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", o.masqueradeAll, "Masquerade all traffic sent to Service cluster IPs.")
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", o.minSyncPeriod, "Minimum time between two rule syncs; changes arriving meanwhile are batched (0: sync on every change).")
 	fs.StringVar(&o.serviceProxyName, "service-proxy-name", o.serviceProxyName, "Program only Services labelled service.kubernetes.io/service-proxy-name=NAME (empty: only Services without that label, as kube-proxy).")
-	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", o.nodePortAddrs, "Addresses NodePorts are served on: \"primary\" (the Node's InternalIPs), and/or comma-separated CIDRs selecting the node's interface addresses (\"0.0.0.0/0,::/0\": all; 127.0.0.0/8 enables localhost NodePorts and sets net.ipv4.conf.all.route_localnet=1).")
+	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", o.nodePortAddrs, "Addresses NodePorts are served on: \"primary\" (the Node's InternalIPs), and/or comma-separated CIDRs selecting the node's interface addresses (\"0.0.0.0/0,::/0\": all; 127.0.0.0/8 enables localhost NodePorts and, once their guard rule is in, sets net.ipv4.conf.all.route_localnet=1, which --cleanup restores).")
 	fs.BoolVar(&o.denyNodeAddressExternalIPs, "deny-external-ips-on-node-addresses", o.denyNodeAddressExternalIPs, "Never program an externalIP or load-balancer IP that is one of this node's addresses, on any port (guards the node's own services, e.g. SSH or the kubelet, from capture by a Service; kube-proxy has no such guard). Without it, such an address still loses to a NodePort on the same port.")
+	fs.StringVar(&o.stateDir, "state-dir", o.stateDir, "Directory where nftproxy records what it changes outside its tables (the value of net.ipv4.conf.all.route_localnet it replaced), for --cleanup to restore; a tmpfs, like the sysctl, forgets it at reboot.")
 	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of full resyncs, which repair rules changed behind our back; also the longest retry delay after a failure.")
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -112,15 +113,13 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	defer cleaner.Close()
+	onSync := ob.onSync
 	if o.nodePorts.NeedsRouteLocalnet() {
-		// Localhost NodePorts: a connection from 127.0.0.1 DNATed to a pod
-		// must be routed out; filter-prerouting drops what other hosts
-		// send to 127.0.0.0/8 (README, "Localhost NodePorts").
-		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
-			klog.ErrorS(err, "Cannot set net.ipv4.conf.all.route_localnet=1; localhost NodePorts will not work")
-		} else {
-			klog.InfoS("Set net.ipv4.conf.all.route_localnet=1 for localhost NodePorts")
-		}
+		// Set once the guard rule is in the kernel (localnet.go).
+		rl := newRouteLocalnet(o.stateDir)
+		onSync = func(info proxier.SyncInfo) { ob.onSync(info); rl.afterSync(info) }
+	} else if _, err := restoreRouteLocalnet(io.Discard, o.stateDir); err != nil {
+		klog.ErrorS(err, "Localhost NodePorts are off but route_localnet, set by an earlier run, could not be restored")
 	}
 	hcs := healthcheck.New(healthcheck.Options{
 		Healthy: ob.health.Healthy,
@@ -140,7 +139,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		NoIPv6:            !ipv6Available(),
 		MinSyncPeriod:     o.minSyncPeriod,
 		SyncPeriod:        o.syncPeriod,
-		OnSync:            ob.onSync,
+		OnSync:            onSync,
 		OnReject:          ob.events.Reject,
 
 		DenyExternalIPsOnNodeAddresses: o.denyNodeAddressExternalIPs,

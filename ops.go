@@ -98,7 +98,7 @@ func (o *opsOptions) run(ctx context.Context, out io.Writer, opts *options, args
 	}
 	switch {
 	case o.cleanup:
-		return runCleanup(out)
+		return runCleanup(out, opts.stateDir)
 	case o.dump:
 		return runDump(ctx, out, o, opts)
 	case o.trace != "":

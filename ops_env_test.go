@@ -165,7 +165,8 @@ func TestHelperNftproxyMain(t *testing.T) {
 // runCLI runs nftproxy with args inside ns and returns stdout and stderr.
 func runCLI(t testing.TB, ns *netkit.NS, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	args = append([]string{"--hostname-override=node"}, args...)
+	// --state-dir: never the host's /run/nftproxy (args may override it).
+	args = append([]string{"--hostname-override=node", "--state-dir=" + t.TempDir()}, args...)
 	raw, err := json.Marshal(args)
 	if err != nil {
 		t.Fatal(err)

@@ -538,8 +538,9 @@ func TestKernelTraceMatchesTraffic(t *testing.T) {
 	}
 }
 
-// TestKernelCleanupCLI: --cleanup removes our tables, is idempotent, exits
-// 0, and leaves a foreign table byte-for-byte unchanged.
+// TestKernelCleanupCLI: --cleanup removes our tables, restores the
+// route_localnet nftproxy recorded changing, is idempotent, exits 0, and
+// leaves a foreign table byte-for-byte unchanged.
 func TestKernelCleanupCLI(t *testing.T) {
 	n := newCLINode(t, 0)
 	foreign := "table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.96.0.10 }\n\t}\n\tchain c {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tip daddr @s counter\n\t}\n}\ntable ip6 kube-proxy {\n\tchain services {\n\t}\n}\n"
@@ -563,12 +564,23 @@ func TestKernelCleanupCLI(t *testing.T) {
 		return b.String()
 	}
 	before := listForeign()
+	// nftproxy had set route_localnet (0 before) for localhost NodePorts.
+	state := t.TempDir()
+	if err := os.WriteFile(filepath.Join(state, routeLocalnetRecordName), []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.node.Sysctl("net.ipv4.conf.all.route_localnet", "1"); err != nil {
+		t.Fatal(err)
+	}
 
-	out := mustRunCLI(t, n.node, "--cleanup")
-	for _, want := range []string{"deleted table ip nftproxy", "deleted table ip6 nftproxy"} {
+	out := mustRunCLI(t, n.node, "--cleanup", "--state-dir="+state)
+	for _, want := range []string{"deleted table ip nftproxy", "deleted table ip6 nftproxy", "restored net.ipv4.conf.all.route_localnet=0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--cleanup output lacks %q:\n%s", want, out)
 		}
+	}
+	if v, err := n.node.Exec("cat", "/proc/sys/net/ipv4/conf/all/route_localnet"); err != nil || strings.TrimSpace(string(v)) != "0" {
+		t.Errorf("route_localnet after --cleanup: %q %v, want 0", v, err)
 	}
 	if l, _ := n.node.Exec("nft", "list", "ruleset"); strings.Contains(string(l), "nftproxy") {
 		t.Errorf("our tables survived --cleanup:\n%s", l)

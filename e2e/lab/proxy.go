@@ -102,6 +102,9 @@ func (l *Lab) StartProxy(ctx context.Context, node string) error {
 		// second; with kube-proxy's default 1 s rate limit that would
 		// measure the limit, not nftproxy. ProxyArgs may override it.
 		"--min-sync-period=" + LabMinSyncPeriod.String(),
+		// What it records (route_localnet) stays in the lab, not in the
+		// host's /run/nftproxy.
+		"--state-dir=" + filepath.Join(l.work, "state-"+n.Name),
 		"-v=2"}, l.opts.ProxyArgs...)
 	d, err := l.startDaemon(n.NS, "nftproxy-"+n.Name, args...)
 	if err != nil {

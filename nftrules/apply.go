@@ -289,27 +289,3 @@ func withoutAttr(b []byte, typ uint16) []byte {
 }
 
 func nlUint16(b []byte) uint16 { return *(*uint16)(unsafe.Pointer(&b[0])) }
-
-// Rule user data: nft ignores TLV types it does not know, so we keep the
-// rule's identity (its nft text, or a hash of a long one) there and can
-// compare live rules with built ones without decoding bytecode.
-const udataRuleIdentity = 0x7e
-
-func ruleUserData(identity string) []byte {
-	b := []byte(identity)
-	return append([]byte{udataRuleIdentity, byte(len(b))}, b...)
-}
-
-func identityFromUserData(u []byte) (string, bool) {
-	for len(u) >= 2 {
-		t, l := u[0], int(u[1])
-		if 2+l > len(u) {
-			return "", false
-		}
-		if t == udataRuleIdentity {
-			return string(u[2 : 2+l]), true
-		}
-		u = u[2+l:]
-	}
-	return "", false
-}

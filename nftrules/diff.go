@@ -1,10 +1,6 @@
 package nftrules
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"sort"
-)
+import "sort"
 
 // OpKind is a verb of a transaction.
 type OpKind int
@@ -247,21 +243,6 @@ func sortedSetNames(m map[string]*Set) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// maxIdentityText bounds the identity kept in a rule's user data (the
-// kernel allows 256 bytes of user data; one TLV holds at most 255).
-const maxIdentityText = 240
-
-// ruleIdentity is what identifies a rule in the kernel: its nft text, or a
-// hash of it when the text is too long for the rule's user data.
-func ruleIdentity(f Family, r Rule) string {
-	text := r.Render(f)
-	if len(text) <= maxIdentityText {
-		return text
-	}
-	sum := sha256.Sum256([]byte(text))
-	return "sha256:" + hex.EncodeToString(sum[:16])
 }
 
 func sameRules(f Family, a, b *Chain) bool {

@@ -19,6 +19,9 @@ func ParseRule(f Family, text string) (Rule, error) {
 	if f != IPv4 && f != IPv6 {
 		return Rule{}, fmt.Errorf("parse rule %q: unknown family %q", text, f)
 	}
+	if strings.HasPrefix(text, HashedIdentityPrefix) {
+		return Rule{}, fmt.Errorf("rule text not recorded in the kernel: too long for the rule's user data even deflated, only its hash %s is", text)
+	}
 	p := &ruleParser{f: f, toks: strings.Fields(text)}
 	var r Rule
 	for !p.done() {

@@ -178,34 +178,3 @@ func frontendAddr(fe Frontend) string {
 	}
 	return fmt.Sprintf("%s:%d", fe.Address, fe.Port)
 }
-
-// RenderNFT renders a live ruleset in nft syntax (nft -f accepts it): our
-// tables as `nft list table` shows them, modulo element order, priority
-// spelling and line wrapping. A rule that nftproxy did not write (its text
-// is unknown without decoding bytecode) becomes a comment, and a set of a
-// type nftproxy does not use is left out (the default view reports both).
-func RenderNFT(rs *nftrules.Ruleset) string {
-	out := nftrules.NewRuleset()
-	for _, f := range rs.SortedFamilies() {
-		src, dst := rs.Tables[f], out.Table(f)
-		dst.Name = src.Name
-		for name, s := range src.Sets {
-			if len(s.Key) > 0 { // a set of a shape we do not know cannot be rendered
-				dst.Sets[name] = s
-			}
-		}
-		for name, c := range src.Chains {
-			nc := &nftrules.Chain{Name: c.Name, Base: c.Base, Rules: make([]nftrules.Rule, len(c.Rules))}
-			for i, r := range c.Rules {
-				nc.Rules[i] = r
-				if len(r.Stmts) == 1 {
-					if o, ok := r.Stmts[0].(nftrules.Opaque); ok && strings.HasPrefix(o.Text, "<") {
-						nc.Rules[i] = nftrules.Rule{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: "# " + o.Text}}}
-					}
-				}
-			}
-			dst.Chains[name] = nc
-		}
-	}
-	return out.Render()
-}

@@ -209,6 +209,9 @@ func (p *ruleParser) stmt() (Stmt, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !IsName(chain) {
+			return nil, fmt.Errorf("%q is not a chain name", chain)
+		}
 		return VerdictStmt{Verdict{Kind: kind, Chain: chain}}, nil
 	}
 	if fl, ok := p.field(); ok {
@@ -291,7 +294,7 @@ func (p *ruleParser) setRef() (string, error) {
 		return "", err
 	}
 	name, ok := strings.CutPrefix(tok, "@")
-	if !ok || name == "" {
+	if !ok || !IsName(name) {
 		return "", fmt.Errorf("expected @set, got %q", tok)
 	}
 	return name, nil

@@ -130,6 +130,9 @@ func TestParseRuleRejectsForeignText(t *testing.T) {
 		{nftrules.IPv4, "ip saddr . ip daddr"},
 		{nftrules.IPv4, "jump"},
 		{nftrules.IPv4, "meta l4proto bogus"},
+		{nftrules.IPv4, "jump x;};flush;ruleset"},                     // a chain "name" that is nft syntax
+		{nftrules.IPv4, "ip daddr @s;flush jump mark-for-masquerade"}, // a set "name" that is nft syntax
+		{nftrules.IPv4, "goto 9lives"},                                // not an identifier
 	} {
 		if r, err := nftrules.ParseRule(tc.f, tc.text); err == nil {
 			t.Errorf("ParseRule(%s, %q) = %#v, want an error", tc.f, tc.text, r)

@@ -140,6 +140,7 @@ func TestManifests(t *testing.T) {
 		!slices.Equal(sc.Capabilities.Add, []v1.Capability{"NET_ADMIN"}) || !slices.Equal(sc.Capabilities.Drop, []v1.Capability{"ALL"}) {
 		t.Errorf("security context %+v: want unprivileged, drop ALL, add NET_ADMIN only", sc)
 	}
+	checkHardening(t, spec, c)
 	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/livez" || p.HTTPGet.Port.IntValue() != 10256 {
 		t.Errorf("liveness probe %+v: want GET /livez on 10256", c.LivenessProbe)
 	}
@@ -183,5 +184,53 @@ func TestManifests(t *testing.T) {
 		if strings.HasPrefix("/var/lib/nftproxy/config.conf", m.MountPath+"/") && !m.ReadOnly {
 			t.Errorf("config mount %s is writable", m.MountPath)
 		}
+	}
+}
+
+// peakRSS10k is the highest RSS measured at 10,000 Services x 10 endpoints
+// (433-533 MB); the memory limit must leave headroom above it.
+const peakRSS10k = 533e6
+
+// checkHardening checks the container's confinement and resources:
+// no privilege escalation, the runtime's seccomp profile, a read-only root
+// filesystem, requests, a memory limit with headroom over the measured
+// peak (and GOMEMLIMIT following it), and no CPU limit.
+func checkHardening(t *testing.T, spec v1.PodSpec, c v1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Fatal("no security context")
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation is not false")
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("root filesystem is not read-only")
+	}
+	seccomp := sc.SeccompProfile
+	if seccomp == nil && spec.SecurityContext != nil {
+		seccomp = spec.SecurityContext.SeccompProfile
+	}
+	if seccomp == nil || seccomp.Type != v1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccomp profile %+v, want RuntimeDefault", seccomp)
+	}
+	req, lim := c.Resources.Requests, c.Resources.Limits
+	if req.Cpu().IsZero() || req.Memory().IsZero() {
+		t.Errorf("requests %v: want cpu and memory", req)
+	}
+	if m := lim.Memory(); m.IsZero() || float64(m.Value()) < 1.5*peakRSS10k || m.Cmp(*req.Memory()) < 0 {
+		t.Errorf("memory limit %v: want at least 1.5 x the %g B peak at 10k Services, and at least the request", m, peakRSS10k)
+	}
+	if _, ok := lim[v1.ResourceCPU]; ok {
+		t.Error("CPU limit set: a throttled proxy programs changes late")
+	}
+	gomemlimit := false
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" {
+			gomemlimit = true
+		}
+	}
+	if !gomemlimit {
+		t.Error("GOMEMLIMIT does not follow limits.memory")
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
-	"github.com/nftproxy/nftproxy/internal/httpserver"
+	"github.com/nftproxy/nftproxy/proxier/httpserver"
 )
 
 // serveOptions are the flags of nftproxy's HTTP endpoints and its config

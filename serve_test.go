@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nftproxy/nftproxy/internal/httpserver"
+	"github.com/nftproxy/nftproxy/proxier/httpserver"
 )
 
 func TestServeHTTP(t *testing.T) {

@@ -28,7 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/nftproxy/nftproxy/internal/httpserver"
+	"github.com/nftproxy/nftproxy/proxier/httpserver"
 )
 
 // Service is one health check node port to serve.

@@ -14,7 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/nftproxy/nftproxy/internal/httpserver"
+	"github.com/nftproxy/nftproxy/proxier/httpserver"
 )
 
 // loopback is the NodePort address the tests serve on.

@@ -141,6 +141,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		SyncPeriod:        o.syncPeriod,
 		OnSync:            onSync,
 		OnReject:          ob.events.Reject,
+		Watcher:           rec, // repair what other processes change in our tables
 
 		DenyExternalIPsOnNodeAddresses: o.denyNodeAddressExternalIPs,
 	}, inf, tracker, rec)

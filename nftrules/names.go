@@ -116,6 +116,9 @@ func AffinitySetName(name model.ServicePortName, ep netip.AddrPort, timeout time
 	return chainName("aff", endpointIdentity(name, ep)+"/"+timeout.String())
 }
 
+// affinitySetPrefix starts every AffinitySetName.
+const affinitySetPrefix = "aff-"
+
 func endpointIdentity(name model.ServicePortName, ep netip.AddrPort) string {
 	return name.String() + "__" + ep.Addr().String() + "/" + strconv.Itoa(int(ep.Port()))
 }

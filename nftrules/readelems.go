@@ -43,6 +43,16 @@ func (r *Reconciler) ReadLiveWithoutElements(sets ...string) (*Ruleset, error) {
 }
 
 func (r *Reconciler) newElementReader() (*elementReader, error) {
+	nl, err := r.dialNetfilter()
+	if err != nil {
+		return nil, err
+	}
+	return &elementReader{nl: nl, buf: make([]byte, elementDumpBuffer)}, nil
+}
+
+// dialNetfilter opens a netfilter netlink socket in the reconciler's
+// namespace with forced large buffers (see batchSocketBuffer).
+func (r *Reconciler) dialNetfilter() (*netlink.Conn, error) {
 	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
 	if err != nil {
 		return nil, fmt.Errorf("dial netlink: %w", err)
@@ -51,7 +61,7 @@ func (r *Reconciler) newElementReader() (*elementReader, error) {
 		nl.Close()
 		return nil, err
 	}
-	return &elementReader{nl: nl, buf: make([]byte, elementDumpBuffer)}, nil
+	return nl, nil
 }
 
 func (er *elementReader) Close() error { return er.nl.Close() }

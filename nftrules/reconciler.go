@@ -43,6 +43,9 @@ type Reconciler struct {
 	// syncs it stands in for the live state (reading every rule back is
 	// slow). nil forces the next sync to read the kernel.
 	applied *Ruleset
+
+	// own are the port IDs of the sockets nft has used (WatchForeign).
+	own ownPorts
 }
 
 // NewReconciler returns a reconciler for the namespace in opts.
@@ -84,7 +87,7 @@ func (r *Reconciler) conn() (*nftables.Conn, error) {
 	if r.nft != nil {
 		return r.nft, nil
 	}
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers)}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers, r.own.recordPort)}
 	if r.opts.NetNSFd != 0 {
 		opts = append(opts, nftables.WithNetNSFd(r.opts.NetNSFd))
 	}

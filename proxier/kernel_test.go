@@ -119,6 +119,8 @@ type proxierRun struct {
 	syncs    int
 	errs     []error
 	rejected []model.Rejection
+	// repairs are the ends of the syncs that repaired foreign changes.
+	repairs []time.Time
 }
 
 func (r *proxierRun) counts() (syncs int, errs []error, rejected []model.Rejection) {
@@ -128,8 +130,8 @@ func (r *proxierRun) counts() (syncs int, errs []error, rejected []model.Rejecti
 }
 
 // startKernelProxier runs informers over client and a proxier programming
-// ns through the real reconciler (node "node-a", no rate limit) until the
-// test ends.
+// ns through the real reconciler (node "node-a", no rate limit), which
+// also watches for foreign changes as in nftproxy, until the test ends.
 func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (context.Context, *nftrules.Reconciler, *proxierRun) {
 	t.Helper()
 	tracker := informers.NewTracker(clock.RealClock{})
@@ -149,6 +151,8 @@ func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (co
 			run.syncs++
 			if i.Err != nil {
 				run.errs = append(run.errs, i.Err)
+			} else if i.ForeignChanges > 0 {
+				run.repairs = append(run.repairs, i.Start.Add(i.Duration))
 			}
 		},
 		OnReject: func(r model.Rejection) {
@@ -156,6 +160,7 @@ func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (co
 			defer run.mu.Unlock()
 			run.rejected = append(run.rejected, r)
 		},
+		Watcher: rec,
 	}, inf, tracker, rec)
 	if err != nil {
 		t.Fatal(err)

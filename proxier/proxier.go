@@ -77,6 +77,11 @@ type Config struct {
 	// IPs equal to one of the node's addresses, on every port
 	// (--deny-external-ips-on-node-addresses; see package claims).
 	DenyExternalIPsOnNodeAddresses bool
+	// Watcher, if set, reports changes other processes make to our
+	// tables; each is repaired by a full sync, at once unless repairs
+	// keep coming (see repairLimiter). Without it such changes wait for
+	// the next periodic full sync.
+	Watcher ForeignWatcher
 }
 
 // HealthCheckSyncer serves health check node ports on the NodePort
@@ -106,6 +111,11 @@ type SyncInfo struct {
 	// because their service port has more than nftrules.MaxEndpoints in a
 	// family (each such service port is also reported as a Rejection).
 	EndpointsOverLimit int
+	// ForeignChanges counts the transactions of other processes that
+	// changed our tables and that this (full) sync repairs; ForeignSince
+	// is when the first of them was seen.
+	ForeignChanges int
+	ForeignSince   time.Time
 }
 
 func (c *Config) validate() error {
@@ -180,6 +190,8 @@ type Proxier struct {
 	// overLimit holds what was reported for each service port with more
 	// endpoints than fit (checkEndpointLimits), to report changes only.
 	overLimit map[model.ServicePortName]string
+	// foreign are the changes of other processes not yet repaired.
+	foreign foreignChanges
 }
 
 // New returns a Proxier reading objects from src, changes from changes, and
@@ -221,8 +233,11 @@ func (p *Proxier) Run(ctx context.Context) error {
 		minInterval:  p.cfg.MinSyncPeriod,
 		fullInterval: p.cfg.SyncPeriod,
 		wake:         p.changes.Wake(),
+		repair:       p.watchForeign(ctx), // before the first sync reads the kernel
 		fn:           p.sync,
-		idle:         p.onIdle,
+	}
+	if p.onIdle != nil {
+		r.idle = func(time.Time) { p.onIdle() }
 	}
 	r.run(ctx)
 	return nil

@@ -18,36 +18,59 @@ const initialRetryDelay = time.Second
 // still rate limited.
 const syncBurst = 2
 
+// Repairs (see Config.Watcher): the first repair after a quiet spell runs
+// at once; each repair that follows the previous one closely (within twice
+// the current gap) doubles the gap, up to the sync period, so that two
+// writers fighting over our tables cost a few syncs, not a storm.
+const repairMinGap = 250 * time.Millisecond
+
 // runner calls fn when woken, but never more than syncBurst times within
 // minInterval (measured between starts), and with full=true at least every
 // fullInterval. Signals that arrive while waiting or running coalesce into
 // one call. A failing fn is retried with exponential backoff capped at
 // fullInterval; until it succeeds every retry is a full one.
+//
+// A signal on repair (another process changed our tables) asks for a full
+// sync outside the token bucket, paced by a repairLimiter instead; while
+// it waits for its slot every other sync waits with it (a partial sync
+// would build on what the other writer has changed).
 type runner struct {
 	clock        clock.Clock
 	minInterval  time.Duration
 	fullInterval time.Duration
 	wake         <-chan struct{}
+	repair       <-chan struct{}
 	fn           func(ctx context.Context, full bool) error
 	// idle, if set, is called when the runner is about to block with its
-	// timer armed: tests use it to know when the fake clock may be moved.
-	idle func()
+	// timer armed for wakeAt: tests use it to know when the fake clock may
+	// be moved.
+	idle func(wakeAt time.Time)
 }
 
 func (r *runner) run(ctx context.Context) {
 	pending, full := true, true // the first run is a full one
+	repair := false             // a repair waits for its slot
 	nextFull := r.clock.Now().Add(r.fullInterval)
-	var notBefore time.Time // earliest start of the next run
+	var notBefore time.Time // earliest start of the next normal run
+	var retryAt time.Time   // after a failure, earliest start of any run
 	var backoff time.Duration
 	tb := tokenBucket{tokens: syncBurst, last: r.clock.Now()}
+	rl := repairLimiter{minGap: repairMinGap, maxGap: max(r.fullInterval, repairMinGap)}
 
 	for {
 		now := r.clock.Now()
 		if !now.Before(nextFull) {
 			pending, full = true, true
 		}
-		if pending && !now.Before(notBefore) {
-			if wait := tb.take(now, r.minInterval); wait > 0 {
+		start := later(notBefore, retryAt)
+		if repair {
+			start = later(rl.next(), retryAt)
+		}
+		if (pending || repair) && !now.Before(start) {
+			if repair {
+				rl.started(now)
+				full = true
+			} else if wait := tb.take(now, r.minInterval); wait > 0 {
 				notBefore = now.Add(wait)
 				continue
 			}
@@ -56,17 +79,15 @@ func (r *runner) run(ctx context.Context) {
 				return
 			}
 			end := r.clock.Now()
-			notBefore = time.Time{}
+			notBefore, repair = time.Time{}, false
 			if err != nil {
 				backoff = min(max(2*backoff, initialRetryDelay), r.fullInterval)
 				klog.ErrorS(err, "Sync failed, will retry", "after", backoff)
-				if retry := end.Add(backoff); retry.After(notBefore) {
-					notBefore = retry
-				}
-				full = true
+				retryAt = end.Add(backoff)
+				pending, full = true, true
 				continue
 			}
-			backoff = 0
+			backoff, retryAt = 0, time.Time{}
 			if full {
 				nextFull = end.Add(r.fullInterval)
 			}
@@ -75,12 +96,12 @@ func (r *runner) run(ctx context.Context) {
 		}
 
 		wakeAt := nextFull
-		if pending && notBefore.Before(wakeAt) {
-			wakeAt = notBefore
+		if (pending || repair) && start.Before(wakeAt) {
+			wakeAt = start
 		}
 		t := r.clock.NewTimer(wakeAt.Sub(now))
 		if r.idle != nil {
-			r.idle()
+			r.idle(wakeAt)
 		}
 		select {
 		case <-ctx.Done():
@@ -88,10 +109,47 @@ func (r *runner) run(ctx context.Context) {
 			return
 		case <-r.wake:
 			pending = true
+		case <-r.repair:
+			repair = true
 		case <-t.C():
 		}
 		t.Stop()
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// repairLimiter paces repairs: the first after a quiet spell at once, then
+// at least gap apart, the gap doubling (up to maxGap) while repairs keep
+// coming within twice the gap of each other, and back to minGap after a
+// spell of twice the gap without one.
+type repairLimiter struct {
+	minGap, maxGap time.Duration
+	gap            time.Duration // 0 before the first repair
+	last           time.Time
+}
+
+// next is the earliest start of the next repair.
+func (l *repairLimiter) next() time.Time {
+	if l.gap == 0 {
+		return time.Time{}
+	}
+	return l.last.Add(l.gap)
+}
+
+// started records a repair starting at now.
+func (l *repairLimiter) started(now time.Time) {
+	if l.gap != 0 && now.Sub(l.last) < 2*l.gap {
+		l.gap = min(2*l.gap, l.maxGap)
+	} else {
+		l.gap = l.minGap
+	}
+	l.last = now
 }
 
 // tokenBucket allows syncBurst starts at once and one more per

@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,12 +20,15 @@ type call struct {
 // runnerHarness drives a runner with a fake clock. Assertions are on call
 // counts and fake times only, never on real elapsed time.
 type runnerHarness struct {
-	t     *testing.T
-	clk   *clocktesting.FakeClock
-	t0    time.Time
-	wake  chan struct{}
-	idle  atomic.Int64
-	fails atomic.Int32 // fail this many next calls
+	t    *testing.T
+	clk  *clocktesting.FakeClock
+	t0   time.Time
+	wake chan struct{}
+	// repair signals a foreign change of our tables.
+	repair chan struct{}
+	idle   atomic.Int64
+	wakeAt atomic.Int64 // the runner's timer, in Unix nanoseconds
+	fails  atomic.Int32 // fail this many next calls
 
 	mu    sync.Mutex
 	calls []call
@@ -33,14 +37,18 @@ type runnerHarness struct {
 // startRunner starts a runner whose first `fails` calls fail.
 func startRunner(t *testing.T, minInterval, fullInterval time.Duration, fails int32) *runnerHarness {
 	t0 := time.Unix(10000, 0)
-	h := &runnerHarness{t: t, clk: clocktesting.NewFakeClock(t0), t0: t0, wake: make(chan struct{})}
+	h := &runnerHarness{t: t, clk: clocktesting.NewFakeClock(t0), t0: t0, wake: make(chan struct{}), repair: make(chan struct{})}
 	h.fails.Store(fails)
 	r := &runner{
 		clock:        h.clk,
 		minInterval:  minInterval,
 		fullInterval: fullInterval,
 		wake:         h.wake,
-		idle:         func() { h.idle.Add(1) },
+		repair:       h.repair,
+		idle: func(at time.Time) {
+			h.wakeAt.Store(at.UnixNano())
+			h.idle.Add(1)
+		},
 		fn: func(_ context.Context, full bool) error {
 			h.mu.Lock()
 			h.calls = append(h.calls, call{full: full, at: h.clk.Since(h.t0)})
@@ -83,7 +91,13 @@ func (h *runnerHarness) act(f func()) {
 	h.waitIdle(n)
 }
 
-func (h *runnerHarness) signal()                    { h.act(func() { h.wake <- struct{}{} }) }
+func (h *runnerHarness) signal()        { h.act(func() { h.wake <- struct{}{} }) }
+func (h *runnerHarness) foreignChange() { h.act(func() { h.repair <- struct{}{} }) }
+
+// stepToTimer moves the clock to the runner's timer, which fires.
+func (h *runnerHarness) stepToTimer() {
+	h.stepFiring(time.Unix(0, h.wakeAt.Load()).Sub(h.clk.Now()))
+}
 func (h *runnerHarness) stepFiring(d time.Duration) { h.act(func() { h.clk.Step(d) }) }
 
 func (h *runnerHarness) got() []call {
@@ -156,4 +170,57 @@ func TestRunnerRetriesFailuresWithCappedBackoff(t *testing.T) {
 		call{full: true, at: 7 * time.Second}, call{full: true, at: 12 * time.Second},
 		call{at: 12 * time.Second},
 	)
+}
+
+func TestRunnerRepairsAtOnceOutsideTheTokenBucket(t *testing.T) {
+	h := startRunner(t, 10*time.Second, time.Hour, 0)
+	h.signal() // the burst allowance is used up
+	h.foreignChange()
+	h.wantCalls(call{full: true}, call{}, call{full: true})
+}
+
+func TestRunnerBacksOffWhenRepairsKeepComing(t *testing.T) {
+	h := startRunner(t, 0, 4*time.Second, 0)
+	// Another writer deletes our tables again right after every repair:
+	// repairs at 0, then 250 ms, 500 ms, 1 s, 2 s, 4 s (capped at the
+	// sync period) apart.
+	h.foreignChange()
+	for h.clk.Since(h.t0) < 10*time.Second {
+		h.foreignChange()
+		h.stepToTimer()
+	}
+	var at []time.Duration
+	for _, c := range h.got()[1:] {
+		if !c.full {
+			t.Fatalf("a repair was not a full sync: %+v", h.got())
+		}
+		at = append(at, c.at)
+	}
+	want := []time.Duration{0, 250 * time.Millisecond, 750 * time.Millisecond, 1750 * time.Millisecond,
+		3750 * time.Millisecond, 7750 * time.Millisecond, 11750 * time.Millisecond}
+	if !slices.Equal(at, want) {
+		t.Fatalf("repairs at %v, want %v", at, want)
+	}
+	// Once the fight stops, after twice the gap (8 s) without a repair a
+	// change is repaired at once again. A periodic full sync (15.75 s) is
+	// not a repair.
+	h.stepToTimer()
+	h.clk.Step(4 * time.Second)
+	h.foreignChange()
+	if got := h.got(); got[len(got)-1] != (call{full: true, at: 19750 * time.Millisecond}) {
+		t.Fatalf("after a quiet spell: %+v", got)
+	}
+}
+
+func TestRunnerHoldsSyncsWhileARepairWaits(t *testing.T) {
+	h := startRunner(t, 0, time.Hour, 0)
+	h.foreignChange() // at 0
+	h.foreignChange() // waits for 250 ms
+	h.signal()        // waits with it
+	h.clk.Step(100 * time.Millisecond)
+	h.wantCalls(call{full: true}, call{full: true}) // nothing yet
+	h.stepToTimer()
+	h.wantCalls(call{full: true}, call{full: true}, call{full: true, at: 250 * time.Millisecond})
+	h.signal() // then partial syncs as usual
+	h.wantCalls(call{full: true}, call{full: true}, call{full: true, at: 250 * time.Millisecond}, call{at: 250 * time.Millisecond})
 }

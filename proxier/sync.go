@@ -28,6 +28,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 
 	st := p.state()
 	overLimit := p.checkEndpointLimits(st)
+	foreign := p.takeForeign(full)
 	res, err := p.rec.Sync(ctx, p.builder.Build(st), full)
 	deleted := 0
 	if err == nil {
@@ -39,6 +40,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 		State: st, Full: full, Result: res, Err: err, Start: start,
 		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,
 		ConntrackDeleted: deleted, EndpointsOverLimit: overLimit,
+		ForeignChanges: foreign.n, ForeignSince: foreign.first,
 	}
 	p.syncHealthChecks(st)
 	if p.cfg.OnSync != nil {
@@ -47,6 +49,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	if err != nil {
 		// What the kernel holds is now unknown: re-read it next time.
 		p.needFull = true
+		p.foreign.restore(foreign)
 		return fmt.Errorf("syncing rules (full=%t, %d service ports): %w", full, len(st.Services), err)
 	}
 	p.needFull, p.dirty, p.pendingSince = false, false, time.Time{}

@@ -39,6 +39,9 @@ type Metrics struct {
 	servicePorts      prometheus.Gauge
 	conntrackDeleted  prometheus.Counter
 	overLimit         prometheus.Gauge
+
+	repairs, foreignChanges prometheus.Counter
+	repairDelay             prometheus.Histogram
 }
 
 // syncBuckets are kube-proxy's buckets for sync durations (1 ms to 16 s).
@@ -113,6 +116,19 @@ func New(changes ChangeSource) *Metrics {
 			Name: "nftproxy_endpoints_over_limit",
 			Help: "Usable endpoints not programmed at the last sync because their service port has more than 16384 in one family (each such Service gets a TooManyEndpoints Event).",
 		}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nftproxy_repairs_total",
+			Help: "Successful full syncs that repaired changes other processes made to nftproxy's tables.",
+		}),
+		foreignChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nftproxy_foreign_changes_total",
+			Help: "nftables transactions of other processes that changed nftproxy's tables, counted when repaired.",
+		}),
+		repairDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "nftproxy_repair_delay_seconds",
+			Help:    "Time from the first unrepaired change another process made to nftproxy's tables to the end of the sync that repaired it, in seconds.",
+			Buckets: syncBuckets,
+		}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -120,6 +136,7 @@ func New(changes ChangeSource) *Metrics {
 		m.syncDuration, m.fullSyncDuration, m.partialSyncDuration, m.networkProgramming,
 		m.lastSync, m.syncFailures, m.noLocalEndpoints, m.healthz, m.livez,
 		m.objects, m.messages, m.servicePorts, m.conntrackDeleted, m.overLimit,
+		m.repairs, m.foreignChanges, m.repairDelay,
 	)
 	// Both label values exist from the start, as in kube-proxy.
 	m.noLocalEndpoints.WithLabelValues("internal")
@@ -194,6 +211,11 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 		m.networkProgramming.Observe(end.Sub(info.OldestChange).Seconds())
 	}
 	m.ConntrackDeleted(info.ConntrackDeleted)
+	if info.ForeignChanges > 0 {
+		m.repairs.Inc()
+		m.foreignChanges.Add(float64(info.ForeignChanges))
+		m.repairDelay.Observe(end.Sub(info.ForeignSince).Seconds())
+	}
 	m.objects.Observe(float64(info.Result.Objects))
 	m.messages.Observe(float64(info.Result.Messages))
 	if info.State != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -230,6 +231,28 @@ func TestObserveSync(t *testing.T) {
 	}
 	if _, ok := fams["kubeproxy_sync_proxy_rules_service_changes_total"]; ok {
 		t.Error("change metrics registered without a change source")
+	}
+}
+
+// TestObserveRepairs: a sync that repairs foreign changes counts them,
+// and how long they waited; a failed one does not.
+func TestObserveRepairs(t *testing.T) {
+	m := metrics.New(nil)
+	start := time.Now()
+	m.ObserveSync(proxier.SyncInfo{Full: true, Start: start, Duration: 10 * time.Millisecond,
+		ForeignChanges: 3, ForeignSince: start.Add(-90 * time.Millisecond)})
+	m.ObserveSync(proxier.SyncInfo{Full: true, Start: start, Err: errors.New("x"), ForeignChanges: 2, ForeignSince: start})
+	m.ObserveSync(proxier.SyncInfo{Full: true, Start: start}) // a periodic full sync repairs nothing
+	fams := scrape(t, m)
+	if got := value(t, fams, "nftproxy_repairs_total", nil); got != 1 {
+		t.Errorf("repairs %g, want 1", got)
+	}
+	if got := value(t, fams, "nftproxy_foreign_changes_total", nil); got != 3 {
+		t.Errorf("foreign changes %g, want 3", got)
+	}
+	h := fams["nftproxy_repair_delay_seconds"].Metric[0].GetHistogram()
+	if h.GetSampleCount() != 1 || math.Abs(h.GetSampleSum()-0.1) > 1e-6 {
+		t.Errorf("repair delay: %d samples summing to %gs, want one of 0.1s", h.GetSampleCount(), h.GetSampleSum())
 	}
 }
 

@@ -1,0 +1,88 @@
+package nftrules_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// TestKernelWatchForeign checks what the watcher reports: nothing for the
+// reconciler's own transactions or for other tables, one change (naming
+// the writer) per foreign transaction that touches our tables, and nothing
+// for affinity sets, whose elements belong to the packet path.
+func TestKernelWatchForeign(t *testing.T) {
+	tn := newTestNode(t, 0)
+	rec := newReconciler(t, tn.node)
+	web := svc(1, "web", v1.ProtocolTCP, 80, []string{"10.96.0.10", "fd96::10"}, 8080, 0)
+	sticky := svc(2, "sticky", v1.ProtocolTCP, 80, []string{"10.96.0.11"}, 8080, 0)
+	sticky.SessionAffinityClientIP, sticky.AffinityTimeoutSeconds = true, 60
+	st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs, Services: []*model.ServicePort{web, sticky}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	changes := make(chan nftrules.ForeignChange, 100)
+	if err := rec.WatchForeign(ctx, func(c nftrules.ForeignChange) { changes <- c }); err != nil {
+		t.Fatal(err)
+	}
+	// expect waits for n changes, then makes sure no other follows.
+	expect := func(what string, n int) []nftrules.ForeignChange {
+		t.Helper()
+		var got []nftrules.ForeignChange
+		deadline := time.After(time.Second)
+		for len(got) < n {
+			select {
+			case c := <-changes:
+				got = append(got, c)
+			case <-deadline:
+				t.Fatalf("%s: %d foreign changes reported, want %d", what, len(got), n)
+			}
+		}
+		select {
+		case c := <-changes:
+			t.Fatalf("%s: unexpected foreign change %+v (after %+v)", what, c, got)
+		case <-time.After(200 * time.Millisecond):
+		}
+		return got
+	}
+	nft := func(args ...string) {
+		t.Helper()
+		if out, err := tn.node.Exec(append([]string{"nft"}, args...)...); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+
+	apply(t, rec, st, true)
+	web.Endpoints = web.Endpoints[:1]
+	apply(t, rec, st, false)
+	expect("our own transactions", 0)
+
+	nft("add table ip other; add chain ip other c; add table inet nftproxy; add chain inet nftproxy c")
+	nft("delete table ip other; delete table inet nftproxy")
+	expect("other tables (also one called nftproxy in family inet)", 0)
+
+	aff := nftrules.AffinitySetName(sticky.Name, sticky.Endpoints[0].AddrPort(), 60*time.Second)
+	nft("add element ip nftproxy " + aff + " { 192.168.50.2 }")
+	expect("an affinity set element", 0)
+
+	nft("delete element ip nftproxy " + nftrules.SetClusterIPs + " { 10.96.0.10 }")
+	got := expect("a deleted element", 1)
+	if c := got[0]; c.Command != "nft" || c.PID == 0 || c.PortID == 0 || c.Objects != 1 || c.Lost || c.Writer() != fmt.Sprintf("nft[%d]", c.PID) {
+		t.Errorf("deleted element: %+v (writer %s)", c, c.Writer())
+	}
+
+	nft("flush ruleset")
+	got = expect("nft flush ruleset", 1)
+	t.Logf("nft flush ruleset: %+v, writer %s", got[0], got[0].Writer())
+	if got[0].Objects < 10 {
+		t.Errorf("flush ruleset: %+v, want every object of both tables", got[0])
+	}
+
+	apply(t, rec, st, true) // our repair: not reported
+	expect("our repair", 0)
+}

@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/nftproxy/nftproxy/instance"
 	"github.com/nftproxy/nftproxy/nftrules"
 )
 
@@ -15,7 +16,23 @@ import (
 // recorded in stateDir). It is idempotent and touches nothing but `table
 // ip nftproxy` and `table ip6 nftproxy` (upstream kube-proxy's tables, and
 // everyone else's, stay).
-func runCleanup(out io.Writer, stateDir string) error {
+//
+// It takes the instance lock, so that no proxy starts meanwhile; while a
+// proxy holds it, cleaning up is refused (the proxy would recreate the
+// tables at once) unless force is set.
+func runCleanup(out io.Writer, stateDir string, force bool) error {
+	lock, err := instance.TryAcquire(instance.RoleCleanup, "")
+	var held *instance.HeldError
+	switch {
+	case errors.As(err, &held) && !force:
+		return fmt.Errorf("cleanup refused: %s is running in this network namespace and would recreate its tables at once; "+
+			"stop it first (delete the DaemonSet, or stop the process), or pass --force to delete them anyway", held.Holder)
+	case held != nil:
+		fmt.Fprintf(out, "warning: %s is running in this network namespace; deleting its tables anyway (--force): it recreates them within a second\n", held.Holder)
+	case err != nil:
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	defer lock.Release()
 	rec, err := nftrules.NewReconciler(nftrules.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/instance"
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/conntrack"
@@ -88,6 +90,22 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("creating Kubernetes client: %w", err)
 	}
+	// One instance per network namespace owns our tables; another one
+	// (a rolling update overlapping, a manual run next to the DaemonSet)
+	// waits here, before it binds any port or touches the kernel.
+	lock, err := instance.Acquire(ctx, instance.RoleProxy, o.nodeName, lockLogEvery, func(h instance.Holder) {
+		klog.InfoS("Waiting: another instance owns this network namespace's nftables tables; taking over when it exits",
+			"holder", h.String(), "lock", instance.Name)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			klog.InfoS("Stopped while waiting for the other instance to exit")
+			return nil
+		}
+		return err
+	}
+	defer lock.Release()
+	klog.InfoS("This instance owns the nftables tables", "lock", instance.Name)
 
 	tracker := informers.NewTracker(clock.RealClock{})
 	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName, ServiceProxyName: o.serviceProxyName}, tracker)
@@ -167,6 +185,9 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 	klog.InfoS("Shutting down; rules are left in place")
 	return nil
 }
+
+// lockLogEvery is how often a waiting instance says again who it waits for.
+const lockLogEvery = 30 * time.Second
 
 // restConfig builds the API client configuration: from --kubeconfig and/or
 // --master when given, else the in-cluster service account.

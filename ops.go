@@ -21,6 +21,7 @@ type opsOptions struct {
 	trace       string
 	tracePath   string
 	cleanup     bool
+	force       bool
 
 	// masqueradeConfigured: --cluster-cidr or --masquerade-all was set (on
 	// the command line or by --config), so --dump can compare the
@@ -40,7 +41,8 @@ func (o *opsOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dumpService, "dump-service", o.dumpService, "Limit --dump to one Service, given as namespace/name (text and json formats).")
 	fs.StringVar(&o.trace, "trace", o.trace, "Explain from the live rules where a new connection would go, and exit: --trace SRC DST:PORT/PROTO (PROTO tcp, udp or sctp; IPv6 as [ADDR]:PORT/PROTO).")
 	fs.StringVar(&o.tracePath, "trace-path", o.tracePath, "Path of the traced packet: forwarded (from a pod or another host), local (sent by the node itself), to-local (arriving for the node), or auto (local when SRC is an address of this host, else forwarded).")
-	fs.BoolVar(&o.cleanup, "cleanup", o.cleanup, "Remove nftproxy's nftables tables (table ip nftproxy, table ip6 nftproxy) and exit 0; nothing else is touched.")
+	fs.BoolVar(&o.cleanup, "cleanup", o.cleanup, "Remove nftproxy's nftables tables (table ip nftproxy, table ip6 nftproxy) and exit 0; nothing else is touched. Refused while an nftproxy runs in this network namespace (it would recreate them), unless --force.")
+	fs.BoolVar(&o.force, "force", o.force, "With --cleanup: delete the tables even while another nftproxy runs in this network namespace (it recreates them within a second).")
 }
 
 // active reports whether a one-shot command was asked for.
@@ -65,6 +67,9 @@ func (o *opsOptions) validate(cmd *cobra.Command, args []string) error {
 	}
 	if o.trace == "" && fs.Changed("trace-path") {
 		return errors.New("--trace-path needs --trace")
+	}
+	if o.force && !o.cleanup {
+		return errors.New("--force needs --cleanup")
 	}
 	switch o.dumpFormat {
 	case "text", "json", "nft":
@@ -98,7 +103,7 @@ func (o *opsOptions) run(ctx context.Context, out io.Writer, opts *options, args
 	}
 	switch {
 	case o.cleanup:
-		return runCleanup(out, opts.stateDir)
+		return runCleanup(out, opts.stateDir, o.force)
 	case o.dump:
 		return runDump(ctx, out, o, opts)
 	case o.trace != "":

@@ -31,9 +31,10 @@ const repairMinGap = 250 * time.Millisecond
 // fullInterval; until it succeeds every retry is a full one.
 //
 // A signal on repair (another process changed our tables) asks for a full
-// sync outside the token bucket, paced by a repairLimiter instead; while
-// it waits for its slot every other sync waits with it (a partial sync
-// would build on what the other writer has changed).
+// sync outside the token bucket and the retry backoff, paced by a
+// repairLimiter instead; while it waits for its slot every other sync
+// waits with it (a partial sync would build on what the other writer has
+// changed).
 type runner struct {
 	clock        clock.Clock
 	minInterval  time.Duration
@@ -64,7 +65,9 @@ func (r *runner) run(ctx context.Context) {
 		}
 		start := later(notBefore, retryAt)
 		if repair {
-			start = later(rl.next(), retryAt)
+			// Not after the retry backoff either: the failure may
+			// well have been the other writer's doing.
+			start = rl.next()
 		}
 		if (pending || repair) && !now.Before(start) {
 			if repair {

@@ -179,6 +179,13 @@ func TestRunnerRepairsAtOnceOutsideTheTokenBucket(t *testing.T) {
 	h.wantCalls(call{full: true}, call{}, call{full: true})
 }
 
+func TestRunnerRepairsDuringTheRetryBackoff(t *testing.T) {
+	h := startRunner(t, 0, time.Hour, 2) // the initial sync fails...
+	h.foreignChange()                    // ...maybe because of another writer: repaired at once, fails too
+	h.stepToTimer()                      // then the retry backoff (2 s after the second failure)
+	h.wantCalls(call{full: true}, call{full: true}, call{full: true, at: 2 * time.Second})
+}
+
 func TestRunnerBacksOffWhenRepairsKeepComing(t *testing.T) {
 	h := startRunner(t, 0, 4*time.Second, 0)
 	// Another writer deletes our tables again right after every repair:

@@ -7,7 +7,7 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/nftproxy/nftproxy/instance"
+	"github.com/nftproxy/nftproxy/nftrules/instance"
 	"github.com/nftproxy/nftproxy/nftrules"
 )
 

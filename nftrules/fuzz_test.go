@@ -1,0 +1,291 @@
+package nftrules_test
+
+import (
+	"cmp"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// The fuzz targets of this file drive the randomized world of
+// builder_test.go (colliding claims resolved through proxier/claims, IDs
+// reused lowest-first) with the fuzzer's bytes instead of a seeded PRNG:
+// byteSource turns each byte into one random choice, so the fuzzer's
+// mutations are mutations of the operation sequence. Inputs worth keeping
+// are in testdata/fuzz/<FuzzName>/ and run with every `go test`.
+
+// byteSource is a rand.Source reading the fuzzer's bytes: each Uint64 takes
+// one byte and puts it in both the high bits (IntN of any n takes the high
+// bits of x*n) and the low bits (IntN of a power of two masks the low
+// bits), so that byte decides one IntN(n) for n up to 256. Past the end of
+// the input it goes on with a fixed PCG, so every input decodes completely
+// and deterministically.
+type byteSource struct {
+	data []byte
+	rest *rand.PCG
+}
+
+func (s *byteSource) Uint64() uint64 {
+	if len(s.data) == 0 {
+		return s.rest.Uint64()
+	}
+	b := uint64(s.data[0])
+	s.data = s.data[1:]
+	return b<<56 | 1<<55 | b
+}
+
+func fuzzRand(data []byte) (*rand.Rand, *byteSource) {
+	src := &byteSource{data: data, rest: rand.NewPCG(1, 2)}
+	return rand.New(src), src
+}
+
+// fuzzSeeds returns inputs made of PRNG bytes: sequences of every kind of
+// operation, as starting points for the fuzzer.
+func fuzzSeeds() [][]byte {
+	var out [][]byte
+	for i, n := range []int{0, 8, 64, 256, 1024} {
+		r := rand.New(rand.NewPCG(uint64(i), 7))
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// fuzzNodePortIPs are the NodePort address lists a fuzzed node has.
+var fuzzNodePortIPs = [][]netip.Addr{
+	{nodeAddr4, nodeAddr6, netip.MustParseAddr("127.0.0.1")},
+	{nodeAddr4},
+	{nodeAddr6, netip.MustParseAddr("192.168.50.2")},
+	{netip.MustParseAddr("198.51.100.1"), nodeAddr4}, // an address the world's externalIPs use
+}
+
+// fuzzWorld starts a world and its State from the input's first bytes:
+// where the service port IDs start (at an endpoint-map shard boundary, or
+// just below the largest ID, so that later ones are out of range) and the
+// node's configuration.
+func fuzzWorld(r *rand.Rand) (*world, *model.State) {
+	st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs, NodePortIPs: fuzzNodePortIPs[r.IntN(len(fuzzNodePortIPs))]}
+	w := newWorld(st.NodePortIPs)
+	w.nextID = []uint32{0, nftrules.ServicePortsPerEndpointMap - 2, nftrules.MaxServicePortID - 2}[r.IntN(3)]
+	for n := r.IntN(3); n > 0; n-- {
+		reconfigure(r, st, w)
+	}
+	return w, st
+}
+
+// reconfigure changes one setting of the node: every fragment depends on
+// them, so the Builder starts again and Diff compares whole tables (a
+// family may appear or go away).
+func reconfigure(r *rand.Rand, st *model.State, w *world) {
+	switch r.IntN(6) {
+	case 0:
+		st.MasqueradeAll = !st.MasqueradeAll
+	case 1:
+		st.ClusterCIDRs = [][]netip.Prefix{nil, clusterCIDRs, clusterCIDRs[:1], clusterCIDRs[1:],
+			{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}}[r.IntN(5)]
+	case 2:
+		st.NoIPv6 = !st.NoIPv6
+	case 3:
+		st.NodePortIPs = fuzzNodePortIPs[r.IntN(len(fuzzNodePortIPs))]
+		w.nodePort = st.NodePortIPs
+		w.claims.SetNodeAddresses(st.NodePortIPs, st.NodePortIPs)
+	case 4:
+		st.NodeName = []string{"node", "other", ""}[r.IntN(3)]
+	case 5:
+		st.NodeZone = []string{"", "z1"}[r.IntN(2)]
+	}
+}
+
+// step changes the world as one sync of the proxier sees it: a few service
+// ports added, removed or changed, a service port replaced by an equal
+// value, or the node reconfigured.
+func step(r *rand.Rand, st *model.State, w *world) {
+	switch op := r.IntN(10); {
+	case op == 0:
+		reconfigure(r, st, w)
+	case op == 1 && len(w.raw) > 0:
+		names := slices.SortedFunc(maps.Keys(w.raw), func(a, b types.NamespacedName) int { return cmp.Compare(a.Name, b.Name) })
+		c := *w.raw[names[r.IntN(len(names))]] // same value, new pointer: rebuilt, and must change nothing
+		w.set(&c)
+	default:
+		for n := 1 + r.IntN(3); n > 0; n-- {
+			w.mutate(r)
+		}
+	}
+	w.state(st)
+}
+
+// fuzzWorlds runs fn, as a fuzz target, on a world and State decoded from
+// the fuzzer's bytes (fuzzWorld); r and src go on with the rest.
+func fuzzWorlds(f *testing.F, fn func(t *testing.T, r *rand.Rand, src *byteSource, w *world, st *model.State)) {
+	for _, seed := range fuzzSeeds() {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, src := fuzzRand(data)
+		w, st := fuzzWorld(r)
+		fn(t, r, src, w, st)
+	})
+}
+
+// FuzzBuilderIncremental: after every step of a fuzzed sequence of
+// changes, the Builder's ruleset renders as a fresh Build, and the
+// incremental Diff from the previous ruleset, applied to the simulated
+// kernel holding it, is accepted and yields the new one; at the end, Diff
+// of the last ruleset and a fresh Build is empty.
+func FuzzBuilderIncremental(f *testing.F) {
+	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, src *byteSource, w *world, st *model.State) {
+		b := nftrules.NewBuilder()
+		kernel := newKernelSim()
+		var applied *nftrules.Ruleset
+		for i := 0; i < 40 && (i == 0 || len(src.data) > 0); i++ {
+			step(r, st, w)
+			got := b.Build(st)
+			if g, want := got.Render(), nftrules.Build(st).Render(); g != want {
+				t.Fatalf("step %d: incremental build differs from Build:\n%s", i, lineDiff(want, g))
+			}
+			kernel.apply(t, nftrules.Diff(applied, got))
+			if err := kernel.matches(got); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			applied = got
+		}
+		if tx := nftrules.Diff(applied, nftrules.Build(st)); !tx.Empty() {
+			t.Fatalf("Diff of equal rulesets: %v", opSummary(tx))
+		}
+	})
+}
+
+// FuzzDiff: for two fuzzed States a and b (b is a after more changes,
+// perhaps of the node's configuration too), Diff(Build(a), Build(b))
+// applied to a simulated kernel holding Build(a) is accepted and yields
+// Build(b); so does the Builder's incremental Diff; Diff of equal rulesets
+// is empty; and every rule Build renders parses back into itself.
+func FuzzDiff(f *testing.F) {
+	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, _ *byteSource, w *world, st *model.State) {
+		for n := r.IntN(16); n > 0; n-- {
+			step(r, st, w)
+		}
+		w.state(st)
+		a := *st // step replaces st.Services and the config slices, never edits them
+		for n := r.IntN(16); n > 0; n-- {
+			step(r, st, w)
+		}
+		b := *st
+
+		ra, rb := nftrules.Build(&a), nftrules.Build(&b)
+		for _, tc := range []struct {
+			name string
+			x, y *nftrules.Ruleset
+		}{{"a", ra, ra}, {"b", rb, rb}, {"a, built twice", ra, nftrules.Build(&a)}, {"b, built twice", rb, nftrules.Build(&b)}} {
+			if tx := nftrules.Diff(tc.x, tc.y); !tx.Empty() {
+				t.Fatalf("Diff of equal rulesets (%s): %v", tc.name, opSummary(tx))
+			}
+		}
+
+		kernel := newKernelSim()
+		kernel.apply(t, nftrules.Diff(nil, ra))
+		if err := kernel.matches(ra); err != nil {
+			t.Fatalf("a from nothing: %v", err)
+		}
+		kernel.apply(t, nftrules.Diff(ra, rb))
+		if err := kernel.matches(rb); err != nil {
+			t.Fatalf("a to b: %v", err)
+		}
+
+		builder := nftrules.NewBuilder()
+		pa := builder.Build(&a)
+		pb := builder.Build(&b)
+		incremental := newKernelSim()
+		incremental.apply(t, nftrules.Diff(nil, pa))
+		incremental.apply(t, nftrules.Diff(pa, pb))
+		if err := incremental.matches(rb); err != nil {
+			t.Fatalf("a to b through a Builder: %v", err)
+		}
+
+		checkRulesRoundTrip(t, rb)
+	})
+}
+
+// eachRule calls fn for every rule of rs, by family and chain name.
+func eachRule(rs *nftrules.Ruleset, fn func(f nftrules.Family, c *nftrules.Chain, r nftrules.Rule)) {
+	for _, f := range rs.SortedFamilies() {
+		for _, c := range rs.Tables[f].SortedChains() {
+			for _, r := range c.Rules {
+				fn(f, c, r)
+			}
+		}
+	}
+}
+
+// checkRulesRoundTrip checks ParseRule(f, r.Render(f)) == r for every rule
+// of rs and returns how many there are.
+func checkRulesRoundTrip(t testing.TB, rs *nftrules.Ruleset) int {
+	t.Helper()
+	n := 0
+	eachRule(rs, func(f nftrules.Family, c *nftrules.Chain, r nftrules.Rule) {
+		n++
+		text := r.Render(f)
+		got, err := nftrules.ParseRule(f, text)
+		if err != nil {
+			t.Errorf("%s chain %s: %v", f, c.Name, err)
+		} else if !reflect.DeepEqual(got, r) {
+			t.Errorf("%s chain %s: ParseRule(%q) = %#v, want %#v", f, c.Name, text, got, r)
+		}
+	})
+	return n
+}
+
+// FuzzParseRule: ParseRule never panics on any text, and what it accepts
+// renders into a text it parses back into the same rule. The seeds are the
+// rules Build renders for the rich States of parse_test.go and for fuzzed
+// worlds, and the foreign texts ParseRule must refuse.
+func FuzzParseRule(f *testing.F) {
+	add := func(rs *nftrules.Ruleset) {
+		eachRule(rs, func(fam nftrules.Family, _ *nftrules.Chain, r nftrules.Rule) {
+			f.Add(fam == nftrules.IPv6, r.Render(fam))
+		})
+	}
+	add(nftrules.Build(richState(false)))
+	add(nftrules.Build(richState(true)))
+	for _, seed := range fuzzSeeds() {
+		r, _ := fuzzRand(seed)
+		w, st := fuzzWorld(r)
+		for n := 0; n < 8; n++ {
+			step(r, st, w)
+		}
+		add(nftrules.Build(st))
+	}
+	for _, text := range []string{"", "ip6 saddr fd00::1 accept", "meta mark & 0x4000 == 0x00000000", "tcp dport 80 accept", "jump"} {
+		f.Add(false, text)
+	}
+	f.Fuzz(func(t *testing.T, v6 bool, text string) {
+		fam := nftrules.IPv4
+		if v6 {
+			fam = nftrules.IPv6
+		}
+		rule, err := nftrules.ParseRule(fam, text)
+		if err != nil {
+			return
+		}
+		rendered := rule.Render(fam)
+		again, err := nftrules.ParseRule(fam, rendered)
+		if err != nil {
+			t.Fatalf("ParseRule(%q) = %#v renders as %q, which does not parse: %v", text, rule, rendered, err)
+		}
+		if !reflect.DeepEqual(again, rule) || again.Render(fam) != rendered {
+			t.Fatalf("ParseRule(%q) = %#v renders as %q, which parses as %#v", text, rule, rendered, again)
+		}
+	})
+}

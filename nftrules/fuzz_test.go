@@ -2,6 +2,7 @@ package nftrules_test
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -109,14 +110,23 @@ func reconfigure(r *rand.Rand, st *model.State, w *world) {
 
 // step changes the world as one sync of the proxier sees it: a few service
 // ports added, removed or changed, a service port replaced by an equal
-// value, or the node reconfigured.
+// value or given topology hints, or the node reconfigured.
 func step(r *rand.Rand, st *model.State, w *world) {
 	switch op := r.IntN(10); {
 	case op == 0:
 		reconfigure(r, st, w)
-	case op == 1 && len(w.raw) > 0:
+	case op <= 2 && len(w.raw) > 0:
 		names := slices.SortedFunc(maps.Keys(w.raw), func(a, b types.NamespacedName) int { return cmp.Compare(a.Name, b.Name) })
-		c := *w.raw[names[r.IntN(len(names))]] // same value, new pointer: rebuilt, and must change nothing
+		c := *w.raw[names[r.IntN(len(names))]] // a new value (the proxier's contract)
+		if op == 2 {
+			c.Endpoints = slices.Clone(c.Endpoints)
+			for i := range c.Endpoints {
+				e := &c.Endpoints[i]
+				e.Zone = []string{"", "z1", "z2"}[r.IntN(3)]
+				e.ZoneHints = [][]string{nil, {"z1"}, {"z2"}, {"z1", "z2"}}[r.IntN(4)]
+				e.NodeHints = [][]string{nil, {"node"}, {"other"}}[r.IntN(3)]
+			}
+		}
 		w.set(&c)
 	default:
 		for n := 1 + r.IntN(3); n > 0; n-- {
@@ -139,6 +149,29 @@ func fuzzWorlds(f *testing.F, fn func(t *testing.T, r *rand.Rand, src *byteSourc
 	})
 }
 
+// checkClaims checks what proxier/claims guarantees Build: no two service
+// ports share a dispatch key (address . protocol . port) or a NodePort.
+// (Build keeps one element per key, so a conflict could go unnoticed in
+// the ruleset: the kernel would refuse it or send one to the other.)
+func checkClaims(t *testing.T, st *model.State) {
+	t.Helper()
+	owner := map[string]model.ServicePortName{}
+	claim := func(sp *model.ServicePort, key string) {
+		if o, ok := owner[key]; ok && o != sp.Name {
+			t.Fatalf("%s claimed by %v and %v", key, o, sp.Name)
+		}
+		owner[key] = sp.Name
+	}
+	for _, sp := range st.Services {
+		for _, ip := range slices.Concat(sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs) {
+			claim(sp, netip.AddrPortFrom(ip, sp.Port).String()+"/"+string(sp.Protocol))
+		}
+		if sp.NodePort != 0 {
+			claim(sp, fmt.Sprintf("nodePort %d/%s", sp.NodePort, sp.Protocol))
+		}
+	}
+}
+
 // FuzzBuilderIncremental: after every step of a fuzzed sequence of
 // changes, the Builder's ruleset renders as a fresh Build, and the
 // incremental Diff from the previous ruleset, applied to the simulated
@@ -151,6 +184,7 @@ func FuzzBuilderIncremental(f *testing.F) {
 		var applied *nftrules.Ruleset
 		for i := 0; i < 40 && (i == 0 || len(src.data) > 0); i++ {
 			step(r, st, w)
+			checkClaims(t, st)
 			got := b.Build(st)
 			if g, want := got.Render(), nftrules.Build(st).Render(); g != want {
 				t.Fatalf("step %d: incremental build differs from Build:\n%s", i, lineDiff(want, g))
@@ -170,8 +204,9 @@ func FuzzBuilderIncremental(f *testing.F) {
 // FuzzDiff: for two fuzzed States a and b (b is a after more changes,
 // perhaps of the node's configuration too), Diff(Build(a), Build(b))
 // applied to a simulated kernel holding Build(a) is accepted and yields
-// Build(b); so does the Builder's incremental Diff; Diff of equal rulesets
-// is empty; and every rule Build renders parses back into itself.
+// Build(b); so do the Builder's incremental Diff and the Diff of a full
+// sync (from a as read back from the kernel); Diff of equal rulesets is
+// empty; and every rule Build renders parses back into itself.
 func FuzzDiff(f *testing.F) {
 	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, _ *byteSource, w *world, st *model.State) {
 		for n := r.IntN(16); n > 0; n-- {
@@ -183,6 +218,8 @@ func FuzzDiff(f *testing.F) {
 			step(r, st, w)
 		}
 		b := *st
+		checkClaims(t, &a)
+		checkClaims(t, &b)
 
 		ra, rb := nftrules.Build(&a), nftrules.Build(&b)
 		for _, tc := range []struct {
@@ -202,6 +239,17 @@ func FuzzDiff(f *testing.F) {
 		kernel.apply(t, nftrules.Diff(ra, rb))
 		if err := kernel.matches(rb); err != nil {
 			t.Fatalf("a to b: %v", err)
+		}
+
+		// A full sync: live is what the kernel holding a hands back.
+		if tx := nftrules.Diff(nftrules.LiveCopy(ra), ra); !tx.Empty() {
+			t.Fatalf("Diff of a read back from the kernel and a: %v", opSummary(tx))
+		}
+		resync := newKernelSim()
+		resync.apply(t, nftrules.Diff(nil, ra))
+		resync.apply(t, nftrules.Diff(nftrules.LiveCopy(ra), rb))
+		if err := resync.matches(rb); err != nil {
+			t.Fatalf("a read back to b: %v", err)
 		}
 
 		builder := nftrules.NewBuilder()

@@ -8,11 +8,15 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/trace"
+	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -75,14 +79,25 @@ var fuzzNodePortIPs = [][]netip.Addr{
 // where the service port IDs start (at an endpoint-map shard boundary, or
 // just below the largest ID, so that later ones are out of range) and the
 // node's configuration.
-func fuzzWorld(r *rand.Rand) (*world, *model.State) {
+func fuzzWorld(r *rand.Rand) (*fuzzedWorld, *model.State) {
 	st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs, NodePortIPs: fuzzNodePortIPs[r.IntN(len(fuzzNodePortIPs))]}
-	w := newWorld(st.NodePortIPs)
+	w := &fuzzedWorld{world: newWorld(st.NodePortIPs)}
+	if r.IntN(4) == 0 { // --deny-external-ips-on-node-addresses
+		w.deny = true
+		w.claims = claims.New(claims.Options{DenyNodeAddresses: true})
+		w.claims.SetNodeAddresses(st.NodePortIPs, st.NodePortIPs)
+	}
 	w.nextID = []uint32{0, nftrules.ServicePortsPerEndpointMap - 2, nftrules.MaxServicePortID - 2}[r.IntN(3)]
 	for n := r.IntN(3); n > 0; n-- {
-		reconfigure(r, st, w)
+		reconfigure(r, st, w.world)
 	}
 	return w, st
+}
+
+// fuzzedWorld is a world whose resolver may deny node addresses.
+type fuzzedWorld struct {
+	*world
+	deny bool
 }
 
 // reconfigure changes one setting of the node: every fragment depends on
@@ -138,7 +153,7 @@ func step(r *rand.Rand, st *model.State, w *world) {
 
 // fuzzWorlds runs fn, as a fuzz target, on a world and State decoded from
 // the fuzzer's bytes (fuzzWorld); r and src go on with the rest.
-func fuzzWorlds(f *testing.F, fn func(t *testing.T, r *rand.Rand, src *byteSource, w *world, st *model.State)) {
+func fuzzWorlds(f *testing.F, fn func(t *testing.T, r *rand.Rand, src *byteSource, w *fuzzedWorld, st *model.State)) {
 	for _, seed := range fuzzSeeds() {
 		f.Add(seed)
 	}
@@ -150,10 +165,13 @@ func fuzzWorlds(f *testing.F, fn func(t *testing.T, r *rand.Rand, src *byteSourc
 }
 
 // checkClaims checks what proxier/claims guarantees Build: no two service
-// ports share a dispatch key (address . protocol . port) or a NodePort.
-// (Build keeps one element per key, so a conflict could go unnoticed in
-// the ruleset: the kernel would refuse it or send one to the other.)
-func checkClaims(t *testing.T, st *model.State) {
+// ports share a dispatch key (address . protocol . port) or a NodePort, no
+// external or load balancer IP is a NodePort address on another service
+// port's NodePort, and with deny none is a node address. (Build keeps one
+// element per key, so a conflict could go unnoticed in the ruleset: the
+// kernel would refuse it, or one Service would capture the other's
+// traffic.)
+func checkClaims(t *testing.T, st *model.State, deny bool) {
 	t.Helper()
 	owner := map[string]model.ServicePortName{}
 	claim := func(sp *model.ServicePort, key string) {
@@ -162,12 +180,26 @@ func checkClaims(t *testing.T, st *model.State) {
 		}
 		owner[key] = sp.Name
 	}
+	nodePortKey := func(proto v1.Protocol, port uint16) string { return fmt.Sprintf("nodePort %d/%s", port, proto) }
 	for _, sp := range st.Services {
 		for _, ip := range slices.Concat(sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs) {
 			claim(sp, netip.AddrPortFrom(ip, sp.Port).String()+"/"+string(sp.Protocol))
 		}
 		if sp.NodePort != 0 {
-			claim(sp, fmt.Sprintf("nodePort %d/%s", sp.NodePort, sp.Protocol))
+			claim(sp, nodePortKey(sp.Protocol, sp.NodePort))
+		}
+	}
+	for _, sp := range st.Services {
+		for _, ip := range slices.Concat(sp.ExternalIPs, sp.LoadBalancerIPs) {
+			if !slices.Contains(st.NodePortIPs, ip) {
+				continue
+			}
+			if o, ok := owner[nodePortKey(sp.Protocol, sp.Port)]; ok && o != sp.Name {
+				t.Fatalf("%v: external address %s:%d is the NodePort of %v on this node", sp.Name, ip, sp.Port, o)
+			}
+			if deny {
+				t.Fatalf("%v: external address %s is a node address", sp.Name, ip)
+			}
 		}
 	}
 }
@@ -178,13 +210,13 @@ func checkClaims(t *testing.T, st *model.State) {
 // kernel holding it, is accepted and yields the new one; at the end, Diff
 // of the last ruleset and a fresh Build is empty.
 func FuzzBuilderIncremental(f *testing.F) {
-	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, src *byteSource, w *world, st *model.State) {
+	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, src *byteSource, w *fuzzedWorld, st *model.State) {
 		b := nftrules.NewBuilder()
 		kernel := newKernelSim()
 		var applied *nftrules.Ruleset
 		for i := 0; i < 40 && (i == 0 || len(src.data) > 0); i++ {
-			step(r, st, w)
-			checkClaims(t, st)
+			step(r, st, w.world)
+			checkClaims(t, st, w.deny)
 			got := b.Build(st)
 			if g, want := got.Render(), nftrules.Build(st).Render(); g != want {
 				t.Fatalf("step %d: incremental build differs from Build:\n%s", i, lineDiff(want, g))
@@ -208,18 +240,18 @@ func FuzzBuilderIncremental(f *testing.F) {
 // sync (from a as read back from the kernel); Diff of equal rulesets is
 // empty; and every rule Build renders parses back into itself.
 func FuzzDiff(f *testing.F) {
-	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, _ *byteSource, w *world, st *model.State) {
+	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, _ *byteSource, w *fuzzedWorld, st *model.State) {
 		for n := r.IntN(16); n > 0; n-- {
-			step(r, st, w)
+			step(r, st, w.world)
 		}
 		w.state(st)
 		a := *st // step replaces st.Services and the config slices, never edits them
 		for n := r.IntN(16); n > 0; n-- {
-			step(r, st, w)
+			step(r, st, w.world)
 		}
 		b := *st
-		checkClaims(t, &a)
-		checkClaims(t, &b)
+		checkClaims(t, &a, w.deny)
+		checkClaims(t, &b, w.deny)
 
 		ra, rb := nftrules.Build(&a), nftrules.Build(&b)
 		for _, tc := range []struct {
@@ -295,8 +327,9 @@ func checkRulesRoundTrip(t testing.TB, rs *nftrules.Ruleset) int {
 	return n
 }
 
-// FuzzParseRule: ParseRule never panics on any text, and what it accepts
-// renders into a text it parses back into the same rule. The seeds are the
+// FuzzParseRule: ParseRule never panics on any text; what it accepts
+// renders into a text it parses back into the same rule, and the packet
+// tracer follows it without panicking. The seeds are the
 // rules Build renders for the rich States of parse_test.go and for fuzzed
 // worlds, and the foreign texts ParseRule must refuse.
 func FuzzParseRule(f *testing.F) {
@@ -311,7 +344,7 @@ func FuzzParseRule(f *testing.F) {
 		r, _ := fuzzRand(seed)
 		w, st := fuzzWorld(r)
 		for n := 0; n < 8; n++ {
-			step(r, st, w)
+			step(r, st, w.world)
 		}
 		add(nftrules.Build(st))
 	}
@@ -335,5 +368,35 @@ func FuzzParseRule(f *testing.F) {
 		if !reflect.DeepEqual(again, rule) || again.Render(fam) != rendered {
 			t.Fatalf("ParseRule(%q) = %#v renders as %q, which parses as %#v", text, rule, rendered, again)
 		}
+		// What ParseRule accepts from a kernel, --trace evaluates: it may
+		// fail, but not panic.
+		rs := withFirstRule(traceRuleset(), fam, nftrules.ChainServices, rule)
+		for _, pkt := range tracePackets[fam] {
+			_, _ = trace.Trace(rs, pkt)
+		}
 	})
+}
+
+// traceRuleset is the ruleset FuzzParseRule puts the parsed rule in.
+var traceRuleset = sync.OnceValue(func() *nftrules.Ruleset { return nftrules.Build(richState(false)) })
+
+// tracePackets reach the services chain of richState's ruleset.
+var tracePackets = map[nftrules.Family][]trace.Packet{
+	nftrules.IPv4: {podSends("10.1.0.2", "tcp", "172.30.0.10:80"), nodeSends("udp", "172.30.0.53:53")},
+	nftrules.IPv6: {outsiderSends("2001:db8::1", "tcp", "[fd00:30::10]:443")},
+}
+
+// withFirstRule returns a copy of rs (sharing everything else with it)
+// whose chain starts with r.
+func withFirstRule(rs *nftrules.Ruleset, f nftrules.Family, chain string, r nftrules.Rule) *nftrules.Ruleset {
+	out := nftrules.NewRuleset()
+	for fam, t := range rs.Tables {
+		c := *t
+		c.Chains = maps.Clone(t.Chains)
+		out.Tables[fam] = &c
+	}
+	c := *out.Tables[f].Chains[chain]
+	c.Rules = append([]nftrules.Rule{r}, c.Rules...)
+	out.Tables[f].Chains[chain] = &c
+	return out
 }

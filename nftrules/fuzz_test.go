@@ -238,7 +238,8 @@ func FuzzBuilderIncremental(f *testing.F) {
 // applied to a simulated kernel holding Build(a) is accepted and yields
 // Build(b); so do the Builder's incremental Diff and the Diff of a full
 // sync (from a as read back from the kernel); Diff of equal rulesets is
-// empty; and every rule Build renders parses back into itself.
+// empty; every rule Build renders parses back into itself; and the packet
+// tracer finds b's ruleset consistent.
 func FuzzDiff(f *testing.F) {
 	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, _ *byteSource, w *fuzzedWorld, st *model.State) {
 		for n := r.IntN(16); n > 0; n-- {
@@ -295,7 +296,42 @@ func FuzzDiff(f *testing.F) {
 		}
 
 		checkRulesRoundTrip(t, rb)
+		checkTraces(t, &b, rb)
 	})
+}
+
+// checkTraces follows first packets from a pod, an outsider and the node
+// to every address and NodePort of every service port: the tracer must
+// find the ruleset consistent (no missing chain, set or endpoint entry,
+// no dnat without its protocol match, no jump loop).
+func checkTraces(t *testing.T, st *model.State, rs *nftrules.Ruleset) {
+	t.Helper()
+	srcs := map[nftrules.Family][]netip.Addr{
+		nftrules.IPv4: {netip.MustParseAddr("10.244.1.1"), netip.MustParseAddr("203.0.113.200"), nodeAddr4},
+		nftrules.IPv6: {netip.MustParseAddr("fd44::1"), netip.MustParseAddr("2001:db8::200"), nodeAddr6},
+	}
+	paths := []trace.Path{trace.FromPod, trace.Forwarded, trace.LocalOut}
+	run := func(pkt trace.Packet) {
+		if _, ok := rs.Tables[nftrules.FamilyOf(pkt.Dst)]; !ok {
+			return
+		}
+		if _, err := trace.Trace(rs, pkt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sp := range st.Services {
+		proto, _ := nftrules.ProtocolOf(sp.Protocol)
+		for _, ip := range slices.Concat(sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs) {
+			for i, src := range srcs[nftrules.FamilyOf(ip)] {
+				run(trace.Packet{Src: src, Dst: ip, Proto: proto, DstPort: sp.Port, Path: paths[i]})
+			}
+		}
+		for _, ip := range st.NodePortIPs {
+			if sp.NodePort != 0 {
+				run(trace.Packet{Src: srcs[nftrules.FamilyOf(ip)][1], Dst: ip, Proto: proto, DstPort: sp.NodePort, Path: trace.ToLocal})
+			}
+		}
+	}
 }
 
 // eachRule calls fn for every rule of rs, by family and chain name.

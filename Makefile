@@ -10,6 +10,7 @@
 #                   ruleset; the lab stays up
 #   make demo-down  stop the demo lab (processes by PID, namespaces deleted)
 #   make bench      benchmarks of the rule builder and kernel apply
+#   make fuzz       each fuzz target for FUZZTIME (make test: 10 s each)
 
 GO ?= go
 BIN ?= bin
@@ -20,7 +21,7 @@ E2E_TIMEOUT ?= 60m
 build:
 	$(GO) build -o $(BIN)/nftproxy .
 
-test: unit e2e
+test: unit fuzz-short e2e
 
 # Every package of the project module except the e2e suite, which gets
 # its own longer timeout below. Kernel tests record themselves in a log
@@ -40,6 +41,27 @@ demo:
 
 demo-down:
 	$(GO) run ./e2e/demo down
+
+# Fuzz targets, one `go test -fuzz` run each (package:target). Their seeds
+# and testdata/fuzz/<target>/ inputs also run in every plain `go test`; a
+# failing input found here is written there. Each run starts from those
+# (a fresh corpus cache: the one in GOCACHE grows with every run, and a
+# short run would spend its time re-measuring it instead of fuzzing), and
+# minimizes an input in at most 100 runs.
+FUZZTIME ?= 20s
+FUZZ_TARGETS = proxier/model:FuzzServicePorts nftrules:FuzzBuilderIncremental nftrules:FuzzDiff nftrules:FuzzParseRule
+
+.PHONY: fuzz fuzz-short
+
+fuzz:
+	@rc=0; cache=$$(mktemp -d); for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./$${t%%:*} \
+			-args -test.fuzzcachedir=$$cache/$${t#*:} || rc=1; \
+	done; rm -rf $$cache; exit $$rc
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v '/e2e')

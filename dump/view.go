@@ -451,6 +451,12 @@ func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, f
 		r.problems = append(r.problems, fmt.Sprintf("map @%s does not exist", name))
 		return
 	}
+	if count > nftrules.MaxEndpoints {
+		// Not a rule of ours (the text is read back from the kernel):
+		// walking four billion keys would never end.
+		r.problems = append(r.problems, fmt.Sprintf("numgen random mod %d into @%s: more than the %d endpoints of a service port", count, name, nftrules.MaxEndpoints))
+		return
+	}
 	if w.used[name] == nil {
 		w.used[name] = map[string]bool{}
 	}

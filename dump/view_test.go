@@ -305,3 +305,21 @@ func TestViewExternalFrontendsAndAffinity(t *testing.T) {
 		}
 	}
 }
+
+// TestViewBoundsAHugeNumgenModulus: a rule read back with a numgen modulus
+// no rule of ours has (mod 4294967295) is a problem, not four billion map
+// lookups and as many problems.
+func TestViewBoundsAHugeNumgenModulus(t *testing.T) {
+	rs := nftrules.Build(testState())
+	dns := testState().Services[2]
+	chain := rs.Tables[nftrules.IPv4].Chains[nftrules.ServiceChainName(dns.Name)]
+	chain.Rules = []nftrules.Rule{{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: "meta l4proto udp dnat ip to numgen random mod 4294967295 offset 49152 map @endpoints-udp-0"}}}}
+	d := dump.FromRuleset(rs, nil)
+	var problems []string
+	for _, sp := range d.Services {
+		problems = append(problems, sp.Problems...)
+	}
+	if !strings.Contains(strings.Join(problems, "\n"), "ip 10.96.0.53: numgen random mod 4294967295 into @endpoints-udp-0: more than") {
+		t.Errorf("problems: %q, want one about the modulus", problems)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -17,47 +18,137 @@ import (
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// kernelSim applies transactions the way the kernel validates them: deleting
-// a missing element or chain fails, adding an element that exists with
-// another value fails, adding an identical one is a no-op.
+// kernelSim applies transactions the way the kernel validates them, op by
+// op within the batch: a rule, element or deletion naming a missing chain,
+// set or element fails; adding an element that exists with another value
+// fails, adding an identical one is a no-op; a chain with rules, or one a
+// rule or verdict element still points to, cannot be deleted, nor a set a
+// rule uses; adding a chain or set that exists keeps its contents; deleting
+// a table deletes that family's objects only.
 type kernelSim struct {
 	chains map[string][]string          // family/chain -> rule texts
+	uses   map[string][]string          // family/chain -> what its rules name ("chain X", "set Y")
 	sets   map[string]map[string]string // family/set -> key -> value
 }
 
 func newKernelSim() *kernelSim {
-	return &kernelSim{chains: map[string][]string{}, sets: map[string]map[string]string{}}
+	return &kernelSim{chains: map[string][]string{}, uses: map[string][]string{}, sets: map[string]map[string]string{}}
 }
 
-func (k *kernelSim) apply(t *testing.T, tx *nftrules.Transaction) {
+// ruleUses lists the chains and sets a rule names.
+func ruleUses(r *nftrules.Rule) []string {
+	var out []string
+	for _, s := range r.Stmts {
+		switch s := s.(type) {
+		case nftrules.VerdictStmt:
+			if s.Chain != "" {
+				out = append(out, "chain "+s.Chain)
+			}
+		case nftrules.SetLookup:
+			out = append(out, "set "+s.Set)
+		case nftrules.VmapLookup:
+			out = append(out, "set "+s.Map)
+		case nftrules.DNATToEndpoint:
+			out = append(out, "set "+s.Map)
+		case nftrules.NumgenVmap:
+			out = append(out, "set "+s.Map)
+		case nftrules.UpdateSourceSet:
+			out = append(out, "set "+s.Set)
+		}
+	}
+	return out
+}
+
+// used reports whether a rule or verdict element of family prefix f names
+// what ("chain X" or "set Y").
+func (k *kernelSim) used(f, what string) bool {
+	for c, uses := range k.uses {
+		if strings.HasPrefix(c, f) && slices.Contains(uses, what) {
+			return true
+		}
+	}
+	chain, isChain := strings.CutPrefix(what, "chain ")
+	for s, els := range k.sets {
+		for _, v := range els {
+			if isChain && strings.HasPrefix(s, f) && (v == "goto "+chain || v == "jump "+chain) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// exists reports whether "chain X" or "set Y" exists in family prefix f.
+func (k *kernelSim) exists(f, what string) bool {
+	if chain, ok := strings.CutPrefix(what, "chain "); ok {
+		_, found := k.chains[f+chain]
+		return found
+	}
+	_, found := k.sets[f+strings.TrimPrefix(what, "set ")]
+	return found
+}
+
+func (k *kernelSim) apply(t testing.TB, tx *nftrules.Transaction) {
 	t.Helper()
 	for _, op := range tx.Ops {
 		f := string(op.Family) + "/"
+		var what string
+		switch {
+		case op.Chain != nil:
+			what = "chain " + op.Chain.Name
+		case op.Set != nil:
+			what = "set " + op.Set.Name
+		}
 		switch op.Kind {
-		case nftrules.OpAddTable, nftrules.OpDelTable:
-			if op.Kind == nftrules.OpDelTable {
-				k.chains, k.sets = map[string][]string{}, map[string]map[string]string{}
+		case nftrules.OpFlushChain, nftrules.OpDelChain, nftrules.OpDelSet, nftrules.OpAddRule, nftrules.OpAddElements, nftrules.OpDelElements:
+			if !k.exists(f, what) {
+				t.Fatalf("%s %s: no such %s", op.Family, op.Kind, what)
 			}
+		}
+		switch op.Kind {
+		case nftrules.OpDelTable:
+			for _, m := range []map[string][]string{k.chains, k.uses} {
+				maps.DeleteFunc(m, func(name string, _ []string) bool { return strings.HasPrefix(name, f) })
+			}
+			maps.DeleteFunc(k.sets, func(name string, _ map[string]string) bool { return strings.HasPrefix(name, f) })
 		case nftrules.OpAddSet:
-			k.sets[f+op.Set.Name] = map[string]string{}
+			if !k.exists(f, what) {
+				k.sets[f+op.Set.Name] = map[string]string{}
+			}
 		case nftrules.OpDelSet:
+			if k.used(f, what) {
+				t.Fatalf("%s delete of %s, still used by a rule", op.Family, what)
+			}
 			delete(k.sets, f+op.Set.Name)
 		case nftrules.OpAddChain:
-			k.chains[f+op.Chain.Name] = nil
-		case nftrules.OpFlushChain:
-			if _, ok := k.chains[f+op.Chain.Name]; !ok {
-				t.Fatalf("flush of missing chain %s", op.Chain.Name)
+			if !k.exists(f, what) {
+				k.chains[f+op.Chain.Name] = nil
 			}
-			k.chains[f+op.Chain.Name] = nil
+		case nftrules.OpFlushChain:
+			k.chains[f+op.Chain.Name], k.uses[f+op.Chain.Name] = nil, nil
 		case nftrules.OpDelChain:
+			if len(k.chains[f+op.Chain.Name]) > 0 || k.used(f, what) {
+				t.Fatalf("%s delete of %s, which has rules or is still jumped to", op.Family, what)
+			}
 			delete(k.chains, f+op.Chain.Name)
+			delete(k.uses, f+op.Chain.Name)
 		case nftrules.OpAddRule:
+			uses := ruleUses(op.Rule)
+			for _, u := range uses {
+				if !k.exists(f, u) {
+					t.Fatalf("%s add rule %q to %s: no such %s", op.Family, op.Rule.Render(op.Family), what, u)
+				}
+			}
 			k.chains[f+op.Chain.Name] = append(k.chains[f+op.Chain.Name], op.Rule.Render(op.Family))
+			k.uses[f+op.Chain.Name] = append(k.uses[f+op.Chain.Name], uses...)
 		case nftrules.OpAddElements:
 			s := k.sets[f+op.Set.Name]
 			for _, e := range op.Elements {
 				if v, ok := s[e.KeyString()]; ok && v != e.ValueString() {
 					t.Fatalf("add of existing element %s of %s with another value", e.KeyString(), op.Set.Name)
+				}
+				if e.Verdict != nil && e.Verdict.Chain != "" && !k.exists(f, "chain "+e.Verdict.Chain) {
+					t.Fatalf("%s add of element %s : %s to %s: no such chain", op.Family, e.KeyString(), e.ValueString(), op.Set.Name)
 				}
 				s[e.KeyString()] = e.ValueString()
 			}

@@ -140,7 +140,7 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		if !ok || !m.Verdict {
 			return nil, fmt.Errorf("numgen vmap @%s is not a verdict map", s.Map)
 		}
-		out := make([]result, 0, s.Count)
+		out := make([]result, 0, preallocated(s.Count))
 		for k := s.Offset; k-s.Offset < s.Count; k++ {
 			el, ok := m.Lookup(nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(k)}}.KeyString())
 			if !ok || el.Verdict == nil {
@@ -196,7 +196,7 @@ func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATT
 	if len(m.Key) != 1 || m.Key[0] != nftrules.TypeIndex || !slices.Equal(m.Data, want) {
 		return nil, fmt.Errorf("dnat map @%s has type %v : %v, want [integer] : %v", s.Map, m.Key, m.Data, want)
 	}
-	out := make([]result, 0, s.Count)
+	out := make([]result, 0, preallocated(s.Count))
 	for k := s.Offset; k-s.Offset < s.Count; k++ {
 		key := nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(k)}}.KeyString()
 		el, ok := m.Lookup(key)
@@ -214,6 +214,13 @@ func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATT
 	}
 	return out, nil
 }
+
+// preallocated bounds the room made for the results of a numgen modulus:
+// the modulus comes from the rule text (read back from the kernel), and a
+// huge one (mod 4294967295) must end in "no entry", not in an allocation
+// of hundreds of gigabytes that kills the process. Ours never exceed
+// MaxEndpoints.
+func preallocated(count uint32) uint32 { return min(count, nftrules.MaxEndpoints) }
 
 // hasL4ProtoMatch reports whether stmts match the transport protocol
 // (protocol proto, or any when proto is 0).

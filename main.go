@@ -126,7 +126,9 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 			klog.ErrorS(err, "Closing nftables connection")
 		}
 	}()
-	cleaner, err := conntrack.NewCleaner(0)
+	cleaner, err := conntrack.NewCleaner(0, conntrack.Options{
+		OnResult: func(r conntrack.Result) { ob.metrics.ConntrackDeleted(r.Deleted) },
+	})
 	if err != nil {
 		return err
 	}

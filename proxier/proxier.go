@@ -59,8 +59,9 @@ type Config struct {
 	// OnReject, if set, is called for each piece of input that was left
 	// out (Events). It runs on the sync goroutine and must not block.
 	OnReject func(model.Rejection)
-	// Conntrack, if set, deletes stale UDP conntrack entries after syncs
-	// that changed UDP service ports.
+	// Conntrack, if set, is handed the UDP index after syncs that changed
+	// UDP service ports, and deletes stale UDP conntrack entries in the
+	// background.
 	Conntrack ConntrackCleaner
 	// NodePortAddresses selects the addresses NodePorts are served on
 	// (--nodeport-addresses); the zero value serves no NodePort.
@@ -105,8 +106,6 @@ type SyncInfo struct {
 	OldestChange time.Time
 	// Converted counts the Services converted for this sync.
 	Converted int
-	// ConntrackDeleted counts the stale UDP conntrack entries deleted.
-	ConntrackDeleted int
 	// EndpointsOverLimit counts the usable endpoints not programmed
 	// because their service port has more than nftrules.MaxEndpoints in a
 	// family (each such service port is also reported as a Rejection).

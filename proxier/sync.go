@@ -30,17 +30,16 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	overLimit := p.checkEndpointLimits(st)
 	foreign := p.takeForeign(full)
 	res, err := p.rec.Sync(ctx, p.builder.Build(st), full)
-	deleted := 0
 	if err == nil {
 		// Only once the new rules are in: the next packet of a flow
 		// whose entry is deleted must meet them.
-		deleted = p.cleanConntrack(st)
+		p.cleanConntrack(st)
 	}
 	info := SyncInfo{
 		State: st, Full: full, Result: res, Err: err, Start: start,
 		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,
-		ConntrackDeleted: deleted, EndpointsOverLimit: overLimit,
-		ForeignChanges: foreign.n, ForeignSince: foreign.first,
+		EndpointsOverLimit: overLimit,
+		ForeignChanges:     foreign.n, ForeignSince: foreign.first,
 	}
 	p.syncHealthChecks(st)
 	if p.cfg.OnSync != nil {

@@ -1,52 +1,55 @@
 package proxier
 
 import (
+	"net/netip"
+	"slices"
+
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/klog/v2"
 
 	"github.com/nftproxy/nftproxy/proxier/conntrack"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
 // ConntrackCleaner deletes UDP conntrack entries that point at endpoints a
-// Service no longer has; *conntrack.Cleaner implements it.
+// Service no longer sends to; *conntrack.Cleaner implements it.
 type ConntrackCleaner interface {
-	Clean(cur, prev *conntrack.Index) (int, error)
+	// Programmed hands over the index of a State whose rules are in the
+	// kernel. It must not block: the cleanup runs elsewhere.
+	Programmed(cur *conntrack.Index)
 }
 
-// udpState remembers the UDP service ports of the last programmed State.
+// udpState remembers what the last hand-over depended on.
 type udpState struct {
 	ports map[*model.ServicePort]bool
-	index *conntrack.Index
+	// What else decides which endpoints are programmed, and where
+	// NodePorts are served.
+	nodeName, nodeZone string
+	nodePortIPs        []netip.Addr
+	noIPv6             bool
+	handed             bool
 }
 
-// cleanConntrack runs after a successful sync. It does nothing unless a UDP
-// service port changed (ServicePorts are immutable, so a changed one is a
-// new pointer); it returns how many entries it deleted.
-func (p *Proxier) cleanConntrack(st *model.State) int {
+// cleanConntrack runs after a successful sync. It hands the cleaner a new
+// index only when a UDP service port changed (ServicePorts are immutable,
+// so a changed one is a new pointer) or the node's name, zone or NodePort
+// addresses did.
+func (p *Proxier) cleanConntrack(st *model.State) {
 	if p.cfg.Conntrack == nil {
-		return 0
+		return
 	}
-	ports := map[*model.ServicePort]bool{}
+	next := udpState{ports: map[*model.ServicePort]bool{}, nodeName: st.NodeName, nodeZone: st.NodeZone,
+		nodePortIPs: st.NodePortIPs, noIPv6: st.NoIPv6, handed: true}
 	for _, sp := range st.Services {
 		if sp.Protocol == v1.ProtocolUDP {
-			ports[sp] = true
+			next.ports[sp] = true
 		}
 	}
-	if p.udp.ports != nil && sameKeys(ports, p.udp.ports) {
-		return 0
+	if p.udp.handed && sameKeys(next.ports, p.udp.ports) && next.nodeName == p.udp.nodeName &&
+		next.nodeZone == p.udp.nodeZone && slices.Equal(next.nodePortIPs, p.udp.nodePortIPs) && next.noIPv6 == p.udp.noIPv6 {
+		return
 	}
-	cur := conntrack.NewIndex(st)
-	n, err := p.cfg.Conntrack.Clean(cur, p.udp.index)
-	if err != nil {
-		// The rules are right; stale flows age out on their own. Retry at
-		// the next change.
-		klog.ErrorS(err, "Deleting stale UDP conntrack entries")
-		return n
-	}
-	p.udp = udpState{ports: ports, index: cur}
-	klog.V(2).InfoS("Deleted stale UDP conntrack entries", "entries", n)
-	return n
+	p.cfg.Conntrack.Programmed(conntrack.NewIndex(st))
+	p.udp = next
 }
 
 func sameKeys(a, b map[*model.ServicePort]bool) bool {

@@ -1,135 +1,146 @@
 // Package conntrack removes UDP conntrack entries that still point at
-// endpoints a Service no longer has.
+// endpoints a Service no longer sends to.
 //
 // UDP has no connection end: a client that keeps sending to a ClusterIP
 // keeps its conntrack entry, and with it the DNAT to the backend chosen
-// first, even after that backend is gone. After each sync that changed UDP
+// first, even after that backend is gone. After a sync that changed UDP
 // service ports, the entries whose original destination is a UDP Service
-// address (ClusterIP, external or load-balancer IP, or a NodePort) and
-// whose reply source is not a serving endpoint of that Service are deleted,
-// so the next packet is load-balanced again. This is upstream kube-proxy's
-// rule (pkg/proxy/conntrack).
+// frontend and whose reply source is not one of the endpoints the ruleset
+// now DNATs that Service to are deleted, so the next packet is
+// load-balanced again. This is upstream kube-proxy's rule
+// (pkg/proxy/conntrack), with two differences:
+//
+//   - A NodePort frontend is the NodePort on one of the node's NodePort
+//     addresses (st.NodePortIPs, the addresses the ruleset serves it on),
+//     not the port alone: a masqueraded egress flow to some host's port
+//     30053 is not a flow to NodePort 30053 and is never touched.
+//   - "Endpoint" means an endpoint the ruleset programs
+//     (nftrules.ProgrammedEndpoints: ready ones, serving-and-terminating
+//     ones only when none is ready, topology and traffic policy applied),
+//     where upstream keeps every serving endpoint. A flow to an endpoint
+//     the ruleset stopped sending new flows to is moved too.
+//
+// Flows of a Service port that is gone are deleted when their reply source
+// is one of its former endpoints. SCTP is left alone, as upstream does.
+//
+// Finding the entries means walking the kernel's conntrack table, which
+// costs about 0.4 s of kernel time per million entries however narrow the
+// filter, so the Cleaner does it on its own goroutine, off the sync path;
+// see Cleaner.
 package conntrack
 
 import (
-	"fmt"
-	"net"
 	"net/netip"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
 
+	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// Index maps UDP Service addresses to the endpoints their flows may reply
-// from. It is built from a State and is pure data.
-type Index struct {
-	// byDst holds ClusterIPs, external and load-balancer IPs with a port.
-	byDst map[netip.AddrPort]map[netip.AddrPort]bool
-	// byNodePort holds NodePorts (any destination address of the node).
-	byNodePort map[uint16]map[netip.AddrPort]bool
+// liveSet holds the endpoints a frontend's flows may be DNATed to.
+type liveSet map[netip.AddrPort]struct{}
+
+// nodePortKey is a NodePort of one family.
+type nodePortKey struct {
+	v6   bool
+	port uint16
 }
 
-// NewIndex indexes the UDP service ports of st. Endpoints that are serving
-// (ready, or serving while terminating) are live.
+// Index maps the UDP Service frontends of one State to the endpoints their
+// flows may reply from. It is built from a State and is pure data.
+type Index struct {
+	// frontends holds ClusterIPs, external and load-balancer IPs with
+	// their port.
+	frontends map[netip.AddrPort]liveSet
+	// nodePorts holds NodePorts, served on nodePortIPs.
+	nodePorts   map[nodePortKey]liveSet
+	nodePortIPs map[netip.Addr]bool
+}
+
+func newEmptyIndex() *Index {
+	return &Index{frontends: map[netip.AddrPort]liveSet{}, nodePorts: map[nodePortKey]liveSet{}, nodePortIPs: map[netip.Addr]bool{}}
+}
+
+// NewIndex indexes the UDP service ports of st as the ruleset built from
+// st programs them: frontends only in the families that have a ClusterIP
+// (and that the node programs), and for each the endpoints
+// nftrules.ProgrammedEndpoints returns.
 func NewIndex(st *model.State) *Index {
-	ix := &Index{byDst: map[netip.AddrPort]map[netip.AddrPort]bool{}, byNodePort: map[uint16]map[netip.AddrPort]bool{}}
+	ix := newEmptyIndex()
+	for _, ip := range st.NodePortIPs {
+		ix.nodePortIPs[ip.Unmap()] = true
+	}
 	for _, sp := range st.Services {
-		if sp.Protocol != "UDP" {
+		if sp.Protocol != v1.ProtocolUDP {
 			continue
 		}
-		live := map[netip.AddrPort]bool{}
-		for _, ep := range sp.Endpoints {
-			if ep.Ready || ep.Serving {
-				live[ep.AddrPort()] = true
-			}
+		live := liveSet{}
+		for _, ep := range nftrules.ProgrammedEndpoints(st, sp) {
+			live[netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)] = struct{}{}
 		}
-		for _, group := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
-			for _, ip := range group {
-				ix.byDst[netip.AddrPortFrom(ip, sp.Port)] = live
+		for _, f := range nftrules.FamiliesOf(st) {
+			if !hasFamily(sp.ClusterIPs, f) {
+				continue // the Service is not programmed in f
 			}
-		}
-		if sp.NodePort != 0 {
-			ix.byNodePort[sp.NodePort] = live
+			for _, group := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
+				for _, ip := range group {
+					if nftrules.FamilyOf(ip) == f {
+						ix.frontends[netip.AddrPortFrom(ip.Unmap(), sp.Port)] = live
+					}
+				}
+			}
+			if sp.NodePort != 0 {
+				ix.nodePorts[nodePortKey{f == nftrules.IPv6, sp.NodePort}] = live
+			}
 		}
 	}
 	return ix
 }
 
-// Stale reports whether a UDP flow (original destination dst, reply source
-// replySrc) points at an endpoint its Service no longer has. Flows to
-// addresses that are not (or no longer) UDP Services are judged by removed:
-// the index of the previous State, so that the flows of a deleted Service
-// are removed too.
-func (ix *Index) Stale(dst, replySrc netip.AddrPort, removed *Index) bool {
-	if live, ok := ix.byDst[dst]; ok {
-		return !live[replySrc]
+func hasFamily(ips []netip.Addr, f nftrules.Family) bool {
+	for _, ip := range ips {
+		if nftrules.FamilyOf(ip) == f {
+			return true
+		}
 	}
-	if live, ok := ix.byNodePort[dst.Port()]; ok {
-		return !live[replySrc]
+	return false
+}
+
+// lookup returns the endpoints of the frontend dst, if it is one.
+func (ix *Index) lookup(dst netip.AddrPort) (liveSet, bool) {
+	if live, ok := ix.frontends[dst]; ok {
+		return live, true
+	}
+	if !ix.nodePortIPs[dst.Addr()] {
+		return nil, false
+	}
+	live, ok := ix.nodePorts[nodePortKey{dst.Addr().Is6(), dst.Port()}]
+	return live, ok
+}
+
+// Stale reports whether a UDP flow (original destination dst, reply source
+// replySrc) must be deleted: its destination is a frontend of cur and the
+// reply comes from elsewhere than that frontend's endpoints (moved or
+// removed endpoints, and flows that were never DNATed because they predate
+// the Service's rules or its first endpoint); or its destination is a
+// frontend only removed had (a Service port that is gone) and the reply
+// comes from one of that frontend's former endpoints.
+func (ix *Index) Stale(dst, replySrc netip.AddrPort, removed *Index) bool {
+	dst, replySrc = unmap(dst), unmap(replySrc)
+	if live, ok := ix.lookup(dst); ok {
+		_, kept := live[replySrc]
+		return !kept
 	}
 	if removed == nil {
 		return false
 	}
-	_, wasService := removed.byDst[dst]
-	_, wasNodePort := removed.byNodePort[dst.Port()]
-	return wasService || wasNodePort
-}
-
-// Cleaner deletes stale entries from one network namespace's conntrack table.
-type Cleaner struct {
-	handle *netlink.Handle
-}
-
-// NewCleaner opens a netlink handle in the namespace of nsFd (0: the
-// current namespace).
-func NewCleaner(nsFd int) (*Cleaner, error) {
-	var h *netlink.Handle
-	var err error
-	if nsFd != 0 {
-		h, err = netlink.NewHandleAt(netns.NsHandle(nsFd), unix.NETLINK_NETFILTER)
-	} else {
-		h, err = netlink.NewHandle(unix.NETLINK_NETFILTER)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("conntrack: open netlink handle: %w", err)
-	}
-	return &Cleaner{handle: h}, nil
-}
-
-// Clean deletes the UDP entries that cur says are stale (with prev, the
-// previous State's index, for Services that are gone) and returns how many
-// it deleted.
-func (c *Cleaner) Clean(cur, prev *Index) (int, error) {
-	f := filter{cur: cur, prev: prev}
-	var total uint
-	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
-		n, err := c.handle.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f)
-		total += n
-		if err != nil {
-			return int(total), fmt.Errorf("conntrack: delete stale UDP entries: %w", err)
-		}
-	}
-	return int(total), nil
-}
-
-// Close releases the netlink handle.
-func (c *Cleaner) Close() { c.handle.Close() }
-
-type filter struct{ cur, prev *Index }
-
-func (f filter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
-	if flow.Forward.Protocol != unix.IPPROTO_UDP {
+	live, ok := removed.lookup(dst)
+	if !ok {
 		return false
 	}
-	dst, ok1 := addrPort(flow.Forward.DstIP, flow.Forward.DstPort)
-	src, ok2 := addrPort(flow.Reverse.SrcIP, flow.Reverse.SrcPort)
-	return ok1 && ok2 && f.cur.Stale(dst, src, f.prev)
+	_, was := live[replySrc]
+	return was
 }
 
-func addrPort(ip net.IP, port uint16) (netip.AddrPort, bool) {
-	a, ok := netip.AddrFromSlice(ip)
-	return netip.AddrPortFrom(a.Unmap(), port), ok
-}
+func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }

@@ -110,7 +110,7 @@ func New(changes ChangeSource) *Metrics {
 		}),
 		conntrackDeleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nftproxy_conntrack_entries_deleted_total",
-			Help: "Stale UDP conntrack entries deleted after syncs (flows whose backend is no longer a serving endpoint).",
+			Help: "Stale UDP conntrack entries deleted after syncs (flows whose backend is no longer an endpoint the rules send to).",
 		}),
 		overLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nftproxy_endpoints_over_limit",
@@ -210,7 +210,6 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 	if !info.OldestChange.IsZero() {
 		m.networkProgramming.Observe(end.Sub(info.OldestChange).Seconds())
 	}
-	m.ConntrackDeleted(info.ConntrackDeleted)
 	if info.ForeignChanges > 0 {
 		m.repairs.Inc()
 		m.foreignChanges.Add(float64(info.ForeignChanges))
@@ -227,8 +226,8 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 	}
 }
 
-// ConntrackDeleted counts deleted conntrack entries (ObserveSync feeds it
-// from SyncInfo.ConntrackDeleted).
+// ConntrackDeleted counts deleted conntrack entries (the conntrack
+// cleaner reports each run, from its own goroutine).
 func (m *Metrics) ConntrackDeleted(n int) {
 	if n > 0 {
 		m.conntrackDeleted.Add(float64(n))

@@ -211,8 +211,10 @@ func TestObserveSync(t *testing.T) {
 		{ExternalPolicyLocal: true, InternalPolicyLocal: true, NodePort: 30082, Endpoints: []pmodel.Endpoint{terminatingLocal}}, // fallback: no
 		{InternalPolicyLocal: true, ExternalPolicyLocal: true, ExternalIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},     // both
 	}}
-	m.ObserveSync(proxier.SyncInfo{State: st, Start: time.Now(), Duration: time.Millisecond, ConntrackDeleted: 5, EndpointsOverLimit: 616})
-	m.ObserveSync(proxier.SyncInfo{Start: time.Now(), Err: errors.New("x"), ConntrackDeleted: 9}) // failed: not counted
+	m.ObserveSync(proxier.SyncInfo{State: st, Start: time.Now(), Duration: time.Millisecond, EndpointsOverLimit: 616})
+	m.ObserveSync(proxier.SyncInfo{Start: time.Now(), Err: errors.New("x")})
+	m.ConntrackDeleted(5) // the conntrack cleaner reports on its own
+	m.ConntrackDeleted(0)
 	fams := scrape(t, m)
 	if got := value(t, fams, "nftproxy_conntrack_entries_deleted_total", nil); got != 5 {
 		t.Errorf("conntrack deleted %g, want 5", got)

@@ -14,7 +14,8 @@ import (
 // table, on its own goroutine.
 //
 // The sync path only hands over the Index of the State it programmed
-// (Programmed: a diff against the previous one, microseconds). The
+// (Programmed: a diff against the previous one; NewIndex and Programmed
+// take about 2 ms for 200 UDP service ports on the test machine). The
 // goroutine then walks the table once per family that has work, with the
 // narrowest kernel filter the work allows (Query), judges every entry the
 // kernel returns (Index.Stale) and deletes the stale ones by tuple and

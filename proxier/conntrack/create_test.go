@@ -16,6 +16,12 @@ import (
 // million entries in seconds.
 
 const (
+	ctMsgNew           = 0
+	ctaNatSrc          = 6
+	ctaTimeout         = 7
+	ctaNatDst          = 13
+	ipsSeenReply       = 1 << 1
+	ipsAssured         = 1 << 2
 	ctaNatV4MinIP      = 1
 	ctaNatV4MaxIP      = 2
 	ctaNatProto        = 3

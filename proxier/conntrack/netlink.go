@@ -25,17 +25,13 @@ import (
 // nfnetlink_conntrack.h; the filter flags are net/netfilter/nf_internals.h).
 const (
 	nfnlSubsysCtnetlink = 1
-	ctMsgNew            = 0
 	ctMsgGet            = 1
 	ctMsgDelete         = 2
 
 	ctaTupleOrig  = 1
 	ctaTupleReply = 2
 	ctaStatus     = 3
-	ctaNatSrc     = 6
-	ctaTimeout    = 7
 	ctaID         = 12
-	ctaNatDst     = 13
 	ctaZone       = 18
 	ctaFilter     = 25
 	ctaStatusMask = 26
@@ -62,10 +58,7 @@ const (
 	filterDstPort  = 1 << 5
 
 	// IPS_* status bits (include/uapi/linux/netfilter/nf_conntrack_common.h).
-	ipsSeenReply = 1 << 1
-	ipsAssured   = 1 << 2
-	ipsSrcNAT    = 1 << 4
-	ipsDstNAT    = 1 << 5
+	ipsDstNAT = 1 << 5
 
 	nlaTypeMask = 0x3fff // strips NLA_F_NESTED and NLA_F_NET_BYTEORDER
 	nlmsgHdrLen = 16
@@ -82,9 +75,6 @@ type Flow struct {
 	Zone               uint16
 	ID                 uint32
 }
-
-// DNATed reports whether the kernel rewrote the flow's destination.
-func (f *Flow) DNATed() bool { return f.Status&ipsDstNAT != 0 }
 
 // Query selects entries of one family in the kernel. Zero fields do not
 // filter. Kernels without the filter attributes (CTA_FILTER: Linux 5.8;

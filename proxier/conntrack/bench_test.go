@@ -58,7 +58,7 @@ func BenchmarkKernelConntrackChurn(b *testing.B) {
 		}
 		entries = n
 	}
-	ns, cr := testNamespace(b, "nftk-ctb-node") // skips unless root
+	ns, cr := testNamespace(b, "nftk-ctb-node") // needs root
 	raiseConntrackMax(b, entries+entries/10+10_000)
 
 	sc := newChurnScenario()

@@ -3,7 +3,6 @@ package conntrack
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -43,14 +42,12 @@ type Entry struct {
 	TimeoutSeconds   uint32
 }
 
-// testNamespace skips tb unless root, and returns a fresh network
+// testNamespace needs root (netkit.RequireRoot), and returns a fresh network
 // namespace named name ("nftk-" prefixed) and a Creator in it, both gone
 // when tb ends.
 func testNamespace(tb testing.TB, name string) (*netkit.NS, *Creator) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("SKIPPED: needs root for a network namespace and conntrack")
-	}
+	netkit.RequireRoot(tb)
 	_ = netkit.CleanupPrefix(name)
 	ns, err := netkit.New(name)
 	if err != nil {

@@ -259,3 +259,45 @@ func FindRepoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// EnsureE2EBinaries builds upstream's e2e test binary (`go test -c
+// k8s.io/kubernetes/test/e2e`, the same build as the release's e2e.test)
+// and the ginkgo CLI from e2e/k8sbin into the version cache, and returns
+// their paths.
+func EnsureE2EBinaries(ctx context.Context, repoRoot, cacheDir string, log io.Writer) (e2eTest, ginkgo string, err error) {
+	dir := versionDir(cacheDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("lab: create cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return "", "", err
+	}
+	defer unlock()
+	mod := filepath.Join(repoRoot, "e2e", "k8sbin")
+	e2eTest, ginkgo = filepath.Join(dir, "e2e.test"), filepath.Join(dir, "ginkgo")
+	if _, err := os.Stat(ginkgo); err != nil {
+		fmt.Fprintf(log, "lab: building ginkgo (first run only, ~30 s)...\n")
+		if err := goBuild(ctx, mod, "github.com/onsi/ginkgo/v2/ginkgo", ginkgo, "-s -w", true); err != nil {
+			return "", "", err
+		}
+	}
+	if _, err := os.Stat(e2eTest); err == nil {
+		return e2eTest, ginkgo, nil
+	}
+	fmt.Fprintf(log, "lab: building e2e.test %s (first run only, ~5 min on 2 cores, 3.5 GB of memory)...\n", KubernetesVersion)
+	start := time.Now()
+	tmp := e2eTest + ".tmp"
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", tmp, "-trimpath", "-ldflags", k8sLDFlags(), "k8s.io/kubernetes/test/e2e")
+	cmd.Dir = mod
+	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.Remove(tmp)
+		return "", "", fmt.Errorf("lab: go test -c k8s.io/kubernetes/test/e2e: %w\n%s", err, out)
+	}
+	if err := os.Rename(tmp, e2eTest); err != nil {
+		return "", "", fmt.Errorf("lab: install %s: %w", e2eTest, err)
+	}
+	fmt.Fprintf(log, "lab: built e2e.test in %s\n", time.Since(start).Round(time.Second))
+	return e2eTest, ginkgo, nil
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nftproxy/nftproxy/e2e/netkit"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -231,3 +232,27 @@ func (l *Lab) checkHostSysctls() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Kubectl runs the lab's kubectl as cluster admin inside the
+// control-plane namespace (the apiserver is only reachable there), with
+// stdin if given, and returns its combined output.
+func (l *Lab) Kubectl(ctx context.Context, stdin string, args ...string) ([]byte, error) {
+	kc, err := l.AdminKubeconfig()
+	if err != nil {
+		return nil, err
+	}
+	full := append([]string{"netns", "exec", l.cp.Name, l.bins.Kubectl, "--kubeconfig=" + kc}, args...)
+	cmd := exec.CommandContext(ctx, "ip", full...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("lab: kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
+}
+
+// ControlPlaneNS is the control-plane namespace (clients of the lab, such
+// as e2e.test, run there).
+func (l *Lab) ControlPlaneNS() *netkit.NS { return l.cp }

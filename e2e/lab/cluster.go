@@ -164,9 +164,14 @@ func (l *Lab) startScheduler(ctx context.Context) error {
 	}
 	l.cluster.scheduler = d
 	// Give it a moment to fail on bad flags before the nodes start.
-	return waitUntil(ctx, 2*time.Second, "kube-scheduler running", func(context.Context) (bool, error) {
-		return false, nil
-	}, d)
+	select {
+	case <-d.Proc.Done():
+		return fmt.Errorf("lab: kube-scheduler exited (%v); log tail:\n%s", d.Proc.Wait(), tailFile(d.Proc.LogPath, 30))
+	case <-time.After(2 * time.Second):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // waitNodesReady waits until every node's kubelet has registered its Node

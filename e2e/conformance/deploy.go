@@ -66,9 +66,25 @@ func (c *cluster) deployNFTProxy(ctx context.Context) error {
 		return err
 	}
 	step("kubectl apply -k %s:\n%s", dir, out)
-	if err := c.waitRollout(ctx, "daemonset/nftproxy", 3*time.Minute); err != nil {
-		return err
+	// rollout status passes a DaemonSet the controller has not yet
+	// scheduled anywhere: wait for one Ready pod per node instead.
+	want := fmt.Sprintf("%d %d %d", len(c.l.Nodes()), len(c.l.Nodes()), len(c.l.Nodes()))
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		got, err := c.kubectl(ctx, "", "-n", "kube-system", "get", "daemonset", "nftproxy", "-o",
+			"jsonpath={.status.desiredNumberScheduled} {.status.updatedNumberScheduled} {.status.numberReady}")
+		if err == nil && got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			pods, _ := c.kubectl(ctx, "", "-n", "kube-system", "get", "pods", "-o", "wide")
+			desc, _ := c.kubectl(ctx, "", "-n", "kube-system", "describe", "daemonset", "nftproxy")
+			return fmt.Errorf("nftproxy DaemonSet: desired/updated/ready %q, want %q (%v)\npods:\n%s\n%s", got, want, err, pods, desc)
+		}
+		time.Sleep(time.Second)
 	}
+	pods, _ := c.kubectl(ctx, "", "-n", "kube-system", "get", "pods", "-l", "k8s-app=nftproxy", "-o", "wide")
+	step("nftproxy pods:\n%s", pods)
 	for _, n := range c.l.Nodes() {
 		rules, err := c.l.NodeRules(n.Name)
 		if err != nil {

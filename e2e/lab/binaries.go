@@ -119,6 +119,11 @@ func EnsureClusterBinaries(ctx context.Context, repoRoot, cacheDir string, log i
 // directory of cacheDir (under its lock) and returns that directory.
 func ensureComponents(ctx context.Context, repoRoot, cacheDir string, log io.Writer, list []component) (string, error) {
 	dir := versionDir(cacheDir)
+	if allExist(dir, list) {
+		// Built binaries are only ever renamed into place: no need to
+		// wait behind another build (e.g. e2e.test) holding the lock.
+		return dir, nil
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("lab: create cache dir: %w", err)
 	}
@@ -141,6 +146,15 @@ func ensureComponents(ctx context.Context, repoRoot, cacheDir string, log io.Wri
 		fmt.Fprintf(log, "lab: [%d/%d] built %s in %s\n", i+1, len(list), c.name, time.Since(start).Round(time.Second))
 	}
 	return dir, nil
+}
+
+func allExist(dir string, list []component) bool {
+	for _, c := range list {
+		if _, err := os.Stat(filepath.Join(dir, c.name)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func versionOf(name string) string {

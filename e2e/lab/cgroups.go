@@ -32,9 +32,8 @@ func cgroupHierarchies() []string {
 	entries, _ := os.ReadDir(cgroupFS)
 	var out []string
 	for _, e := range entries {
-		if e.Name() == "unified" { // the v2 hierarchy of hybrid hosts
-			continue
-		}
+		// "unified" is the v2 hierarchy of hybrid hosts: runc makes the
+		// pods' cgroups there too, so it is created and cleaned like the rest.
 		// Combined hierarchies (cpu,cpuacct) appear as a directory plus
 		// symlinks; take each real directory once.
 		if e.Type()&os.ModeSymlink != 0 || !e.IsDir() {

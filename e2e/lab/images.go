@@ -28,7 +28,7 @@ const (
 	GlibcDNSImage    = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
 	CoreDNSImage     = "registry.k8s.io/coredns/coredns:v1.13.1"
 	CoreDNSVersion   = "v1.13.1"
-	imageRecipeLevel = "1" // bump when a recipe below changes: rebuilds the cached archives
+	imageRecipeLevel = "2" // bump when a recipe below changes: rebuilds the cached archives
 )
 
 // NFTProxyImage is the reference of nftproxy's image built from the
@@ -81,9 +81,14 @@ type ImageSet struct {
 // by Kubernetes version and recipe level) and nftproxy's image (always
 // rebuilt from repoRoot into workDir: it is the code under test).
 func EnsureImages(ctx context.Context, repoRoot, cacheDir, workDir string, log io.Writer) (ImageSet, error) {
-	dir := filepath.Join(cacheDir, "images-"+KubernetesVersion+"-r"+imageRecipeLevel)
-	bin := filepath.Join(dir, "bin")
+	// Binaries by version, archives also by recipe level: a recipe change
+	// repacks in seconds without rebuilding CoreDNS.
+	bin := filepath.Join(cacheDir, "images-"+KubernetesVersion, "bin")
+	dir := filepath.Join(cacheDir, "images-"+KubernetesVersion, "r"+imageRecipeLevel)
 	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return ImageSet{}, fmt.Errorf("lab: image dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return ImageSet{}, fmt.Errorf("lab: image dir: %w", err)
 	}
 	unlock, err := lockFile(filepath.Join(dir, ".lock"))
@@ -121,9 +126,9 @@ func EnsureImages(ctx context.Context, repoRoot, cacheDir, workDir string, log i
 			Files: []imageFile{{Src: filepath.Join(bin, "pause"), Dst: "/pause"}}},
 		agnhostSpec(path("agnhost"), filepath.Join(bin, "agnhost"), tree),
 		{Ref: BusyBoxImage, Out: path("busybox"), Cmd: []string{"sh"},
-			Files: tree.busybox, Symlinks: tree.applets, Inline: etcFiles()},
+			Files: tree.busybox, Symlinks: append(tree.bbApplets, tree.ash...), Inline: etcFiles()},
 		{Ref: GlibcDNSImage, Out: path("glibc-dns-testing"), Cmd: []string{"/bin/sh"},
-			Files: tree.all, Symlinks: tree.applets, Inline: etcFiles()},
+			Files: tree.all, Symlinks: append(tree.applets, tree.bash...), Inline: etcFiles()},
 		{Ref: CoreDNSImage, Out: path("coredns"), Entrypoint: []string{"/coredns"},
 			Files: []imageFile{{Src: filepath.Join(bin, "coredns"), Dst: "/coredns"}}, Inline: etcFiles()},
 	}
@@ -180,7 +185,7 @@ func agnhostSpec(out, agnhost string, tree tools) imageSpec {
 		{Src: filepath.Join(porter, "localhost.crt"), Dst: "/localhost.crt", Mode: 0o644},
 		{Src: filepath.Join(porter, "localhost.key"), Dst: "/localhost.key", Mode: 0o644}}, tree.all...)
 	return imageSpec{Ref: AgnhostImage, Out: out, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
-		Files: files, Symlinks: append([]imageLink{{Dst: "/agnhost-2", Target: "agnhost"}}, tree.applets...),
+		Files: files, Symlinks: append(append([]imageLink{{Dst: "/agnhost-2", Target: "agnhost"}}, tree.applets...), tree.bash...),
 		Dirs: []string{"/uploads"}, Inline: etcFiles()}
 }
 
@@ -208,7 +213,12 @@ func etcFiles() []imageInline {
 type tools struct {
 	busybox []imageFile // /bin/busybox only
 	all     []imageFile // busybox, debianTools and their shared libraries
-	applets []imageLink // /bin/<applet> -> busybox
+	applets []imageLink // /bin/<applet> -> busybox, but for sh, ash and the real tools
+	// The shell: the test images' /bin/sh is bash, because Debian's
+	// static busybox shell runs its own applets before PATH (its nc has no
+	// -v, -u or -z); the busybox image's is busybox ash.
+	ash, bash []imageLink
+	bbApplets []imageLink // every applet, for the busybox image
 }
 
 // toolTree collects debianTools with the shared libraries ldd names,
@@ -225,11 +235,22 @@ func toolTree() (tools, error) {
 	if err != nil {
 		return t, fmt.Errorf("lab: busybox --list: %w", err)
 	}
+	real := map[string]bool{"busybox": true, "sh": true, "ash": true, "bash": true}
+	for _, tool := range debianTools {
+		real[filepath.Base(tool)] = true
+	}
 	for _, a := range strings.Fields(string(out)) {
-		if a != "busybox" {
-			t.applets = append(t.applets, imageLink{Dst: "/bin/" + a, Target: "busybox"})
+		if a == "busybox" || a == "sh" || a == "ash" {
+			continue
+		}
+		l := imageLink{Dst: "/bin/" + a, Target: "busybox"}
+		t.bbApplets = append(t.bbApplets, l)
+		if !real[a] {
+			t.applets = append(t.applets, l)
 		}
 	}
+	t.ash = []imageLink{{Dst: "/bin/sh", Target: "busybox"}, {Dst: "/bin/ash", Target: "busybox"}}
+	t.bash = []imageLink{{Dst: "/bin/sh", Target: "/usr/bin/bash"}, {Dst: "/bin/bash", Target: "/usr/bin/bash"}}
 	libs := map[string]bool{}
 	t.all = append(t.all, t.busybox...)
 	for _, tool := range debianTools {

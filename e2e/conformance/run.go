@@ -1,13 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,25 +16,18 @@ import (
 
 // runE2E runs e2e.test (through the ginkgo CLI when parallel) inside the
 // control-plane namespace, with kubectl on its PATH (the tests exec into
-// pods with it). Its output goes to <dir>/e2e.log; one progress line per
-// finished test comes from the framework's progress reporter, posted to
-// a listener of ours inside the same namespace.
+// pods with it). Its output goes to <dir>/e2e.log, with one progress line
+// per finished test on stdout.
 func (c *cluster) runE2E(ctx context.Context, e2eTest, ginkgo, dir string, o options) (*summary, error) {
 	kc, err := c.l.AdminKubeconfig()
 	if err != nil {
 		return nil, err
 	}
-	progress, stop, err := c.progressListener()
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
 	args := []string{
 		"--kubeconfig=" + kc,
 		"--provider=skeleton",
 		"--report-dir=" + dir,
 		"--kubectl-path=" + c.l.Binaries().Kubectl,
-		"--progress-report-url=" + progress,
 		"--dns-domain=cluster.local",
 		"--ginkgo.focus=" + o.focus,
 		"--ginkgo.no-color",
@@ -55,7 +46,7 @@ func (c *cluster) runE2E(ctx context.Context, e2eTest, ginkgo, dir string, o opt
 			cmdline = append(cmdline, "--skip="+o.skip)
 		}
 		cmdline = append(cmdline, e2eTest, "--")
-		cmdline = append(cmdline, args[:6]...)
+		cmdline = append(cmdline, args[:5]...)
 	}
 	logf, err := os.Create(filepath.Join(dir, "e2e.log"))
 	if err != nil {
@@ -73,7 +64,10 @@ func (c *cluster) runE2E(ctx context.Context, e2eTest, ginkgo, dir string, o opt
 	if err := c.l.ControlPlaneNS().Do(cmd.Start); err != nil {
 		return nil, err
 	}
+	done := make(chan struct{})
+	go followProgress(logf.Name(), done)
 	runErr := cmd.Wait()
+	close(done)
 	step("e2e.test finished in %s (%v)", time.Since(start).Round(time.Second), runErr)
 	sum, err := readJUnit(dir)
 	if err != nil {
@@ -82,31 +76,48 @@ func (c *cluster) runE2E(ctx context.Context, e2eTest, ginkgo, dir string, o opt
 	return sum, nil
 }
 
-// progressListener serves the e2e framework's progress reports on a
-// loopback port inside the control-plane namespace and prints a line per
-// finished test.
-func (c *cluster) progressListener() (string, func(), error) {
-	var ln net.Listener
-	err := c.l.ControlPlaneNS().Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	})
+// followProgress prints a line per finished test while e2e.test runs,
+// from ginkgo's verbose output in the log ("• [12.3 seconds]" or
+// "• [FAILED] [12.3 seconds]", then the test's name). The framework's
+// progress-report URL is not used: parallel ginkgo processes do not post
+// to it.
+func followProgress(path string, done <-chan struct{}) {
+	f, err := os.Open(path)
 	if err != nil {
-		return "", nil, err
+		return
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var p struct {
-			Msg                               string
-			Total, Completed, Skipped, Failed int
+	defer f.Close()
+	r := bufio.NewReader(f)
+	var passed, failed int
+	var pending, partial string
+	for {
+		line, err := r.ReadString('\n')
+		partial += line
+		if err != nil {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Second):
+				continue
+			}
 		}
-		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if json.Unmarshal(b, &p) == nil && p.Msg != "" {
-			step("[%d passed, %d failed of %d] %s", p.Completed, p.Failed, p.Total, p.Msg)
+		line, partial = strings.TrimRight(partial, "\n"), ""
+		if pending != "" {
+			if failedSpec := strings.HasPrefix(pending, "• [FAILED]") || strings.HasPrefix(pending, "• [TIMEDOUT]") ||
+				strings.HasPrefix(pending, "• [PANICKED]"); failedSpec {
+				failed++
+				step("[%d passed, %d failed] FAILED %s", passed, failed, line)
+			} else if !strings.HasPrefix(pending, "• [SKIPPED]") {
+				passed++
+				step("[%d passed, %d failed] passed %s %s", passed, failed, line, strings.TrimPrefix(pending, "• "))
+			}
+			pending = ""
+			continue
 		}
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	return "http://" + ln.Addr().String() + "/progress", func() { _ = srv.Close() }, nil
+		if strings.HasPrefix(line, "• ") {
+			pending = line
+		}
+	}
 }
 
 // junit is the part of the e2e framework's JUnit report we read.
@@ -159,15 +170,19 @@ func readJUnit(dir string) (*summary, error) {
 			cases = append(cases, su.Cases...)
 		}
 		for _, tc := range cases {
+			// Suite setup nodes ([SynchronizedBeforeSuite], report
+			// hooks) are not tests: listed only when they fail.
+			setup := !strings.HasPrefix(tc.Name, "[It] ")
 			switch {
+			case setup && tc.Failure == nil && tc.Error == nil:
 			case tc.Skipped != nil:
 				s.skipped++
 			case tc.Failure != nil || tc.Error != nil:
 				s.failed++
-				s.results = append(s.results, result{tc.Name, "FAILED", tc.Time})
+				s.results = append(s.results, result{strings.TrimPrefix(tc.Name, "[It] "), "FAILED", tc.Time})
 			default:
 				s.passed++
-				s.results = append(s.results, result{tc.Name, "passed", tc.Time})
+				s.results = append(s.results, result{strings.TrimPrefix(tc.Name, "[It] "), "passed", tc.Time})
 			}
 		}
 	}

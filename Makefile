@@ -11,12 +11,23 @@
 #   make demo-down  stop the demo lab (processes by PID, namespaces deleted)
 #   make bench      benchmarks of the rule builder and kernel apply
 #   make fuzz       each fuzz target for FUZZTIME (make test: 10 s each)
+#   make conformance       real-kubelet cluster (2 nodes: kubelet, containerd,
+#                   CNI in lab namespaces), nftproxy deployed with kubectl
+#                   apply -k, CoreDNS, then upstream's e2e.test focused on
+#                   [sig-network] [Conformance]; summary table and JUnit in
+#                   the results directory it names. CONFORMANCE_FOCUS,
+#                   CONFORMANCE_SKIP, CONFORMANCE_ARGS (e.g. -keep) adjust it.
+#   make conformance-down  stop a kept or crashed conformance cluster
 
 GO ?= go
 BIN ?= bin
 E2E_TIMEOUT ?= 60m
 
-.PHONY: build test unit e2e demo demo-down bench
+CONFORMANCE_FOCUS ?= \[sig-network\].*\[Conformance\]
+CONFORMANCE_SKIP ?=
+CONFORMANCE_ARGS ?=
+
+.PHONY: build test unit e2e demo demo-down bench conformance conformance-down
 
 build:
 	$(GO) build -o $(BIN)/nftproxy .
@@ -65,3 +76,9 @@ fuzz-short:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v '/e2e')
+
+conformance:
+	$(GO) run ./e2e/conformance -focus '$(CONFORMANCE_FOCUS)' -skip '$(CONFORMANCE_SKIP)' $(CONFORMANCE_ARGS)
+
+conformance-down:
+	$(GO) run ./e2e/conformance down

@@ -90,3 +90,7 @@ func zoneOf(i int) string {
 	}
 	return "zone-b"
 }
+
+// APIServerAddress is kube-apiserver's IPv4 address on the lab network
+// (the kubernetes Service's endpoint in real-kubelet clusters).
+func APIServerAddress() netip.Addr { return underlayAddr(cpHost).V4 }

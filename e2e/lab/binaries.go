@@ -26,6 +26,9 @@ const (
 type Binaries struct {
 	Etcd, APIServer, ControllerManager, Kubectl string
 	NFTProxy, TestServer                        string
+	// Scheduler and Kubelet are only built for real-kubelet clusters
+	// (EnsureClusterBinaries).
+	Scheduler, Kubelet string
 }
 
 // component is one main of e2e/k8sbin.
@@ -39,6 +42,13 @@ var components = []component{
 	{"kube-apiserver", "~4 min"},
 	{"kube-controller-manager", "~1 min"},
 	{"kubectl", "~20 s"},
+}
+
+// clusterComponents are the extra mains a real-kubelet cluster needs
+// (Cluster); the namespace lab never builds them.
+var clusterComponents = []component{
+	{"kube-scheduler", "~1 min"},
+	{"kubelet", "~7 min"},
 }
 
 // k8sLDFlags set the version the components report (else v0.0.0-master,
@@ -79,33 +89,72 @@ func versionDir(cacheDir string) string {
 // returns their paths. A file lock makes concurrent callers (two test
 // packages, demo and test) wait for one build instead of racing.
 func EnsureControlPlane(ctx context.Context, repoRoot, cacheDir string, log io.Writer) (Binaries, error) {
-	dir := versionDir(cacheDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Binaries{}, fmt.Errorf("lab: create cache dir: %w", err)
-	}
-	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	dir, err := ensureComponents(ctx, repoRoot, cacheDir, log, components)
 	if err != nil {
 		return Binaries{}, err
 	}
-	defer unlock()
 	path := func(name string) string { return filepath.Join(dir, name) }
-	for i, c := range components {
-		if _, err := os.Stat(path(c.name)); err == nil {
-			continue
-		}
-		fmt.Fprintf(log, "lab: [%d/%d] building %s %s into %s (first run only, %s on 2 cores)...\n",
-			i+1, len(components), c.name, versionOf(c.name), dir, c.estimate)
-		start := time.Now()
-		pkg := "./" + c.name
-		if err := goBuild(ctx, filepath.Join(repoRoot, "e2e", "k8sbin"), pkg, path(c.name), k8sLDFlags(), true); err != nil {
-			return Binaries{}, err
-		}
-		fmt.Fprintf(log, "lab: [%d/%d] built %s in %s\n", i+1, len(components), c.name, time.Since(start).Round(time.Second))
-	}
 	return Binaries{
 		Etcd: path("etcd"), APIServer: path("kube-apiserver"),
 		ControllerManager: path("kube-controller-manager"), Kubectl: path("kubectl"),
 	}, nil
+}
+
+// EnsureClusterBinaries is EnsureControlPlane plus kube-scheduler and
+// kubelet, for real-kubelet clusters.
+func EnsureClusterBinaries(ctx context.Context, repoRoot, cacheDir string, log io.Writer) (Binaries, error) {
+	b, err := EnsureControlPlane(ctx, repoRoot, cacheDir, log)
+	if err != nil {
+		return b, err
+	}
+	dir, err := ensureComponents(ctx, repoRoot, cacheDir, log, clusterComponents)
+	if err != nil {
+		return b, err
+	}
+	b.Scheduler, b.Kubelet = filepath.Join(dir, "kube-scheduler"), filepath.Join(dir, "kubelet")
+	return b, nil
+}
+
+// ensureComponents builds the mains of list missing from the version
+// directory of cacheDir (under its lock) and returns that directory.
+func ensureComponents(ctx context.Context, repoRoot, cacheDir string, log io.Writer, list []component) (string, error) {
+	dir := versionDir(cacheDir)
+	if allExist(dir, list) {
+		// Built binaries are only ever renamed into place: no need to
+		// wait behind another build (e.g. e2e.test) holding the lock.
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("lab: create cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	for i, c := range list {
+		out := filepath.Join(dir, c.name)
+		if _, err := os.Stat(out); err == nil {
+			continue
+		}
+		fmt.Fprintf(log, "lab: [%d/%d] building %s %s into %s (first run only, %s on 2 cores)...\n",
+			i+1, len(list), c.name, versionOf(c.name), dir, c.estimate)
+		start := time.Now()
+		if err := goBuild(ctx, filepath.Join(repoRoot, "e2e", "k8sbin"), "./"+c.name, out, k8sLDFlags(), true); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(log, "lab: [%d/%d] built %s in %s\n", i+1, len(list), c.name, time.Since(start).Round(time.Second))
+	}
+	return dir, nil
+}
+
+func allExist(dir string, list []component) bool {
+	for _, c := range list {
+		if _, err := os.Stat(filepath.Join(dir, c.name)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func versionOf(name string) string {
@@ -223,4 +272,46 @@ func FindRepoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// EnsureE2EBinaries builds upstream's e2e test binary (`go test -c
+// k8s.io/kubernetes/test/e2e`, the same build as the release's e2e.test)
+// and the ginkgo CLI from e2e/k8sbin into the version cache, and returns
+// their paths.
+func EnsureE2EBinaries(ctx context.Context, repoRoot, cacheDir string, log io.Writer) (e2eTest, ginkgo string, err error) {
+	dir := versionDir(cacheDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("lab: create cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return "", "", err
+	}
+	defer unlock()
+	mod := filepath.Join(repoRoot, "e2e", "k8sbin")
+	e2eTest, ginkgo = filepath.Join(dir, "e2e.test"), filepath.Join(dir, "ginkgo")
+	if _, err := os.Stat(ginkgo); err != nil {
+		fmt.Fprintf(log, "lab: building ginkgo (first run only, ~30 s)...\n")
+		if err := goBuild(ctx, mod, "github.com/onsi/ginkgo/v2/ginkgo", ginkgo, "-s -w", true); err != nil {
+			return "", "", err
+		}
+	}
+	if _, err := os.Stat(e2eTest); err == nil {
+		return e2eTest, ginkgo, nil
+	}
+	fmt.Fprintf(log, "lab: building e2e.test %s (first run only, ~5 min on 2 cores, 3.5 GB of memory)...\n", KubernetesVersion)
+	start := time.Now()
+	tmp := e2eTest + ".tmp"
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", tmp, "-trimpath", "-ldflags", k8sLDFlags(), "k8s.io/kubernetes/test/e2e")
+	cmd.Dir = mod
+	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.Remove(tmp)
+		return "", "", fmt.Errorf("lab: go test -c k8s.io/kubernetes/test/e2e: %w\n%s", err, out)
+	}
+	if err := os.Rename(tmp, e2eTest); err != nil {
+		return "", "", fmt.Errorf("lab: install %s: %w", e2eTest, err)
+	}
+	fmt.Fprintf(log, "lab: built e2e.test in %s\n", time.Since(start).Round(time.Second))
+	return e2eTest, ginkgo, nil
 }

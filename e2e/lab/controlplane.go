@@ -85,31 +85,37 @@ func (l *Lab) startAPIServer(ctx context.Context, cpIP pair) error {
 	// admins; nftproxy gets a ServiceAccount token instead (see proxy.go).
 	content := fmt.Sprintf("%s,lab-admin,lab-admin,\"system:masters\"\n%s,system:kube-controller-manager,kcm,\"system:masters\"\n",
 		l.adminToken, l.kcmToken)
+	content += l.clusterTokens()
 	if err := os.WriteFile(tokens, []byte(content), 0o600); err != nil {
 		return fmt.Errorf("lab: token file: %w", err)
 	}
-	d, err := l.startDaemon(l.cp, "kube-apiserver", l.bins.APIServer,
+	args := []string{l.bins.APIServer,
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--bind-address=::", // both families of the control-plane namespace
 		fmt.Sprintf("--secure-port=%d", APIServerPort),
-		"--advertise-address="+cpIP.V4.String(),
-		"--tls-cert-file="+l.pki.ServingCert, "--tls-private-key-file="+l.pki.ServingKey,
-		"--cert-dir="+filepath.Join(l.work, "pki"),
-		"--service-cluster-ip-range="+ServiceCIDRV4.String()+","+ServiceCIDRV6.String(),
+		"--advertise-address=" + cpIP.V4.String(),
+		"--tls-cert-file=" + l.pki.ServingCert, "--tls-private-key-file=" + l.pki.ServingKey,
+		"--cert-dir=" + filepath.Join(l.work, "pki"),
+		"--service-cluster-ip-range=" + ServiceCIDRV4.String() + "," + ServiceCIDRV6.String(),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+l.pki.SAPub,
-		"--service-account-signing-key-file="+l.pki.SAKey,
-		"--token-auth-file="+tokens,
-		"--authorization-mode=RBAC",
-		// Without kubelets nothing would keep the kubernetes Service's
-		// endpoint (the advertise address) meaningful.
-		"--endpoint-reconciler-type=none",
+		"--service-account-key-file=" + l.pki.SAPub,
+		"--service-account-signing-key-file=" + l.pki.SAKey,
+		"--token-auth-file=" + tokens,
 		"--enable-priority-and-fairness=false",
-		// Test pods mount no tokens; skipping the ServiceAccount admission
-		// plugin avoids a race with the default ServiceAccount of new
-		// namespaces.
-		"--disable-admission-plugins=ServiceAccount",
-		"--profiling=false")
+		"--profiling=false"}
+	if l.opts.RealKubelets {
+		args = append(args, clusterAPIServerFlags...)
+	} else {
+		args = append(args, "--authorization-mode=RBAC",
+			// Without kubelets nothing would keep the kubernetes Service's
+			// endpoint (the advertise address) meaningful.
+			"--endpoint-reconciler-type=none",
+			// Test pods mount no tokens; skipping the ServiceAccount admission
+			// plugin avoids a race with the default ServiceAccount of new
+			// namespaces.
+			"--disable-admission-plugins=ServiceAccount")
+	}
+	d, err := l.startDaemon(l.cp, "kube-apiserver", args...)
 	if err != nil {
 		return err
 	}
@@ -128,12 +134,17 @@ func (l *Lab) startControllerManager(ctx context.Context) error {
 	if err := writeKubeconfig(kc, l.pki.caPEM, l.kcmToken); err != nil {
 		return err
 	}
-	d, err := l.startDaemon(l.cp, "kube-controller-manager", l.bins.ControllerManager,
-		"--kubeconfig="+kc,
-		"--controllers="+strings.Join(kcmControllers, ","),
+	args := []string{l.bins.ControllerManager,
+		"--kubeconfig=" + kc,
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
-		"--secure-port=0") // no health endpoint needed: readiness is seen through the API
+		"--secure-port=0"} // no health endpoint needed: readiness is seen through the API
+	if l.opts.RealKubelets {
+		args = append(args, l.clusterKCMFlags()...)
+	} else {
+		args = append(args, "--controllers="+strings.Join(kcmControllers, ","))
+	}
+	d, err := l.startDaemon(l.cp, "kube-controller-manager", args...)
 	if err != nil {
 		return err
 	}

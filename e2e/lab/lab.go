@@ -34,6 +34,7 @@ type Lab struct {
 	pki                  *pki
 	adminToken, kcmToken string
 	apiserver, kcm       *daemon
+	cluster              *clusterState // real-kubelet clusters only
 	client               kubernetes.Interface
 	proxyKubeconfig      string
 }
@@ -59,7 +60,12 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 		opts.Prefix = fmt.Sprintf("%s%d-", opts.Prefix, os.Getpid())
 	}
 	begin := time.Now()
-	bins, err := EnsureControlPlane(ctx, opts.RepoRoot, opts.CacheDir, opts.Log)
+	ensure := EnsureControlPlane
+	if opts.RealKubelets {
+		ensure = EnsureClusterBinaries
+		opts.NoProxy = true // nftproxy comes as a DaemonSet
+	}
+	bins, err := ensure(ctx, opts.RepoRoot, opts.CacheDir, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +82,11 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 		return nil, fmt.Errorf("lab: work dir: %w", err)
 	}
 	register(l)
-	if err := l.bringUp(ctx); err != nil {
+	up := l.bringUp
+	if opts.RealKubelets {
+		up = l.bringUpCluster
+	}
+	if err := up(ctx); err != nil {
 		if serr := l.Stop(); serr != nil {
 			err = errors.Join(err, serr)
 		}
@@ -157,7 +167,8 @@ func (l *Lab) Stop() error {
 	daemons := append([]*daemon(nil), l.daemons...)
 	spaces := append([]*netkit.NS(nil), l.namespaces...)
 	l.mu.Unlock()
-	var errs []error
+	// Real nodes first: kubelet and containerd, then their pods.
+	errs := l.stopRealNodes()
 	// Reverse start order: pods and proxies, then controller manager,
 	// apiserver (which needs etcd to shut down cleanly), etcd.
 	for i := len(daemons) - 1; i >= 0; i-- {
@@ -172,6 +183,9 @@ func (l *Lab) Stop() error {
 	}
 	// Safety net for anything created outside the records above.
 	if err := netkit.CleanupPrefix(l.opts.Prefix); err != nil {
+		errs = append(errs, err)
+	}
+	if err := l.checkHostSysctls(); err != nil {
 		errs = append(errs, err)
 	}
 	unregister(l)

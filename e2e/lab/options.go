@@ -47,6 +47,15 @@ type Options struct {
 	ProxyArgs []string
 	// NoProxy starts no nftproxy (for checking the lab itself).
 	NoProxy bool
+	// RealKubelets makes a real-kubelet cluster instead of the namespace
+	// lab (see cluster.go): every node runs containerd and kubelet in its
+	// own namespaces, kube-scheduler and the default controllers run, and
+	// the lab starts no nftproxy process (deploy it as a DaemonSet).
+	// Routed mode only; Nodes defaults to 2.
+	RealKubelets bool
+	// Images are image archives (docker/OCI tarballs) every real node
+	// imports into its containerd before kubelet starts.
+	Images []string
 	// KeepWorkDir keeps logs and certificates after Stop.
 	KeepWorkDir bool
 	// Log receives progress lines (default os.Stderr).
@@ -59,6 +68,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Nodes == 0 {
 		o.Nodes = 3
+		if o.RealKubelets {
+			o.Nodes = 2
+		}
 	}
 	if o.Nodes < 2 || o.Nodes > 50 {
 		return fmt.Errorf("lab: %d nodes: need between 2 and 50", o.Nodes)
@@ -68,6 +80,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Mode != Routed && o.Mode != VXLAN {
 		return fmt.Errorf("lab: unknown mode %q (want %q or %q)", o.Mode, Routed, VXLAN)
+	}
+	if o.RealKubelets && o.Mode != Routed {
+		return fmt.Errorf("lab: real-kubelet clusters support mode %q only", Routed)
 	}
 	if o.Log == nil {
 		o.Log = os.Stderr

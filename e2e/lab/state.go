@@ -71,6 +71,13 @@ func Down(prefix string) error {
 	if err := netkit.CleanupPrefix(prefix); err != nil {
 		errs = append(errs, err)
 	}
+	// Pods of real-kubelet nodes: in pod network namespaces, found by
+	// their nodes' cgroups.
+	for _, root := range findCgroupRoots(prefix) {
+		if err := killCgroup(root); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(work); err != nil {
 			errs = append(errs, fmt.Errorf("lab: remove %s: %w", work, err))

@@ -1,0 +1,224 @@
+// Command conformance is `make conformance`: it builds what is missing
+// (kubelet, kube-scheduler, the images, e2e.test and ginkgo, all cached by
+// version), starts a real-kubelet lab cluster (e2e/lab, RealKubelets),
+// deploys nftproxy as users do (`kubectl apply -k` of an overlay of
+// manifests/ that swaps the image) and CoreDNS as kube-dns, checks a
+// Service across nodes through its ClusterIP and NodePort, runs upstream's
+// e2e tests with a focus (default: the [sig-network] [Conformance] tests),
+// prints a summary table, leaves JUnit and logs in the results directory
+// it names, and stops the cluster (-keep leaves it running).
+//
+//	conformance [-focus RE] [-skip RE] [-results DIR] [-keep] [-nodes N]
+//	conformance up      # cluster + nftproxy + CoreDNS, left running
+//	conformance down    # make conformance-down: stop a kept or crashed run
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nftproxy/nftproxy/e2e/lab"
+)
+
+// prefix of the cluster's namespaces, work dir and cgroups: apart from the
+// e2e labs (nftlab-) and the demo (nftdemo-).
+const prefix = "nftconf-"
+
+// DefaultFocus is the network conformance suite (47 tests in v1.37.2).
+const DefaultFocus = `\[sig-network\].*\[Conformance\]`
+
+type options struct {
+	focus, skip, results string
+	nodes, parallel      int
+	keep                 bool
+	timeout              time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.focus, "focus", DefaultFocus, "ginkgo focus regexp of the e2e tests to run")
+	flag.StringVar(&o.skip, "skip", "", "ginkgo skip regexp")
+	flag.StringVar(&o.results, "results", "", "results directory (default: ./conformance-results/<time>)")
+	flag.IntVar(&o.nodes, "nodes", 2, "real kubelet nodes")
+	flag.IntVar(&o.parallel, "parallel", 1, "ginkgo parallel processes")
+	flag.BoolVar(&o.keep, "keep", false, "leave the cluster running (conformance down stops it)")
+	flag.DurationVar(&o.timeout, "timeout", 3*time.Hour, "overall time limit")
+	flag.Parse()
+	var err error
+	switch flag.Arg(0) {
+	case "":
+		err = run(o, true)
+	case "up":
+		o.keep = true
+		err = run(o, false)
+	case "down":
+		if err = lab.Down(prefix); err == nil {
+			fmt.Printf("conformance: cluster %s stopped, namespaces, mounts and cgroups removed\n", prefix)
+		}
+	default:
+		err = fmt.Errorf("unknown command %q (want none, up or down)", flag.Arg(0))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "conformance: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("conformance: %s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func run(o options, tests bool) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, containerd, kubelet)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	begin := time.Now()
+	if err := installPackages(); err != nil {
+		return err
+	}
+	root, err := lab.FindRepoRoot()
+	if err != nil {
+		return err
+	}
+	cache, err := lab.DefaultCacheDir()
+	if err != nil {
+		return err
+	}
+	// Builds first (each cached), one at a time: the machine is small.
+	step("building what is missing (cache %s)", cache)
+	t := time.Now()
+	if _, err := lab.EnsureClusterBinaries(ctx, root, cache, os.Stdout); err != nil {
+		return err
+	}
+	var e2eTest, ginkgo string
+	if tests {
+		if e2eTest, ginkgo, err = lab.EnsureE2EBinaries(ctx, root, cache, os.Stdout); err != nil {
+			return err
+		}
+	}
+	// Leftovers of a crashed run go before the images are staged in the
+	// fixed work dir.
+	if err := lab.Down(prefix); err != nil {
+		return err
+	}
+	stage, err := os.MkdirTemp("", prefix+"images-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	images, err := lab.EnsureImages(ctx, root, cache, stage, os.Stdout)
+	if err != nil {
+		return err
+	}
+	step("builds ready in %s", time.Since(t).Round(time.Second))
+
+	t = time.Now()
+	l, err := lab.Start(ctx, lab.Options{Prefix: prefix, Nodes: o.nodes, RealKubelets: true,
+		Images: images.Archives, KeepWorkDir: true, Log: os.Stdout})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil || !o.keep {
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "conformance: failed; logs in %s/logs\n", l.WorkDirPath())
+			}
+			step("stopping the cluster")
+			err = errors.Join(err, l.Stop())
+			return
+		}
+		l.Detach()
+		kc, _ := l.AdminKubeconfig()
+		step("cluster left running: ip netns exec %scp %s --kubeconfig %s get nodes; make conformance-down stops it",
+			prefix, l.Binaries().Kubectl, kc)
+	}()
+	step("cluster up in %s (%d real nodes)", time.Since(t).Round(time.Second), o.nodes)
+	c := &cluster{l: l, root: root}
+	t = time.Now()
+	if err := c.deployNFTProxy(ctx); err != nil {
+		return err
+	}
+	step("nftproxy DaemonSet Ready on every node in %s", time.Since(t).Round(time.Second))
+	t = time.Now()
+	if err := c.deployCoreDNS(ctx); err != nil {
+		return err
+	}
+	step("CoreDNS Ready, kube-dns resolves through nftproxy (%s)", time.Since(t).Round(time.Second))
+	t = time.Now()
+	if err := c.smoke(ctx); err != nil {
+		return err
+	}
+	step("cross-node Service check passed (%s)", time.Since(t).Round(time.Second))
+	if !tests {
+		step("ready in %s", time.Since(begin).Round(time.Second))
+		return nil
+	}
+	dir := o.results
+	if dir == "" {
+		dir = filepath.Join(root, "conformance-results", time.Now().Format("20060102-150405"))
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	step("running e2e focus %q, results in %s", o.focus, dir)
+	sum, err := c.runE2E(ctx, e2eTest, ginkgo, dir, o)
+	if sum != nil {
+		sum.print(os.Stdout)
+		if werr := sum.write(filepath.Join(dir, "summary.txt")); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
+	c.collectLogs(dir)
+	step("done in %s; results in %s", time.Since(begin).Round(time.Second), dir)
+	if err == nil && sum != nil && sum.failed > 0 {
+		err = fmt.Errorf("%d of %d tests failed", sum.failed, sum.total())
+	}
+	return err
+}
+
+// installPackages installs the Debian packages the cluster and the test
+// images need, when missing.
+func installPackages() error {
+	need := map[string]string{
+		"containerd": "containerd", "runc": "runc", "/usr/lib/cni/bridge": "containernetworking-plugins",
+		"iptables": "iptables", "busybox": "busybox-static", "dig": "bind9-dnsutils", "curl": "curl",
+		"nc": "netcat-openbsd", "socat": "socat", "ip": "iproute2", "nft": "nftables",
+	}
+	var pkgs []string
+	for bin, pkg := range need {
+		if strings.HasPrefix(bin, "/") {
+			if _, err := os.Stat(bin); err == nil {
+				continue
+			}
+		} else if _, err := exec.LookPath(bin); err == nil {
+			continue
+		}
+		pkgs = append(pkgs, pkg)
+	}
+	if len(pkgs) == 0 {
+		return nil
+	}
+	step("apt-get install %s", strings.Join(pkgs, " "))
+	// No daemon is started by these packages here: containerd ships only
+	// a systemd unit, and the lab runs its own containerds.
+	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq"}, pkgs...)} {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}

@@ -10,12 +10,16 @@
 #                   ruleset; the lab stays up
 #   make demo-down  stop the demo lab (processes by PID, namespaces deleted)
 #   make bench      benchmarks of the rule builder and kernel apply
+#   make bench-compare  nftproxy vs upstream kube-proxy (nftables, iptables)
+#                   as real processes against a real apiserver, 1k and 10k
+#                   Services (BENCH_COMPARE_ARGS, e.g. "-big -runs 3";
+#                   `go run ./e2e/benchcompare -h` lists the flags)
 
 GO ?= go
 BIN ?= bin
 E2E_TIMEOUT ?= 60m
 
-.PHONY: build test unit e2e demo demo-down bench
+.PHONY: build test unit e2e demo demo-down bench bench-compare
 
 build:
 	$(GO) build -o $(BIN)/nftproxy .
@@ -43,3 +47,6 @@ demo-down:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v '/e2e')
+
+bench-compare:
+	$(GO) run ./e2e/benchcompare $(BENCH_COMPARE_ARGS)

@@ -9,10 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
@@ -51,6 +49,7 @@ func changedAddr(c int) netip.Addr {
 // loader creates the API contents and remembers the ClusterIPs.
 type loader struct {
 	client    kubernetes.Interface
+	etcd      *etcdWriter
 	m         int // endpoints per Service
 	clusterIP []netip.Addr
 	workers   int
@@ -99,7 +98,7 @@ func (l *loader) ensure(ctx context.Context, n int) error {
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				ip, err := l.create(ctx, i)
+				ip, err := l.put(ctx, i)
 				if err != nil {
 					errc <- err
 					cancel()
@@ -118,51 +117,12 @@ func (l *loader) ensure(ctx context.Context, n int) error {
 	default:
 	}
 	l.clusterIP = ips
+	l.log("  wrote %d Services × %d endpoints to etcd in %s; waiting for the apiserver to list them", n-from, l.m, time.Since(start).Round(time.Second))
+	if err := l.waitListed(ctx, n); err != nil {
+		return err
+	}
 	l.log("  loaded %d Services × %d endpoints in %s", n-from, l.m, time.Since(start).Round(time.Second))
 	return nil
-}
-
-func (l *loader) create(ctx context.Context, i int) (netip.Addr, error) {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: serviceName(i)},
-		Spec: corev1.ServiceSpec{
-			Type:           corev1.ServiceTypeClusterIP,
-			IPFamilies:     []corev1.IPFamily{corev1.IPv4Protocol},
-			IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicySingleStack),
-			Ports:          []corev1.ServicePort{{Port: servicePort, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(endpointPort)}},
-		},
-	}
-	created, err := l.client.CoreV1().Services(benchNamespace).Create(ctx, svc, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		created, err = l.client.CoreV1().Services(benchNamespace).Get(ctx, svc.Name, metav1.GetOptions{})
-	}
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("service %s: %w", svc.Name, err)
-	}
-	ip, err := netip.ParseAddr(created.Spec.ClusterIP)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("service %s: clusterIP %q: %w", svc.Name, created.Spec.ClusterIP, err)
-	}
-	slice := &discovery.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: sliceName(i), Labels: map[string]string{
-			discovery.LabelServiceName: svc.Name,
-			discovery.LabelManagedBy:   managedBy,
-		}},
-		AddressType: discovery.AddressTypeIPv4,
-		Ports:       []discovery.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](endpointPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
-	}
-	for j := 0; j < l.m; j++ {
-		slice.Endpoints = append(slice.Endpoints, discovery.Endpoint{
-			Addresses:  []string{endpointAddr(i, j, l.m).String()},
-			Conditions: discovery.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-			NodeName:   ptr.To(otherNode),
-		})
-	}
-	_, err = l.client.DiscoveryV1().EndpointSlices(benchNamespace).Create(ctx, slice, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return netip.Addr{}, fmt.Errorf("endpointslice %s: %w", slice.Name, err)
-	}
-	return ip, nil
 }
 
 // changeEndpoint replaces the first endpoint of Service i by addr, on the

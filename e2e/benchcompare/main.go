@@ -40,9 +40,15 @@ type config struct {
 	keep       bool
 	noMinSync1 bool
 	workers    int
+	cacheDir   string
+	profileDir string
+	hold       bool
 }
 
 type namedBin struct{ name, path string }
+
+// heldPrefix names the lab -hold leaves running.
+const heldPrefix = "nftbench-held-"
 
 func parseFlags() (*config, error) {
 	c := &config{}
@@ -57,8 +63,18 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&c.out, "out", "bench-compare.json", "JSON results file")
 	flag.BoolVar(&c.keep, "keep", false, "keep the lab's work directory (proxy logs)")
 	flag.BoolVar(&c.noMinSync1, "no-default-min-sync", false, "skip the runs at the default --min-sync-period=1s")
-	flag.IntVar(&c.workers, "workers", 16, "concurrent API requests while loading")
+	flag.IntVar(&c.workers, "workers", 16, "concurrent writes while loading")
+	flag.StringVar(&c.profileDir, "profile", "", "directory for heap profiles of the nftproxy runs (run with --profiling; after the first sync and at the end)")
+	flag.BoolVar(&c.hold, "hold", false, "leave the lab (prefix nftbench-held-) running with its load after the runs, for experiments; stop it with -down")
+	down := flag.Bool("down", false, "stop a lab left by -hold, and exit")
+	flag.StringVar(&c.cacheDir, "cache-dir", "", "control-plane binary cache (default the lab's, ~/.cache/nftproxy-lab)")
 	flag.Parse()
+	if *down {
+		if err := lab.Down(heldPrefix); err != nil {
+			return nil, err
+		}
+		os.Exit(0)
+	}
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -123,9 +139,11 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
-	cache, err := lab.DefaultCacheDir()
-	if err != nil {
-		return err
+	cache := c.cacheDir
+	if cache == "" {
+		if cache, err = lab.DefaultCacheDir(); err != nil {
+			return err
+		}
 	}
 	var defs []*proxy
 	for _, name := range c.proxies {
@@ -141,7 +159,7 @@ func run(ctx context.Context, c *config) error {
 				bins = []namedBin{{"nftproxy", bin}}
 			}
 			for _, b := range bins {
-				d := nftproxyDef(b.path)
+				d := nftproxyDef(b.path, c.profileDir != "")
 				d.name = b.name
 				defs = append(defs, d)
 			}
@@ -161,12 +179,22 @@ func run(ctx context.Context, c *config) error {
 	}
 
 	logf("starting the lab control plane")
-	l, err := lab.Start(ctx, lab.Options{Prefix: "nftbench-", PerProcess: true, Nodes: 2, NoProxy: true,
-		KeepWorkDir: c.keep, Log: os.Stderr, RepoRoot: root, CacheDir: cache})
+	opts := lab.Options{Prefix: "nftbench-", PerProcess: true, Nodes: 2, NoProxy: true,
+		KeepWorkDir: c.keep, Log: os.Stderr, RepoRoot: root, CacheDir: cache}
+	if c.hold {
+		opts.Prefix, opts.PerProcess = heldPrefix, false
+	}
+	l, err := lab.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
 	defer func() {
+		if c.hold {
+			l.Detach()
+			logf("lab left running: node namespace %s, kubeconfig %s/admin.kubeconfig; stop it with -down",
+				l.Node(proxyNode).NS.Name, l.WorkDirPath())
+			return
+		}
 		if err := l.Stop(); err != nil {
 			logf("stopping the lab: %v", err)
 		}
@@ -185,9 +213,13 @@ func run(ctx context.Context, c *config) error {
 		return err
 	}
 	defer pr.Close()
+	cp, err := l.NS("cp")
+	if err != nil {
+		return err
+	}
 	h := &harness{
-		env: &nodeEnv{node: node, probe: pr}, kubeconfig: kubeconfig, logDir: l.WorkDirPath() + "/logs", m: c.m, log: logf,
-		loader: &loader{client: client, m: c.m, workers: c.workers, log: logf},
+		env: &nodeEnv{node: node, probe: pr}, kubeconfig: kubeconfig, profileDir: c.profileDir, logDir: l.WorkDirPath() + "/logs", m: c.m, log: logf,
+		loader: &loader{client: client, etcd: newEtcdWriter(cp), m: c.m, workers: c.workers, log: logf},
 	}
 	for _, n := range c.sizes {
 		logf("loading %d Services × %d endpoints", n, c.m)

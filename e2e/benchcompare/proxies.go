@@ -31,6 +31,8 @@ type proxy struct {
 	dumps []dumpCmd
 	// pollEvery is how often the kernel is probed.
 	pollEvery time.Duration
+	// profiling: the proxy serves /debug/pprof/ on 127.0.0.1:10249.
+	profiling bool
 }
 
 type dumpCmd struct {
@@ -56,11 +58,16 @@ func commonFlags(kubeconfig string) []string {
 	}
 }
 
-func nftproxyDef(bin string) *proxy {
+func nftproxyDef(bin string, profiling bool) *proxy {
 	return &proxy{
-		name: "nftproxy",
+		name:      "nftproxy",
+		profiling: profiling,
 		args: func(kc string, ms time.Duration) []string {
-			return append([]string{bin, "--min-sync-period=" + ms.String()}, commonFlags(kc)...)
+			args := append([]string{bin, "--min-sync-period=" + ms.String()}, commonFlags(kc)...)
+			if profiling {
+				args = append(args, "--profiling")
+			}
+			return args
 		},
 		programmed: func(env *nodeEnv, ip netip.Addr) (bool, error) {
 			return env.probe.has(familyOf(ip), "nftproxy", "service-ips", clusterIPKey(ip))

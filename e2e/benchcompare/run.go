@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -12,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nftproxy/nftproxy/e2e/lab"
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 )
 
@@ -69,6 +73,7 @@ type harness struct {
 	logDir     string
 	m          int
 	nextChange int // changedAddr counter: every change is a new address
+	profileDir string
 	log        func(format string, args ...any)
 }
 
@@ -129,6 +134,7 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 	res.CPUAtSyncS, _, _ = cpuSeconds(proc.PID)
 	h.log("  %s N=%d min-sync-period=%s: rules in the kernel %.2f s after start, peak RSS %.0f MB, CPU %.2f s",
 		p.name, pl.n, pl.minSync, res.StartToKernelS, res.RSSAtSyncMB, res.CPUAtSyncS)
+	h.saveProfile(p, pl, "sync")
 	// Let a proxy finish what follows its first sync (kube-proxy runs a
 	// second, partial one) before changes are timed.
 	time.Sleep(2 * time.Second)
@@ -155,6 +161,7 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 			p.name, pl.n, pl.minSync, median(res.StreamMs), p99(res.StreamMs))
 	}
 
+	h.saveProfile(p, pl, "end")
 	hwm, _, _ = memKB(proc.PID)
 	res.PeakRSSMB = float64(hwm) / 1024
 	res.CPUS, res.CPUChildrenS, _ = cpuSeconds(proc.PID)
@@ -319,4 +326,33 @@ func quantile(v []float64, q float64) float64 {
 	}
 	i := int(q*float64(len(s))+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))]
+}
+
+// saveProfile fetches the proxy's heap profile (live objects after a GC,
+// and every allocation since start) into the profile directory.
+func (h *harness) saveProfile(p *proxy, pl plan, when string) {
+	if !p.profiling || h.profileDir == "" {
+		return
+	}
+	if err := os.MkdirAll(h.profileDir, 0o755); err != nil {
+		h.log("  profile: %v", err)
+		return
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: lab.DialerIn(h.env.node.NS)}, Timeout: time.Minute}
+	resp, err := client.Get("http://127.0.0.1:10249/debug/pprof/heap?gc=1")
+	if err != nil {
+		h.log("  profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	path := filepath.Join(h.profileDir, fmt.Sprintf("%s-%d-%s-%s.heap", strings.ReplaceAll(p.name, " ", "-"), pl.n, pl.minSync, when))
+	f, err := os.Create(path)
+	if err != nil {
+		h.log("  profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		h.log("  profile: %v", err)
+	}
 }

@@ -18,6 +18,10 @@
 #                   the results directory it names. CONFORMANCE_FOCUS,
 #                   CONFORMANCE_SKIP, CONFORMANCE_ARGS (e.g. -keep) adjust it.
 #   make conformance-down  stop a kept or crashed conformance cluster
+#   make bench-compare  nftproxy vs upstream kube-proxy (nftables, iptables)
+#                   as real processes against a real apiserver, 1k and 10k
+#                   Services (BENCH_COMPARE_ARGS, e.g. "-big -runs 3";
+#                   `go run ./e2e/benchcompare -h` lists the flags)
 
 GO ?= go
 BIN ?= bin
@@ -27,7 +31,7 @@ CONFORMANCE_FOCUS ?= \[sig-network\].*\[Conformance\]
 CONFORMANCE_SKIP ?=
 CONFORMANCE_ARGS ?=
 
-.PHONY: build test unit e2e demo demo-down bench conformance conformance-down
+.PHONY: build test unit e2e demo demo-down bench bench-compare conformance conformance-down
 
 build:
 	$(GO) build -o $(BIN)/nftproxy .
@@ -82,3 +86,6 @@ conformance:
 
 conformance-down:
 	$(GO) run ./e2e/conformance down
+
+bench-compare:
+	$(GO) run ./e2e/benchcompare $(BENCH_COMPARE_ARGS)

@@ -79,6 +79,9 @@ func configSettings(c *kpconfig.KubeProxyConfiguration) ([]fileSetting, []string
 	add("clusterCIDR", "cluster-cidr", c.ClusterCIDR)
 	add("healthzBindAddress", "healthz-bind-address", c.HealthzBindAddress)
 	add("metricsBindAddress", "metrics-bind-address", c.MetricsBindAddress)
+	if c.EnableProfiling {
+		add("enableProfiling", "profiling", "true")
+	}
 	if c.BindAddressHardFail {
 		add("bindAddressHardFail", "bind-address-hard-fail", "true")
 	}
@@ -121,7 +124,7 @@ func configSettings(c *kpconfig.KubeProxyConfiguration) ([]fileSetting, []string
 // honoured are the fields configSettings applies or checks (prefixes).
 var honoured = []string{
 	"apiVersion", "kind", "mode", "clientConnection.kubeconfig", "hostnameOverride", "clusterCIDR",
-	"healthzBindAddress", "metricsBindAddress", "bindAddressHardFail", "nodePortAddresses",
+	"healthzBindAddress", "metricsBindAddress", "bindAddressHardFail", "enableProfiling", "nodePortAddresses",
 	"logging.verbosity", "detectLocalMode", "nftables.syncPeriod", "nftables.minSyncPeriod",
 	"nftables.masqueradeAll", "iptables.syncPeriod", "iptables.minSyncPeriod", "iptables.masqueradeAll",
 }

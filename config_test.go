@@ -71,6 +71,7 @@ clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
 healthzBindAddress: 0.0.0.0:20256
 metricsBindAddress: 0.0.0.0:20249
 bindAddressHardFail: true
+enableProfiling: true
 nodePortAddresses: ["primary", "192.168.0.0/16"]
 nftables:
   masqueradeAll: true
@@ -80,13 +81,13 @@ nftables:
 	fromFile, srvFile := resolved(t, "--config", path)
 	fromFlags, srvFlags := resolved(t, "--kubeconfig", "/var/lib/kube-proxy/kubeconfig.conf", "--hostname-override", "Node-B",
 		"--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "--healthz-bind-address", "0.0.0.0:20256",
-		"--metrics-bind-address", "0.0.0.0:20249", "--bind-address-hard-fail", "--masquerade-all",
+		"--metrics-bind-address", "0.0.0.0:20249", "--bind-address-hard-fail", "--profiling", "--masquerade-all",
 		"--nodeport-addresses", "primary,192.168.0.0/16",
 		"--sync-period", "1m", "--min-sync-period", "2s")
 	if !reflect.DeepEqual(fromFile, fromFlags) || srvFile != srvFlags {
 		t.Errorf("config file gives %+v %+v\nflags give       %+v %+v", fromFile, srvFile, fromFlags, srvFlags)
 	}
-	if fromFile.nodeName != "node-b" || len(fromFile.podRanges) != 2 || !fromFile.masqueradeAll {
+	if fromFile.nodeName != "node-b" || len(fromFile.podRanges) != 2 || !fromFile.masqueradeAll || !srvFile.profiling {
 		t.Errorf("file not applied: %+v", fromFile)
 	}
 

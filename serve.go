@@ -21,6 +21,7 @@ type serveOptions struct {
 	healthzBindAddress  string
 	metricsBindAddress  string
 	bindAddressHardFail bool
+	profiling           bool
 }
 
 func newServeOptions() *serveOptions {
@@ -31,6 +32,7 @@ func (s *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&s.configFile, "config", s.configFile, "Path to a KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1). Flags given on the command line override its fields; fields nftproxy does not support are warned about and ignored.")
 	fs.StringVar(&s.healthzBindAddress, "healthz-bind-address", s.healthzBindAddress, "IP:port of the /healthz and /livez server (empty: disabled).")
 	fs.StringVar(&s.metricsBindAddress, "metrics-bind-address", s.metricsBindAddress, "IP:port of the /metrics server (empty: disabled).")
+	fs.BoolVar(&s.profiling, "profiling", s.profiling, "Serve Go runtime profiles (heap, CPU, goroutines) at /debug/pprof/ on the metrics server, as kube-proxy's --profiling.")
 	fs.BoolVar(&s.bindAddressHardFail, "bind-address-hard-fail", s.bindAddressHardFail, "Exit with an error if the healthz or metrics address cannot be bound (else log it and run without).")
 }
 

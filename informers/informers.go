@@ -57,11 +57,13 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	// No periodic resync: the proxier's own full sync covers drift, and a
 	// resync would only re-deliver unchanged objects.
 	factory := clientinformers.NewSharedInformerFactoryWithOptions(client, 0,
-		clientinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+		clientinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
+		clientinformers.WithTransform(trim))
 	// A separate factory: its field selector must not apply to the others.
 	nodeSelector := fields.OneTermEqualSelector(metav1.ObjectNameField, cfg.NodeName).String()
 	nodeFactory := clientinformers.NewSharedInformerFactoryWithOptions(client, 0,
-		clientinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }))
+		clientinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }),
+		clientinformers.WithTransform(trim))
 
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()

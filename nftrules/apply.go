@@ -172,7 +172,7 @@ func queueElements(c *nftables.Conn, op Op) error {
 		}
 		return c.SetDeleteElements(ns, els)
 	}
-	var chunk []nftables.SetElement
+	chunk := make([]nftables.SetElement, 0, min(len(op.Elements), 1024))
 	size := nlaHeaderLen // the list attribute's own header
 	for _, e := range op.Elements {
 		ne, err := nlElement(op.Set, e)
@@ -188,7 +188,8 @@ func queueElements(c *nftables.Conn, op Op) error {
 			if err := send(chunk); err != nil {
 				return err
 			}
-			chunk, size = nil, nlaHeaderLen
+			// The library has encoded the chunk: its buffer is reused.
+			chunk, size = chunk[:0], nlaHeaderLen
 		}
 		chunk = append(chunk, ne)
 		size += n

@@ -2,6 +2,7 @@ package nftrules
 
 import (
 	"net/netip"
+	"slices"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -97,6 +98,16 @@ type fragment struct {
 	elements map[string][]Element
 }
 
+// reserve makes room for n elements of a set.
+func (fr *fragment) reserve(set string, n int) {
+	if fr.elements == nil {
+		fr.elements = map[string][]Element{}
+	}
+	if fr.elements[set] == nil && n > 0 {
+		fr.elements[set] = make([]Element, 0, n)
+	}
+}
+
 func (fr *fragment) put(set string, e Element) {
 	if fr.elements == nil {
 		fr.elements = map[string][]Element{}
@@ -146,27 +157,41 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	if sp.SessionAffinityClientIP {
 		aff = newAffinity(fr, sp, proto, base)
 	}
+	// Endpoints of the service port's block: the cluster-wide ones at
+	// [0, nc), the local ones after them, each only if some chain uses it.
+	nc, nl := uint32(len(sel.cluster)), uint32(len(sel.local))
+	if !sel.needCluster {
+		nc = 0
+	}
+	// One allocation for the elements of each set and one for all their
+	// fields, instead of three per endpoint: most of a large ruleset is
+	// endpoint elements.
+	n := int(nc + nl)
+	vals := make([]Value, 0, 5*n)
+	take := func(vs ...Value) []Value {
+		i := len(vals)
+		vals = append(vals, vs...)
+		return vals[i:len(vals):len(vals)]
+	}
+	if aff == nil {
+		fr.reserve(epMap, n)
+	}
+	fr.reserve(SetHairpin, n)
 	put := func(eps []model.Endpoint, off uint32) {
 		for i, ep := range eps {
 			if aff != nil {
 				aff.endpoint(ep, off+uint32(i))
 			} else {
 				fr.put(epMap, Element{
-					Key:  []Value{NumValue(base + off + uint32(i))},
-					Data: []Value{AddrValue(ep.Addr), NumValue(uint32(ep.Port))},
+					Key:  take(NumValue(base + off + uint32(i))),
+					Data: take(AddrValue(ep.Addr), NumValue(uint32(ep.Port))),
 				})
 			}
 			if !hairpinned[ep.Addr] {
 				hairpinned[ep.Addr] = true
-				fr.put(SetHairpin, Element{Key: []Value{AddrValue(ep.Addr), AddrValue(ep.Addr)}})
+				fr.put(SetHairpin, Element{Key: take(AddrValue(ep.Addr), AddrValue(ep.Addr))})
 			}
 		}
-	}
-	// Endpoints of the service port's block: the cluster-wide ones at
-	// [0, nc), the local ones after them, each only if some chain uses it.
-	nc, nl := uint32(len(sel.cluster)), uint32(len(sel.local))
-	if !sel.needCluster {
-		nc = 0
 	}
 	put(sel.cluster[:nc], 0)
 	put(sel.local, nc)
@@ -421,7 +446,12 @@ func nodePortElement(p Protocol, port uint16, v Stmt) Element {
 	return Element{Key: []Value{NumValue(uint32(p)), NumValue(uint32(port))}, Verdict: &verdict}
 }
 
+// endpointsOfFamily returns the endpoints of family f: eps itself
+// (read-only) when all are, as on single-stack clusters.
 func endpointsOfFamily(eps []model.Endpoint, f Family) []model.Endpoint {
+	if !slices.ContainsFunc(eps, func(ep model.Endpoint) bool { return FamilyOf(ep.Addr) != f }) {
+		return eps[:len(eps):len(eps)]
+	}
 	var out []model.Endpoint
 	for _, ep := range eps {
 		if FamilyOf(ep.Addr) == f {

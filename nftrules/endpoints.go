@@ -1,6 +1,10 @@
 package nftrules
 
-import "github.com/nftproxy/nftproxy/proxier/model"
+import (
+	"slices"
+
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
 
 // ClusterEndpoints returns the endpoints cluster-wide traffic of a service
 // port may go to, as kube-proxy chooses them: those the topology hints give
@@ -21,7 +25,14 @@ func ClusterEndpoints(st *model.State, sp *model.ServicePort) []model.Endpoint {
 	return usable(eps)
 }
 
+// usable returns the ready endpoints, else the serving and terminating
+// ones. Like the other selections here it returns eps itself (capacity
+// clipped: read-only) when nothing is left out, the common case, instead
+// of a copy per Build.
 func usable(eps []model.Endpoint) []model.Endpoint {
+	if !slices.ContainsFunc(eps, func(ep model.Endpoint) bool { return !ep.Ready }) {
+		return eps[:len(eps):len(eps)]
+	}
 	var ready, terminating []model.Endpoint
 	for _, ep := range eps {
 		switch {
@@ -75,6 +86,9 @@ func LocalEndpoints(st *model.State, sp *model.ServicePort) []model.Endpoint {
 
 // onNode returns the endpoints running on the named node.
 func onNode(eps []model.Endpoint, node string) []model.Endpoint {
+	if !slices.ContainsFunc(eps, func(ep model.Endpoint) bool { return ep.IsLocal(node) }) {
+		return nil
+	}
 	var out []model.Endpoint
 	for _, ep := range eps {
 		if ep.IsLocal(node) {

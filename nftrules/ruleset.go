@@ -14,9 +14,9 @@
 package nftrules
 
 import (
-	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -355,11 +355,13 @@ type Value struct {
 func AddrValue(a netip.Addr) Value { return Value{Addr: a} }
 func NumValue(n uint32) Value      { return Value{Num: n} }
 
-func (v Value) String() string {
+func (v Value) String() string { return string(v.appendTo(nil)) }
+
+func (v Value) appendTo(b []byte) []byte {
 	if v.Addr.IsValid() {
-		return v.Addr.String()
+		return v.Addr.AppendTo(b)
 	}
-	return fmt.Sprint(v.Num)
+	return strconv.AppendUint(b, uint64(v.Num), 10)
 }
 
 // Element is a set element or map entry.
@@ -380,12 +382,18 @@ func (e Element) ValueString() string {
 	return joinValues(e.Data)
 }
 
+// joinValues renders fields joined by " . " with one allocation (keys
+// are rendered for every element a Build or Diff looks at).
 func joinValues(vs []Value) string {
-	parts := make([]string, len(vs))
+	var buf [128]byte
+	b := buf[:0]
 	for i, v := range vs {
-		parts[i] = v.String()
+		if i > 0 {
+			b = append(b, " . "...)
+		}
+		b = v.appendTo(b)
 	}
-	return strings.Join(parts, " . ")
+	return string(b)
 }
 
 // Equal reports whether two elements have the same key and value.

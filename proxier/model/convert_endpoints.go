@@ -3,7 +3,6 @@ package model
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
@@ -12,19 +11,25 @@ import (
 
 // attachEndpoints merges the endpoints of all slices into the service ports
 // they belong to. Work is linear in the size of the slices (each endpoint is
-// parsed once per slice, then added once per matching port).
+// parsed once per slice), plus a sort per port; each port's endpoint list
+// is allocated once, at its final size.
 func attachEndpoints(svc *v1.Service, ports []*ServicePort, eps []*discovery.EndpointSlice, r *rejector) {
 	byKey := make(map[portKey]int, len(ports))
 	for i, sp := range ports {
 		byKey[keyOf(sp.Name)] = i
 	}
-	// seen[i] maps an address+port of ports[i] to its index in Endpoints.
-	seen := make([]map[netip.AddrPort]int, len(ports))
-
 	// Slice order decides which duplicate wins, so make it deterministic.
 	ordered := slices.DeleteFunc(slices.Clone(eps), func(s *discovery.EndpointSlice) bool { return s == nil })
 	slices.SortFunc(ordered, func(a, b *discovery.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
 
+	// What each slice port contributes, in slice order.
+	type feed struct {
+		port   int
+		num    uint16
+		parsed []Endpoint
+	}
+	var feeds []feed
+	count := make([]int, len(ports))
 	for _, slice := range ordered {
 		if slice.Namespace != svc.Namespace || slice.Labels[LabelServiceName] != svc.Name {
 			// The caller looks slices up by this label; a mismatch is a bug
@@ -39,33 +44,47 @@ func attachEndpoints(svc *v1.Service, ports []*ServicePort, eps []*discovery.End
 			continue
 		}
 		for _, p := range slice.Ports {
-			i, port, ok := matchPort(slice, p, byKey, r)
-			if !ok {
-				continue
-			}
-			if seen[i] == nil {
-				seen[i] = make(map[netip.AddrPort]int, len(parsed))
-			}
-			sp := ports[i]
-			for _, ep := range parsed {
-				ep.Port = port
-				ap := ep.AddrPort()
-				if j, dup := seen[i][ap]; dup {
-					// During a move between slices an endpoint can be listed
-					// twice; prefer the ready copy, else the first slice's.
-					if ep.Ready && !sp.Endpoints[j].Ready {
-						sp.Endpoints[j] = ep
-					}
-					continue
-				}
-				seen[i][ap] = len(sp.Endpoints)
-				sp.Endpoints = append(sp.Endpoints, ep)
+			if i, num, ok := matchPort(slice, p, byKey, r); ok {
+				feeds = append(feeds, feed{i, num, parsed})
+				count[i] += len(parsed)
 			}
 		}
 	}
-	for _, sp := range ports {
-		slices.SortFunc(sp.Endpoints, compareEndpoints)
+	for i, sp := range ports {
+		if count[i] > 0 {
+			sp.Endpoints = make([]Endpoint, 0, count[i])
+		}
 	}
+	for _, f := range feeds {
+		sp := ports[f.port]
+		for _, ep := range f.parsed {
+			ep.Port = f.num
+			sp.Endpoints = append(sp.Endpoints, ep)
+		}
+	}
+	for _, sp := range ports {
+		sp.Endpoints = dedupEndpoints(sp.Endpoints)
+	}
+}
+
+// dedupEndpoints sorts endpoints by address and port and keeps one per
+// address and port. During a move between slices an endpoint can be listed
+// twice: the first ready copy wins, else the first slice's (the stable
+// sort keeps slice order among equals).
+func dedupEndpoints(eps []Endpoint) []Endpoint {
+	slices.SortStableFunc(eps, compareEndpoints)
+	out := eps[:0]
+	for i := 0; i < len(eps); {
+		j, pick := i+1, eps[i]
+		for ; j < len(eps) && compareEndpoints(eps[j], eps[i]) == 0; j++ {
+			if !pick.Ready && eps[j].Ready {
+				pick = eps[j]
+			}
+		}
+		out = append(out, pick)
+		i = j
+	}
+	return out
 }
 
 // matchPort finds the service port a slice port feeds, by name and

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/nftproxy/nftproxy/e2e/lab"
+	"github.com/nftproxy/nftproxy/e2e/netkit"
+)
+
+// The load is written straight into the lab's etcd, as the apiserver
+// stores objects (JSON is one of the encodings its storage decodes), and
+// the proxies then list and watch it through the apiserver as usual.
+// Creating Services through the API does not scale here: kube-apiserver
+// v1.37.2 allocates ClusterIPs one at a time and, for its metrics, lists
+// every IPAddress object twice per allocation (ipallocator.go,
+// createIPAddress → Used/Free), so the create rate fell from 77/s to 6/s
+// on the way to 10,000 Services (50,000 would take hours). The
+// IPAddress objects are written too, so the allocator's repair loop finds
+// nothing to fix. Endpoint changes during the measurements go through the
+// API like any controller's.
+
+// etcdWriter puts keys through etcd's JSON gateway (/v3/kv/put) from
+// inside the control-plane namespace, where etcd listens on loopback.
+type etcdWriter struct {
+	http *http.Client
+}
+
+func newEtcdWriter(cp *netkit.NS) *etcdWriter {
+	tr := &http.Transport{DialContext: lab.DialerIn(cp), MaxIdleConnsPerHost: 64}
+	return &etcdWriter{http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+func (w *etcdWriter) put(ctx context.Context, key string, obj any) error {
+	val, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]string{
+		"key":   base64.StdEncoding.EncodeToString([]byte(key)),
+		"value": base64.StdEncoding.EncodeToString(val),
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://127.0.0.1:2379/v3/kv/put", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("etcd put %s: %w", key, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("etcd put %s: %s: %s", key, resp.Status, b)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return nil
+}
+
+// clusterIPOf is Service i's ClusterIP: 10.96.0.16 onwards, inside the
+// lab's service CIDR and clear of the kubernetes Service's 10.96.0.1.
+func clusterIPOf(i int) netip.Addr {
+	k := i + 16
+	return netip.AddrFrom4([4]byte{10, 96, byte(k >> 8), byte(k)})
+}
+
+func uid(kind string, i int) types.UID {
+	return types.UID(fmt.Sprintf("%08x-0000-4000-8000-%012x", i, len(kind)))
+}
+
+// put writes Service i, its IPAddress and its EndpointSlice, shaped as the
+// apiserver (defaults), kubectl apply (last-applied annotation, managed
+// fields) and the EndpointSlice controller (targetRefs, zones, owner,
+// trigger time) would leave them, so that what a proxy caches is what it
+// would cache in a real cluster.
+func (l *loader) put(ctx context.Context, i int) (netip.Addr, error) {
+	ip := clusterIPOf(i)
+	now := metav1.Now()
+	name := serviceName(i)
+	svc := &corev1.Service{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: name, UID: uid("svc", i), CreationTimestamp: now,
+			Labels: map[string]string{"app": name},
+			Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": fmt.Sprintf(
+				`{"apiVersion":"v1","kind":"Service","metadata":{"annotations":{},"labels":{"app":%q},"name":%q,"namespace":%q},"spec":{"ports":[{"port":%d,"protocol":"TCP","targetPort":%d}],"selector":{"app":%q}}}`+"\n",
+				name, name, benchNamespace, servicePort, endpointPort, name)},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl-client-side-apply", Operation: metav1.ManagedFieldsOperationUpdate,
+				APIVersion: "v1", Time: &now, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(
+					`{"f:metadata":{"f:annotations":{".":{},"f:kubectl.kubernetes.io/last-applied-configuration":{}},"f:labels":{".":{},"f:app":{}}},"f:spec":{"f:internalTrafficPolicy":{},"f:ports":{".":{},"k:{\"port\":80,\"protocol\":\"TCP\"}":{".":{},"f:port":{},"f:protocol":{},"f:targetPort":{}}},"f:selector":{},"f:sessionAffinity":{},"f:type":{}}}`)}}},
+		},
+		Spec: corev1.ServiceSpec{
+			Type:                  corev1.ServiceTypeClusterIP,
+			ClusterIP:             ip.String(),
+			ClusterIPs:            []string{ip.String()},
+			IPFamilies:            []corev1.IPFamily{corev1.IPv4Protocol},
+			IPFamilyPolicy:        ptr.To(corev1.IPFamilyPolicySingleStack),
+			InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyCluster),
+			SessionAffinity:       corev1.ServiceAffinityNone,
+			Ports:                 []corev1.ServicePort{{Port: servicePort, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(endpointPort)}},
+			// No selector: the slices are ours, not the controller's.
+		},
+	}
+	ipa := &networkingv1.IPAddress{
+		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "IPAddress"},
+		ObjectMeta: metav1.ObjectMeta{Name: ip.String(), UID: uid("ip", i), CreationTimestamp: now, Labels: map[string]string{
+			networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol),
+			networkingv1.LabelManagedBy:       "ipallocator.k8s.io",
+		}},
+		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: benchNamespace, Name: name}},
+	}
+	slice := &discovery.EndpointSlice{
+		TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: sliceName(i), UID: uid("eps", i), CreationTimestamp: now,
+			GenerateName: name + "-",
+			Labels: map[string]string{
+				discovery.LabelServiceName: name,
+				discovery.LabelManagedBy:   managedBy,
+				"app":                      name,
+			},
+			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: now.UTC().Format(time.RFC3339)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: name, UID: svc.UID,
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: managedBy, Operation: metav1.ManagedFieldsOperationUpdate,
+				APIVersion: "discovery.k8s.io/v1", Time: &now, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(
+					`{"f:addressType":{},"f:endpoints":{},"f:metadata":{"f:annotations":{".":{},"f:endpoints.kubernetes.io/last-change-trigger-time":{}},"f:generateName":{},"f:labels":{".":{},"f:app":{},"f:endpointslice.kubernetes.io/managed-by":{},"f:kubernetes.io/service-name":{}},"f:ownerReferences":{".":{},"k:{\"uid\":\"` + string(svc.UID) + `\"}":{}}},"f:ports":{}}`)}}},
+		},
+		AddressType: discovery.AddressTypeIPv4,
+		Ports:       []discovery.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](endpointPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	for j := 0; j < l.m; j++ {
+		slice.Endpoints = append(slice.Endpoints, discovery.Endpoint{
+			Addresses:  []string{endpointAddr(i, j, l.m).String()},
+			Conditions: discovery.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+			NodeName:   ptr.To(otherNode),
+			Zone:       ptr.To("zone-b"),
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: benchNamespace, Name: fmt.Sprintf("%s-7d9f8c6b5-%05d", name, j),
+				UID: uid("pod", i*l.m+j)},
+		})
+	}
+	for _, o := range []struct {
+		key string
+		obj any
+	}{
+		{"/registry/ipaddresses/" + ip.String(), ipa},
+		{"/registry/services/specs/" + benchNamespace + "/" + name, svc},
+		{"/registry/endpointslices/" + benchNamespace + "/" + slice.Name, slice},
+	} {
+		if err := l.etcd.put(ctx, o.key, o.obj); err != nil {
+			return netip.Addr{}, err
+		}
+	}
+	return ip, nil
+}
+
+// waitListed waits until the apiserver lists n Services and n slices in
+// the bench namespace (its watch cache follows etcd).
+func (l *loader) waitListed(ctx context.Context, n int) error {
+	count := func(list func(metav1.ListOptions) (int, *int64, error)) (int, error) {
+		items, remaining, err := list(metav1.ListOptions{Limit: 1})
+		if err != nil {
+			return 0, err
+		}
+		total := items
+		if remaining != nil {
+			total += int(*remaining)
+		}
+		return total, nil
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		svcs, err1 := count(func(o metav1.ListOptions) (int, *int64, error) {
+			l, err := l.client.CoreV1().Services(benchNamespace).List(ctx, o)
+			if err != nil {
+				return 0, nil, err
+			}
+			return len(l.Items), l.RemainingItemCount, nil
+		})
+		slices, err2 := count(func(o metav1.ListOptions) (int, *int64, error) {
+			l, err := l.client.DiscoveryV1().EndpointSlices(benchNamespace).List(ctx, o)
+			if err != nil {
+				return 0, nil, err
+			}
+			return len(l.Items), l.RemainingItemCount, nil
+		})
+		if err1 == nil && err2 == nil && svcs >= n && slices >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("apiserver lists %d Services and %d slices of %d (errors %v, %v)", svcs, slices, n, err1, err2)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

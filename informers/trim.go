@@ -1,0 +1,122 @@
+package informers
+
+import (
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The informer caches keep only what nftproxy reads (proxier/model,
+// proxier/node.go, proxier/healthz, Events), so that a cluster of 10,000
+// Services costs what the proxy needs rather than whole API objects:
+// managedFields, annotations, owner references, endpoint targetRefs and
+// the Node's image list are dropped as objects arrive (client-go
+// transforms run before the object is stored or handed to a handler).
+// Everything kept is shared with the decoded object, not copied.
+
+// trim is the informers' cache.TransformFunc. Tombstones and unknown
+// types pass unchanged.
+func trim(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *v1.Service:
+		return trimService(o), nil
+	case *discovery.EndpointSlice:
+		return trimSlice(o), nil
+	case *v1.Node:
+		return trimNode(o), nil
+	}
+	return obj, nil
+}
+
+// trimMeta keeps identity (Events refer to the object by UID and
+// resourceVersion; handlers compare resourceVersions), labels (the
+// service-name label of slices, the zone of the Node) and the deletion
+// timestamp (healthz fails while the Node is being deleted).
+func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Generation: m.Generation, Labels: m.Labels, DeletionTimestamp: m.DeletionTimestamp,
+	}
+}
+
+func trimService(s *v1.Service) *v1.Service {
+	spec := s.Spec
+	spec.Selector = nil // endpoints come from EndpointSlices
+	return &v1.Service{
+		ObjectMeta: trimMeta(&s.ObjectMeta),
+		Spec:       spec,
+		Status:     v1.ServiceStatus{LoadBalancer: s.Status.LoadBalancer},
+	}
+}
+
+func trimSlice(s *discovery.EndpointSlice) *discovery.EndpointSlice {
+	out := &discovery.EndpointSlice{
+		ObjectMeta:  trimMeta(&s.ObjectMeta),
+		AddressType: s.AddressType,
+		Ports:       s.Ports,
+		Endpoints:   s.Endpoints,
+	}
+	// In place: the decoded slice is ours alone until it is stored. The
+	// pointer fields every endpoint carries (conditions, node, zone) point
+	// to shared values instead of 100,000 copies of true and "node-1".
+	for i := range out.Endpoints {
+		e := &out.Endpoints[i]
+		e.TargetRef, e.Hostname, e.DeprecatedTopology = nil, nil, nil
+		c := &e.Conditions
+		c.Ready, c.Serving, c.Terminating = sharedBool(c.Ready), sharedBool(c.Serving), sharedBool(c.Terminating)
+		e.NodeName, e.Zone = names.get(e.NodeName), names.get(e.Zone)
+	}
+	return out
+}
+
+// Cached objects are never modified, so their pointers may be shared.
+var (
+	trueValue, falseValue = true, false
+	names                 = &interner{m: map[string]*string{}}
+)
+
+func sharedBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &trueValue
+	}
+	return &falseValue
+}
+
+// interner hands out one *string per distinct node or zone name. It is
+// bounded: past maxInterned names (node churn over a long life) it starts
+// afresh, the old pointers staying valid where they are used.
+type interner struct {
+	mu sync.Mutex
+	m  map[string]*string
+}
+
+const maxInterned = 20000
+
+func (in *interner) get(s *string) *string {
+	if s == nil {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if p, ok := in.m[*s]; ok {
+		return p
+	}
+	if len(in.m) >= maxInterned {
+		in.m = map[string]*string{}
+	}
+	in.m[*s] = s
+	return s
+}
+
+func trimNode(n *v1.Node) *v1.Node {
+	return &v1.Node{
+		ObjectMeta: trimMeta(&n.ObjectMeta),
+		Spec:       v1.NodeSpec{Taints: n.Spec.Taints},
+		Status:     v1.NodeStatus{Addresses: n.Status.Addresses},
+	}
+}

@@ -28,7 +28,7 @@ const (
 	GlibcDNSImage    = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
 	CoreDNSImage     = "registry.k8s.io/coredns/coredns:v1.13.1"
 	CoreDNSVersion   = "v1.13.1"
-	imageRecipeLevel = "2" // bump when a recipe below changes: rebuilds the cached archives
+	imageRecipeLevel = "3" // bump when a recipe below changes: rebuilds the cached archives
 )
 
 // NFTProxyImage is the reference of nftproxy's image built from the
@@ -36,11 +36,14 @@ const (
 const NFTProxyImage = "localhost/nftproxy/nftproxy:lab"
 
 // debianTools are the host programs (Debian packages busybox-static,
-// bind9-dnsutils, curl, netcat-openbsd, socat, iproute2, bash, libc-bin)
+// bind9-dnsutils, curl, netcat-openbsd, socat, iproute2, bash, libc-bin,
+// wget)
 // the test images carry, as upstream's Alpine-based agnhost does: the e2e
 // tests exec sh, dig, nc, curl, getent and busybox applets in them.
+// GNU wget replaces busybox's: Debian's static busybox wget segfaults
+// (exit 139, seen on the host too), which failed two Services tests.
 var debianTools = []string{"/usr/bin/bash", "/usr/bin/dig", "/usr/bin/curl", "/usr/bin/nc",
-	"/usr/bin/socat", "/usr/bin/getent", "/usr/bin/ss", "/usr/sbin/ip"}
+	"/usr/bin/socat", "/usr/bin/getent", "/usr/bin/ss", "/usr/sbin/ip", "/usr/bin/wget"}
 
 // imageSpec is e2e/images/mkimage's input.
 type imageSpec struct {
@@ -255,7 +258,7 @@ func toolTree() (tools, error) {
 	t.all = append(t.all, t.busybox...)
 	for _, tool := range debianTools {
 		if _, err := os.Stat(tool); err != nil {
-			return t, fmt.Errorf("lab: %s not found (apt-get install -y bind9-dnsutils curl netcat-openbsd socat iproute2 bash): %w", tool, err)
+			return t, fmt.Errorf("lab: %s not found (apt-get install -y bind9-dnsutils curl netcat-openbsd socat iproute2 bash wget): %w", tool, err)
 		}
 		t.all = append(t.all, imageFile{Src: tool, Dst: "/usr" + strings.TrimPrefix(tool, "/usr"), Mode: 0o755})
 		out, err := exec.Command("ldd", tool).Output()

@@ -194,7 +194,7 @@ func installPackages() error {
 	need := map[string]string{
 		"containerd": "containerd", "runc": "runc", "/usr/lib/cni/bridge": "containernetworking-plugins",
 		"iptables": "iptables", "busybox": "busybox-static", "dig": "bind9-dnsutils", "curl": "curl",
-		"nc": "netcat-openbsd", "socat": "socat", "ip": "iproute2", "nft": "nftables",
+		"nc": "netcat-openbsd", "socat": "socat", "ip": "iproute2", "nft": "nftables", "wget": "wget",
 	}
 	var pkgs []string
 	for bin, pkg := range need {

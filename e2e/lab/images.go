@@ -26,9 +26,10 @@ const (
 	AgnhostImage     = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 	BusyBoxImage     = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
 	GlibcDNSImage    = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
+	Regression74839  = "registry.k8s.io/e2e-test-images/regression-issue-74839:1.5"
 	CoreDNSImage     = "registry.k8s.io/coredns/coredns:v1.13.1"
 	CoreDNSVersion   = "v1.13.1"
-	imageRecipeLevel = "2" // bump when a recipe below changes: rebuilds the cached archives
+	imageRecipeLevel = "4" // bump when a recipe below changes: rebuilds the cached archives
 )
 
 // NFTProxyImage is the reference of nftproxy's image built from the
@@ -36,11 +37,14 @@ const (
 const NFTProxyImage = "localhost/nftproxy/nftproxy:lab"
 
 // debianTools are the host programs (Debian packages busybox-static,
-// bind9-dnsutils, curl, netcat-openbsd, socat, iproute2, bash, libc-bin)
+// bind9-dnsutils, curl, netcat-openbsd, socat, iproute2, bash, libc-bin,
+// wget)
 // the test images carry, as upstream's Alpine-based agnhost does: the e2e
 // tests exec sh, dig, nc, curl, getent and busybox applets in them.
+// GNU wget replaces busybox's: Debian's static busybox wget segfaults
+// (exit 139, seen on the host too), which failed two Services tests.
 var debianTools = []string{"/usr/bin/bash", "/usr/bin/dig", "/usr/bin/curl", "/usr/bin/nc",
-	"/usr/bin/socat", "/usr/bin/getent", "/usr/bin/ss", "/usr/sbin/ip"}
+	"/usr/bin/socat", "/usr/bin/getent", "/usr/bin/ss", "/usr/sbin/ip", "/usr/bin/wget"}
 
 // imageSpec is e2e/images/mkimage's input.
 type imageSpec struct {
@@ -103,6 +107,7 @@ func EnsureImages(ctx context.Context, repoRoot, cacheDir, workDir string, log i
 		{"pause", imagesMod, "./pause", "~5 s"},
 		{"coredns", imagesMod, "./coredns", "~4 min"},
 		{"agnhost", k8sbin, "k8s.io/kubernetes/test/images/agnhost", "~2 min"},
+		{"regression-issue-74839", k8sbin, "k8s.io/kubernetes/test/images/regression-issue-74839", "~20 s"},
 	}
 	for i, t := range tools {
 		out := filepath.Join(bin, t.name)
@@ -124,11 +129,13 @@ func EnsureImages(ctx context.Context, repoRoot, cacheDir, workDir string, log i
 	specs := []imageSpec{
 		{Ref: PauseImage, Out: path("pause"), Entrypoint: []string{"/pause"},
 			Files: []imageFile{{Src: filepath.Join(bin, "pause"), Dst: "/pause"}}},
-		agnhostSpec(path("agnhost"), filepath.Join(bin, "agnhost"), tree),
+		agnhostSpec(path("agnhost"), bin, tree),
+		{Ref: Regression74839, Out: path("regression-issue-74839"), Entrypoint: []string{"/regression-issue-74839"},
+			Files: []imageFile{{Src: filepath.Join(bin, "regression-issue-74839"), Dst: "/regression-issue-74839"}}},
 		{Ref: BusyBoxImage, Out: path("busybox"), Cmd: []string{"sh"},
 			Files: tree.busybox, Symlinks: append(tree.bbApplets, tree.ash...), Inline: etcFiles()},
 		{Ref: GlibcDNSImage, Out: path("glibc-dns-testing"), Cmd: []string{"/bin/sh"},
-			Files: tree.all, Symlinks: append(tree.applets, tree.bash...), Inline: etcFiles()},
+			Files: append([]imageFile{{Src: filepath.Join(bin, "coredns"), Dst: "/coredns"}}, tree.all...), Symlinks: append(tree.applets, tree.bash...), Inline: etcFiles()},
 		{Ref: CoreDNSImage, Out: path("coredns"), Entrypoint: []string{"/coredns"},
 			Files: []imageFile{{Src: filepath.Join(bin, "coredns"), Dst: "/coredns"}}, Inline: etcFiles()},
 	}
@@ -177,11 +184,13 @@ func mkimage(ctx context.Context, tool string, s imageSpec) error {
 }
 
 // agnhostSpec mirrors test/images/agnhost/Dockerfile: /agnhost (and the
-// agnhost-2 link), the porter certificates, /uploads, the image-defined
-// user and group, and the tools the tests exec.
-func agnhostSpec(out, agnhost string, tree tools) imageSpec {
+// agnhost-2 link), /coredns (DNS tests run it as a test DNS server; ours
+// is the CoreDNS built here), the porter certificates, /uploads, the
+// image-defined user and group, and the tools the tests exec.
+func agnhostSpec(out, bin string, tree tools) imageSpec {
 	porter := filepath.Join(k8sModuleDir(), "test", "images", "agnhost", "porter")
-	files := append([]imageFile{{Src: agnhost, Dst: "/agnhost", Mode: 0o755},
+	files := append([]imageFile{{Src: filepath.Join(bin, "agnhost"), Dst: "/agnhost", Mode: 0o755},
+		{Src: filepath.Join(bin, "coredns"), Dst: "/coredns", Mode: 0o755},
 		{Src: filepath.Join(porter, "localhost.crt"), Dst: "/localhost.crt", Mode: 0o644},
 		{Src: filepath.Join(porter, "localhost.key"), Dst: "/localhost.key", Mode: 0o644}}, tree.all...)
 	return imageSpec{Ref: AgnhostImage, Out: out, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
@@ -255,7 +264,7 @@ func toolTree() (tools, error) {
 	t.all = append(t.all, t.busybox...)
 	for _, tool := range debianTools {
 		if _, err := os.Stat(tool); err != nil {
-			return t, fmt.Errorf("lab: %s not found (apt-get install -y bind9-dnsutils curl netcat-openbsd socat iproute2 bash): %w", tool, err)
+			return t, fmt.Errorf("lab: %s not found (apt-get install -y bind9-dnsutils curl netcat-openbsd socat iproute2 bash wget): %w", tool, err)
 		}
 		t.all = append(t.all, imageFile{Src: tool, Dst: "/usr" + strings.TrimPrefix(tool, "/usr"), Mode: 0o755})
 		out, err := exec.Command("ldd", tool).Output()

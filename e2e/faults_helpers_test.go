@@ -13,6 +13,12 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	k8sptr "k8s.io/utils/ptr"
+
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/e2e/lab"
 	"github.com/nftproxy/nftproxy/nftrules"
@@ -228,6 +234,20 @@ func logFrom(l *lab.Lab, node string, offset int64) string {
 	return string(b[offset:])
 }
 
+// grepLines keeps the lines of log that contain any of words.
+func grepLines(log string, words ...string) string {
+	var out []string
+	for _, ln := range strings.Split(log, "\n") {
+		for _, w := range words {
+			if strings.Contains(ln, w) {
+				out = append(out, ln)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // logSize is the current length of node's nftproxy log.
 func logSize(l *lab.Lab, node string) int64 {
 	st, err := os.Stat(l.ProxyLogPath(node))
@@ -287,4 +307,33 @@ func within(t *testing.T, limit time.Duration, what string, cond func() (bool, s
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// manualService is a Service without selector (endpoints come from
+// hand-written slices) with one TCP port "tcp" 80 -> 8080.
+func manualService(ns, name string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+			{Name: "tcp", Protocol: corev1.ProtocolTCP, Port: lab.SvcPort, TargetPort: intstr.FromInt32(lab.PodPort)}}},
+	}
+}
+
+// handSlice is an EndpointSlice of Service svc with one port (name
+// portName, nil for none) on 8080/TCP and ready endpoints at addrs.
+func handSlice(ns, name, svc string, at discoveryv1.AddressType, portName *string, addrs ...string) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{
+			discoveryv1.LabelManagedBy: "faults.nftproxy.test"}},
+		AddressType: at,
+		Ports:       []discoveryv1.EndpointPort{{Name: portName, Port: k8sptr.To[int32](lab.PodPort), Protocol: k8sptr.To(corev1.ProtocolTCP)}},
+	}
+	if svc != "" {
+		s.Labels[discoveryv1.LabelServiceName] = svc
+	}
+	for _, a := range addrs {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{a},
+			Conditions: discoveryv1.EndpointConditions{Ready: k8sptr.To(true)}})
+	}
+	return s
 }

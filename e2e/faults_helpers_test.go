@@ -337,3 +337,21 @@ func handSlice(ns, name, svc string, at discoveryv1.AddressType, portName *strin
 	}
 	return s
 }
+
+// pods is a deployment a fault scenario runs: n pods placed round-robin
+// on nodes.
+type pods struct {
+	name  string
+	n     int
+	nodes []string
+}
+
+// deploy creates the deployments, failing the test on error.
+func deploy(t *testing.T, ctx context.Context, l *lab.Lab, ds ...pods) {
+	t.Helper()
+	for _, d := range ds {
+		if _, err := l.CreateDeployment(ctx, d.name, d.n, d.nodes...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

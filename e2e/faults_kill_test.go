@@ -38,19 +38,9 @@ func TestFaultProxyKill(t *testing.T) {
 	l := startLab(t, lab.Options{Mode: lab.Routed, Nodes: 3, Prefix: "nftfk-"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	for _, d := range []struct {
-		name  string
-		n     int
-		nodes []string
-	}{
-		{"client", 1, []string{"node-1"}}, {"affclient", 1, []string{"node-1"}},
-		{"web", 2, []string{"node-2", "node-3"}}, {"sticky", 3, []string{"node-2", "node-3"}},
-		{"churn", 2, []string{"node-2", "node-3"}},
-	} {
-		if _, err := l.CreateDeployment(ctx, d.name, d.n, d.nodes...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deploy(t, ctx, l, pods{"client", 1, []string{"node-1"}}, pods{"affclient", 1, []string{"node-1"}},
+		pods{"web", 2, []string{"node-2", "node-3"}}, pods{"sticky", 3, []string{"node-2", "node-3"}},
+		pods{"churn", 2, []string{"node-2", "node-3"}})
 	web := mustService(t, l, lab.ServiceFor("web", "web", false))
 	spec := lab.ServiceFor("sticky", "sticky", false)
 	spec.Spec.SessionAffinity = corev1.ServiceAffinityClientIP

@@ -29,11 +29,13 @@ type APIRewriter struct {
 	ln      net.Listener
 	srv     *http.Server
 	tr      *http.Transport
+	token   string // nftproxy's: client-go sends no credentials over plain HTTP
 	rewrite func(obj map[string]any)
 }
 
 // StartAPIRewriter serves the API in plain HTTP on the control-plane
-// address at port. Each object of a GET's answer (one object, a list's
+// address at port, with nftproxy's ServiceAccount token added to every
+// request (client-go sends no credentials over plain HTTP). Each object of a GET's answer (one object, a list's
 // items, a watch's events) is passed through rewrite, decoded from JSON,
 // before nftproxy sees it; rewrite may change it in place. Other requests
 // (Events nftproxy posts) pass unchanged.
@@ -64,6 +66,9 @@ func (l *Lab) StartAPIRewriter(port int, rewrite func(obj map[string]any)) (*API
 		c.Server = "http://" + addr
 		c.CertificateAuthorityData = nil
 	}
+	for _, a := range cfg.AuthInfos {
+		rw.token = a.Token
+	}
 	rw.Kubeconfig = filepath.Join(l.work, fmt.Sprintf("nftproxy-rewriter-%d.kubeconfig", port))
 	if err := clientcmd.WriteToFile(*cfg, rw.Kubeconfig); err != nil {
 		ln.Close()
@@ -85,6 +90,7 @@ func (rw *APIRewriter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := r.Clone(r.Context())
 	out.URL.Scheme, out.URL.Host = "https", strings.TrimPrefix(apiServerURL(), "https://")
 	out.Host, out.RequestURI = "", ""
+	out.Header.Set("Authorization", "Bearer "+rw.token)
 	rewriting := r.Method == http.MethodGet
 	if rewriting {
 		out.Header.Set("Accept", "application/json") // objects we can rewrite

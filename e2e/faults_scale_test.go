@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -27,9 +28,8 @@ import (
 )
 
 // Fault suite, scenario 6 (issue 10): scale. Services × 10 endpoints
-// (hand-written EndpointSlices, no pods, so the apiserver only stores
-// them) are loaded into the API while node-1 has no nftproxy and no
-// rules; then nftproxy starts cold and programs them, and 100 endpoint
+// (hand-written EndpointSlices, no pods, written straight to etcd: see
+// lab.EtcdWriter) are loaded while node-1 has no nftproxy and no rules; then nftproxy starts cold and programs them, and 100 endpoint
 // changes per second follow. No sync may fail (no failed batch, no
 // message-size error); the figures are the load time, the cold start
 // (informer sync, first sync, start to programmed), the syncs under
@@ -76,14 +76,22 @@ func TestFaultScale(t *testing.T) {
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scaleNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sc := &scaleRun{client: client, podIPs: podIPs, sampleEvery: sampleEvery, ips: make([]string, services)}
+	cp, err := l.NS("cp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &scaleRun{client: client, etcd: lab.NewEtcdWriter(cp), podIPs: podIPs, sampleEvery: sampleEvery, ips: make([]string, services)}
 	loadStart := time.Now()
 	if err := sc.load(ctx, services); err != nil {
 		t.Fatal(err)
 	}
+	written := time.Since(loadStart)
+	listed := within(t, 10*time.Minute, "the apiserver lists every Service and slice written to etcd", func() (bool, string) {
+		return sc.listed(ctx, services)
+	})
 	loadTime := time.Since(loadStart)
-	t.Logf("loaded %d Services and %d EndpointSlices (%d endpoints) into the API in %v (%.0f objects/s)",
-		services, services, services*scaleEndpoints, loadTime.Round(time.Second), float64(2*services)/loadTime.Seconds())
+	t.Logf("wrote %d Services, IPAddresses and EndpointSlices (%d endpoints) to etcd in %v, listed by the apiserver %v later",
+		services, services*scaleEndpoints, written.Round(time.Second), listed.Round(time.Second))
 
 	// Cold start.
 	logStart := logSize(l, "node-1")
@@ -174,6 +182,7 @@ func TestFaultScale(t *testing.T) {
 // scaleRun holds the loaded Services.
 type scaleRun struct {
 	client      kubernetes.Interface
+	etcd        *lab.EtcdWriter
 	podIPs      []string
 	sampleEvery int
 	ips         []string // ClusterIP of s-<i>
@@ -204,7 +213,9 @@ func (sc *scaleRun) endpoints(i int, notReady map[int]bool) []discoveryv1.Endpoi
 	return out
 }
 
-// load creates s-0 … s-<n-1> and one slice each, 32 requests at a time.
+// load writes s-0 … s-<n-1>, their IPAddresses and one slice each to
+// etcd, 32 at a time (see lab.EtcdWriter: the apiserver's ClusterIP
+// allocation would take hours for 50,000 Services).
 func (sc *scaleRun) load(ctx context.Context, n int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -216,7 +227,7 @@ func (sc *scaleRun) load(ctx context.Context, n int) error {
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				if err := sc.create(ctx, i); err != nil {
+				if err := sc.put(ctx, i); err != nil {
 					errs <- err
 					return
 				}
@@ -228,25 +239,65 @@ func (sc *scaleRun) load(ctx context.Context, n int) error {
 	return <-errs
 }
 
-func (sc *scaleRun) create(ctx context.Context, i int) error {
+// put writes Service s-<i> (ClusterIP 10.96.0.16 + i, as the apiserver
+// would have stored it), its IPAddress and its slice.
+func (sc *scaleRun) put(ctx context.Context, i int) error {
 	name := fmt.Sprintf("s-%d", i)
+	ip := netip.AddrFrom4([4]byte{10, 96, byte((i + 16) >> 8), byte(i + 16)})
+	sc.ips[i] = ip.String()
+	now := metav1.Now()
+	uid := func(kind int) types.UID { return types.UID(fmt.Sprintf("%08x-5ca1-4000-8000-%012x", i, kind)) }
 	svc := manualService(scaleNS, name)
-	var out *corev1.Service
-	err := retryFor(time.Minute, func() error {
-		var err error
-		out, err = sc.client.CoreV1().Services(scaleNS).Create(ctx, svc, metav1.CreateOptions{})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("create Service %s: %w", name, err)
+	svc.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}
+	svc.UID, svc.CreationTimestamp = uid(1), now
+	svc.Spec.Type = corev1.ServiceTypeClusterIP
+	svc.Spec.ClusterIP, svc.Spec.ClusterIPs = ip.String(), []string{ip.String()}
+	svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+	svc.Spec.IPFamilyPolicy = k8sptr.To(corev1.IPFamilyPolicySingleStack)
+	svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	svc.Spec.InternalTrafficPolicy = k8sptr.To(corev1.ServiceInternalTrafficPolicyCluster)
+	ipa := &networkingv1.IPAddress{
+		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "IPAddress"},
+		ObjectMeta: metav1.ObjectMeta{Name: ip.String(), UID: uid(2), CreationTimestamp: now, Labels: map[string]string{
+			networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol), networkingv1.LabelManagedBy: "ipallocator.k8s.io"}},
+		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: scaleNS, Name: name}},
 	}
-	sc.ips[i] = out.Spec.ClusterIP
 	sl := handSlice(scaleNS, name+"-a", name, discoveryv1.AddressTypeIPv4, k8sptr.To("tcp"))
+	sl.TypeMeta = metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"}
+	sl.UID, sl.CreationTimestamp = uid(3), now
 	sl.Endpoints = sc.endpoints(i, nil)
-	return retryFor(time.Minute, func() error {
-		_, err := sc.client.DiscoveryV1().EndpointSlices(scaleNS).Create(ctx, sl, metav1.CreateOptions{})
-		return err
-	})
+	for key, obj := range map[string]any{
+		"/registry/ipaddresses/" + ip.String():                ipa,
+		"/registry/services/specs/" + scaleNS + "/" + name:    svc,
+		"/registry/endpointslices/" + scaleNS + "/" + sl.Name: sl,
+	} {
+		if err := sc.etcd.Put(ctx, key, obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listed reports whether the apiserver lists n Services and n slices in
+// the scale namespace.
+func (sc *scaleRun) listed(ctx context.Context, n int) (bool, string) {
+	one := metav1.ListOptions{Limit: 1}
+	svcs, err := sc.client.CoreV1().Services(scaleNS).List(ctx, one)
+	if err != nil {
+		return false, err.Error()
+	}
+	slices, err := sc.client.DiscoveryV1().EndpointSlices(scaleNS).List(ctx, one)
+	if err != nil {
+		return false, err.Error()
+	}
+	count := func(items int, remaining *int64) int {
+		if remaining != nil {
+			return items + int(*remaining)
+		}
+		return items
+	}
+	s, e := count(len(svcs.Items), svcs.RemainingItemCount), count(len(slices.Items), slices.RemainingItemCount)
+	return s >= n && e >= n, fmt.Sprintf("%d Services, %d slices", s, e)
 }
 
 // dialSamples dials every sampled Service once from client-0.

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -86,6 +87,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	shortDial(cfg)
 	client, err := kubernetes.NewForConfig(rest.AddUserAgent(cfg, "nftproxy"))
 	if err != nil {
 		return fmt.Errorf("creating Kubernetes client: %w", err)
@@ -190,6 +192,19 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 
 // lockLogEvery is how often a waiting instance says again who it waits for.
 const lockLogEvery = 30 * time.Second
+
+// apiDialTimeout bounds one connection attempt to the apiserver. client-go
+// waits 30 s; in a silent partition a pending attempt sends its next SYN
+// up to 16 s after the partition ends, while a new attempt (the informers
+// retry at once, see informers/retry.go) sends one at once.
+const apiDialTimeout = 5 * time.Second
+
+// shortDial makes cfg dial with apiDialTimeout (unless it has a dialer).
+func shortDial(cfg *rest.Config) {
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{Timeout: apiDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	}
+}
 
 // restConfig builds the API client configuration: from --kubeconfig and/or
 // --master when given, else the in-cluster service account.

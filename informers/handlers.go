@@ -38,7 +38,11 @@ func sliceHandler(t *Tracker) cache.ResourceEventHandler {
 		}
 		key, ok := sliceService(s)
 		if !ok {
-			klog.V(4).InfoS("Ignoring EndpointSlice without service label", "endpointSlice", klog.KObj(s))
+			// As upstream, logged at every change and not reported as an
+			// Event: slices of other consumers (multi-cluster Services
+			// label theirs multicluster.kubernetes.io/service-name) are
+			// legitimately unlabelled.
+			klog.InfoS("Ignoring EndpointSlice without the "+discovery.LabelServiceName+" label: it belongs to no Service", "endpointSlice", klog.KObj(s))
 			return
 		}
 		klog.V(4).InfoS("EndpointSlice changed", "endpointSlice", klog.KObj(s), "service", key)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -11,8 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientinformers "k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -30,9 +32,10 @@ type Config struct {
 
 // Informers owns the informers and serves lookups from their caches.
 type Informers struct {
-	nodeName    string
-	factory     clientinformers.SharedInformerFactory
-	nodeFactory clientinformers.SharedInformerFactory
+	nodeName string
+	// informers run from Start until its context ends; wg waits for them.
+	informers []cache.SharedIndexInformer
+	wg        sync.WaitGroup
 
 	services corelisters.ServiceLister
 	slices   cache.Indexer
@@ -45,6 +48,10 @@ const indexByService = "service"
 
 // New creates the informers and registers handlers that record changes in
 // t. Nothing runs before Start.
+//
+// Their list and watch calls wait out an unreachable apiserver themselves
+// (see retry.go): client-go's reflector would back off for up to a minute
+// and see the apiserver's return that late.
 func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("informers: node name is required")
@@ -54,33 +61,29 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 		return nil, fmt.Errorf("informers: %w", err)
 	}
 	selector := sel.String()
+	byLabel := func(o *metav1.ListOptions) { o.LabelSelector = selector }
+	// Only this node's Node.
+	nodeSelector := fields.OneTermEqualSelector(metav1.ObjectNameField, cfg.NodeName).String()
+	byName := func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }
+
+	core, disc := client.CoreV1(), client.DiscoveryV1()
 	// No periodic resync: the proxier's own full sync covers drift, and a
 	// resync would only re-deliver unchanged objects.
-	factory := clientinformers.NewSharedInformerFactoryWithOptions(client, 0,
-		clientinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
-		clientinformers.WithTransform(trim))
-	// A separate factory: its field selector must not apply to the others.
-	nodeSelector := fields.OneTermEqualSelector(metav1.ObjectNameField, cfg.NodeName).String()
-	nodeFactory := clientinformers.NewSharedInformerFactoryWithOptions(client, 0,
-		clientinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }),
-		clientinformers.WithTransform(trim))
+	svcInf := newInformer(client, &v1.Service{}, byLabel, core.Services(metav1.NamespaceAll).List, core.Services(metav1.NamespaceAll).Watch,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	sliceInf := newInformer(client, &discovery.EndpointSlice{}, byLabel, disc.EndpointSlices(metav1.NamespaceAll).List, disc.EndpointSlices(metav1.NamespaceAll).Watch,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc, indexByService: sliceServiceIndex})
+	nodeInf := newInformer(client, &v1.Node{}, byName, core.Nodes().List, core.Nodes().Watch, cache.Indexers{})
 
-	svcInf := factory.Core().V1().Services()
-	sliceInf := factory.Discovery().V1().EndpointSlices()
-	nodeInf := nodeFactory.Core().V1().Nodes()
-
-	if err := sliceInf.Informer().AddIndexers(cache.Indexers{indexByService: sliceServiceIndex}); err != nil {
-		return nil, fmt.Errorf("informers: indexing EndpointSlices: %w", err)
-	}
 	regs := make([]cache.ResourceEventHandlerRegistration, 0, 3)
 	for _, h := range []struct {
 		what string
 		inf  cache.SharedIndexInformer
 		h    cache.ResourceEventHandler
 	}{
-		{"Services", svcInf.Informer(), serviceHandler(t)},
-		{"EndpointSlices", sliceInf.Informer(), sliceHandler(t)},
-		{"Node", nodeInf.Informer(), nodeHandler(t, cfg.NodeName)},
+		{"Services", svcInf, serviceHandler(t)},
+		{"EndpointSlices", sliceInf, sliceHandler(t)},
+		{"Node", nodeInf, nodeHandler(t, cfg.NodeName)},
 	} {
 		reg, err := h.inf.AddEventHandler(h.h)
 		if err != nil {
@@ -90,12 +93,11 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	}
 
 	i := &Informers{
-		nodeName:    cfg.NodeName,
-		factory:     factory,
-		nodeFactory: nodeFactory,
-		services:    svcInf.Lister(),
-		slices:      sliceInf.Informer().GetIndexer(),
-		nodes:       nodeInf.Lister(),
+		nodeName:  cfg.NodeName,
+		informers: []cache.SharedIndexInformer{svcInf, sliceInf, nodeInf},
+		services:  corelisters.NewServiceLister(svcInf.GetIndexer()),
+		slices:    sliceInf.GetIndexer(),
+		nodes:     corelisters.NewNodeLister(nodeInf.GetIndexer()),
 	}
 	// Synced means the handlers, not just the caches, have seen the initial
 	// lists: only then is every initial object recorded in the tracker.
@@ -103,6 +105,30 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 		i.synced = append(i.synced, r.HasSynced)
 	}
 	return i, nil
+}
+
+// newInformer is a shared informer of one resource whose list and watch
+// calls (with tweak applied to their options) retry an unreachable
+// apiserver. Like client-go's generated informers, it streams the initial
+// list (WatchList) only where the client supports it.
+func newInformer[L runtime.Object](client kubernetes.Interface, obj runtime.Object, tweak func(*metav1.ListOptions),
+	list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), indexers cache.Indexers) cache.SharedIndexInformer {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			return retryUnreachable(ctx, func() (runtime.Object, error) { return list(ctx, o) })
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			return retryUnreachable(ctx, func() (watch.Interface, error) { return watchFn(ctx, o) })
+		},
+	}
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
+		cache.SharedIndexInformerOptions{Indexers: indexers})
+	// Keep only what the proxy reads (trim.go); set before Run, never fails.
+	_ = inf.SetTransform(trim)
+	return inf
 }
 
 // sliceServiceIndex keys a slice by "namespace/service"; slices without the
@@ -121,8 +147,9 @@ func sliceServiceIndex(obj any) ([]string, error) {
 
 // Start runs the informers until ctx ends.
 func (i *Informers) Start(ctx context.Context) {
-	i.factory.StartWithContext(ctx)
-	i.nodeFactory.StartWithContext(ctx)
+	for _, inf := range i.informers {
+		i.wg.Go(func() { inf.RunWithContext(ctx) })
+	}
 }
 
 // WaitForSync blocks until every informer has listed and delivered its
@@ -136,10 +163,7 @@ func (i *Informers) WaitForSync(ctx context.Context) error {
 }
 
 // Shutdown waits for the informer goroutines after ctx of Start ended.
-func (i *Informers) Shutdown() {
-	i.factory.Shutdown()
-	i.nodeFactory.Shutdown()
-}
+func (i *Informers) Shutdown() { i.wg.Wait() }
 
 // Service returns a Service from the cache, or nil if it does not exist.
 func (i *Informers) Service(key types.NamespacedName) (*v1.Service, error) {

@@ -1,13 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"time"
 
@@ -18,59 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
-
-	"github.com/nftproxy/nftproxy/e2e/lab"
-	"github.com/nftproxy/nftproxy/e2e/netkit"
 )
 
-// The load is written straight into the lab's etcd, as the apiserver
-// stores objects (JSON is one of the encodings its storage decodes), and
-// the proxies then list and watch it through the apiserver as usual.
-// Creating Services through the API does not scale here: kube-apiserver
-// v1.37.2 allocates ClusterIPs one at a time and, for its metrics, lists
-// every IPAddress object twice per allocation (ipallocator.go,
-// createIPAddress → Used/Free), so the create rate fell from 77/s to 6/s
-// on the way to 10,000 Services (50,000 would take hours). The
-// IPAddress objects are written too, so the allocator's repair loop finds
-// nothing to fix. Endpoint changes during the measurements go through the
-// API like any controller's.
-
-// etcdWriter puts keys through etcd's JSON gateway (/v3/kv/put) from
-// inside the control-plane namespace, where etcd listens on loopback.
-type etcdWriter struct {
-	http *http.Client
-}
-
-func newEtcdWriter(cp *netkit.NS) *etcdWriter {
-	tr := &http.Transport{DialContext: lab.DialerIn(cp), MaxIdleConnsPerHost: 64}
-	return &etcdWriter{http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
-}
-
-func (w *etcdWriter) put(ctx context.Context, key string, obj any) error {
-	val, err := json.Marshal(obj)
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(map[string]string{
-		"key":   base64.StdEncoding.EncodeToString([]byte(key)),
-		"value": base64.StdEncoding.EncodeToString(val),
-	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://127.0.0.1:2379/v3/kv/put", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := w.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("etcd put %s: %w", key, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("etcd put %s: %s: %s", key, resp.Status, b)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return nil
-}
+// The load is written straight into the lab's etcd (lab.EtcdWriter: the
+// apiserver's ClusterIP allocation does not scale, the create rate fell
+// from 77/s to 6/s on the way to 10,000 Services), and the proxies then
+// list and watch it through the apiserver as usual. Endpoint changes
+// during the measurements go through the API like any controller's.
 
 // clusterIPOf is Service i's ClusterIP: 10.96.0.16 onwards, inside the
 // lab's service CIDR and clear of the kubernetes Service's 10.96.0.1.
@@ -160,7 +109,7 @@ func (l *loader) put(ctx context.Context, i int) (netip.Addr, error) {
 		{"/registry/services/specs/" + benchNamespace + "/" + name, svc},
 		{"/registry/endpointslices/" + benchNamespace + "/" + slice.Name, slice},
 	} {
-		if err := l.etcd.put(ctx, o.key, o.obj); err != nil {
+		if err := l.etcd.Put(ctx, o.key, o.obj); err != nil {
 			return netip.Addr{}, err
 		}
 	}

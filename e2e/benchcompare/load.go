@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/nftproxy/nftproxy/e2e/lab"
 )
 
 // The API contents: Services svc-00000… in namespace bench, one TCP port
@@ -49,7 +51,7 @@ func changedAddr(c int) netip.Addr {
 // loader creates the API contents and remembers the ClusterIPs.
 type loader struct {
 	client    kubernetes.Interface
-	etcd      *etcdWriter
+	etcd      *lab.EtcdWriter
 	m         int // endpoints per Service
 	clusterIP []netip.Addr
 	workers   int

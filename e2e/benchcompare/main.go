@@ -219,7 +219,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	h := &harness{
 		env: &nodeEnv{node: node, probe: pr}, kubeconfig: kubeconfig, profileDir: c.profileDir, logDir: l.WorkDirPath() + "/logs", m: c.m, log: logf,
-		loader: &loader{client: client, etcd: newEtcdWriter(cp), m: c.m, workers: c.workers, log: logf},
+		loader: &loader{client: client, etcd: lab.NewEtcdWriter(cp), m: c.m, workers: c.workers, log: logf},
 	}
 	for _, n := range c.sizes {
 		logf("loading %d Services × %d endpoints", n, c.m)

@@ -83,6 +83,6 @@ func httpGetIn(ctx context.Context, ns *netkit.NS, url string, caPEM []byte, tok
 		return 0, "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	return resp.StatusCode, string(b), nil
 }

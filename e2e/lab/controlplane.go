@@ -71,6 +71,11 @@ func (l *Lab) startEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return l.waitEtcd(ctx, d)
+}
+
+// waitEtcd waits until etcd d reports itself healthy.
+func (l *Lab) waitEtcd(ctx context.Context, d *daemon) error {
 	return waitUntil(ctx, 30*time.Second, "etcd healthy", func(ctx context.Context) (bool, error) {
 		code, body, err := httpGetIn(ctx, l.cp, "http://127.0.0.1:2379/health", nil, "")
 		return err == nil && code == 200 && strings.Contains(body, `"true"`), err
@@ -120,6 +125,11 @@ func (l *Lab) startAPIServer(ctx context.Context, cpIP pair) error {
 		return err
 	}
 	l.apiserver = d
+	return l.waitAPIServer(ctx, d)
+}
+
+// waitAPIServer waits until kube-apiserver d answers /readyz with 200.
+func (l *Lab) waitAPIServer(ctx context.Context, d *daemon) error {
 	return waitUntil(ctx, 60*time.Second, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
 		code, body, err := httpGetIn(ctx, l.cp, apiServerURL()+"/readyz", l.pki.caPEM, l.adminToken)
 		if err == nil && code != 200 {

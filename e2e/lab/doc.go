@@ -24,5 +24,8 @@
 // client.go (API client through the lab network), kubelet.go (Node/Pod
 // objects), deploy.go (test deployments), service.go, proxy.go (nftproxy
 // per node), dial.go (traffic), debug.go (rules, logs, failure dumps),
-// state.go (demo state file, Down), lab.go (Start/Stop).
+// state.go (demo state file, Down), lab.go (Start/Stop), faults.go (kill
+// -9 of nftproxy, control-plane restarts, a node's partition from the
+// apiserver) and apirewrite.go (objects changed on their way to one
+// node's nftproxy, for input the apiserver refuses) for the fault suite.
 package lab

@@ -25,32 +25,40 @@ const (
 // hostname and zone, pod CIDRs, both InternalIPs, and Ready.
 func (l *Lab) createNodeObjects(ctx context.Context) error {
 	for _, n := range l.nodes {
-		node := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
-				"kubernetes.io/hostname":      n.Name,
-				"kubernetes.io/os":            "linux",
-				"topology.kubernetes.io/zone": n.Zone,
-			}},
-			Spec: corev1.NodeSpec{PodCIDR: n.PodCIDRv4.String(), PodCIDRs: []string{n.PodCIDRv4.String(), n.PodCIDRv6.String()}},
+		if err := l.registerNode(ctx, n); err != nil {
+			return err
 		}
-		created, err := l.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("lab: create Node %s: %w", n.Name, err)
-		}
-		created.Status = corev1.NodeStatus{
-			Addresses: []corev1.NodeAddress{
-				{Type: corev1.NodeInternalIP, Address: n.IPv4.String()},
-				{Type: corev1.NodeInternalIP, Address: n.IPv6.String()},
-				{Type: corev1.NodeHostName, Address: n.Name},
-			},
-			Conditions: []corev1.NodeCondition{{
-				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-				Message: "lab node", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
-			}},
-		}
-		if _, err := l.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("lab: Node %s status: %w", n.Name, err)
-		}
+	}
+	return nil
+}
+
+// registerNode creates n's Node object, as kubelet does at start.
+func (l *Lab) registerNode(ctx context.Context, n *Node) error {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
+			"kubernetes.io/hostname":      n.Name,
+			"kubernetes.io/os":            "linux",
+			"topology.kubernetes.io/zone": n.Zone,
+		}},
+		Spec: corev1.NodeSpec{PodCIDR: n.PodCIDRv4.String(), PodCIDRs: []string{n.PodCIDRv4.String(), n.PodCIDRv6.String()}},
+	}
+	created, err := l.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("lab: create Node %s: %w", n.Name, err)
+	}
+	created.Status = corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: n.IPv4.String()},
+			{Type: corev1.NodeInternalIP, Address: n.IPv6.String()},
+			{Type: corev1.NodeHostName, Address: n.Name},
+		},
+		Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "lab node", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
+		}},
+	}
+	if _, err := l.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("lab: Node %s status: %w", n.Name, err)
 	}
 	return nil
 }

@@ -37,6 +37,15 @@ func (l *Lab) startDaemon(ns *netkit.NS, name string, args ...string) (*daemon, 
 // stopDaemon stops d (SIGTERM, then SIGKILL after timeout) and forgets it.
 func (l *Lab) stopDaemon(d *daemon, timeout time.Duration) error {
 	err := d.Proc.Stop(timeout)
+	l.forgetDaemon(d)
+	if err != nil {
+		return fmt.Errorf("lab: stop %s: %w", d.Name, err)
+	}
+	return nil
+}
+
+// forgetDaemon drops an exited d from the records (and the state file).
+func (l *Lab) forgetDaemon(d *daemon) {
 	l.mu.Lock()
 	for i, x := range l.daemons {
 		if x == d {
@@ -46,10 +55,6 @@ func (l *Lab) stopDaemon(d *daemon, timeout time.Duration) error {
 	}
 	l.mu.Unlock()
 	l.saveState()
-	if err != nil {
-		return fmt.Errorf("lab: stop %s: %w", d.Name, err)
-	}
-	return nil
 }
 
 // waitUntil polls cond every 50 ms until it reports true, ctx ends, or

@@ -87,6 +87,13 @@ func (l *Lab) ApplyManifest(ctx context.Context, path string) error {
 // StartProxy runs nftproxy in node's namespace (the node's host network,
 // as the DaemonSet runs it) and waits until its table exists there.
 func (l *Lab) StartProxy(ctx context.Context, node string) error {
+	return l.StartProxyWith(ctx, node, 20*time.Second)
+}
+
+// StartProxyWith is StartProxy with a longer wait for the table (a cold
+// start of a big cluster) and extra flags after the lab's own (a flag
+// given again overrides, e.g. --kubeconfig).
+func (l *Lab) StartProxyWith(ctx context.Context, node string, wait time.Duration, extra ...string) error {
 	n := l.Node(node)
 	if n == nil {
 		return fmt.Errorf("lab: StartProxy: no node %q", node)
@@ -106,12 +113,13 @@ func (l *Lab) StartProxy(ctx context.Context, node string) error {
 		// host's /run/nftproxy.
 		"--state-dir=" + filepath.Join(l.work, "state-"+n.Name),
 		"-v=2"}, l.opts.ProxyArgs...)
+	args = append(args, extra...)
 	d, err := l.startDaemon(n.NS, "nftproxy-"+n.Name, args...)
 	if err != nil {
 		return err
 	}
 	n.proxy = &proxyProc{d: d}
-	return waitUntil(ctx, 20*time.Second, "nftproxy table on "+n.Name, func(context.Context) (bool, error) {
+	return waitUntil(ctx, wait, "nftproxy table on "+n.Name, func(context.Context) (bool, error) {
 		return hasTable(n), nil
 	}, d)
 }

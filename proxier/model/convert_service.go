@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 
@@ -121,7 +122,7 @@ func clusterIPsOf(svc *v1.Service, r *rejector) []netip.Addr {
 		return nil
 	}
 	var out []netip.Addr
-	for _, s := range raw {
+	for i, s := range raw {
 		ip, err := ParseIP(s)
 		if err != nil {
 			r.invalid("InvalidClusterIP", "clusterIPs: %v", err)
@@ -129,6 +130,10 @@ func clusterIPsOf(svc *v1.Service, r *rejector) []netip.Addr {
 		}
 		if ip.IsUnspecified() {
 			r.invalid("InvalidClusterIP", "clusterIPs: unspecified address %q", s)
+			continue
+		}
+		if msg := familyMismatch(svc.Spec.IPFamilies, i, ip); msg != "" {
+			r.invalid("InvalidClusterIP", "clusterIPs[%d] %s %s; ignored", i, ip, msg)
 			continue
 		}
 		if slices.ContainsFunc(out, func(o netip.Addr) bool { return o.Is4() == ip.Is4() }) {
@@ -142,6 +147,21 @@ func clusterIPsOf(svc *v1.Service, r *rejector) []netip.Addr {
 		return nil
 	}
 	return out
+}
+
+// familyMismatch says why cluster IP i does not agree with ipFamilies
+// (the apiserver keeps clusterIPs[i] of family ipFamilies[i]), or "".
+// Objects without ipFamilies (written before dual-stack) are not checked.
+func familyMismatch(families []v1.IPFamily, i int, ip netip.Addr) string {
+	switch {
+	case len(families) == 0:
+		return ""
+	case i >= len(families):
+		return "has no entry in ipFamilies"
+	case families[i] == v1.IPv4Protocol && ip.Is4(), families[i] == v1.IPv6Protocol && ip.Is6():
+		return ""
+	}
+	return fmt.Sprintf("is not of family %q, which ipFamilies[%d] names", families[i], i)
 }
 
 // addrsOfFamilies parses IPs, keeping those of a family the Service has a

@@ -78,6 +78,33 @@ func TestServicePortsService(t *testing.T) {
 			rejects: []string{"Service/svc:InvalidClusterIP:invalid"},
 		},
 		{
+			name: "cluster IP of a family ipFamilies does not list is dropped",
+			svc: testService(func(s *v1.Service) {
+				s.Spec.ClusterIPs = []string{"10.96.0.10", "fd00::10"}
+				s.Spec.IPFamilies = []v1.IPFamily{v1.IPv4Protocol}
+			}),
+			want:    []*ServicePort{wantPort("http", tcp, 80)},
+			rejects: []string{"Service/svc:InvalidClusterIP:invalid"},
+		},
+		{
+			name: "cluster IPs in the other order than ipFamilies are dropped",
+			svc: testService(func(s *v1.Service) {
+				s.Spec.ClusterIPs = []string{"10.96.0.10", "fd00::10"}
+				s.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol, v1.IPv4Protocol}
+			}),
+			rejects: []string{"Service/svc:InvalidClusterIP:invalid", "Service/svc:InvalidClusterIP:invalid", "Service/svc:NoValidClusterIP:invalid"},
+		},
+		{
+			name: "dual-stack agreeing with ipFamilies",
+			svc: testService(func(s *v1.Service) {
+				s.Spec.ClusterIPs = []string{"fd00::10", "10.96.0.10"}
+				s.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol, v1.IPv4Protocol}
+			}),
+			want: []*ServicePort{wantPort("http", tcp, 80, func(sp *ServicePort) {
+				sp.ClusterIPs = addrs("fd00::10", "10.96.0.10")
+			})},
+		},
+		{
 			name: "no valid cluster IP at all",
 			svc: testService(func(s *v1.Service) {
 				s.Spec.ClusterIPs = []string{"bogus", "0.0.0.0"}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"sort"
 	"unsafe"
 
 	"github.com/google/nftables"
@@ -23,9 +24,8 @@ import (
 // bound is in bytes because elements differ tenfold in size: 16 bytes for an
 // IPv4 set key, 168 for an IPv6 service-ips entry whose goto chain has the
 // longest name we make (110 characters); 500 of those are 84,000 bytes. The
-// size of each element is computed as v0.3.0 encodes it
-// (encodedElementLen); the margin under 65,535 absorbs a small drift in
-// that computation, and checkMessageSizes turns a larger one into an error.
+// size of each element is that of its encoding (elemmsg.go, byte for byte
+// v0.3.0's); checkMessageSizes turns a larger message into an error.
 // (Upstream's later fix, google/nftables#303, uses 64,512.) There is no
 // count cap: the kernel has none, and fewer messages mean fewer ACKs to
 // read back (at 16 bytes an element, a message holds at most 3,749).
@@ -50,33 +50,49 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	if err := queueTx(c, tx); err != nil {
+	firstMsg, err := queueTx(c, tx)
+	if err != nil {
 		r.dropConn() // with the messages queued so far
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
 	n := len(*queuedMessages(c))
-	if err := c.Flush(); err != nil {
+	// The op a failing message (0-based) was queued for.
+	opOf := func(msg int) string {
+		i := sort.Search(len(firstMsg), func(i int) bool { return firstMsg[i] > msg }) - 1
+		if i < 0 {
+			return "?"
+		}
+		op := tx.Ops[i]
+		return fmt.Sprintf("%s %s%s", op.Kind, op.Family, opTarget(op))
+	}
+	if _, err := sendBatch(c, opOf); err != nil {
 		r.dropConn()
-		return n, fmt.Errorf("flush batch of %d messages: %w", n, err)
+		if errors.Is(err, errNotSent) {
+			return 0, err
+		}
+		return n, fmt.Errorf("batch of %d messages: %w", n, err)
 	}
 	return n, nil
 }
 
 // queueTx queues every op of tx and checks that no queued message can have
-// overflowed a netlink attribute length.
-func queueTx(c *nftables.Conn, tx *Transaction) error {
+// overflowed a netlink attribute length. It returns the index of each op's
+// first message.
+func queueTx(c *nftables.Conn, tx *Transaction) ([]int, error) {
 	msgs := queuedMessages(c)
-	for _, op := range tx.Ops {
+	first := make([]int, len(tx.Ops))
+	for i, op := range tx.Ops {
 		before := len(*msgs)
+		first[i] = before
 		err := queue(c, op)
 		if err == nil {
 			err = checkMessageSizes((*msgs)[before:])
 		}
 		if err != nil {
-			return fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
+			return nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
 		}
 	}
-	return nil
+	return first, nil
 }
 
 // opTarget names what an op changes, for errors.
@@ -160,81 +176,37 @@ func queue(c *nftables.Conn, op Op) error {
 }
 
 // queueElements queues an element op as as many messages as it takes to
-// keep each element list under maxElemListBytes.
+// keep each element list under maxElemListBytes, encoding the elements
+// itself (elemmsg.go) into the messages google/nftables would queue.
 func queueElements(c *nftables.Conn, op Op) error {
 	ns, err := nlSet(op.Family, op.Set)
 	if err != nil {
 		return err
 	}
-	send := func(els []nftables.SetElement) error {
-		if op.Kind == OpAddElements {
-			return c.SetAddElements(ns, els)
-		}
-		return c.SetDeleteElements(ns, els)
-	}
-	chunk := make([]nftables.SetElement, 0, min(len(op.Elements), 1024))
+	w := &elemMsgWriter{f: op.Family, set: op.Set, ns: ns, add: op.Kind == OpAddElements}
+	msgs := queuedMessages(c)
 	size := nlaHeaderLen // the list attribute's own header
 	for _, e := range op.Elements {
-		ne, err := nlElement(op.Set, e)
+		item, err := w.encodeItem(e)
 		if err != nil {
 			return err
 		}
-		n := encodedElementLen(ns, ne)
+		n := entryLen(item)
 		if nlaHeaderLen+n > maxElemListBytes {
 			return fmt.Errorf("element %s : %s encodes to %d bytes, more than one netlink message carries (%d)",
 				e.KeyString(), e.ValueString(), n, maxElemListBytes-nlaHeaderLen)
 		}
 		if size+n > maxElemListBytes {
-			if err := send(chunk); err != nil {
-				return err
-			}
-			// The library has encoded the chunk: its buffer is reused.
-			chunk, size = chunk[:0], nlaHeaderLen
+			*msgs = append(*msgs, w.message())
+			size = nlaHeaderLen
 		}
-		chunk = append(chunk, ne)
+		w.appendEntry(item)
 		size += n
 	}
-	if len(chunk) > 0 {
-		return send(chunk)
+	if w.n > 0 {
+		*msgs = append(*msgs, w.message())
 	}
 	return nil
-}
-
-// encodedElementLen returns the bytes google/nftables v0.3.0 encodes an
-// element into inside the element list (makeElemList in its set.go): one
-// nested attribute holding, in order, the interval-end flag, the key
-// (NFTA_DATA_VALUE inside NFTA_SET_ELEM_KEY), the key end, the timeout (only
-// in sets with timeouts), the data (a value, or a verdict code and chain
-// name nested twice) and the comment as user data. v0.3.0 does not encode
-// element counters or expressions. TestEncodedElementLen compares this with
-// what the library really queues.
-func encodedElementLen(s *nftables.Set, e nftables.SetElement) int {
-	nested := func(payload int) int { return nlaLen(nlaLen(payload)) }
-	n := 0
-	if e.IntervalEnd {
-		n += nlaLen(4)
-	}
-	n += nested(len(e.Key))
-	if len(e.KeyEnd) > 0 {
-		n += nested(len(e.KeyEnd))
-	}
-	if s.HasTimeout && e.Timeout != 0 {
-		n += nlaLen(8)
-	}
-	switch {
-	case e.VerdictData != nil:
-		v := nlaLen(4) // verdict code
-		if e.VerdictData.Chain != "" {
-			v += nlaLen(len(e.VerdictData.Chain) + 1)
-		}
-		n += nlaLen(nlaLen(v))
-	case len(e.Val) > 0:
-		n += nested(len(e.Val))
-	}
-	if e.Comment != "" {
-		n += nlaLen(2 + len(e.Comment) + 1) // udata TLV, NUL-terminated
-	}
-	return nlaLen(n)
 }
 
 // nlaLen returns the aligned size of an attribute with a payload of n bytes.

@@ -120,11 +120,7 @@ func compileStmt(f Family, s Stmt) ([]expr.Any, error) {
 }
 
 func compileVerdict(v Verdict) *expr.Verdict {
-	kinds := map[VerdictKind]expr.VerdictKind{
-		Accept: expr.VerdictAccept, Drop: expr.VerdictDrop, Return: expr.VerdictReturn,
-		Jump: expr.VerdictJump, Goto: expr.VerdictGoto,
-	}
-	return &expr.Verdict{Kind: kinds[v.Kind], Chain: v.Chain}
+	return &expr.Verdict{Kind: verdictKinds[v.Kind], Chain: v.Chain}
 }
 
 func ctBitSet(key expr.CtKey, bit uint32) []expr.Any {

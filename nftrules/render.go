@@ -35,6 +35,8 @@ func (s *Set) render(b *strings.Builder, f Family) {
 	}
 	fmt.Fprintf(b, "\t%s %s {\n\t\t%s\n", kind, s.Name, s.typeDecl(f))
 	if s.Dynamic {
+		// As nft lists it: the kernel gives the set this size when the
+		// update rule binds to it (it is created without, see nlSet).
 		fmt.Fprintf(b, "\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n", nftDuration(s.Timeout))
 	}
 	if s.Comment != "" {

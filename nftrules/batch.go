@@ -1,0 +1,172 @@
+package nftrules
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"reflect"
+	"syscall"
+	"unsafe"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// sendBatch sends the messages queued on c as one nftables batch and
+// reads the kernel's verdict, instead of google/nftables' Flush.
+//
+// Flush (v0.3.0) asks for an ACK on every message and reads them one
+// recvmsg at a time into fresh buffers, after copying every queued message
+// into a second buffer: a cold sync of 10k Services × 10 endpoints (20,000
+// messages, tens of MB) allocated about 190 MB just to send and confirm
+// (BenchmarkKernelColdApply10kx10), most of it while the queued messages
+// were still alive. Here the batch is written once into a buffer of its
+// exact size, the messages are released as they are copied, and only the
+// last message asks for an ACK: the kernel processes a batch synchronously
+// within sendmsg, reporting every failing message (errors are sent with or
+// without NLM_F_ACK) and then acknowledging the last one, so that when
+// sendmsg returns every answer is already queued, in order. nft reads its
+// batches' answers the same way (select with a zero timeout).
+//
+// It returns the number of messages sent (batch markers excluded);
+// describe names the op of a message (by 0-based index) in errors.
+func sendBatch(c *nftables.Conn, describe func(msg int) string) (int, error) {
+	if err := connError(c); err != nil {
+		return 0, fmt.Errorf("%w: %v", errNotSent, err)
+	}
+	queued := queuedMessages(c)
+	msgs := *queued
+	*queued = nil
+	n := len(msgs)
+	if n == 0 {
+		return 0, nil
+	}
+	size := 2 * nlmsgLen(4) // batch begin and end
+	for _, m := range msgs {
+		size += nlmsgLen(len(m.Data))
+	}
+	buf := make([]byte, 0, size)
+	marker := func(typ uint16, seq uint32) {
+		buf = putNlmsg(buf, typ, uint16(netlink.Request), seq, []byte{unix.AF_UNSPEC, 0, 0, unix.NFNL_SUBSYS_NFTABLES})
+	}
+	// Sequence numbers identify the messages in the kernel's answers: 1
+	// for the batch begin, 2.. for the messages.
+	marker(unix.NFNL_MSG_BATCH_BEGIN, 1)
+	for i := range msgs {
+		flags := msgs[i].Header.Flags &^ netlink.Acknowledge
+		if i == n-1 {
+			flags |= netlink.Acknowledge
+		}
+		buf = putNlmsg(buf, uint16(msgs[i].Header.Type), uint16(flags), uint32(i+2), msgs[i].Data)
+		msgs[i] = netlink.Message{} // copied: let it go
+	}
+	marker(unix.NFNL_MSG_BATCH_END, uint32(n+2))
+
+	raw, err := batchSocket(c)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", errNotSent, err)
+	}
+	var serr error
+	if err := raw.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), buf, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
+		return !errors.Is(serr, unix.EAGAIN)
+	}); err != nil {
+		serr = err
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("%w: sendmsg of a %d-byte batch: %v", errNotSent, len(buf), serr)
+	}
+	return n, readBatchAnswers(raw, uint32(n+1), describe)
+}
+
+// readBatchAnswers drains what the kernel queued for the batch just sent:
+// errors of failing messages, and the ACK of the last message (sequence
+// last). Anything else (no ACK, a short read) is an error: the caller then
+// re-reads the kernel to learn whether the batch was committed.
+func readBatchAnswers(raw syscall.RawConn, last uint32, describe func(int) string) error {
+	rbuf := make([]byte, 64<<10)
+	var errs []error
+	acked := false
+	for {
+		var n int
+		var rerr error
+		err := raw.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), rbuf, unix.MSG_DONTWAIT)
+			return true // EAGAIN: nothing more is queued, which ends the loop
+		})
+		if err == nil {
+			err = rerr
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			break
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("receive batch answers: %w", err))
+			break
+		}
+		msgs, err := syscall.ParseNetlinkMessage(rbuf[:n])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parse batch answers: %w", err))
+			break
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4+unix.NLMSG_HDRLEN {
+				continue
+			}
+			errno := -int32(binary.NativeEndian.Uint32(m.Data))
+			// The answer quotes the header of the message it is about.
+			seq := binary.NativeEndian.Uint32(m.Data[4+8:])
+			typ := binary.NativeEndian.Uint16(m.Data[4+4:]) & 0xff
+			if errno == 0 {
+				acked = acked || seq == last
+				continue
+			}
+			what := fmt.Sprintf("batch message %d (type %d)", seq, typ)
+			if seq >= 2 && seq <= last {
+				what = describe(int(seq) - 2)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", what, syscall.Errno(errno)))
+		}
+	}
+	if len(errs) == 0 && !acked {
+		errs = append(errs, errors.New("no acknowledgement of the batch"))
+	}
+	return errors.Join(errs...)
+}
+
+// nlmsgLen is the aligned length of a netlink message with n bytes of data.
+func nlmsgLen(n int) int { return unix.NLMSG_HDRLEN + (n+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1) }
+
+// putNlmsg appends one netlink message (port ID 0: the kernel fills it in).
+func putNlmsg(b []byte, typ, flags uint16, seq uint32, data []byte) []byte {
+	l := nlmsgLen(len(data))
+	var h [unix.NLMSG_HDRLEN]byte
+	binary.NativeEndian.PutUint32(h[0:], uint32(l))
+	binary.NativeEndian.PutUint16(h[4:], typ)
+	binary.NativeEndian.PutUint16(h[6:], flags)
+	binary.NativeEndian.PutUint32(h[8:], seq)
+	b = append(append(b, h[:]...), data...)
+	for pad := l - unix.NLMSG_HDRLEN - len(data); pad > 0; pad-- {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// batchSocket returns the raw socket of c's lasting connection, and
+// connError the serialization error google/nftables keeps until Flush.
+// Like queuedMessages, both read fields pinned by the module version
+// (v0.3.0); TestSendBatch fails if they change.
+func batchSocket(c *nftables.Conn) (syscall.RawConn, error) {
+	v := reflect.ValueOf(c).Elem().FieldByName("nlconn")
+	nl := *(**netlink.Conn)(unsafe.Pointer(v.UnsafeAddr()))
+	if nl == nil {
+		return nil, errors.New("nftables connection is not lasting")
+	}
+	return nl.SyscallConn()
+}
+
+func connError(c *nftables.Conn) error {
+	v := reflect.ValueOf(c).Elem().FieldByName("err")
+	return *(*error)(unsafe.Pointer(v.UnsafeAddr()))
+}

@@ -23,13 +23,16 @@ import (
 
 // Image references of the e2e test binary (k8s.io/kubernetes v1.37.2).
 const (
-	AgnhostImage     = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
-	BusyBoxImage     = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
-	GlibcDNSImage    = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
-	Regression74839  = "registry.k8s.io/e2e-test-images/regression-issue-74839:1.5"
-	CoreDNSImage     = "registry.k8s.io/coredns/coredns:v1.13.1"
-	CoreDNSVersion   = "v1.13.1"
-	imageRecipeLevel = "4" // bump when a recipe below changes: rebuilds the cached archives
+	AgnhostImage    = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	BusyBoxImage    = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
+	GlibcDNSImage   = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
+	Regression74839 = "registry.k8s.io/e2e-test-images/regression-issue-74839:1.5"
+	// DistrolessIptables is upstream's kube-proxy base image; the e2e
+	// tests only run shell commands (sh, cat, grep) in it.
+	DistrolessIptables = "registry.k8s.io/build-image/distroless-iptables:v0.9.9"
+	CoreDNSImage       = "registry.k8s.io/coredns/coredns:v1.13.1"
+	CoreDNSVersion     = "v1.13.1"
+	imageRecipeLevel   = "5" // bump when a recipe below changes: rebuilds the cached archives
 )
 
 // NFTProxyImage is the reference of nftproxy's image built from the
@@ -136,6 +139,8 @@ func EnsureImages(ctx context.Context, repoRoot, cacheDir, workDir string, log i
 			Files: tree.busybox, Symlinks: append(tree.bbApplets, tree.ash...), Inline: etcFiles()},
 		{Ref: GlibcDNSImage, Out: path("glibc-dns-testing"), Cmd: []string{"/bin/sh"},
 			Files: append([]imageFile{{Src: filepath.Join(bin, "coredns"), Dst: "/coredns"}}, tree.all...), Symlinks: append(tree.applets, tree.bash...), Inline: etcFiles()},
+		{Ref: DistrolessIptables, Out: path("distroless-iptables"), Cmd: []string{"/bin/sh"},
+			Files: tree.all, Symlinks: append(tree.applets, tree.bash...), Inline: etcFiles()},
 		{Ref: CoreDNSImage, Out: path("coredns"), Entrypoint: []string{"/coredns"},
 			Files: []imageFile{{Src: filepath.Join(bin, "coredns"), Dst: "/coredns"}}, Inline: etcFiles()},
 	}

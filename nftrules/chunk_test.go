@@ -182,8 +182,11 @@ func TestElementMessagesFitNetlinkAttributes(t *testing.T) {
 			t.Errorf("%s %s: element list attribute of %d bytes declares %d", f, name, actual, declared)
 			continue
 		}
-		nes, err := decodeElements(m.Data)
-		if err != nil {
+		var nes []nftables.SetElement
+		if err := eachElement(m.Data[4:], func(key, val []byte) error {
+			nes = append(nes, nftables.SetElement{Key: bytes.Clone(key), Val: bytes.Clone(val)})
+			return nil
+		}); err != nil {
 			t.Fatalf("%s %s: %v", f, name, err)
 		}
 		for _, ne := range nes {

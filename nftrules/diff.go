@@ -263,9 +263,18 @@ func diffElements(have, want *Set) (add, del []Element) {
 	if want.Dynamic {
 		return nil, nil // filled and expired by the packet path
 	}
+	if have != nil && have.raw != nil {
+		return diffRaw(have, want)
+	}
 	if have != nil && have.owned() && want.owned() {
 		return diffGroups(have, want)
 	}
+	return diffElementsIndexed(have, want)
+}
+
+// diffElementsIndexed compares two sets through indexes of their elements
+// by rendered key.
+func diffElementsIndexed(have, want *Set) (add, del []Element) {
 	var haveEls map[string]Element
 	if have != nil {
 		haveEls = have.Elements()

@@ -192,16 +192,8 @@ func readSets(c *nftables.Conn, er *elementReader, nt *nftables.Table, t *Table)
 			t.Sets[s.Name] = s
 			continue
 		}
-		els, err := er.get(ns)
-		if err != nil {
+		if err := readRaw(er, ns, s); err != nil {
 			return fmt.Errorf("list elements of %s %s: %w", t.Family, ns.Name, err)
-		}
-		for _, ne := range els {
-			e, err := elementFromNL(s, ne)
-			if err != nil {
-				return fmt.Errorf("set %s %s: %w", t.Family, ns.Name, err)
-			}
-			s.Put(e)
 		}
 		t.Sets[s.Name] = s
 	}

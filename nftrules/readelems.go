@@ -1,6 +1,7 @@
 package nftrules
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"syscall"
@@ -66,15 +67,15 @@ func (r *Reconciler) dialNetfilter() (*netlink.Conn, error) {
 
 func (er *elementReader) Close() error { return er.nl.Close() }
 
-// get returns every element of a set, decoded as nftables.Conn.GetSetElements
-// decodes them (key and data bytes, verdicts undecoded).
-func (er *elementReader) get(s *nftables.Set) ([]nftables.SetElement, error) {
+// each calls fn with the key and data bytes of every element of a set,
+// decoding the dump in place (the slices are only valid during fn).
+func (er *elementReader) each(s *nftables.Set, fn func(key, val []byte) error) error {
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: unix.NFTA_SET_TABLE, Data: []byte(s.Table.Name + "\x00")},
 		{Type: unix.NFTA_SET_NAME, Data: []byte(s.Name + "\x00")},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	req, err := er.nl.Send(netlink.Message{
 		Header: netlink.Header{
@@ -84,13 +85,12 @@ func (er *elementReader) get(s *nftables.Set) ([]nftables.SetElement, error) {
 		Data: append([]byte{byte(s.Table.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("request elements of %s: %w", s.Name, err)
+		return fmt.Errorf("request elements of %s: %w", s.Name, err)
 	}
 	raw, err := er.nl.SyscallConn()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var els []nftables.SetElement
 	for {
 		var n int
 		var rerr error
@@ -102,11 +102,11 @@ func (er *elementReader) get(s *nftables.Set) ([]nftables.SetElement, error) {
 			err = rerr
 		}
 		if err != nil {
-			return nil, fmt.Errorf("receive elements of %s: %w", s.Name, err)
+			return fmt.Errorf("receive elements of %s: %w", s.Name, err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(er.buf[:n])
 		if err != nil {
-			return nil, fmt.Errorf("elements of %s: %w", s.Name, err)
+			return fmt.Errorf("elements of %s: %w", s.Name, err)
 		}
 		for _, m := range msgs {
 			if m.Header.Seq != req.Header.Sequence {
@@ -114,82 +114,75 @@ func (er *elementReader) get(s *nftables.Set) ([]nftables.SetElement, error) {
 			}
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
-				return els, nil
+				return nil
 			case unix.NLMSG_ERROR:
 				if len(m.Data) >= 4 {
 					if errno := -int32(nativeEndian.Uint32(m.Data)); errno != 0 {
-						return nil, fmt.Errorf("elements of %s: %w", s.Name, syscall.Errno(errno))
+						return fmt.Errorf("elements of %s: %w", s.Name, syscall.Errno(errno))
 					}
 				}
-				return els, nil
+				return nil
 			}
-			got, err := decodeElements(m.Data)
-			if err != nil {
-				return nil, fmt.Errorf("elements of %s: %w", s.Name, err)
+			if len(m.Data) < 4 {
+				return fmt.Errorf("elements of %s: short message", s.Name)
 			}
-			els = append(els, got...)
+			if err := eachElement(m.Data[4:], fn); err != nil {
+				return fmt.Errorf("elements of %s: %w", s.Name, err)
+			}
 		}
 	}
 }
 
-// decodeElements decodes one NFT_MSG_NEWSETELEM message body: an answer
-// to a dump, or a message google/nftables has queued.
-func decodeElements(data []byte) ([]nftables.SetElement, error) {
-	if len(data) < 4 {
-		return nil, errors.New("short element message")
-	}
-	ad, err := netlink.NewAttributeDecoder(data[4:])
-	if err != nil {
-		return nil, err
-	}
-	var out []nftables.SetElement
-	for ad.Next() {
-		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
-			continue
-		}
-		ad.Nested(func(list *netlink.AttributeDecoder) error {
-			// The kernel numbers list entries NFTA_LIST_ELEM; google/nftables
-			// numbers the entries it queues 1..n. Both are elements (the
-			// kernel ignores the type), so the tests decode queued batches
-			// here too.
-			for list.Next() {
-				var e nftables.SetElement
-				list.Nested(func(el *netlink.AttributeDecoder) error {
-					el.ByteOrder = bigEndian
-					for el.Next() {
-						switch el.Type() {
-						case unix.NFTA_SET_ELEM_KEY:
-							el.Nested(func(d *netlink.AttributeDecoder) error {
-								e.Key = dataBytes(d)
-								return nil
-							})
-						case unix.NFTA_SET_ELEM_DATA:
-							el.Nested(func(d *netlink.AttributeDecoder) error {
-								e.Val = dataBytes(d)
-								return nil
-							})
-						case unix.NFTA_SET_ELEM_FLAGS:
-							e.IntervalEnd = el.Uint32()&unix.NFT_SET_ELEM_INTERVAL_END != 0
-						}
-					}
-					return nil
-				})
-				out = append(out, e)
-			}
+// eachElement walks the attributes of one NFT_MSG_NEWSETELEM message.
+func eachElement(b []byte, fn func(key, val []byte) error) error {
+	return walkAttrs(b, func(typ uint16, p []byte) error {
+		if typ != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
 			return nil
+		}
+		return walkAttrs(p, func(_ uint16, el []byte) error {
+			var key, val []byte
+			if err := walkAttrs(el, func(typ uint16, p []byte) error {
+				switch typ {
+				case unix.NFTA_SET_ELEM_KEY:
+					return walkAttrs(p, func(t uint16, d []byte) error {
+						if t == unix.NFTA_DATA_VALUE {
+							key = d
+						}
+						return nil
+					})
+				case unix.NFTA_SET_ELEM_DATA:
+					return walkAttrs(p, func(t uint16, d []byte) error {
+						if t == unix.NFTA_DATA_VALUE || t == unix.NFTA_DATA_VERDICT {
+							val = d
+						}
+						return nil
+					})
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			return fn(key, val)
 		})
-	}
-	return out, ad.Err()
+	})
 }
 
-// dataBytes returns the payload of an NFTA_DATA_VALUE or (undecoded)
-// NFTA_DATA_VERDICT attribute, as google/nftables does.
-func dataBytes(d *netlink.AttributeDecoder) []byte {
-	var b []byte
-	for d.Next() {
-		if t := d.Type(); t == unix.NFTA_DATA_VALUE || t == unix.NFTA_DATA_VERDICT {
-			b = d.Bytes()
+// walkAttrs calls fn for every netlink attribute in b (flag bits cleared
+// from the type).
+func walkAttrs(b []byte, fn func(typ uint16, payload []byte) error) error {
+	for len(b) > 0 {
+		if len(b) < nlaHeaderLen {
+			return errors.New("truncated attribute")
 		}
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < nlaHeaderLen || l > len(b) {
+			return fmt.Errorf("attribute length %d out of %d bytes", l, len(b))
+		}
+		typ := binary.NativeEndian.Uint16(b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+		if err := fn(typ, b[nlaHeaderLen:l]); err != nil {
+			return err
+		}
+		b = b[min(len(b), (l+3)&^3):]
 	}
-	return b
+	return nil
 }

@@ -233,6 +233,9 @@ type Set struct {
 	index map[string]Element
 	// flatPos locates Put elements in the "" group by key.
 	flatPos map[string]int
+	// raw holds the elements of a set read from the kernel until they are
+	// asked for (rawset.go).
+	raw map[string]rawElement
 }
 
 // IsMap reports whether the set maps keys to data or verdicts.
@@ -240,6 +243,7 @@ func (s *Set) IsMap() bool { return s.Verdict || len(s.Data) > 0 }
 
 // Put adds (or replaces) an element without an owner.
 func (s *Set) Put(e Element) {
+	s.decodeRaw()
 	if s.groups == nil {
 		s.groups = &ownerGroups{}
 	}
@@ -261,6 +265,7 @@ func (s *Set) Put(e Element) {
 // Elements returns every element of the set by key rendering. The map is
 // computed once and must not be modified.
 func (s *Set) Elements() map[string]Element {
+	s.decodeRaw()
 	if s.index == nil {
 		s.index = map[string]Element{}
 		s.groups.each(func(_ string, g []Element) {
@@ -299,6 +304,9 @@ func (s *Set) SortedElements() []Element {
 // owned reports whether the set's elements are grouped by owner (built by
 // a Builder) rather than flat (read from the kernel).
 func (s *Set) owned() bool {
+	if s.raw != nil {
+		return false
+	}
 	_, flat := s.groups.get("")
 	return !flat || s.groups.len() > 1
 }

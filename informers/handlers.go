@@ -54,8 +54,14 @@ func sliceHandler(t *Tracker) cache.ResourceEventHandler {
 			if sameVersion(oldObj, newObj) {
 				return
 			}
-			// A slice relabelled to another Service changes both.
-			record(oldObj)
+			// A slice relabelled to another Service changes both. Else one
+			// record: a second wake-up arriving after the proxier took the
+			// first would cost a sync with nothing to do, and a token of
+			// the sync burst (a lone change then waited ~0.3 s at the
+			// default min-sync-period, docs/performance.md).
+			if sliceKeyOf(oldObj) != sliceKeyOf(newObj) {
+				record(oldObj)
+			}
 			record(newObj)
 		},
 		DeleteFunc: record,
@@ -97,6 +103,15 @@ func sameVersion(oldObj, newObj any) bool {
 	o, ok1 := oldObj.(versioned)
 	n, ok2 := newObj.(versioned)
 	return ok1 && ok2 && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion()
+}
+
+// sliceKeyOf is the Service of a slice (zero when none).
+func sliceKeyOf(obj any) types.NamespacedName {
+	if s, ok := unwrap(obj).(*discovery.EndpointSlice); ok {
+		key, _ := sliceService(s)
+		return key
+	}
+	return types.NamespacedName{}
 }
 
 // sliceService returns the Service a slice belongs to.

@@ -137,6 +137,38 @@ func TestInformersRecordChanges(t *testing.T) {
 	}
 }
 
+// TestInformersSliceUpdateRecordsOnce: an update of a slice that stays
+// with its Service is one change and one wake-up (two made the proxier run
+// a second, empty sync that spent a token of its burst).
+func TestInformersSliceUpdateRecordsOnce(t *testing.T) {
+	ctx := context.Background()
+	_, tr, client := start(t, sliceObj("s", "a"))
+	tr.Take()
+	<-tr.Wake() // left by the initial list
+	before := tr.Stats().EndpointChanges
+	changed := sliceObj("s", "a")
+	changed.ResourceVersion = "2"
+	changed.Endpoints = []discovery.Endpoint{{Addresses: []string{"10.0.0.1"}}}
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, changed, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tr.Wake():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no wake-up")
+	}
+	tr.Take()
+	time.Sleep(100 * time.Millisecond) // a second record would signal again
+	select {
+	case <-tr.Wake():
+		t.Error("a second wake-up for one update")
+	default:
+	}
+	if n := tr.Stats().EndpointChanges - before; n != 1 {
+		t.Errorf("one update recorded %d endpoint changes", n)
+	}
+}
+
 func TestNewRequiresNodeName(t *testing.T) {
 	if _, err := New(fake.NewClientset(), Config{}, NewTracker(clocktesting.NewFakeClock(time.Now()))); err == nil {
 		t.Error("New without node name succeeded")

@@ -39,23 +39,30 @@ func memKB(pid int) (hwm, rss int64, err error) {
 // cpuSeconds reads user+system CPU of a process and of its waited-for
 // children (kube-proxy's nft / iptables-restore runs).
 func cpuSeconds(pid int) (self, children float64, err error) {
+	user, sys, children, err := cpuSplit(pid)
+	return user + sys, children, err
+}
+
+// cpuSplit reads the user and system (kernel: netlink, nftables commit)
+// CPU of a process, and its children's total.
+func cpuSplit(pid int) (user, sys, children float64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	// Fields after the command name, which may contain spaces.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return 0, 0, 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	// f[0] is field 3 (state); utime, stime, cutime, cstime are fields 14-17.
 	if len(f) < 15 {
-		return 0, 0, fmt.Errorf("short /proc/%d/stat", pid)
+		return 0, 0, 0, fmt.Errorf("short /proc/%d/stat", pid)
 	}
 	num := func(k int) float64 { v, _ := strconv.ParseFloat(f[k-3], 64); return v / clockTicks }
-	return num(14) + num(15), num(16) + num(17), nil
+	return num(14), num(15), num(16) + num(17), nil
 }
 
 // childWatch samples the children of a process every 20 ms and keeps the

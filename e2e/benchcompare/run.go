@@ -36,8 +36,11 @@ type runResult struct {
 	Children       int     `json:"childrenSeen,omitempty"`
 	ChildNames     string  `json:"childNames,omitempty"`
 	CPUAtSyncS     float64 `json:"cpuAtSyncSeconds"`
-	CPUS           float64 `json:"cpuSeconds"`
-	CPUChildrenS   float64 `json:"cpuChildrenSeconds,omitempty"`
+	// SysAtSyncS is the kernel's part of CPUAtSyncS (system time: netlink
+	// and the nftables commit run in the proxy's own syscalls).
+	SysAtSyncS   float64 `json:"sysCPUAtSyncSeconds"`
+	CPUS         float64 `json:"cpuSeconds"`
+	CPUChildrenS float64 `json:"cpuChildrenSeconds,omitempty"`
 
 	// Lone changes: one at a time, the next one after the previous was
 	// seen (plus a pause). Stream: changes every 100 ms regardless.
@@ -131,7 +134,8 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 	res.StartToKernelS = time.Since(start).Seconds()
 	hwm, _, _ := memKB(proc.PID)
 	res.RSSAtSyncMB = float64(hwm) / 1024
-	res.CPUAtSyncS, _, _ = cpuSeconds(proc.PID)
+	user, sys, _, _ := cpuSplit(proc.PID)
+	res.CPUAtSyncS, res.SysAtSyncS = user+sys, sys
 	h.log("  %s N=%d min-sync-period=%s: rules in the kernel %.2f s after start, peak RSS %.0f MB, CPU %.2f s",
 		p.name, pl.n, pl.minSync, res.StartToKernelS, res.RSSAtSyncMB, res.CPUAtSyncS)
 	h.saveProfile(p, pl, "sync")

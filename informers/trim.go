@@ -31,21 +31,34 @@ func trim(obj any) (any, error) {
 }
 
 // trimMeta keeps identity (Events refer to the object by UID and
-// resourceVersion; handlers compare resourceVersions), labels (the
-// service-name label of slices, the zone of the Node) and the deletion
-// timestamp (healthz fails while the Node is being deleted).
-func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+// resourceVersion; handlers compare resourceVersions), the given labels
+// and the deletion timestamp (healthz fails while the Node is being
+// deleted).
+func trimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-		Generation: m.Generation, Labels: m.Labels, DeletionTimestamp: m.DeletionTimestamp,
+		Generation: m.Generation, Labels: labels, DeletionTimestamp: m.DeletionTimestamp,
 	}
+}
+
+// serviceNameLabel keeps the one label of a slice that is read (the
+// label selectors are applied by the API server).
+func serviceNameLabel(l map[string]string) map[string]string {
+	name, ok := l[discovery.LabelServiceName]
+	switch {
+	case !ok:
+		return nil
+	case len(l) == 1:
+		return l
+	}
+	return map[string]string{discovery.LabelServiceName: name}
 }
 
 func trimService(s *v1.Service) *v1.Service {
 	spec := s.Spec
 	spec.Selector = nil // endpoints come from EndpointSlices
 	return &v1.Service{
-		ObjectMeta: trimMeta(&s.ObjectMeta),
+		ObjectMeta: trimMeta(&s.ObjectMeta, nil), // labels: selected by the API server
 		Spec:       spec,
 		Status:     v1.ServiceStatus{LoadBalancer: s.Status.LoadBalancer},
 	}
@@ -53,7 +66,7 @@ func trimService(s *v1.Service) *v1.Service {
 
 func trimSlice(s *discovery.EndpointSlice) *discovery.EndpointSlice {
 	out := &discovery.EndpointSlice{
-		ObjectMeta:  trimMeta(&s.ObjectMeta),
+		ObjectMeta:  trimMeta(&s.ObjectMeta, serviceNameLabel(s.Labels)),
 		AddressType: s.AddressType,
 		Ports:       s.Ports,
 		Endpoints:   s.Endpoints,
@@ -115,7 +128,7 @@ func (in *interner) get(s *string) *string {
 
 func trimNode(n *v1.Node) *v1.Node {
 	return &v1.Node{
-		ObjectMeta: trimMeta(&n.ObjectMeta),
+		ObjectMeta: trimMeta(&n.ObjectMeta, n.Labels), // the zone label
 		Spec:       v1.NodeSpec{Taints: n.Spec.Taints},
 		Status:     v1.NodeStatus{Addresses: n.Status.Addresses},
 	}

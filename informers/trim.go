@@ -41,19 +41,6 @@ func trimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta 
 	}
 }
 
-// serviceNameLabel keeps the one label of a slice that is read (the
-// label selectors are applied by the API server).
-func serviceNameLabel(l map[string]string) map[string]string {
-	name, ok := l[discovery.LabelServiceName]
-	switch {
-	case !ok:
-		return nil
-	case len(l) == 1:
-		return l
-	}
-	return map[string]string{discovery.LabelServiceName: name}
-}
-
 func trimService(s *v1.Service) *v1.Service {
 	spec := s.Spec
 	spec.Selector = nil // endpoints come from EndpointSlices
@@ -66,7 +53,7 @@ func trimService(s *v1.Service) *v1.Service {
 
 func trimSlice(s *discovery.EndpointSlice) *discovery.EndpointSlice {
 	out := &discovery.EndpointSlice{
-		ObjectMeta:  trimMeta(&s.ObjectMeta, serviceNameLabel(s.Labels)),
+		ObjectMeta:  trimMeta(&s.ObjectMeta, s.Labels), // the service-name label
 		AddressType: s.AddressType,
 		Ports:       s.Ports,
 		Endpoints:   s.Endpoints,

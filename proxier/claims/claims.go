@@ -87,8 +87,8 @@ type Options struct {
 // program instead of those that lost one. Not safe for concurrent use.
 type Resolver struct {
 	opts Options
-	// claimants[k][name] is the best rank name claims k with.
-	claimants map[key]map[model.ServicePortName]rank
+	// claimants[k] holds, per claimant, the best rank it claims k with.
+	claimants map[key]*claimSet
 	raw       map[types.NamespacedName][]*model.ServicePort
 	// programmed holds, for Services that lost a claim, their ports with
 	// the lost parts removed.
@@ -111,7 +111,7 @@ type lossCopy struct {
 func New(opts Options) *Resolver {
 	return &Resolver{
 		opts:       opts,
-		claimants:  map[key]map[model.ServicePortName]rank{},
+		claimants:  map[key]*claimSet{},
 		raw:        map[types.NamespacedName][]*model.ServicePort{},
 		programmed: map[types.NamespacedName][]*model.ServicePort{},
 		copies:     map[*model.ServicePort]lossCopy{},
@@ -123,7 +123,7 @@ func New(opts Options) *Resolver {
 func (r *Resolver) SetService(svc types.NamespacedName, ports []*model.ServicePort) {
 	old := r.raw[svc]
 	for _, sp := range old {
-		r.forEachClaim(sp, func(k key, _ rank) { r.touch(k); delete(r.claimants[k], sp.Name); r.dropEmpty(k) })
+		r.forEachClaim(sp, func(k key, _ rank) { r.touch(k); r.claimants[k].del(sp.Name); r.dropEmpty(k) })
 		delete(r.copies, sp)
 	}
 	if len(ports) == 0 {
@@ -135,12 +135,10 @@ func (r *Resolver) SetService(svc types.NamespacedName, ports []*model.ServicePo
 		r.forEachClaim(sp, func(k key, rk rank) {
 			c := r.claimants[k]
 			if c == nil {
-				c = map[model.ServicePortName]rank{}
+				c = &claimSet{}
 				r.claimants[k] = c
 			}
-			if prev, ok := c[sp.Name]; !ok || rk < prev {
-				c[sp.Name] = rk
-			}
+			c.keep(sp.Name, rk)
 			r.touch(k)
 		})
 	}
@@ -310,7 +308,7 @@ func keepIf(ips []netip.Addr, keep func(netip.Addr) bool) []netip.Addr {
 func (r *Resolver) winner(k key) (model.ServicePortName, rank) {
 	var best model.ServicePortName
 	bestRank := rank(255)
-	for name, rk := range r.claimants[k] {
+	for name, rk := range r.claimants[k].all {
 		if rk < bestRank || (rk == bestRank && name.Less(best)) {
 			best, bestRank = name, rk
 		}
@@ -320,7 +318,7 @@ func (r *Resolver) winner(k key) (model.ServicePortName, rank) {
 
 // claimed reports whether anyone but self claims k.
 func (r *Resolver) claimed(k key, self model.ServicePortName) bool {
-	for name := range r.claimants[k] {
+	for name := range r.claimants[k].all {
 		if name != self {
 			return true
 		}
@@ -347,12 +345,12 @@ func (r *Resolver) forEachClaim(sp *model.ServicePort, fn func(key, rank)) {
 // touch marks every claimant of k for re-resolution, and for a NodePort
 // key also the claimants of that port on the node's NodePort addresses.
 func (r *Resolver) touch(k key) {
-	for name := range r.claimants[k] {
+	for name := range r.claimants[k].all {
 		r.pending[name.NamespacedName] = struct{}{}
 	}
 	if k.nodePort {
 		for _, ip := range r.nodePortIPs {
-			for name := range r.claimants[key{addr: ip, proto: k.proto, port: k.port}] {
+			for name := range r.claimants[key{addr: ip, proto: k.proto, port: k.port}].all {
 				r.pending[name.NamespacedName] = struct{}{}
 			}
 		}
@@ -360,7 +358,72 @@ func (r *Resolver) touch(k key) {
 }
 
 func (r *Resolver) dropEmpty(k key) {
-	if len(r.claimants[k]) == 0 {
+	if r.claimants[k].len() == 0 {
 		delete(r.claimants, k)
+	}
+}
+
+// claimSet holds the claimants of one key with their best rank. Almost
+// every key has one claimant (its Service's): that one is kept inline,
+// a map only for contested keys (a map per key was 11 of the 120 MB a
+// proxy with 10k Services held).
+type claimSet struct {
+	first     model.ServicePortName
+	firstRank rank
+	hasFirst  bool
+	more      map[model.ServicePortName]rank
+}
+
+// keep records that name claims the key with rank rk (its best rank wins).
+func (c *claimSet) keep(name model.ServicePortName, rk rank) {
+	switch {
+	case c.hasFirst && c.first == name:
+		c.firstRank = min(c.firstRank, rk)
+	case !c.hasFirst && len(c.more) == 0:
+		c.first, c.firstRank, c.hasFirst = name, rk, true
+	default:
+		if c.more == nil {
+			c.more = map[model.ServicePortName]rank{}
+		}
+		if prev, ok := c.more[name]; !ok || rk < prev {
+			c.more[name] = rk
+		}
+	}
+}
+
+func (c *claimSet) del(name model.ServicePortName) {
+	if c == nil {
+		return
+	}
+	if c.hasFirst && c.first == name {
+		c.hasFirst = false
+		return
+	}
+	delete(c.more, name)
+}
+
+func (c *claimSet) len() int {
+	if c == nil {
+		return 0
+	}
+	n := len(c.more)
+	if c.hasFirst {
+		n++
+	}
+	return n
+}
+
+// all yields every claimant and its rank.
+func (c *claimSet) all(yield func(model.ServicePortName, rank) bool) {
+	if c == nil {
+		return
+	}
+	if c.hasFirst && !yield(c.first, c.firstRank) {
+		return
+	}
+	for name, rk := range c.more {
+		if !yield(name, rk) {
+			return
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"reflect"
 	"sort"
+	"sync"
 	"unsafe"
 
 	"github.com/google/nftables"
@@ -175,6 +176,10 @@ func queue(c *nftables.Conn, op Op) error {
 	return nil
 }
 
+// listBuffers hold element lists while they are encoded (one message's
+// worth, reused from op to op instead of grown anew for each).
+var listBuffers = sync.Pool{New: func() any { b := make([]byte, 0, maxElemListBytes+1024); return &b }}
+
 // queueElements queues an element op as as many messages as it takes to
 // keep each element list under maxElemListBytes, encoding the elements
 // itself (elemmsg.go) into the messages google/nftables would queue.
@@ -183,7 +188,10 @@ func queueElements(c *nftables.Conn, op Op) error {
 	if err != nil {
 		return err
 	}
-	w := &elemMsgWriter{f: op.Family, set: op.Set, ns: ns, add: op.Kind == OpAddElements}
+	buf := listBuffers.Get().(*[]byte)
+	defer listBuffers.Put(buf)
+	w := &elemMsgWriter{f: op.Family, set: op.Set, ns: ns, add: op.Kind == OpAddElements, list: (*buf)[:0]}
+	defer func() { *buf = w.list }()
 	msgs := queuedMessages(c)
 	size := nlaHeaderLen // the list attribute's own header
 	for _, e := range op.Elements {

@@ -10,6 +10,9 @@
 #                   ruleset; the lab stays up
 #   make demo-down  stop the demo lab (processes by PID, namespaces deleted)
 #   make bench      benchmarks of the rule builder and kernel apply
+#   make fault-scale  the fault suite's scale scenario at the issue's size
+#                   (50,000 Services, a minute of churn; ~7 min, ~3 GB for
+#                   nftproxy); make test runs it with 2,000 Services
 #   make fuzz       each fuzz target for FUZZTIME (make test: 10 s each)
 #   make conformance       real-kubelet cluster (2 nodes: kubelet, containerd,
 #                   CNI in lab namespaces), nftproxy deployed with kubectl
@@ -31,7 +34,7 @@ CONFORMANCE_FOCUS ?= \[sig-network\].*\[Conformance\]
 CONFORMANCE_SKIP ?=
 CONFORMANCE_ARGS ?=
 
-.PHONY: build test unit e2e demo demo-down bench bench-compare conformance conformance-down
+.PHONY: build test unit e2e fault-scale demo demo-down bench bench-compare conformance conformance-down
 
 build:
 	$(GO) build -o $(BIN)/nftproxy .
@@ -50,6 +53,9 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e
+
+fault-scale:
+	NFTPROXY_FAULT_SCALE=1 $(GO) test -count=1 -timeout 120m -v -run '^TestFaultScale$$' ./e2e
 
 demo:
 	$(GO) run ./e2e/demo

@@ -146,8 +146,8 @@ func TestFaultControlPlane(t *testing.T) {
 		if took > cpConvergence {
 			t.Errorf("%s: changes programmed %v after the apiserver took them, want within %v", what, took.Round(time.Millisecond), cpConvergence)
 		}
-		return fmt.Sprintf("writes accepted %v after its return, programmed %v later",
-			written.Sub(back).Round(time.Millisecond), took.Round(time.Millisecond))
+		return fmt.Sprintf("writes accepted %v after its return, programmed %v later (node-1's informers after the return: %s)",
+			written.Sub(back).Round(time.Millisecond), took.Round(time.Millisecond), informerSteps(logFrom(l, "node-1", logStart), back))
 	}
 
 	for i := 1; i <= 3; i++ {
@@ -241,6 +241,29 @@ func TestFaultControlPlane(t *testing.T) {
 	}
 	t.Logf("FIGURES scenario 2: %s; %d Services created and deleted meanwhile (%d writes refused while the apiserver was away); TCP %s; UDP %s; health %v; stable's rules present in %d/%d kernel reads",
 		strings.Join(figures, "; "), churn.writes, churn.refused, tcp.stats(), udp.stats(), hs.codes, rs.reads-rs.missing, rs.reads)
+}
+
+// informerSteps tells from nftproxy's log when, counted from back, its
+// informers were last denied access, last reached the apiserver again
+// and last had their caches populated.
+func informerSteps(log string, back time.Time) string {
+	since, _ := time.Parse("15:04:05.000000", back.Format("15:04:05.000000"))
+	last := func(what string) string {
+		var at time.Time
+		for _, ln := range strings.Split(log, "\n") {
+			if !strings.Contains(ln, what) || len(ln) < 21 {
+				continue
+			}
+			if t, err := time.Parse("15:04:05.000000", ln[6:21]); err == nil && t.After(since) {
+				at = t
+			}
+		}
+		if at.IsZero() {
+			return "-"
+		}
+		return "+" + at.Sub(since).Round(10*time.Millisecond).String()
+	}
+	return fmt.Sprintf("denied %s, reached %s, caches populated %s", last("denies access"), last("Reached the apiserver again"), last("Caches populated"))
 }
 
 // createOrGet creates svc, or returns it if an earlier attempt whose

@@ -77,14 +77,21 @@ func retryUnreachable[T any](ctx context.Context, fn func() (T, error)) (T, erro
 			wait = max(wait, time.Duration(after)*time.Second)
 		}
 		delay = min(2*delay, retryMax)
-		if wait <= 0 {
-			continue
-		}
-		select {
-		case <-ctx.Done():
+		if wait > 0 && !pause(ctx, wait) {
 			return v, err
-		case <-time.After(wait):
 		}
+	}
+}
+
+// pause waits for d or until ctx ends (then false). Tests replace it.
+var pause = func(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -12,11 +12,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// fastRetries makes retryUnreachable's pauses tiny for the test.
-func fastRetries(t *testing.T) {
-	first, max := retryFirst, retryMax
-	retryFirst, retryMax = time.Millisecond, 4*time.Millisecond
-	t.Cleanup(func() { retryFirst, retryMax = first, max })
+// recordPauses makes retryUnreachable's pauses instant and records them.
+func recordPauses(t *testing.T) *[]time.Duration {
+	var got []time.Duration
+	orig := pause
+	pause = func(ctx context.Context, d time.Duration) bool {
+		got = append(got, d)
+		return ctx.Err() == nil
+	}
+	t.Cleanup(func() { pause = orig })
+	return &got
 }
 
 var refused = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
@@ -34,7 +39,7 @@ func failing(calls *int, errs ...error) func() (string, error) {
 }
 
 func TestRetryUnreachableWaitsForTheAPIServer(t *testing.T) {
-	fastRetries(t)
+	recordPauses(t)
 	unavailable := apierrors.NewServiceUnavailable("apiserver starting")
 	initializing := apierrors.NewTooManyRequests("storage is (re)initializing", 0)
 	calls := 0
@@ -47,7 +52,7 @@ func TestRetryUnreachableWaitsForTheAPIServer(t *testing.T) {
 // A restarted apiserver denies access until its authorizer has loaded
 // RBAC: right after an outage that is retried as well.
 func TestRetryUnreachableWaitsForTheAuthorizerAfterAnOutage(t *testing.T) {
-	fastRetries(t)
+	recordPauses(t)
 	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "", errors.New(`clusterrole "nftproxy" not found`))
 	calls := 0
 	v, err := retryUnreachable(context.Background(), failing(&calls, refused, forbidden, forbidden))
@@ -57,7 +62,7 @@ func TestRetryUnreachableWaitsForTheAuthorizerAfterAnOutage(t *testing.T) {
 }
 
 func TestRetryUnreachablePassesAPIErrors(t *testing.T) {
-	fastRetries(t)
+	recordPauses(t)
 	for _, apiErr := range []error{
 		apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "", errors.New("RBAC")),
 		apierrors.NewResourceExpired("too old resource version"),
@@ -93,34 +98,38 @@ func TestRetryUnreachableStopsWithItsContext(t *testing.T) {
 	}
 }
 
-// The pause between attempts is bounded: the apiserver's return is seen
-// within retryMax (plus jitter), however long it was away.
+// The pause between attempts grows from retryFirst and stays at most
+// retryMax plus half of it as jitter, however long the apiserver is away:
+// its return is seen within 1.5 s.
 func TestRetryUnreachablePausesAreBounded(t *testing.T) {
-	fastRetries(t)
-	retryFirst, retryMax = 2*time.Millisecond, 20*time.Millisecond
-	var times []time.Time
+	pauses := recordPauses(t)
+	calls := 0
 	_, _ = retryUnreachable(context.Background(), func() (string, error) {
-		times = append(times, time.Now())
-		if len(times) < 12 {
+		if calls++; calls < 40 {
 			return "", refused
 		}
 		return "", nil
 	})
-	for i := 1; i < len(times); i++ {
-		if gap := times[i].Sub(times[i-1]); gap > 30*time.Millisecond+200*time.Millisecond {
-			t.Errorf("attempt %d came %v after the previous one, want at most retryMax and half of it as jitter (30ms, plus scheduling slack)", i, gap)
+	if len(*pauses) != 39 {
+		t.Fatalf("%d pauses for 39 failed attempts", len(*pauses))
+	}
+	for i, d := range *pauses {
+		if d > retryMax+retryMax/2 {
+			t.Errorf("pause %d: %v, want at most %v", i, d, retryMax+retryMax/2)
 		}
+	}
+	if first := (*pauses)[0]; first > retryFirst+retryFirst/2 {
+		t.Errorf("first pause %v, want about %v", first, retryFirst)
 	}
 }
 
 func TestRetryUnreachableHonoursRetryAfter(t *testing.T) {
-	fastRetries(t)
+	pauses := recordPauses(t)
 	calls := 0
-	start := time.Now()
-	if _, err := retryUnreachable(context.Background(), failing(&calls, apierrors.NewTooManyRequests("storage is (re)initializing", 1))); err != nil {
+	if _, err := retryUnreachable(context.Background(), failing(&calls, apierrors.NewTooManyRequests("storage is (re)initializing", 3))); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took < time.Second {
-		t.Errorf("retried after %v, want the 1 s the apiserver asked for", took)
+	if len(*pauses) != 1 || (*pauses)[0] < 3*time.Second {
+		t.Errorf("pauses %v, want one of the 3 s the apiserver asked for", *pauses)
 	}
 }

@@ -26,6 +26,7 @@
 // per node), dial.go (traffic), debug.go (rules, logs, failure dumps),
 // state.go (demo state file, Down), lab.go (Start/Stop), faults.go (kill
 // -9 of nftproxy, control-plane restarts, a node's partition from the
-// apiserver) and apirewrite.go (objects changed on their way to one
-// node's nftproxy, for input the apiserver refuses) for the fault suite.
+// apiserver), apirewrite.go (objects changed on their way to one node's
+// nftproxy, for input the apiserver refuses) and etcdput.go (objects
+// written straight into etcd, for scale) for the fault suite.
 package lab

@@ -6,6 +6,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/nftproxy/nftproxy/proxier/endpoints"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -285,7 +286,7 @@ func (fr *fragment) chain(name string) *Chain {
 // endpointSelection is what a service port's traffic may reach in one
 // family.
 type endpointSelection struct {
-	cluster []model.Endpoint // cluster-wide (ClusterEndpoints)
+	cluster []model.Endpoint // cluster-wide (endpoints.Cluster)
 	local   []model.Endpoint // on this node, when a Local policy needs them
 	// needCluster: some chain DNATs to the cluster-wide endpoints (not the
 	// case for internalTrafficPolicy Local without external exposure).
@@ -303,11 +304,11 @@ func selectEndpoints(st *model.State, sp *model.ServicePort, f Family, external 
 	fam := *sp
 	fam.Endpoints = endpointsOfFamily(sp.Endpoints, f)
 	sel := endpointSelection{
-		cluster:     ClusterEndpoints(st, &fam),
+		cluster:     endpoints.Cluster(&fam, st.NodeName, st.NodeZone),
 		needCluster: !sp.InternalPolicyLocal || external,
 	}
 	if sp.InternalPolicyLocal || (sp.ExternalPolicyLocal && external) {
-		sel.local = LocalEndpoints(st, &fam)
+		sel.local = endpoints.Local(fam.Endpoints, st.NodeName)
 	}
 	// Both sets share the block: the local ones get at most half of it
 	// when the cluster-wide ones need room (only past 8192 endpoints).

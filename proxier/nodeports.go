@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/endpoints"
 	"github.com/nftproxy/nftproxy/proxier/healthcheck"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -159,7 +159,7 @@ func (p *Proxier) syncHealthChecks(st *model.State) {
 		ports[i] = append(ports[i], sp)
 	}
 	for i := range out {
-		out[i].LocalEndpoints = nftrules.LocalReadyEndpoints(st.NodeName, ports[i])
+		out[i].LocalEndpoints = endpoints.LocalReady(st.NodeName, ports[i])
 	}
 	p.cfg.HealthChecks.Sync(st.NodePortIPs, out)
 }

@@ -1,6 +1,9 @@
 package metrics
 
-import "github.com/nftproxy/nftproxy/proxier/model"
+import (
+	"github.com/nftproxy/nftproxy/proxier/endpoints"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
 
 // noLocalEndpoints counts, as kube-proxy does for
 // kubeproxy_sync_proxy_rules_no_local_endpoints_total, the service ports
@@ -12,7 +15,7 @@ func noLocalEndpoints(st *model.State) (internal, external int) {
 		if !sp.InternalPolicyLocal && !sp.ExternalPolicyLocal {
 			continue
 		}
-		if hasUsableLocal(sp.Endpoints, st.NodeName) {
+		if len(endpoints.Local(sp.Endpoints, st.NodeName)) > 0 {
 			continue
 		}
 		if sp.InternalPolicyLocal {
@@ -23,17 +26,6 @@ func noLocalEndpoints(st *model.State) (internal, external int) {
 		}
 	}
 	return internal, external
-}
-
-// hasUsableLocal: a local endpoint that is ready, or serving and
-// terminating (the fallback kube-proxy uses when none is ready).
-func hasUsableLocal(eps []model.Endpoint, node string) bool {
-	for _, ep := range eps {
-		if ep.IsLocal(node) && (ep.Ready || (ep.Serving && ep.Terminating)) {
-			return true
-		}
-	}
-	return false
 }
 
 func externallyReachable(sp *model.ServicePort) bool {

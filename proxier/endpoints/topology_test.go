@@ -1,11 +1,11 @@
-package nftrules_test
+package endpoints_test
 
 import (
 	"net/netip"
 	"slices"
 	"testing"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/endpoints"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -43,10 +43,9 @@ func TestClusterEndpointsFollowTopologyHints(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &model.State{NodeName: tc.node, NodeZone: tc.zone}
 			sp := &model.ServicePort{Endpoints: tc.eps}
 			var got []byte
-			for _, e := range nftrules.ClusterEndpoints(st, sp) {
+			for _, e := range endpoints.Cluster(sp, tc.node, tc.zone) {
 				got = append(got, e.Addr.As4()[3])
 			}
 			if !slices.Equal(got, tc.want) {

@@ -1,14 +1,14 @@
-package nftrules_test
+package endpoints_test
 
 import (
 	"net/netip"
 	"testing"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/proxier/endpoints"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-func TestLocalReadyEndpointsCountsPodsNotAddresses(t *testing.T) {
+func TestLocalReadyCountsPodsNotAddresses(t *testing.T) {
 	ep := func(addr, node string, ready bool) model.Endpoint {
 		return model.Endpoint{Addr: netip.MustParseAddr(addr), Port: 80, Ready: ready, Serving: ready, NodeName: node}
 	}
@@ -22,7 +22,7 @@ func TestLocalReadyEndpointsCountsPodsNotAddresses(t *testing.T) {
 	}}
 	udp := &model.ServicePort{Endpoints: tcp.Endpoints}
 	for node, want := range map[string]int{"node-a": 2, "node-b": 1, "node-c": 0} {
-		if got := nftrules.LocalReadyEndpoints(node, []*model.ServicePort{tcp, udp}); got != want {
+		if got := endpoints.LocalReady(node, []*model.ServicePort{tcp, udp}); got != want {
 			t.Errorf("%s: %d local endpoints, want %d", node, got, want)
 		}
 	}

@@ -1,4 +1,4 @@
-package nftrules
+package endpoints
 
 import (
 	"slices"
@@ -22,7 +22,7 @@ const (
 	topologySameZone
 )
 
-func topologyModeOf(sp *model.ServicePort, node, zone string) topologyMode {
+func modeOf(sp *model.ServicePort, node, zone string) topologyMode {
 	allNode, allZone := true, true
 	forNode, forZone := false, false
 	ready := 0

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/instance"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // runCleanup removes our tables from the current network namespace and
@@ -33,7 +34,7 @@ func runCleanup(out io.Writer, stateDir string, force bool) error {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	defer lock.Release()
-	rec, err := nftrules.NewReconciler(nftrules.Options{})
+	rec, err := nftrules.NewReconciler(nft.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
@@ -42,7 +43,7 @@ func runCleanup(out io.Writer, stateDir string, force bool) error {
 
 // cleanupWith deletes the tables rec manages, after restoring
 // route_localnet (so that it is never 1 without the guard rule).
-func cleanupWith(out io.Writer, rec *nftrules.Reconciler, stateDir string) error {
+func cleanupWith(out io.Writer, rec *nft.Reconciler, stateDir string) error {
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("cleanup: read our tables: %w", err)

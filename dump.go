@@ -16,6 +16,7 @@ import (
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -25,7 +26,7 @@ const apiTimeout = 30 * time.Second
 
 // runDump prints our live tables in the current network namespace.
 func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) error {
-	rec, err := nftrules.NewReconciler(nftrules.Options{})
+	rec, err := nftrules.NewReconciler(nft.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
@@ -36,9 +37,9 @@ func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) e
 // the node should program (nil: no API, kernel view only). The kernel is
 // read first, so that the output shows the rules as they were before any
 // slow API call.
-func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec *nftrules.Reconciler, desired func(context.Context) (*model.State, error)) error {
+func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec *nft.Reconciler, desired func(context.Context) (*model.State, error)) error {
 	start := time.Now()
-	var live *nftrules.Ruleset
+	var live *nft.Ruleset
 	var err error
 	if o.dumpFormat == "nft" {
 		live, err = rec.ReadLive()

@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 )
 
@@ -134,7 +135,7 @@ func writeRecord(path, value string) error {
 
 // cleanupRouteLocalnet is --cleanup's part: restore the recorded value, or
 // say why route_localnet stays 1 when our rules served localhost NodePorts.
-func cleanupRouteLocalnet(out io.Writer, live *nftrules.Ruleset, stateDir string) error {
+func cleanupRouteLocalnet(out io.Writer, live *nft.Ruleset, stateDir string) error {
 	restored, err := restoreRouteLocalnet(out, stateDir)
 	if err != nil {
 		return err
@@ -150,8 +151,8 @@ func cleanupRouteLocalnet(out io.Writer, live *nftrules.Ruleset, stateDir string
 
 // localhostNodePorts: our IPv4 table serves NodePorts on a loopback
 // address (its rules hold the route_localnet guard).
-func localhostNodePorts(live *nftrules.Ruleset) bool {
-	t := live.Tables[nftrules.IPv4]
+func localhostNodePorts(live *nft.Ruleset) bool {
+	t := live.Tables[nft.IPv4]
 	if t == nil || t.Sets[nftrules.SetNodePortIPs] == nil {
 		return false
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/instance"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/conntrack"
 	"github.com/nftproxy/nftproxy/proxier/healthcheck"
@@ -119,7 +120,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	defer ob.stop()
-	rec, err := nftrules.NewReconciler(nftrules.Options{})
+	rec, err := nftrules.NewReconciler(nft.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}

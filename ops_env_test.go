@@ -17,6 +17,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -44,7 +45,7 @@ func cliPod6(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd44::%
 type cliNode struct {
 	node, client *netkit.NS
 	pods         []*netkit.NS
-	rec          *nftrules.Reconciler
+	rec          *nft.Reconciler
 }
 
 func requireRoot(t testing.TB) {
@@ -96,7 +97,7 @@ func newCLINode(t testing.TB, pods int) *cliNode {
 			[]netip.Addr{cliPod4(i), cliPod6(i)}, []netip.Addr{cliPodGW4, cliPodGW6}))
 		n.pods = append(n.pods, pod)
 	}
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: n.node.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: n.node.FD()})
 	if err != nil {
 		t.Fatal(err)
 	}

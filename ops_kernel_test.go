@@ -23,7 +23,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/e2e/netkit"
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -69,10 +69,10 @@ func checkDumpHasState(t *testing.T, d *dump.Dump, st *model.State) {
 	}
 	for _, sp := range st.Services {
 		for _, ip := range sp.ClusterIPs {
-			f := nftrules.FamilyOf(ip)
+			f := nft.FamilyOf(ip)
 			var want []string
 			for _, e := range sp.Endpoints {
-				if nftrules.FamilyOf(e.Addr) == f {
+				if nft.FamilyOf(e.Addr) == f {
 					want = append(want, e.AddrPort().String())
 				}
 			}
@@ -219,7 +219,7 @@ func TestKernelDump(t *testing.T) {
 // kernel's hash order, neither of which is part of the ruleset's meaning.
 func normalizedListing(t *testing.T, ns *netkit.NS, family string) string {
 	t.Helper()
-	out, err := ns.Exec("nft", "list", "table", family, nftrules.TableName)
+	out, err := ns.Exec("nft", "list", "table", family, nft.TableName)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 )
 
@@ -18,13 +18,13 @@ func TestTraceRequest(t *testing.T) {
 		err         string
 	}{
 		{trace: "10.244.1.5", args: []string{"10.96.0.10:80/tcp"}, auto: true,
-			want: trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.10"), Proto: nftrules.TCP, DstPort: 80}},
+			want: trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.10"), Proto: nft.TCP, DstPort: 80}},
 		{trace: "10.244.1.5 10.96.0.10:53/UDP", path: "local",
-			want: trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.10"), Proto: nftrules.UDP, DstPort: 53, Path: trace.LocalOut}},
+			want: trace.Packet{Src: netip.MustParseAddr("10.244.1.5"), Dst: netip.MustParseAddr("10.96.0.10"), Proto: nft.UDP, DstPort: 53, Path: trace.LocalOut}},
 		{trace: "fd44::5", args: []string{"[fd96::10]:3868/sctp"}, path: "forwarded",
-			want: trace.Packet{Src: netip.MustParseAddr("fd44::5"), Dst: netip.MustParseAddr("fd96::10"), Proto: nftrules.SCTP, DstPort: 3868, Path: trace.Forwarded}},
+			want: trace.Packet{Src: netip.MustParseAddr("fd44::5"), Dst: netip.MustParseAddr("fd96::10"), Proto: nft.SCTP, DstPort: 3868, Path: trace.Forwarded}},
 		{trace: "10.0.0.1", args: []string{"10.96.0.10:80"}, path: "to-local", // tcp by default
-			want: trace.Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.96.0.10"), Proto: nftrules.TCP, DstPort: 80, Path: trace.ToLocal}},
+			want: trace.Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.96.0.10"), Proto: nft.TCP, DstPort: 80, Path: trace.ToLocal}},
 		{trace: "10.0.0.1", err: "wants SRC DST:PORT/PROTO"},
 		{trace: "10.0.0.1", args: []string{"a", "b"}, err: "wants SRC DST:PORT/PROTO"},
 		{trace: "pod", args: []string{"10.96.0.10:80/tcp"}, err: "source"},

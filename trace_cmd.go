@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 )
 
@@ -32,12 +33,12 @@ func (o *opsOptions) traceRequest(args []string) (traceRequest, error) {
 		return traceRequest{}, fmt.Errorf("--trace source %q: %w", words[0], err)
 	}
 	dst, protoName, hasProto := strings.Cut(words[1], "/")
-	proto := nftrules.TCP
+	proto := nft.TCP
 	if hasProto {
-		if proto, err = nftrules.ParseProtocol(protoName); err != nil {
+		if proto, err = nft.ParseProtocol(protoName); err != nil {
 			return traceRequest{}, fmt.Errorf("--trace destination %q: %w", words[1], err)
 		}
-		if proto != nftrules.TCP && proto != nftrules.UDP && proto != nftrules.SCTP {
+		if proto != nft.TCP && proto != nft.UDP && proto != nft.SCTP {
 			return traceRequest{}, fmt.Errorf("--trace destination %q: protocol must be tcp, udp or sctp", words[1])
 		}
 	}
@@ -78,7 +79,7 @@ func runTrace(out io.Writer, req traceRequest) error {
 			req.pkt.Path = trace.LocalOut
 		}
 	}
-	rec, err := nftrules.NewReconciler(nftrules.Options{})
+	rec, err := nftrules.NewReconciler(nft.Options{})
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
@@ -86,17 +87,17 @@ func runTrace(out io.Writer, req traceRequest) error {
 }
 
 // traceWith traces pkt (its path decided) through the tables rec reads.
-func traceWith(out io.Writer, pkt trace.Packet, rec *nftrules.Reconciler) error {
+func traceWith(out io.Writer, pkt trace.Packet, rec *nft.Reconciler) error {
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("trace: read our tables: %w", err)
 	}
-	f := nftrules.FamilyOf(pkt.Dst)
+	f := nft.FamilyOf(pkt.Dst)
 	if _, ok := live.Tables[f]; !ok {
-		fmt.Fprintf(out, "packet: %s\nno table %s %s: nftproxy does not touch this packet\nresult: accept\n", pkt, f, nftrules.TableName)
+		fmt.Fprintf(out, "packet: %s\nno table %s %s: nftproxy does not touch this packet\nresult: accept\n", pkt, f, nft.TableName)
 		return nil
 	}
-	rs, perr := nftrules.ParseRuleset(live)
+	rs, perr := nft.ParseRuleset(live)
 	if perr != nil {
 		// The tracer stops with an error if the packet meets such a rule.
 		klog.InfoS("Our tables hold rules nftproxy did not write; the next full sync replaces them", "err", perr)

@@ -13,6 +13,7 @@ import (
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -40,7 +41,7 @@ func scaleState(n, eps int) *model.State {
 
 // programmed10kx10 programs 10k Services x 10 endpoints into a fresh
 // network namespace and returns a reconciler reading it.
-func programmed10kx10(b *testing.B) (*nftrules.Reconciler, *model.State) {
+func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State) {
 	b.Helper()
 	netkit.RequireRoot(b)
 	name := "nftdump-bench"
@@ -50,7 +51,7 @@ func programmed10kx10(b *testing.B) (*nftrules.Reconciler, *model.State) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = ns.Delete() })
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	if err != nil {
 		b.Fatal(err)
 	}

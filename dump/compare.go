@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -82,7 +82,7 @@ func Compare(live, desired *Dump, st *model.State, withMasquerade bool) {
 			t.Drift = append(t.Drift, fmt.Sprintf("masquerade is %s, the configuration wants %s", masqText(t.Masquerade), masqText(w.Masquerade)))
 		}
 	}
-	for _, f := range nftrules.Families {
+	for _, f := range nft.Families {
 		if w, ok := wantTables[string(f)]; ok {
 			live.Tables = append(live.Tables, Table{Family: w.Family, Name: w.Name, Masquerade: Masquerade{Mode: MasqueradeNone}, Drift: []string{"table missing from the kernel"}})
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -49,7 +50,7 @@ func TestKernelViewMatchesBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ns.Delete() })
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	if err != nil {
 		t.Fatal(err)
 	}

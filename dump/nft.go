@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // RenderNFT renders a live ruleset in nft syntax (nft -f accepts it): our
@@ -23,8 +23,8 @@ import (
 // set whose name is not an nft identifier, and map elements that jump to
 // such a chain, are left out with a comment. A set of a type nftproxy does
 // not use is left out silently (the default view reports it).
-func RenderNFT(rs *nftrules.Ruleset) string {
-	out := nftrules.NewRuleset()
+func RenderNFT(rs *nft.Ruleset) string {
+	out := nft.NewRuleset()
 	var notes []string
 	note := func(format string, args ...any) { notes = append(notes, "# "+fmt.Sprintf(format, args...)+"\n") }
 	for _, f := range rs.SortedFamilies() {
@@ -33,24 +33,24 @@ func RenderNFT(rs *nftrules.Ruleset) string {
 		for _, s := range src.SortedSets() {
 			switch {
 			case len(s.Key) == 0: // a set of a shape we do not know cannot be rendered
-			case !nftrules.IsName(s.Name):
+			case !nft.IsName(s.Name):
 				note("table %s %s: set %s left out: its name is not an nft identifier", f, src.Name, quote(s.Name))
 			default:
-				dst.Sets[s.Name] = safeElements(s, func(e nftrules.Element) {
+				dst.Sets[s.Name] = safeElements(s, func(e nft.Element) {
 					note("table %s %s: set %s element %s left out: its verdict names no nft identifier", f, src.Name, s.Name, quote(e.KeyString()))
 				})
 			}
 		}
 		for _, c := range src.SortedChains() {
-			if !nftrules.IsName(c.Name) || (c.Base != nil && (!nftrules.IsName(string(c.Base.Type)) || !nftrules.IsName(string(c.Base.Hook)))) {
+			if !nft.IsName(c.Name) || (c.Base != nil && (!nft.IsName(string(c.Base.Type)) || !nft.IsName(string(c.Base.Hook)))) {
 				note("table %s %s: chain %s left out: its name or hook is not nft syntax", f, src.Name, quote(c.Name))
 				continue
 			}
-			nc := &nftrules.Chain{Name: c.Name, Base: c.Base, Rules: make([]nftrules.Rule, len(c.Rules))}
+			nc := &nft.Chain{Name: c.Name, Base: c.Base, Rules: make([]nft.Rule, len(c.Rules))}
 			for i, r := range c.Rules {
 				pr, err := parseRule(f, r)
 				if err != nil {
-					pr = nftrules.Rule{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: "# " + quote(r.Render(f))}}}
+					pr = nft.Rule{Stmts: []nft.Stmt{nft.Opaque{Text: "# " + quote(r.Render(f))}}}
 				}
 				nc.Rules[i] = pr
 			}
@@ -62,15 +62,15 @@ func RenderNFT(rs *nftrules.Ruleset) string {
 
 // safeElements returns s, or a copy without the elements whose verdict
 // names a chain that is not an nft identifier (reported to drop).
-func safeElements(s *nftrules.Set, drop func(nftrules.Element)) *nftrules.Set {
-	bad := func(e nftrules.Element) bool {
-		return e.Verdict != nil && e.Verdict.Chain != "" && !nftrules.IsName(e.Verdict.Chain)
+func safeElements(s *nft.Set, drop func(nft.Element)) *nft.Set {
+	bad := func(e nft.Element) bool {
+		return e.Verdict != nil && e.Verdict.Chain != "" && !nft.IsName(e.Verdict.Chain)
 	}
 	els := s.SortedElements()
 	if !s.Verdict || !slices.ContainsFunc(els, bad) {
 		return s
 	}
-	c := &nftrules.Set{Name: s.Name, Key: s.Key, Data: s.Data, Verdict: s.Verdict, Proto: s.Proto, Comment: s.Comment, Dynamic: s.Dynamic, Timeout: s.Timeout}
+	c := &nft.Set{Name: s.Name, Key: s.Key, Data: s.Data, Verdict: s.Verdict, Proto: s.Proto, Comment: s.Comment, Dynamic: s.Dynamic, Timeout: s.Timeout}
 	for _, e := range els {
 		if bad(e) {
 			drop(e)

@@ -7,12 +7,13 @@ import (
 
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // asLive returns rs as ReadLive hands it back: every rule as the text the
 // kernel keeps in its user data.
-func asLive(rs *nftrules.Ruleset) *nftrules.Ruleset {
-	out := nftrules.NewRuleset()
+func asLive(rs *nft.Ruleset) *nft.Ruleset {
+	out := nft.NewRuleset()
 	for _, f := range rs.SortedFamilies() {
 		src, dst := rs.Tables[f], out.Table(f)
 		dst.Name = src.Name
@@ -23,7 +24,7 @@ func asLive(rs *nftrules.Ruleset) *nftrules.Ruleset {
 			nc := dst.Chain(c.Name)
 			nc.Base = c.Base
 			for _, r := range c.Rules {
-				nc.Rules = append(nc.Rules, nftrules.Rule{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: r.Render(f)}}})
+				nc.Rules = append(nc.Rules, nft.Rule{Stmts: []nft.Stmt{nft.Opaque{Text: r.Render(f)}}})
 			}
 		}
 	}
@@ -43,7 +44,7 @@ func TestRenderNFTCannotBeInjected(t *testing.T) {
 		t.Fatalf("an honest live ruleset renders differently from Build")
 	}
 
-	t4 := live.Tables[nftrules.IPv4]
+	t4 := live.Tables[nft.IPv4]
 	services := t4.Chains[nftrules.ChainServices]
 	for _, text := range []string{
 		"accept\n}\n}\nflush ruleset\ntable ip evil {\n\tchain c {", // breaks out of the chain
@@ -51,12 +52,12 @@ func TestRenderNFTCannotBeInjected(t *testing.T) {
 		"ip daddr @cluster-ips;flush jump mark-for-masquerade",      // a set "name"
 		"<rule not written by nftproxy> (handle 9)\nflush ruleset",  // our own marker, extended
 	} {
-		services.Rules = append(services.Rules, nftrules.Rule{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: text}}})
+		services.Rules = append(services.Rules, nft.Rule{Stmts: []nft.Stmt{nft.Opaque{Text: text}}})
 	}
 	t4.Chain("evil\n}\nflush ruleset")
-	evil := nftrules.Verdict{Kind: nftrules.Goto, Chain: "x;flush ruleset"}
+	evil := nft.Verdict{Kind: nft.Goto, Chain: "x;flush ruleset"}
 	ips := t4.Sets[nftrules.SetServiceIPs]
-	ips.Put(nftrules.Element{Key: []nftrules.Value{nftrules.AddrValue(netip.MustParseAddr("10.96.9.9")), nftrules.NumValue(6), nftrules.NumValue(80)}, Verdict: &evil})
+	ips.Put(nft.Element{Key: []nft.Value{nft.AddrValue(netip.MustParseAddr("10.96.9.9")), nft.NumValue(6), nft.NumValue(80)}, Verdict: &evil})
 
 	out := dump.RenderNFT(live)
 	tables := 0

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // Filter keeps only the Service ports of one Service ("namespace/name").
@@ -132,7 +132,7 @@ func writePort(b *bufio.Writer, sp *ServicePort) {
 			prev = fe.Endpoints
 		case StatusNoEndpoints:
 			how := "ICMP port unreachable"
-			if sp.Protocol == strings.ToUpper(nftrules.TCP.String()) {
+			if sp.Protocol == strings.ToUpper(nft.TCP.String()) {
 				how = "TCP reset"
 			}
 			fmt.Fprintf(b, "no endpoints: new connections rejected (%s)\n", how)

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -18,7 +19,7 @@ import (
 // port (Addr invalid for a node port, which matches any node address).
 type DispatchKey struct {
 	Addr  netip.Addr
-	Proto nftrules.Protocol
+	Proto nft.Protocol
 	Port  uint16
 }
 
@@ -60,7 +61,7 @@ func NamesOf(st *model.State) Names {
 // (rules as text, as Reconciler.ReadLive returns it) or a built one. names
 // may be nil. It never fails: whatever does not fit our layout is reported
 // in Problems.
-func FromRuleset(rs *nftrules.Ruleset, names Names) *Dump {
+func FromRuleset(rs *nft.Ruleset, names Names) *Dump {
 	v := &viewer{names: names, ports: map[string]*ServicePort{}}
 	d := &Dump{SchemaVersion: SchemaVersion, Tables: []Table{}, Services: []ServicePort{}}
 	for _, f := range rs.SortedFamilies() {
@@ -84,7 +85,7 @@ func sortFrontends(fs []Frontend) {
 	})
 }
 
-func familyOrder(f string) int { return slices.Index(nftrules.Families, nftrules.Family(f)) }
+func familyOrder(f string) int { return slices.Index(nft.Families, nft.Family(f)) }
 
 // sortServicePorts orders named ports by namespace, name, port name and
 // protocol, then unnamed ones by port and first frontend.
@@ -117,7 +118,7 @@ type viewer struct {
 // port returns the entry of the Service port a dispatch element belongs
 // to, and the frontend kind the API gives the key ("" if unknown). chain is
 // the chain the element sends traffic to ("" for reject or drop).
-func (v *viewer) port(f nftrules.Family, k DispatchKey, chain string) (*ServicePort, string) {
+func (v *viewer) port(f nft.Family, k DispatchKey, chain string) (*ServicePort, string) {
 	var sp *ServicePort
 	kind := ""
 	if ref, ok := v.names[k]; ok {
@@ -177,19 +178,19 @@ func parseChainName(chain string) (identity string, name model.ServicePortName, 
 
 // tableView holds one table's parsed rules while it is viewed.
 type tableView struct {
-	t        *nftrules.Table
-	rules    map[string][]nftrules.Rule // nil Stmts: unreadable rule
+	t        *nft.Table
+	rules    map[string][]nft.Rule // nil Stmts: unreadable rule
 	resolved map[string]*resolution
 	used     map[string]map[string]bool // endpoint map -> keys used
 }
 
-func (v *viewer) table(t *nftrules.Table) Table {
+func (v *viewer) table(t *nft.Table) Table {
 	f := t.Family
 	tv := Table{Family: string(f), Name: t.Name, Chains: len(t.Chains), Sets: len(t.Sets)}
-	w := &tableView{t: t, rules: map[string][]nftrules.Rule{}, resolved: map[string]*resolution{}, used: map[string]map[string]bool{}}
+	w := &tableView{t: t, rules: map[string][]nft.Rule{}, resolved: map[string]*resolution{}, used: map[string]map[string]bool{}}
 	for _, c := range t.SortedChains() {
 		tv.Rules += len(c.Rules)
-		rules := make([]nftrules.Rule, len(c.Rules))
+		rules := make([]nft.Rule, len(c.Rules))
 		for i, r := range c.Rules {
 			pr, err := parseRule(f, r)
 			if err != nil {
@@ -247,7 +248,7 @@ func (v *viewer) table(t *nftrules.Table) Table {
 	for _, rules := range w.rules {
 		for _, r := range rules {
 			for _, st := range r.Stmts {
-				if vs, ok := st.(nftrules.VerdictStmt); ok && vs.Chain != "" {
+				if vs, ok := st.(nft.VerdictStmt); ok && vs.Chain != "" {
 					referenced[vs.Chain] = true
 				}
 			}
@@ -270,10 +271,10 @@ func (v *viewer) table(t *nftrules.Table) Table {
 }
 
 // frontend adds the frontend of one dispatch element to its Service port.
-func (v *viewer) frontend(w *tableView, s *nftrules.Set, e nftrules.Element, k DispatchKey, nodePort, reject bool, clusterIPs *nftrules.Set) {
+func (v *viewer) frontend(w *tableView, s *nft.Set, e nft.Element, k DispatchKey, nodePort, reject bool, clusterIPs *nft.Set) {
 	f := w.t.Family
 	chain := ""
-	if e.Verdict != nil && (e.Verdict.Kind == nftrules.Goto || e.Verdict.Kind == nftrules.Jump) && e.Verdict.Chain != nftrules.ChainReject {
+	if e.Verdict != nil && (e.Verdict.Kind == nft.Goto || e.Verdict.Kind == nft.Jump) && e.Verdict.Chain != nftrules.ChainReject {
 		chain = e.Verdict.Chain
 	}
 	sp, kind := v.port(f, k, chain)
@@ -300,10 +301,10 @@ func (v *viewer) frontend(w *tableView, s *nftrules.Set, e nftrules.Element, k D
 		problem("@%s element has no verdict", s.Name)
 	case reject:
 		fe.Status = StatusNoEndpoints
-		if e.Verdict.Kind != nftrules.Goto || e.Verdict.Chain != nftrules.ChainReject {
+		if e.Verdict.Kind != nft.Goto || e.Verdict.Chain != nftrules.ChainReject {
 			problem("@%s verdict is %q, want goto %s", s.Name, e.ValueString(), nftrules.ChainReject)
 		}
-	case e.Verdict.Kind == nftrules.Drop:
+	case e.Verdict.Kind == nft.Drop:
 		fe.Status = StatusDrop
 	case chain == "":
 		fe.Status = StatusNoEndpoints
@@ -331,8 +332,8 @@ func (v *viewer) frontend(w *tableView, s *nftrules.Set, e nftrules.Element, k D
 	sp.Frontends = append(sp.Frontends, fe)
 }
 
-func inSet(s *nftrules.Set, a netip.Addr) bool {
-	_, ok := s.Lookup(nftrules.Element{Key: []nftrules.Value{nftrules.AddrValue(a)}}.KeyString())
+func inSet(s *nft.Set, a netip.Addr) bool {
+	_, ok := s.Lookup(nft.Element{Key: []nft.Value{nft.AddrValue(a)}}.KeyString())
 	return ok
 }
 
@@ -399,36 +400,36 @@ func (w *tableView) resolve(chain string, depth int) *resolution {
 		}
 		for j, s := range rule.Stmts {
 			switch s := s.(type) {
-			case nftrules.MatchPrefix, nftrules.MatchFibSaddrLocal:
+			case nft.MatchPrefix, nft.MatchFibSaddrLocal:
 				r.sourceDependent = true
-			case nftrules.DNATToEndpoint:
+			case nft.DNATToEndpoint:
 				if j == 0 {
 					r.problems = append(r.problems, fmt.Sprintf("chain %s: dnat without a meta l4proto match", chain))
 				}
-				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nftrules.Element) {
+				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nft.Element) {
 					if len(e.Data) != 2 || !e.Data[0].Addr.IsValid() || e.Data[1].Num > 0xffff {
 						r.problems = append(r.problems, fmt.Sprintf("@%s entry %s has value %q", s.Map, e.KeyString(), e.ValueString()))
 						return
 					}
 					add(Endpoint{Address: e.Data[0].Addr.String(), Port: uint16(e.Data[1].Num)})
 				})
-			case nftrules.NumgenVmap:
-				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nftrules.Element) {
+			case nft.NumgenVmap:
+				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nft.Element) {
 					if e.Verdict == nil || e.Verdict.Chain == "" {
 						r.problems = append(r.problems, fmt.Sprintf("@%s entry %s has verdict %q", s.Map, e.KeyString(), e.ValueString()))
 						return
 					}
 					merge(w.resolve(e.Verdict.Chain, depth+1))
 				})
-			case nftrules.DNATTo:
+			case nft.DNATTo:
 				add(Endpoint{Address: s.To.Addr().String(), Port: s.To.Port()})
-			case nftrules.UpdateSourceSet:
+			case nft.UpdateSourceSet:
 				if set, ok := w.t.Sets[s.Set]; ok && set.Timeout > 0 {
 					r.affinity = max(r.affinity, int(set.Timeout.Seconds()))
 				}
-			case nftrules.VerdictStmt:
+			case nft.VerdictStmt:
 				switch {
-				case s.Kind == nftrules.Drop:
+				case s.Kind == nft.Drop:
 					r.drop = true
 				case s.Chain == "" || s.Chain == nftrules.ChainMarkForMasquerade || s.Chain == nftrules.ChainReject:
 				default:
@@ -442,7 +443,7 @@ func (w *tableView) resolve(chain string, depth int) *resolution {
 
 // mapRange calls fn for entries offset..offset+count-1 of a map, noting
 // the first range as the frontend's map and reporting missing entries.
-func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, fn func(nftrules.Element)) {
+func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, fn func(nft.Element)) {
 	if r.m == "" {
 		r.m, r.firstKey = name, offset
 	}
@@ -461,7 +462,7 @@ func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, f
 		w.used[name] = map[string]bool{}
 	}
 	for i := uint32(0); i < count; i++ {
-		key := nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(offset + i)}}.KeyString()
+		key := nft.Element{Key: []nft.Value{nft.NumValue(offset + i)}}.KeyString()
 		e, ok := m.Lookup(key)
 		if !ok {
 			r.problems = append(r.problems, fmt.Sprintf("@%s has no entry %s (want %d..%d)", name, key, offset, offset+count-1))
@@ -472,32 +473,32 @@ func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, f
 	}
 }
 
-func parseRule(f nftrules.Family, r nftrules.Rule) (nftrules.Rule, error) {
+func parseRule(f nft.Family, r nft.Rule) (nft.Rule, error) {
 	if len(r.Stmts) == 1 {
-		if o, ok := r.Stmts[0].(nftrules.Opaque); ok {
-			return nftrules.ParseRule(f, o.Text)
+		if o, ok := r.Stmts[0].(nft.Opaque); ok {
+			return nft.ParseRule(f, o.Text)
 		}
 	}
 	return r, nil
 }
 
-func dispatchKeyOf(e nftrules.Element, nodePort bool) (DispatchKey, bool) {
+func dispatchKeyOf(e nft.Element, nodePort bool) (DispatchKey, bool) {
 	if nodePort {
 		if len(e.Key) != 2 || e.Key[0].Num > 0xff || e.Key[1].Num > 0xffff {
 			return DispatchKey{}, false
 		}
-		return DispatchKey{Proto: nftrules.Protocol(e.Key[0].Num), Port: uint16(e.Key[1].Num)}, true
+		return DispatchKey{Proto: nft.Protocol(e.Key[0].Num), Port: uint16(e.Key[1].Num)}, true
 	}
 	if len(e.Key) != 3 || !e.Key[0].Addr.IsValid() || e.Key[1].Num > 0xff || e.Key[2].Num > 0xffff {
 		return DispatchKey{}, false
 	}
-	return DispatchKey{Addr: e.Key[0].Addr, Proto: nftrules.Protocol(e.Key[1].Num), Port: uint16(e.Key[2].Num)}, true
+	return DispatchKey{Addr: e.Key[0].Addr, Proto: nft.Protocol(e.Key[1].Num), Port: uint16(e.Key[2].Num)}, true
 }
 
 // masqueradeOf reads the ClusterIP masquerade policy from the services
 // chain: a rule "[ip saddr != CIDR ...] ip daddr @cluster-ips jump
 // mark-for-masquerade".
-func masqueradeOf(rules []nftrules.Rule) Masquerade {
+func masqueradeOf(rules []nft.Rule) Masquerade {
 	for _, r := range rules {
 		if r.Stmts == nil {
 			return Masquerade{Mode: MasqueradeUnknown}
@@ -505,16 +506,16 @@ func masqueradeOf(rules []nftrules.Rule) Masquerade {
 	}
 	for _, r := range rules {
 		n := len(r.Stmts)
-		if n < 2 || r.Stmts[n-1] != nftrules.JumpTo(nftrules.ChainMarkForMasquerade) {
+		if n < 2 || r.Stmts[n-1] != nft.JumpTo(nftrules.ChainMarkForMasquerade) {
 			continue
 		}
-		if l, ok := r.Stmts[n-2].(nftrules.SetLookup); !ok || l.Set != nftrules.SetClusterIPs {
+		if l, ok := r.Stmts[n-2].(nft.SetLookup); !ok || l.Set != nftrules.SetClusterIPs {
 			continue
 		}
 		m := Masquerade{Mode: MasqueradeAll}
 		for _, s := range r.Stmts[:n-2] {
-			p, ok := s.(nftrules.MatchPrefix)
-			if !ok || p.Field != nftrules.FieldSaddr || !p.Negate {
+			p, ok := s.(nft.MatchPrefix)
+			if !ok || p.Field != nft.FieldSaddr || !p.Negate {
 				return Masquerade{Mode: MasqueradeUnknown}
 			}
 			m.Mode = MasqueradeOffCluster

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -107,8 +108,8 @@ func checkViewMatchesState(t *testing.T, d *dump.Dump, st *model.State, named bo
 			t.Errorf("%s: problems %v", sp.Name, got.Problems)
 		}
 		for _, ip := range sp.ClusterIPs {
-			f := nftrules.FamilyOf(ip)
-			if !named && !slices.ContainsFunc(sp.Endpoints, func(e model.Endpoint) bool { return nftrules.FamilyOf(e.Addr) == f }) {
+			f := nft.FamilyOf(ip)
+			if !named && !slices.ContainsFunc(sp.Endpoints, func(e model.Endpoint) bool { return nft.FamilyOf(e.Addr) == f }) {
 				continue // no endpoints in this family: the kernel records no name
 			}
 			i := slices.IndexFunc(got.Frontends, func(fe dump.Frontend) bool { return fe.Address == ip.String() })
@@ -119,7 +120,7 @@ func checkViewMatchesState(t *testing.T, d *dump.Dump, st *model.State, named bo
 			fe := got.Frontends[i]
 			var want []string
 			for _, e := range sp.Endpoints {
-				if nftrules.FamilyOf(e.Addr) == f {
+				if nft.FamilyOf(e.Addr) == f {
 					want = append(want, e.AddrPort().String())
 				}
 			}
@@ -215,12 +216,12 @@ func TestCompareFlagsDrift(t *testing.T) {
 // entry and a foreign rule is reported, not hidden.
 func TestViewReportsBrokenLiveState(t *testing.T) {
 	rs := nftrules.Build(testState())
-	t4 := rs.Tables[nftrules.IPv4]
+	t4 := rs.Tables[nft.IPv4]
 	web := t4.Chains[nftrules.ServiceChainName(testState().Services[0].Name)]
-	web.Rules = append(web.Rules, nftrules.Rule{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: "<rule not written by nftproxy> (handle 4)"}}})
+	web.Rules = append(web.Rules, nft.Rule{Stmts: []nft.Stmt{nft.Opaque{Text: "<rule not written by nftproxy> (handle 4)"}}})
 	// The endpoint map as read back from a kernel, minus entry 16385.
-	m := t4.Sets[nftrules.EndpointMapName(nftrules.TCP, 1)]
-	partial := &nftrules.Set{Name: m.Name, Key: m.Key, Data: m.Data, Proto: m.Proto}
+	m := t4.Sets[nftrules.EndpointMapName(nft.TCP, 1)]
+	partial := &nft.Set{Name: m.Name, Key: m.Key, Data: m.Data, Proto: m.Proto}
 	for _, e := range m.SortedElements() {
 		if e.KeyString() != "16385" {
 			partial.Put(e)
@@ -312,8 +313,8 @@ func TestViewExternalFrontendsAndAffinity(t *testing.T) {
 func TestViewBoundsAHugeNumgenModulus(t *testing.T) {
 	rs := nftrules.Build(testState())
 	dns := testState().Services[2]
-	chain := rs.Tables[nftrules.IPv4].Chains[nftrules.ServiceChainName(dns.Name)]
-	chain.Rules = []nftrules.Rule{{Stmts: []nftrules.Stmt{nftrules.Opaque{Text: "meta l4proto udp dnat ip to numgen random mod 4294967295 offset 49152 map @endpoints-udp-0"}}}}
+	chain := rs.Tables[nft.IPv4].Chains[nftrules.ServiceChainName(dns.Name)]
+	chain.Rules = []nft.Rule{{Stmts: []nft.Stmt{nft.Opaque{Text: "meta l4proto udp dnat ip to numgen random mod 4294967295 offset 49152 map @endpoints-udp-0"}}}}
 	d := dump.FromRuleset(rs, nil)
 	var problems []string
 	for _, sp := range d.Services {

@@ -22,6 +22,7 @@ import (
 	"github.com/nftproxy/nftproxy/dump"
 	"github.com/nftproxy/nftproxy/e2e/lab"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // Shared tools of the fault suite (faults_*_test.go): continuous clients
@@ -177,7 +178,7 @@ func kernelView(l *lab.Lab, node string) (*dump.Dump, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	if err != nil {
 		return nil, err
 	}

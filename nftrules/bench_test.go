@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -64,7 +65,7 @@ func BenchmarkBuildDiffOneEndpointChange10kx10(b *testing.B) {
 		round++
 		changeOneEndpoint(st, 5000, round)
 		desired := builder.Build(st)
-		tx := nftrules.Diff(live, desired)
+		tx := nft.Diff(live, desired)
 		if tx.Objects() > 8 {
 			b.Fatalf("one endpoint change: %d objects", tx.Objects())
 		}
@@ -91,7 +92,7 @@ func benchColdApply(b *testing.B, watch bool) {
 		rec := newReconciler(b, tn.node)
 		ctx, cancel := context.WithCancel(context.Background())
 		if watch {
-			if err := rec.WatchForeign(ctx, func(nftrules.ForeignChange) { foreign.Add(1) }); err != nil {
+			if err := rec.WatchForeign(ctx, func(nft.ForeignChange) { foreign.Add(1) }); err != nil {
 				b.Fatal(err)
 			}
 		}

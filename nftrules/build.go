@@ -1,6 +1,7 @@
 package nftrules
 
 import (
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"net/netip"
 	"slices"
 
@@ -11,107 +12,109 @@ import (
 )
 
 // buildSkeleton adds the base chains, shared chains and shared sets.
-func buildSkeleton(t *Table, st *model.State) {
+func buildSkeleton(t *nft.Table, st *model.State) {
 	f := t.Family
-	addr := AddrType(f)
-	dispatchKey := []Datatype{addr, TypeInetProto, TypeInetService}
-	dispatchFields := []Field{FieldDaddr, FieldL4Proto, FieldDport}
+	addr := nft.AddrType(f)
+	dispatchKey := []nft.Datatype{addr, nft.TypeInetProto, nft.TypeInetService}
+	dispatchFields := []nft.Field{nft.FieldDaddr, nft.FieldL4Proto, nft.FieldDport}
 
-	t.Sets[SetServiceIPs] = &Set{Name: SetServiceIPs, Key: dispatchKey, Verdict: true}
-	t.Sets[SetNoEndpointServices] = &Set{Name: SetNoEndpointServices, Key: dispatchKey, Verdict: true}
-	t.Sets[SetHairpin] = &Set{Name: SetHairpin, Key: []Datatype{addr, addr}}
-	t.Sets[SetClusterIPs] = &Set{Name: SetClusterIPs, Key: []Datatype{addr}}
-	portKey := []Datatype{TypeInetProto, TypeInetService}
-	portFields := []Field{FieldL4Proto, FieldDport}
-	t.Sets[SetNodePortIPs] = &Set{Name: SetNodePortIPs, Key: []Datatype{addr}}
+	t.Sets[SetServiceIPs] = &nft.Set{Name: SetServiceIPs, Key: dispatchKey, Verdict: true}
+	t.Sets[SetNoEndpointServices] = &nft.Set{Name: SetNoEndpointServices, Key: dispatchKey, Verdict: true}
+	// Keys several service ports contribute (a pod behind several
+	// Services, a multi-port Service's ClusterIP) are shared.
+	t.Sets[SetHairpin] = &nft.Set{Name: SetHairpin, Key: []nft.Datatype{addr, addr}, SharedKeys: true}
+	t.Sets[SetClusterIPs] = &nft.Set{Name: SetClusterIPs, Key: []nft.Datatype{addr}, SharedKeys: true}
+	portKey := []nft.Datatype{nft.TypeInetProto, nft.TypeInetService}
+	portFields := []nft.Field{nft.FieldL4Proto, nft.FieldDport}
+	t.Sets[SetNodePortIPs] = &nft.Set{Name: SetNodePortIPs, Key: []nft.Datatype{addr}}
 	for _, ip := range st.NodePortIPs {
-		if FamilyOf(ip) == f {
-			t.Sets[SetNodePortIPs].Put(Element{Key: []Value{AddrValue(ip.Unmap())}})
+		if nft.FamilyOf(ip) == f {
+			t.Sets[SetNodePortIPs].Put(nft.Element{Key: []nft.Value{nft.AddrValue(ip.Unmap())}})
 		}
 	}
-	t.Sets[SetServiceNodePorts] = &Set{Name: SetServiceNodePorts, Key: portKey, Verdict: true}
-	t.Sets[SetNoEndpointNodePorts] = &Set{Name: SetNoEndpointNodePorts, Key: portKey, Verdict: true}
-	t.Sets[SetMasqueradeExternalIPs] = &Set{Name: SetMasqueradeExternalIPs, Key: dispatchKey}
-	t.Sets[SetMasqueradeNodePorts] = &Set{Name: SetMasqueradeNodePorts, Key: portKey}
-	t.Sets[SetFirewallIPs] = &Set{Name: SetFirewallIPs, Key: dispatchKey, Verdict: true}
-	nodePortIP := SetLookup{Fields: []Field{FieldDaddr}, Set: SetNodePortIPs}
+	t.Sets[SetServiceNodePorts] = &nft.Set{Name: SetServiceNodePorts, Key: portKey, Verdict: true}
+	t.Sets[SetNoEndpointNodePorts] = &nft.Set{Name: SetNoEndpointNodePorts, Key: portKey, Verdict: true}
+	t.Sets[SetMasqueradeExternalIPs] = &nft.Set{Name: SetMasqueradeExternalIPs, Key: dispatchKey}
+	t.Sets[SetMasqueradeNodePorts] = &nft.Set{Name: SetMasqueradeNodePorts, Key: portKey}
+	t.Sets[SetFirewallIPs] = &nft.Set{Name: SetFirewallIPs, Key: dispatchKey, Verdict: true}
+	nodePortIP := nft.SetLookup{Fields: []nft.Field{nft.FieldDaddr}, Set: SetNodePortIPs}
 
-	base := func(name string, typ ChainType, hook Hook, prio int) *Chain {
+	base := func(name string, typ nft.ChainType, hook nft.Hook, prio int) *nft.Chain {
 		c := t.Chain(name)
-		c.Base = &BaseChain{Type: typ, Hook: hook, Priority: prio}
+		c.Base = &nft.BaseChain{Type: typ, Hook: hook, Priority: prio}
 		return c
 	}
 	// Filter: reject new connections to Services without endpoints, for
 	// forwarded traffic (from pods and other hosts) and local traffic.
 	// NodePorts (and external IPs the node owns) arrive through input.
-	base(ChainFilterInput, FilterChain, Input, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
-	base(ChainFilterForward, FilterChain, Forward, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
-	base(ChainFilterOutput, FilterChain, Output, 0).Add(MatchCtStateNew{}, JumpTo(ChainEndpointsCheck))
+	base(ChainFilterInput, nft.FilterChain, nft.Input, 0).Add(nft.MatchCtStateNew{}, nft.JumpTo(ChainEndpointsCheck))
+	base(ChainFilterForward, nft.FilterChain, nft.Forward, 0).Add(nft.MatchCtStateNew{}, nft.JumpTo(ChainEndpointsCheck))
+	base(ChainFilterOutput, nft.FilterChain, nft.Output, 0).Add(nft.MatchCtStateNew{}, nft.JumpTo(ChainEndpointsCheck))
 	check := t.Chain(ChainEndpointsCheck)
-	check.Add(VmapLookup{Fields: dispatchFields, Map: SetNoEndpointServices})
-	check.Add(nodePortIP, VmapLookup{Fields: portFields, Map: SetNoEndpointNodePorts})
+	check.Add(nft.VmapLookup{Fields: dispatchFields, Map: SetNoEndpointServices})
+	check.Add(nodePortIP, nft.VmapLookup{Fields: portFields, Map: SetNoEndpointNodePorts})
 
 	// Before DNAT (the destination is still the load balancer IP): drop
 	// traffic to load balancer IPs from outside loadBalancerSourceRanges.
-	pre := base(ChainFilterPrerouting, FilterChain, Prerouting, -110)
-	if f == IPv4 && hasLoopback(st.NodePortIPs) {
+	pre := base(ChainFilterPrerouting, nft.FilterChain, nft.Prerouting, -110)
+	if f == nft.IPv4 && hasLoopback(st.NodePortIPs) {
 		// Localhost NodePorts need route_localnet, which would also let
 		// other hosts reach the node's 127.0.0.0/8 services: drop what
 		// arrives for 127.0.0.0/8 from elsewhere (CVE-2020-8558).
 		loopback := netip.MustParsePrefix("127.0.0.0/8")
-		pre.Add(MatchPrefix{Field: FieldDaddr, Prefix: loopback}, MatchPrefix{Field: FieldSaddr, Negate: true, Prefix: loopback}, DropStmt)
+		pre.Add(nft.MatchPrefix{Field: nft.FieldDaddr, Prefix: loopback}, nft.MatchPrefix{Field: nft.FieldSaddr, Negate: true, Prefix: loopback}, nft.DropStmt)
 	}
-	pre.Add(MatchCtStateNew{}, VmapLookup{Fields: dispatchFields, Map: SetFirewallIPs})
-	base(ChainFilterOutputPreDNAT, FilterChain, Output, -110).Add(MatchCtStateNew{}, VmapLookup{Fields: dispatchFields, Map: SetFirewallIPs})
+	pre.Add(nft.MatchCtStateNew{}, nft.VmapLookup{Fields: dispatchFields, Map: SetFirewallIPs})
+	base(ChainFilterOutputPreDNAT, nft.FilterChain, nft.Output, -110).Add(nft.MatchCtStateNew{}, nft.VmapLookup{Fields: dispatchFields, Map: SetFirewallIPs})
 	rej := t.Chain(ChainReject)
-	rej.Add(MatchL4Proto{Proto: TCP}, RejectTCPReset{})
-	rej.Add(Reject{})
+	rej.Add(nft.MatchL4Proto{Proto: nft.TCP}, nft.RejectTCPReset{})
+	rej.Add(nft.Reject{})
 
 	// NAT: dispatch to service chains before routing; masquerade after.
-	base(ChainNATPrerouting, NATChain, Prerouting, -100).Add(JumpTo(ChainServices))
-	base(ChainNATOutput, NATChain, Output, -100).Add(JumpTo(ChainServices))
+	base(ChainNATPrerouting, nft.NATChain, nft.Prerouting, -100).Add(nft.JumpTo(ChainServices))
+	base(ChainNATOutput, nft.NATChain, nft.Output, -100).Add(nft.JumpTo(ChainServices))
 	services := t.Chain(ChainServices)
 	if m := masqueradeMatch(st, f); m != nil {
 		// One rule for all Services rather than one per service chain:
 		// every rule is a kernel object to commit.
-		services.Add(append(m, SetLookup{Fields: []Field{FieldDaddr}, Set: SetClusterIPs}, JumpTo(ChainMarkForMasquerade))...)
+		services.Add(append(m, nft.SetLookup{Fields: []nft.Field{nft.FieldDaddr}, Set: SetClusterIPs}, nft.JumpTo(ChainMarkForMasquerade))...)
 	}
 	// External traffic with externalTrafficPolicy Cluster is masqueraded.
-	services.Add(SetLookup{Fields: dispatchFields, Set: SetMasqueradeExternalIPs}, JumpTo(ChainMarkForMasquerade))
-	services.Add(VmapLookup{Fields: dispatchFields, Map: SetServiceIPs})
-	services.Add(nodePortIP, SetLookup{Fields: portFields, Set: SetMasqueradeNodePorts}, JumpTo(ChainMarkForMasquerade))
-	services.Add(nodePortIP, VmapLookup{Fields: portFields, Map: SetServiceNodePorts})
-	t.Chain(ChainMarkForMasquerade).Add(SetMarkBits{Bits: MasqueradeBit})
+	services.Add(nft.SetLookup{Fields: dispatchFields, Set: SetMasqueradeExternalIPs}, nft.JumpTo(ChainMarkForMasquerade))
+	services.Add(nft.VmapLookup{Fields: dispatchFields, Map: SetServiceIPs})
+	services.Add(nodePortIP, nft.SetLookup{Fields: portFields, Set: SetMasqueradeNodePorts}, nft.JumpTo(ChainMarkForMasquerade))
+	services.Add(nodePortIP, nft.VmapLookup{Fields: portFields, Map: SetServiceNodePorts})
+	t.Chain(ChainMarkForMasquerade).Add(nft.SetMarkBits{Bits: MasqueradeBit})
 
-	post := base(ChainNATPostrouting, NATChain, Postrouting, 100)
-	post.Add(MatchCtStatusDNAT{}, SetLookup{Fields: []Field{FieldSaddr, FieldDaddr}, Set: SetHairpin}, JumpTo(ChainMarkForMasquerade))
-	post.Add(MatchMarkUnset{Bits: MasqueradeBit}, ReturnStmt)
-	post.Add(ClearMarkBits{Bits: MasqueradeBit})
-	post.Add(Masquerade{})
+	post := base(ChainNATPostrouting, nft.NATChain, nft.Postrouting, 100)
+	post.Add(nft.MatchCtStatusDNAT{}, nft.SetLookup{Fields: []nft.Field{nft.FieldSaddr, nft.FieldDaddr}, Set: SetHairpin}, nft.JumpTo(ChainMarkForMasquerade))
+	post.Add(nft.MatchMarkUnset{Bits: MasqueradeBit}, nft.ReturnStmt)
+	post.Add(nft.ClearMarkBits{Bits: MasqueradeBit})
+	post.Add(nft.Masquerade{})
 }
 
 // fragment is what one service port contributes to one family's table:
 // its chains and, per set, its elements. Fragments are immutable once built.
 type fragment struct {
-	chains []*Chain
+	chains []*nft.Chain
 	// sets are the service port's own sets (session affinity).
-	sets     []*Set
-	elements map[string][]Element
+	sets     []*nft.Set
+	elements map[string][]nft.Element
 }
 
 // reserve makes room for n elements of a set.
 func (fr *fragment) reserve(set string, n int) {
 	if fr.elements == nil {
-		fr.elements = map[string][]Element{}
+		fr.elements = map[string][]nft.Element{}
 	}
 	if fr.elements[set] == nil && n > 0 {
-		fr.elements[set] = make([]Element, 0, n)
+		fr.elements[set] = make([]nft.Element, 0, n)
 	}
 }
 
-func (fr *fragment) put(set string, e Element) {
+func (fr *fragment) put(set string, e nft.Element) {
 	if fr.elements == nil {
-		fr.elements = map[string][]Element{}
+		fr.elements = map[string][]nft.Element{}
 	}
 	fr.elements[set] = append(fr.elements[set], e)
 }
@@ -119,7 +122,7 @@ func (fr *fragment) put(set string, e Element) {
 // serviceFragment builds one service port's fragment for family f (nil when
 // the service port has nothing in that family). The README describes what
 // each piece is for.
-func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment {
+func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *fragment {
 	proto, ok := ProtocolOf(sp.Protocol)
 	if !ok || sp.ID > MaxServicePortID {
 		// The proxier never hands out such IDs; a wrapped offset would
@@ -141,7 +144,7 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	sel := selectEndpoints(st, sp, f, external)
 	if len(sel.cluster) == 0 {
 		// No usable endpoint anywhere: reject, whatever the policies.
-		reject := GotoChain(ChainReject)
+		reject := nft.GotoChain(ChainReject)
 		for _, ip := range append(clusterIPs, externalIPs...) {
 			fr.put(SetNoEndpointServices, dispatchElement(ip, proto, sp.Port, reject))
 		}
@@ -168,8 +171,8 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	// fields, instead of three per endpoint: most of a large ruleset is
 	// endpoint elements.
 	n := int(nc + nl)
-	vals := make([]Value, 0, 5*n)
-	take := func(vs ...Value) []Value {
+	vals := make([]nft.Value, 0, 5*n)
+	take := func(vs ...nft.Value) []nft.Value {
 		i := len(vals)
 		vals = append(vals, vs...)
 		return vals[i:len(vals):len(vals)]
@@ -183,20 +186,20 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 			if aff != nil {
 				aff.endpoint(ep, off+uint32(i))
 			} else {
-				fr.put(epMap, Element{
-					Key:  take(NumValue(base + off + uint32(i))),
-					Data: take(AddrValue(ep.Addr), NumValue(uint32(ep.Port))),
+				fr.put(epMap, nft.Element{
+					Key:  take(nft.NumValue(base + off + uint32(i))),
+					Data: take(nft.AddrValue(ep.Addr), nft.NumValue(uint32(ep.Port))),
 				})
 			}
 			if !hairpinned[ep.Addr] {
 				hairpinned[ep.Addr] = true
-				fr.put(SetHairpin, Element{Key: take(AddrValue(ep.Addr), AddrValue(ep.Addr))})
+				fr.put(SetHairpin, nft.Element{Key: take(nft.AddrValue(ep.Addr), nft.AddrValue(ep.Addr))})
 			}
 		}
 	}
 	put(sel.cluster[:nc], 0)
 	put(sel.local, nc)
-	dnat := func(off, n uint32) []Stmt {
+	dnat := func(off, n uint32) []nft.Stmt {
 		if aff != nil {
 			eps := sel.local // the block: cluster-wide at [0, nc), local after
 			if off == 0 && nc > 0 {
@@ -204,16 +207,16 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 			}
 			return aff.dispatch(eps[:n], off)
 		}
-		return []Stmt{MatchL4Proto{Proto: proto}, DNATToEndpoint{Count: n, Offset: base + off, Map: epMap}}
+		return []nft.Stmt{nft.MatchL4Proto{Proto: proto}, nft.DNATToEndpoint{Count: n, Offset: base + off, Map: epMap}}
 	}
-	toCluster := func(match ...Stmt) []Stmt { return append(match, dnat(0, nc)...) }
+	toCluster := func(match ...nft.Stmt) []nft.Stmt { return append(match, dnat(0, nc)...) }
 
 	// Internal traffic: the ClusterIPs.
 	svcName := ServiceChainName(sp.Name)
-	internal := GotoChain(svcName)
+	internal := nft.GotoChain(svcName)
 	switch {
 	case sp.InternalPolicyLocal && nl == 0:
-		internal = DropStmt // upstream: no local endpoint -> DROP
+		internal = nft.DropStmt // upstream: no local endpoint -> DROP
 	case sp.InternalPolicyLocal:
 		fr.chain(svcName).Add(dnat(nc, nl)...)
 	default:
@@ -221,7 +224,7 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 	}
 	for _, ip := range clusterIPs {
 		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, internal))
-		fr.put(SetClusterIPs, Element{Key: []Value{AddrValue(ip)}})
+		fr.put(SetClusterIPs, nft.Element{Key: []nft.Value{nft.AddrValue(ip)}})
 	}
 	if !external {
 		return fr
@@ -241,44 +244,44 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f Family) *fragment
 			// and goes to all endpoints; everyone else reaches only the
 			// local endpoints and keeps its address.
 			for _, p := range st.ClusterCIDRs {
-				if FamilyOf(p.Addr()) == f && p.Bits() > 0 {
-					ext.Add(toCluster(MatchPrefix{Field: FieldSaddr, Prefix: p.Masked()})...)
+				if nft.FamilyOf(p.Addr()) == f && p.Bits() > 0 {
+					ext.Add(toCluster(nft.MatchPrefix{Field: nft.FieldSaddr, Prefix: p.Masked()})...)
 				}
 			}
-			ext.Add(MatchFibSaddrLocal{}, JumpTo(ChainMarkForMasquerade))
-			ext.Add(toCluster(MatchFibSaddrLocal{})...)
+			ext.Add(nft.MatchFibSaddrLocal{}, nft.JumpTo(ChainMarkForMasquerade))
+			ext.Add(toCluster(nft.MatchFibSaddrLocal{})...)
 			if nl > 0 {
 				ext.Add(dnat(nc, nl)...)
 			} else {
-				ext.Add(DropStmt) // upstream: no local endpoint -> DROP
+				ext.Add(nft.DropStmt) // upstream: no local endpoint -> DROP
 			}
 		} else {
 			ext.Add(toCluster()...)
 		}
 	}
 	for _, ip := range externalIPs {
-		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, GotoChain(target)))
+		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, nft.GotoChain(target)))
 		if !sp.ExternalPolicyLocal {
-			fr.put(SetMasqueradeExternalIPs, Element{Key: dispatchKey(ip, proto, sp.Port)})
+			fr.put(SetMasqueradeExternalIPs, nft.Element{Key: dispatchKey(ip, proto, sp.Port)})
 		}
 	}
 	if sp.NodePort != 0 {
-		fr.put(SetServiceNodePorts, nodePortElement(proto, sp.NodePort, GotoChain(target)))
+		fr.put(SetServiceNodePorts, nodePortElement(proto, sp.NodePort, nft.GotoChain(target)))
 		if !sp.ExternalPolicyLocal {
-			fr.put(SetMasqueradeNodePorts, Element{Key: []Value{NumValue(uint32(proto)), NumValue(uint32(sp.NodePort))}})
+			fr.put(SetMasqueradeNodePorts, nft.Element{Key: []nft.Value{nft.NumValue(uint32(proto)), nft.NumValue(uint32(sp.NodePort))}})
 		}
 	}
 	return fr
 }
 
 // chain returns the fragment's chain of that name, creating it.
-func (fr *fragment) chain(name string) *Chain {
+func (fr *fragment) chain(name string) *nft.Chain {
 	for _, c := range fr.chains {
 		if c.Name == name {
 			return c
 		}
 	}
-	c := &Chain{Name: name}
+	c := &nft.Chain{Name: name}
 	fr.chains = append(fr.chains, c)
 	return c
 }
@@ -298,7 +301,7 @@ type endpointSelection struct {
 
 // selectEndpoints picks the endpoint sets of a service port in family f,
 // capped so that both fit the service port's block of the endpoint map.
-func selectEndpoints(st *model.State, sp *model.ServicePort, f Family, external bool) endpointSelection {
+func selectEndpoints(st *model.State, sp *model.ServicePort, f nft.Family, external bool) endpointSelection {
 	// Every choice (ready or terminating, topology hints) is made per
 	// family, as upstream's per-family proxiers make it.
 	fam := *sp
@@ -327,21 +330,21 @@ func selectEndpoints(st *model.State, sp *model.ServicePort, f Family, external 
 // port's block of the endpoint map (MaxEndpoints per service port and
 // family, shared by the cluster-wide and the local endpoints); nil when
 // everything fits. The proxier reports these.
-func EndpointsOverLimit(st *model.State, sp *model.ServicePort) map[Family]int {
+func EndpointsOverLimit(st *model.State, sp *model.ServicePort) map[nft.Family]int {
 	// Both selections are subsets of the endpoints: with at most
 	// MaxEndpoints/2 of them everything fits.
 	if len(sp.Endpoints) <= MaxEndpoints/2 {
 		return nil
 	}
-	var out map[Family]int
-	for _, f := range Families {
+	var out map[nft.Family]int
+	for _, f := range nft.Families {
 		if len(addrsOfFamily(sp.ClusterIPs, f)) == 0 {
 			continue // nothing is programmed in this family
 		}
 		sel := selectEndpoints(st, sp, f, externalIn(sp, f))
 		if sel.dropped > 0 {
 			if out == nil {
-				out = map[Family]int{}
+				out = map[nft.Family]int{}
 			}
 			out[f] = sel.dropped
 		}
@@ -351,7 +354,7 @@ func EndpointsOverLimit(st *model.State, sp *model.ServicePort) map[Family]int {
 
 // externalIn reports whether a service port is reachable from outside in
 // family f: a NodePort, or an external or load balancer IP of f.
-func externalIn(sp *model.ServicePort, f Family) bool {
+func externalIn(sp *model.ServicePort, f nft.Family) bool {
 	return sp.NodePort != 0 || len(addrsOfFamily(sp.ExternalIPs, f)) > 0 || len(addrsOfFamily(sp.LoadBalancerIPs, f)) > 0
 }
 
@@ -362,14 +365,14 @@ func externalIn(sp *model.ServicePort, f Family) bool {
 // balancer IPs of this family is dropped: nftproxy fails closed where
 // upstream would leave that family open. A /0 range allows everyone: no
 // firewall.
-func firewallFragment(fr *fragment, sp *model.ServicePort, f Family, lbIPs []netip.Addr) {
+func firewallFragment(fr *fragment, sp *model.ServicePort, f nft.Family, lbIPs []netip.Addr) {
 	if sp.SourceRanges == nil || len(lbIPs) == 0 {
 		return
 	}
 	proto, _ := ProtocolOf(sp.Protocol)
 	var ranges []netip.Prefix
 	for _, r := range sp.SourceRanges {
-		if FamilyOf(r.Addr()) != f {
+		if nft.FamilyOf(r.Addr()) != f {
 			continue
 		}
 		if r.Bits() == 0 {
@@ -377,26 +380,26 @@ func firewallFragment(fr *fragment, sp *model.ServicePort, f Family, lbIPs []net
 		}
 		ranges = append(ranges, r.Masked())
 	}
-	verdict := DropStmt
+	verdict := nft.DropStmt
 	if len(ranges) > 0 {
 		name := FirewallChainName(sp.Name)
 		fw := fr.chain(name)
 		for _, r := range ranges {
-			fw.Add(MatchPrefix{Field: FieldSaddr, Prefix: r}, ReturnStmt)
+			fw.Add(nft.MatchPrefix{Field: nft.FieldSaddr, Prefix: r}, nft.ReturnStmt)
 		}
-		fw.Add(DropStmt)
-		verdict = GotoChain(name)
+		fw.Add(nft.DropStmt)
+		verdict = nft.GotoChain(name)
 	}
 	for _, ip := range lbIPs {
 		fr.put(SetFirewallIPs, dispatchElement(ip, proto, sp.Port, verdict))
 	}
 }
 
-func addrsOfFamily(ips []netip.Addr, f Family) []netip.Addr {
+func addrsOfFamily(ips []netip.Addr, f nft.Family) []netip.Addr {
 	var out []netip.Addr
 	seen := map[netip.Addr]bool{}
 	for _, ip := range ips {
-		if FamilyOf(ip) == f && !seen[ip] {
+		if nft.FamilyOf(ip) == f && !seen[ip] {
 			seen[ip] = true
 			out = append(out, ip)
 		}
@@ -413,49 +416,49 @@ func hasLoopback(ips []netip.Addr) bool {
 	return false
 }
 
-func newEndpointMap(f Family, p Protocol, name string) *Set {
-	return &Set{Name: name, Key: []Datatype{TypeIndex}, Data: []Datatype{AddrType(f), TypeInetService}, Proto: p}
+func newEndpointMap(f nft.Family, p nft.Protocol, name string) *nft.Set {
+	return &nft.Set{Name: name, Key: []nft.Datatype{nft.TypeIndex}, Data: []nft.Datatype{nft.AddrType(f), nft.TypeInetService}, Proto: p}
 }
 
 // masqueradeMatch returns the statements that select ClusterIP traffic to
 // masquerade in family f: everything with --masquerade-all, else traffic
 // from outside the cluster CIDRs of that family, else nothing (nil).
-func masqueradeMatch(st *model.State, f Family) []Stmt {
+func masqueradeMatch(st *model.State, f nft.Family) []nft.Stmt {
 	if st.MasqueradeAll {
-		return []Stmt{}
+		return []nft.Stmt{}
 	}
-	var m []Stmt
+	var m []nft.Stmt
 	for _, p := range st.ClusterCIDRs {
-		if FamilyOf(p.Addr()) == f {
-			m = append(m, MatchPrefix{Field: FieldSaddr, Negate: true, Prefix: p.Masked()})
+		if nft.FamilyOf(p.Addr()) == f {
+			m = append(m, nft.MatchPrefix{Field: nft.FieldSaddr, Negate: true, Prefix: p.Masked()})
 		}
 	}
 	return m
 }
 
-func dispatchElement(ip netip.Addr, p Protocol, port uint16, v Stmt) Element {
-	verdict := v.(VerdictStmt).Verdict
-	return Element{Key: dispatchKey(ip, p, port), Verdict: &verdict}
+func dispatchElement(ip netip.Addr, p nft.Protocol, port uint16, v nft.Stmt) nft.Element {
+	verdict := v.(nft.VerdictStmt).Verdict
+	return nft.Element{Key: dispatchKey(ip, p, port), Verdict: &verdict}
 }
 
-func dispatchKey(ip netip.Addr, p Protocol, port uint16) []Value {
-	return []Value{AddrValue(ip), NumValue(uint32(p)), NumValue(uint32(port))}
+func dispatchKey(ip netip.Addr, p nft.Protocol, port uint16) []nft.Value {
+	return []nft.Value{nft.AddrValue(ip), nft.NumValue(uint32(p)), nft.NumValue(uint32(port))}
 }
 
-func nodePortElement(p Protocol, port uint16, v Stmt) Element {
-	verdict := v.(VerdictStmt).Verdict
-	return Element{Key: []Value{NumValue(uint32(p)), NumValue(uint32(port))}, Verdict: &verdict}
+func nodePortElement(p nft.Protocol, port uint16, v nft.Stmt) nft.Element {
+	verdict := v.(nft.VerdictStmt).Verdict
+	return nft.Element{Key: []nft.Value{nft.NumValue(uint32(p)), nft.NumValue(uint32(port))}, Verdict: &verdict}
 }
 
 // endpointsOfFamily returns the endpoints of family f: eps itself
 // (read-only) when all are, as on single-stack clusters.
-func endpointsOfFamily(eps []model.Endpoint, f Family) []model.Endpoint {
-	if !slices.ContainsFunc(eps, func(ep model.Endpoint) bool { return FamilyOf(ep.Addr) != f }) {
+func endpointsOfFamily(eps []model.Endpoint, f nft.Family) []model.Endpoint {
+	if !slices.ContainsFunc(eps, func(ep model.Endpoint) bool { return nft.FamilyOf(ep.Addr) != f }) {
 		return eps[:len(eps):len(eps)]
 	}
 	var out []model.Endpoint
 	for _, ep := range eps {
-		if FamilyOf(ep.Addr) == f {
+		if nft.FamilyOf(ep.Addr) == f {
 			out = append(out, ep)
 		}
 	}
@@ -463,14 +466,14 @@ func endpointsOfFamily(eps []model.Endpoint, f Family) []model.Endpoint {
 }
 
 // ProtocolOf converts a Service protocol.
-func ProtocolOf(p v1.Protocol) (Protocol, bool) {
+func ProtocolOf(p v1.Protocol) (nft.Protocol, bool) {
 	switch p {
 	case v1.ProtocolTCP:
-		return TCP, true
+		return nft.TCP, true
 	case v1.ProtocolUDP:
-		return UDP, true
+		return nft.UDP, true
 	case v1.ProtocolSCTP:
-		return SCTP, true
+		return nft.SCTP, true
 	}
 	return 0, false
 }

@@ -1,6 +1,7 @@
 package nftrules
 
 import (
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"net/netip"
 	"strconv"
 	"time"
@@ -21,7 +22,7 @@ const defaultAffinityTimeout = 10800 * time.Second
 type affinity struct {
 	fr      *fragment
 	sp      *model.ServicePort
-	proto   Protocol
+	proto   nft.Protocol
 	base    uint32
 	timeout time.Duration
 	// endpoint chains built so far, by endpoint: the same endpoint may be in
@@ -29,7 +30,7 @@ type affinity struct {
 	built map[netip.AddrPort]bool
 }
 
-func newAffinity(fr *fragment, sp *model.ServicePort, proto Protocol, base uint32) *affinity {
+func newAffinity(fr *fragment, sp *model.ServicePort, proto nft.Protocol, base uint32) *affinity {
 	timeout := time.Duration(sp.AffinityTimeoutSeconds) * time.Second
 	if timeout <= 0 {
 		timeout = defaultAffinityTimeout
@@ -41,34 +42,34 @@ func newAffinity(fr *fragment, sp *model.ServicePort, proto Protocol, base uint3
 func (a *affinity) endpoint(ep model.Endpoint, off uint32) {
 	to := ep.AddrPort()
 	sep := EndpointChainName(a.sp.Name, to)
-	a.fr.put(EndpointChainsMapName(a.sp.ID), Element{Key: []Value{NumValue(a.base + off)}, Verdict: &Verdict{Kind: Goto, Chain: sep}})
+	a.fr.put(EndpointChainsMapName(a.sp.ID), nft.Element{Key: []nft.Value{nft.NumValue(a.base + off)}, Verdict: &nft.Verdict{Kind: nft.Goto, Chain: sep}})
 	if a.built[to] {
 		return
 	}
 	a.built[to] = true
 	set := AffinitySetName(a.sp.Name, to, a.timeout)
-	a.fr.sets = append(a.fr.sets, &Set{Name: set, Key: []Datatype{AddrType(FamilyOf(ep.Addr))}, Dynamic: true, Timeout: a.timeout})
+	a.fr.sets = append(a.fr.sets, &nft.Set{Name: set, Key: []nft.Datatype{nft.AddrType(nft.FamilyOf(ep.Addr))}, Dynamic: true, Timeout: a.timeout})
 	c := a.fr.chain(sep)
-	c.Add(UpdateSourceSet{Set: set})
-	c.Add(MatchL4Proto{Proto: a.proto}, DNATTo{To: to})
+	c.Add(nft.UpdateSourceSet{Set: set})
+	c.Add(nft.MatchL4Proto{Proto: a.proto}, nft.DNATTo{To: to})
 }
 
 // dispatch returns the statements that send traffic to the endpoints at
 // [off, off+len(eps)) of the block: a goto to that range's chain, which
 // honours affinity and otherwise picks at random.
-func (a *affinity) dispatch(eps []model.Endpoint, off uint32) []Stmt {
+func (a *affinity) dispatch(eps []model.Endpoint, off uint32) []nft.Stmt {
 	name := chainName("sva", a.sp.Name.String()+"/"+strconv.Itoa(int(off)))
 	c := a.fr.chain(name)
 	if len(c.Rules) == 0 {
 		for _, ep := range eps {
-			c.Add(SetLookup{Fields: []Field{FieldSaddr}, Set: AffinitySetName(a.sp.Name, ep.AddrPort(), a.timeout)},
-				GotoChain(EndpointChainName(a.sp.Name, ep.AddrPort())))
+			c.Add(nft.SetLookup{Fields: []nft.Field{nft.FieldSaddr}, Set: AffinitySetName(a.sp.Name, ep.AddrPort(), a.timeout)},
+				nft.GotoChain(EndpointChainName(a.sp.Name, ep.AddrPort())))
 		}
-		c.Add(NumgenVmap{Count: uint32(len(eps)), Offset: a.base + off, Map: EndpointChainsMapName(a.sp.ID)})
+		c.Add(nft.NumgenVmap{Count: uint32(len(eps)), Offset: a.base + off, Map: EndpointChainsMapName(a.sp.ID)})
 	}
-	return []Stmt{GotoChain(name)}
+	return []nft.Stmt{nft.GotoChain(name)}
 }
 
-func newEndpointChainsMap(name string) *Set {
-	return &Set{Name: name, Key: []Datatype{TypeIndex}, Verdict: true}
+func newEndpointChainsMap(name string) *nft.Set {
+	return &nft.Set{Name: name, Key: []nft.Datatype{nft.TypeIndex}, Verdict: true}
 }

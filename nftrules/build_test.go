@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -104,9 +105,9 @@ func TestBuildEndpointCountChangeIsLocal(t *testing.T) {
 // changes lists the chains (by rendered rules) and set elements (by key
 // and value) that differ between two rulesets, as "family chain name" and
 // "family set key", sorted.
-func changes(a, b *nftrules.Ruleset) []string {
+func changes(a, b *nft.Ruleset) []string {
 	var out []string
-	for _, f := range nftrules.Families {
+	for _, f := range nft.Families {
 		ta, tb := a.Table(f), b.Table(f)
 		for _, name := range unionKeys(ta.Chains, tb.Chains) {
 			if renderChain(ta.Chains[name], f) != renderChain(tb.Chains[name], f) {
@@ -132,7 +133,7 @@ func changes(a, b *nftrules.Ruleset) []string {
 	return out
 }
 
-func renderChain(c *nftrules.Chain, f nftrules.Family) string {
+func renderChain(c *nft.Chain, f nft.Family) string {
 	if c == nil {
 		return "<none>"
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -36,23 +37,23 @@ func newKernelSim() *kernelSim {
 }
 
 // ruleUses lists the chains and sets a rule names.
-func ruleUses(r *nftrules.Rule) []string {
+func ruleUses(r *nft.Rule) []string {
 	var out []string
 	for _, s := range r.Stmts {
 		switch s := s.(type) {
-		case nftrules.VerdictStmt:
+		case nft.VerdictStmt:
 			if s.Chain != "" {
 				out = append(out, "chain "+s.Chain)
 			}
-		case nftrules.SetLookup:
+		case nft.SetLookup:
 			out = append(out, "set "+s.Set)
-		case nftrules.VmapLookup:
+		case nft.VmapLookup:
 			out = append(out, "set "+s.Map)
-		case nftrules.DNATToEndpoint:
+		case nft.DNATToEndpoint:
 			out = append(out, "set "+s.Map)
-		case nftrules.NumgenVmap:
+		case nft.NumgenVmap:
 			out = append(out, "set "+s.Map)
-		case nftrules.UpdateSourceSet:
+		case nft.UpdateSourceSet:
 			out = append(out, "set "+s.Set)
 		}
 	}
@@ -88,7 +89,7 @@ func (k *kernelSim) exists(f, what string) bool {
 	return found
 }
 
-func (k *kernelSim) apply(t testing.TB, tx *nftrules.Transaction) {
+func (k *kernelSim) apply(t testing.TB, tx *nft.Transaction) {
 	t.Helper()
 	for _, op := range tx.Ops {
 		f := string(op.Family) + "/"
@@ -100,39 +101,39 @@ func (k *kernelSim) apply(t testing.TB, tx *nftrules.Transaction) {
 			what = "set " + op.Set.Name
 		}
 		switch op.Kind {
-		case nftrules.OpFlushChain, nftrules.OpDelChain, nftrules.OpDelSet, nftrules.OpAddRule, nftrules.OpAddElements, nftrules.OpDelElements:
+		case nft.OpFlushChain, nft.OpDelChain, nft.OpDelSet, nft.OpAddRule, nft.OpAddElements, nft.OpDelElements:
 			if !k.exists(f, what) {
 				t.Fatalf("%s %s: no such %s", op.Family, op.Kind, what)
 			}
 		}
 		switch op.Kind {
-		case nftrules.OpDelTable:
+		case nft.OpDelTable:
 			for _, m := range []map[string][]string{k.chains, k.uses} {
 				maps.DeleteFunc(m, func(name string, _ []string) bool { return strings.HasPrefix(name, f) })
 			}
 			maps.DeleteFunc(k.sets, func(name string, _ map[string]string) bool { return strings.HasPrefix(name, f) })
-		case nftrules.OpAddSet:
+		case nft.OpAddSet:
 			if !k.exists(f, what) {
 				k.sets[f+op.Set.Name] = map[string]string{}
 			}
-		case nftrules.OpDelSet:
+		case nft.OpDelSet:
 			if k.used(f, what) {
 				t.Fatalf("%s delete of %s, still used by a rule", op.Family, what)
 			}
 			delete(k.sets, f+op.Set.Name)
-		case nftrules.OpAddChain:
+		case nft.OpAddChain:
 			if !k.exists(f, what) {
 				k.chains[f+op.Chain.Name] = nil
 			}
-		case nftrules.OpFlushChain:
+		case nft.OpFlushChain:
 			k.chains[f+op.Chain.Name], k.uses[f+op.Chain.Name] = nil, nil
-		case nftrules.OpDelChain:
+		case nft.OpDelChain:
 			if len(k.chains[f+op.Chain.Name]) > 0 || k.used(f, what) {
 				t.Fatalf("%s delete of %s, which has rules or is still jumped to", op.Family, what)
 			}
 			delete(k.chains, f+op.Chain.Name)
 			delete(k.uses, f+op.Chain.Name)
-		case nftrules.OpAddRule:
+		case nft.OpAddRule:
 			uses := ruleUses(op.Rule)
 			for _, u := range uses {
 				if !k.exists(f, u) {
@@ -141,7 +142,7 @@ func (k *kernelSim) apply(t testing.TB, tx *nftrules.Transaction) {
 			}
 			k.chains[f+op.Chain.Name] = append(k.chains[f+op.Chain.Name], op.Rule.Render(op.Family))
 			k.uses[f+op.Chain.Name] = append(k.uses[f+op.Chain.Name], uses...)
-		case nftrules.OpAddElements:
+		case nft.OpAddElements:
 			s := k.sets[f+op.Set.Name]
 			for _, e := range op.Elements {
 				if v, ok := s[e.KeyString()]; ok && v != e.ValueString() {
@@ -152,7 +153,7 @@ func (k *kernelSim) apply(t testing.TB, tx *nftrules.Transaction) {
 				}
 				s[e.KeyString()] = e.ValueString()
 			}
-		case nftrules.OpDelElements:
+		case nft.OpDelElements:
 			s := k.sets[f+op.Set.Name]
 			for _, e := range op.Elements {
 				if _, ok := s[e.KeyString()]; !ok {
@@ -164,7 +165,7 @@ func (k *kernelSim) apply(t testing.TB, tx *nftrules.Transaction) {
 	}
 }
 
-func (k *kernelSim) matches(rs *nftrules.Ruleset) error {
+func (k *kernelSim) matches(rs *nft.Ruleset) error {
 	want := newKernelSim()
 	for f, t := range rs.Tables {
 		for name, c := range t.Chains {
@@ -346,7 +347,7 @@ func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 		w := newWorld(st.NodePortIPs)
 		b := nftrules.NewBuilder()
 		kernel := newKernelSim()
-		var applied *nftrules.Ruleset
+		var applied *nft.Ruleset
 		for step := 0; step < 60; step++ {
 			// Up to three changes per Build, as one multi-port Service
 			// changes several service ports at once.
@@ -358,7 +359,7 @@ func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 			if g, w := got.Render(), nftrules.Build(st).Render(); g != w {
 				t.Fatalf("seed %d step %d: incremental build differs from Build:\n%s\nwant\n%s", seed, step, g, w)
 			}
-			kernel.apply(t, nftrules.Diff(applied, got))
+			kernel.apply(t, nft.Diff(applied, got))
 			if err := kernel.matches(got); err != nil {
 				t.Fatalf("seed %d step %d: %v", seed, step, err)
 			}

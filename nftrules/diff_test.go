@@ -7,11 +7,12 @@ import (
 	"testing"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
 // opSummary lists a transaction's verbs as "verb target (n)" lines.
-func opSummary(tx *nftrules.Transaction) []string {
+func opSummary(tx *nft.Transaction) []string {
 	var out []string
 	for _, op := range tx.Ops {
 		target := ""
@@ -37,7 +38,7 @@ func TestDiffOfOneChangeAmong1000Services(t *testing.T) {
 	before := b.Build(st)
 	sp := st.Services[500]
 	chain := nftrules.ServiceChainName(sp.Name)
-	epMap := nftrules.EndpointMapName(nftrules.TCP, sp.ID)
+	epMap := nftrules.EndpointMapName(nft.TCP, sp.ID)
 
 	cases := []struct {
 		name   string
@@ -81,8 +82,8 @@ func TestDiffOfOneChangeAmong1000Services(t *testing.T) {
 			next := *st
 			next.Services = append([]*model.ServicePort(nil), st.Services...)
 			next.Services[500] = &changed
-			tx := nftrules.Diff(before, nftrules.NewBuilder().Build(&next))
-			incremental := nftrules.Diff(before, b.Build(&next))
+			tx := nft.Diff(before, nftrules.NewBuilder().Build(&next))
+			incremental := nft.Diff(before, b.Build(&next))
 			b.Build(st) // back to the starting point for the next case
 			for _, got := range [][]string{opSummary(tx), opSummary(incremental)} {
 				if len(got) != len(tc.want) {

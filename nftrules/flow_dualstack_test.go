@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // Dual-stack edge cases: each family's table serves only that family's
@@ -45,7 +46,7 @@ func TestFlowNodeWithoutIPv6(t *testing.T) {
 		readyEP("10.1.0.80:8080"), readyEP("[fd00:1::80]:8080")))
 	st.NoIPv6 = true
 	rs := nftrules.Build(st)
-	if fams := rs.SortedFamilies(); len(fams) != 1 || fams[0] != nftrules.IPv4 {
+	if fams := rs.SortedFamilies(); len(fams) != 1 || fams[0] != nft.IPv4 {
 		t.Fatalf("tables %v, want only ip", fams)
 	}
 	checkPacketFlows(t, st, []packetFlow{

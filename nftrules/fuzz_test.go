@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -213,7 +214,7 @@ func FuzzBuilderIncremental(f *testing.F) {
 	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, src *byteSource, w *fuzzedWorld, st *model.State) {
 		b := nftrules.NewBuilder()
 		kernel := newKernelSim()
-		var applied *nftrules.Ruleset
+		var applied *nft.Ruleset
 		for i := 0; i < 40 && (i == 0 || len(src.data) > 0); i++ {
 			step(r, st, w.world)
 			checkClaims(t, st, w.deny)
@@ -221,13 +222,13 @@ func FuzzBuilderIncremental(f *testing.F) {
 			if g, want := got.Render(), nftrules.Build(st).Render(); g != want {
 				t.Fatalf("step %d: incremental build differs from Build:\n%s", i, lineDiff(want, g))
 			}
-			kernel.apply(t, nftrules.Diff(applied, got))
+			kernel.apply(t, nft.Diff(applied, got))
 			if err := kernel.matches(got); err != nil {
 				t.Fatalf("step %d: %v", i, err)
 			}
 			applied = got
 		}
-		if tx := nftrules.Diff(applied, nftrules.Build(st)); !tx.Empty() {
+		if tx := nft.Diff(applied, nftrules.Build(st)); !tx.Empty() {
 			t.Fatalf("Diff of equal rulesets: %v", opSummary(tx))
 		}
 	})
@@ -257,30 +258,30 @@ func FuzzDiff(f *testing.F) {
 		ra, rb := nftrules.Build(&a), nftrules.Build(&b)
 		for _, tc := range []struct {
 			name string
-			x, y *nftrules.Ruleset
+			x, y *nft.Ruleset
 		}{{"a", ra, ra}, {"b", rb, rb}, {"a, built twice", ra, nftrules.Build(&a)}, {"b, built twice", rb, nftrules.Build(&b)}} {
-			if tx := nftrules.Diff(tc.x, tc.y); !tx.Empty() {
+			if tx := nft.Diff(tc.x, tc.y); !tx.Empty() {
 				t.Fatalf("Diff of equal rulesets (%s): %v", tc.name, opSummary(tx))
 			}
 		}
 
 		kernel := newKernelSim()
-		kernel.apply(t, nftrules.Diff(nil, ra))
+		kernel.apply(t, nft.Diff(nil, ra))
 		if err := kernel.matches(ra); err != nil {
 			t.Fatalf("a from nothing: %v", err)
 		}
-		kernel.apply(t, nftrules.Diff(ra, rb))
+		kernel.apply(t, nft.Diff(ra, rb))
 		if err := kernel.matches(rb); err != nil {
 			t.Fatalf("a to b: %v", err)
 		}
 
 		// A full sync: live is what the kernel holding a hands back.
-		if tx := nftrules.Diff(nftrules.LiveCopy(ra), ra); !tx.Empty() {
+		if tx := nft.Diff(nftrules.LiveCopy(ra), ra); !tx.Empty() {
 			t.Fatalf("Diff of a read back from the kernel and a: %v", opSummary(tx))
 		}
 		resync := newKernelSim()
-		resync.apply(t, nftrules.Diff(nil, ra))
-		resync.apply(t, nftrules.Diff(nftrules.LiveCopy(ra), rb))
+		resync.apply(t, nft.Diff(nil, ra))
+		resync.apply(t, nft.Diff(nftrules.LiveCopy(ra), rb))
 		if err := resync.matches(rb); err != nil {
 			t.Fatalf("a read back to b: %v", err)
 		}
@@ -289,8 +290,8 @@ func FuzzDiff(f *testing.F) {
 		pa := builder.Build(&a)
 		pb := builder.Build(&b)
 		incremental := newKernelSim()
-		incremental.apply(t, nftrules.Diff(nil, pa))
-		incremental.apply(t, nftrules.Diff(pa, pb))
+		incremental.apply(t, nft.Diff(nil, pa))
+		incremental.apply(t, nft.Diff(pa, pb))
 		if err := incremental.matches(rb); err != nil {
 			t.Fatalf("a to b through a Builder: %v", err)
 		}
@@ -304,15 +305,15 @@ func FuzzDiff(f *testing.F) {
 // to every address and NodePort of every service port: the tracer must
 // find the ruleset consistent (no missing chain, set or endpoint entry,
 // no dnat without its protocol match, no jump loop).
-func checkTraces(t *testing.T, st *model.State, rs *nftrules.Ruleset) {
+func checkTraces(t *testing.T, st *model.State, rs *nft.Ruleset) {
 	t.Helper()
-	srcs := map[nftrules.Family][]netip.Addr{
-		nftrules.IPv4: {netip.MustParseAddr("10.244.1.1"), netip.MustParseAddr("203.0.113.200"), nodeAddr4},
-		nftrules.IPv6: {netip.MustParseAddr("fd44::1"), netip.MustParseAddr("2001:db8::200"), nodeAddr6},
+	srcs := map[nft.Family][]netip.Addr{
+		nft.IPv4: {netip.MustParseAddr("10.244.1.1"), netip.MustParseAddr("203.0.113.200"), nodeAddr4},
+		nft.IPv6: {netip.MustParseAddr("fd44::1"), netip.MustParseAddr("2001:db8::200"), nodeAddr6},
 	}
 	paths := []trace.Path{trace.FromPod, trace.Forwarded, trace.LocalOut}
 	run := func(pkt trace.Packet) {
-		if _, ok := rs.Tables[nftrules.FamilyOf(pkt.Dst)]; !ok {
+		if _, ok := rs.Tables[nft.FamilyOf(pkt.Dst)]; !ok {
 			return
 		}
 		if _, err := trace.Trace(rs, pkt); err != nil {
@@ -322,20 +323,20 @@ func checkTraces(t *testing.T, st *model.State, rs *nftrules.Ruleset) {
 	for _, sp := range st.Services {
 		proto, _ := nftrules.ProtocolOf(sp.Protocol)
 		for _, ip := range slices.Concat(sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs) {
-			for i, src := range srcs[nftrules.FamilyOf(ip)] {
+			for i, src := range srcs[nft.FamilyOf(ip)] {
 				run(trace.Packet{Src: src, Dst: ip, Proto: proto, DstPort: sp.Port, Path: paths[i]})
 			}
 		}
 		for _, ip := range st.NodePortIPs {
 			if sp.NodePort != 0 {
-				run(trace.Packet{Src: srcs[nftrules.FamilyOf(ip)][1], Dst: ip, Proto: proto, DstPort: sp.NodePort, Path: trace.ToLocal})
+				run(trace.Packet{Src: srcs[nft.FamilyOf(ip)][1], Dst: ip, Proto: proto, DstPort: sp.NodePort, Path: trace.ToLocal})
 			}
 		}
 	}
 }
 
 // eachRule calls fn for every rule of rs, by family and chain name.
-func eachRule(rs *nftrules.Ruleset, fn func(f nftrules.Family, c *nftrules.Chain, r nftrules.Rule)) {
+func eachRule(rs *nft.Ruleset, fn func(f nft.Family, c *nft.Chain, r nft.Rule)) {
 	for _, f := range rs.SortedFamilies() {
 		for _, c := range rs.Tables[f].SortedChains() {
 			for _, r := range c.Rules {
@@ -347,13 +348,13 @@ func eachRule(rs *nftrules.Ruleset, fn func(f nftrules.Family, c *nftrules.Chain
 
 // checkRulesRoundTrip checks ParseRule(f, r.Render(f)) == r for every rule
 // of rs and returns how many there are.
-func checkRulesRoundTrip(t testing.TB, rs *nftrules.Ruleset) int {
+func checkRulesRoundTrip(t testing.TB, rs *nft.Ruleset) int {
 	t.Helper()
 	n := 0
-	eachRule(rs, func(f nftrules.Family, c *nftrules.Chain, r nftrules.Rule) {
+	eachRule(rs, func(f nft.Family, c *nft.Chain, r nft.Rule) {
 		n++
 		text := r.Render(f)
-		got, err := nftrules.ParseRule(f, text)
+		got, err := nft.ParseRule(f, text)
 		if err != nil {
 			t.Errorf("%s chain %s: %v", f, c.Name, err)
 		} else if !reflect.DeepEqual(got, r) {
@@ -369,9 +370,9 @@ func checkRulesRoundTrip(t testing.TB, rs *nftrules.Ruleset) int {
 // rules Build renders for the rich States of parse_test.go and for fuzzed
 // worlds, and the foreign texts ParseRule must refuse.
 func FuzzParseRule(f *testing.F) {
-	add := func(rs *nftrules.Ruleset) {
-		eachRule(rs, func(fam nftrules.Family, _ *nftrules.Chain, r nftrules.Rule) {
-			f.Add(fam == nftrules.IPv6, r.Render(fam))
+	add := func(rs *nft.Ruleset) {
+		eachRule(rs, func(fam nft.Family, _ *nft.Chain, r nft.Rule) {
+			f.Add(fam == nft.IPv6, r.Render(fam))
 		})
 	}
 	add(nftrules.Build(richState(false)))
@@ -388,16 +389,16 @@ func FuzzParseRule(f *testing.F) {
 		f.Add(false, text)
 	}
 	f.Fuzz(func(t *testing.T, v6 bool, text string) {
-		fam := nftrules.IPv4
+		fam := nft.IPv4
 		if v6 {
-			fam = nftrules.IPv6
+			fam = nft.IPv6
 		}
-		rule, err := nftrules.ParseRule(fam, text)
+		rule, err := nft.ParseRule(fam, text)
 		if err != nil {
 			return
 		}
 		rendered := rule.Render(fam)
-		again, err := nftrules.ParseRule(fam, rendered)
+		again, err := nft.ParseRule(fam, rendered)
 		if err != nil {
 			t.Fatalf("ParseRule(%q) = %#v renders as %q, which does not parse: %v", text, rule, rendered, err)
 		}
@@ -414,25 +415,25 @@ func FuzzParseRule(f *testing.F) {
 }
 
 // traceRuleset is the ruleset FuzzParseRule puts the parsed rule in.
-var traceRuleset = sync.OnceValue(func() *nftrules.Ruleset { return nftrules.Build(richState(false)) })
+var traceRuleset = sync.OnceValue(func() *nft.Ruleset { return nftrules.Build(richState(false)) })
 
 // tracePackets reach the services chain of richState's ruleset.
-var tracePackets = map[nftrules.Family][]trace.Packet{
-	nftrules.IPv4: {podSends("10.1.0.2", "tcp", "172.30.0.10:80"), nodeSends("udp", "172.30.0.53:53")},
-	nftrules.IPv6: {outsiderSends("2001:db8::1", "tcp", "[fd00:30::10]:443")},
+var tracePackets = map[nft.Family][]trace.Packet{
+	nft.IPv4: {podSends("10.1.0.2", "tcp", "172.30.0.10:80"), nodeSends("udp", "172.30.0.53:53")},
+	nft.IPv6: {outsiderSends("2001:db8::1", "tcp", "[fd00:30::10]:443")},
 }
 
 // withFirstRule returns a copy of rs (sharing everything else with it)
 // whose chain starts with r.
-func withFirstRule(rs *nftrules.Ruleset, f nftrules.Family, chain string, r nftrules.Rule) *nftrules.Ruleset {
-	out := nftrules.NewRuleset()
+func withFirstRule(rs *nft.Ruleset, f nft.Family, chain string, r nft.Rule) *nft.Ruleset {
+	out := nft.NewRuleset()
 	for fam, t := range rs.Tables {
 		c := *t
 		c.Chains = maps.Clone(t.Chains)
 		out.Tables[fam] = &c
 	}
 	c := *out.Tables[f].Chains[chain]
-	c.Rules = append([]nftrules.Rule{r}, c.Rules...)
+	c.Rules = append([]nft.Rule{r}, c.Rules...)
 	out.Tables[f].Chains[chain] = &c
 	return out
 }

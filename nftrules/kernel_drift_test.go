@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -33,7 +34,7 @@ func TestKernelFullSyncRepairsDrift(t *testing.T) {
 	chain := nftrules.ServiceChainName(web.Name)
 	for _, cmd := range [][]string{
 		{"nft", "flush", "chain", "ip", "nftproxy", chain},
-		{"nft", "delete", "element", "ip", "nftproxy", nftrules.EndpointMapName(nftrules.TCP, 1), "{ 16385 }"},
+		{"nft", "delete", "element", "ip", "nftproxy", nftrules.EndpointMapName(nft.TCP, 1), "{ 16385 }"},
 		{"nft", "add", "rule", "ip", "nftproxy", nftrules.ChainServices, "ip", "daddr", "10.96.0.10", "drop"},
 	} {
 		if out, err := tn.node.Exec(cmd...); err != nil {

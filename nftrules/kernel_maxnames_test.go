@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/internal/fixture"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
 // requireSameElements fails the test unless every set and map of want is in
 // have with exactly want's elements (keys and values); it returns how many
 // sets and elements it compared.
-func requireSameElements(t *testing.T, have, want *nftrules.Ruleset) (sets, elements int) {
+func requireSameElements(t *testing.T, have, want *nft.Ruleset) (sets, elements int) {
 	t.Helper()
 	for _, f := range want.SortedFamilies() {
 		wt, ht := want.Tables[f], have.Tables[f]
@@ -67,13 +69,13 @@ func TestKernelColdStartLongestNames(t *testing.T) {
 	for i := range tn.pods {
 		pods4, pods6 = append(pods4, podAddr4(i)), append(pods6, podAddr6(i))
 	}
-	st := nftrules.MaxNamesState(services, affinityEndpoints, pods4, pods6)
+	st := fixture.MaxNamesState(services, affinityEndpoints, pods4, pods6)
 	st.NodeName, st.ClusterCIDRs, st.NodePortIPs = "node", clusterCIDRs, []netip.Addr{nodeAddr4, nodeAddr6}
 	serveAll(t, tn, 8080)
 	for i := 0; i < affinityEndpoints; i++ {
 		reply := func(remote netip.AddrPort) string { return fmt.Sprintf("ep%d %s", i, remote.Addr()) }
 		for _, a := range []netip.Addr{podAddr4(i % 3), podAddr6(i % 3)} {
-			c, err := tn.pods[i%3].ServeTCP(netip.AddrPortFrom(a, uint16(nftrules.AffinityPortBase+i)), reply)
+			c, err := tn.pods[i%3].ServeTCP(netip.AddrPortFrom(a, uint16(fixture.AffinityPortBase+i)), reply)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +100,7 @@ func TestKernelColdStartLongestNames(t *testing.T) {
 	}
 	sets, elements := requireSameElements(t, live, desired)
 	t.Logf("kernel holds all %d elements of %d sets and maps (read back in %v)", elements, sets, time.Since(readStart).Round(time.Millisecond))
-	if tx := nftrules.Diff(live, desired); !tx.Empty() {
+	if tx := nft.Diff(live, desired); !tx.Empty() {
 		t.Errorf("kernel differs from the desired ruleset: %d ops, first %s %s", len(tx.Ops), tx.Ops[0].Kind, tx.Ops[0].Family)
 	}
 	listStart := time.Now()

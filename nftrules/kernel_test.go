@@ -14,6 +14,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -36,7 +37,7 @@ func svc(id uint32, name string, proto v1.Protocol, port uint16, clusterIPs []st
 	return sp
 }
 
-func apply(t testing.TB, rec *nftrules.Reconciler, st *model.State, full bool) nftrules.SyncResult {
+func apply(t testing.TB, rec *nft.Reconciler, st *model.State, full bool) nft.SyncResult {
 	t.Helper()
 	res, err := rec.Sync(context.Background(), nftrules.Build(st), full)
 	if err != nil {
@@ -45,9 +46,9 @@ func apply(t testing.TB, rec *nftrules.Reconciler, st *model.State, full bool) n
 	return res
 }
 
-func newReconciler(t testing.TB, ns *netkit.NS) *nftrules.Reconciler {
+func newReconciler(t testing.TB, ns *netkit.NS) *nft.Reconciler {
 	t.Helper()
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestKernelResyncIsEmptyAndEndpointChangeIsLocal(t *testing.T) {
 	// Read back from the kernel: nothing to do.
 	if res := apply(t, rec, st, true); res.Objects != 0 {
 		live, _ := rec.ReadLive()
-		t.Fatalf("re-applying the same state (full read) touched %d objects; diff:\n%v", res.Objects, nftrules.Diff(live, nftrules.Build(st)).Ops)
+		t.Fatalf("re-applying the same state (full read) touched %d objects; diff:\n%v", res.Objects, nft.Diff(live, nftrules.Build(st)).Ops)
 	}
 	before, err := rec.ReadLive()
 	if err != nil {
@@ -236,7 +237,7 @@ func TestKernelResyncIsEmptyAndEndpointChangeIsLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed := nftrules.Diff(before, after)
+	changed := nft.Diff(before, after)
 	for _, op := range changed.Ops {
 		if op.Chain != nil && op.Chain.Name != nftrules.ServiceChainName(st.Services[7].Name) {
 			t.Errorf("chain %s changed", op.Chain.Name)
@@ -250,7 +251,7 @@ func TestKernelResyncIsEmptyAndEndpointChangeIsLocal(t *testing.T) {
 		}
 	}
 	// And the kernel really holds the new endpoint.
-	live := after.Tables[nftrules.IPv4].Sets[nftrules.EndpointMapName(nftrules.TCP, st.Services[7].ID)]
+	live := after.Tables[nft.IPv4].Sets[nftrules.EndpointMapName(nft.TCP, st.Services[7].ID)]
 	found := false
 	for _, e := range live.Elements() {
 		if e.ValueString() == "10.244.1.99 . 8080" {
@@ -341,7 +342,7 @@ func TestKernelLargeMapsAreComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t4 := live.Tables[nftrules.IPv4]
+	t4 := live.Tables[nft.IPv4]
 	endpoints := 0
 	for name, s := range t4.Sets {
 		if strings.HasPrefix(name, "endpoints-tcp-") {
@@ -385,7 +386,7 @@ func TestKernelForeignTablesUntouched(t *testing.T) {
 	if after := listForeign(); after != before {
 		t.Errorf("foreign table changed:\n%s\nvs\n%s", before, after)
 	}
-	if l := nftList(t, tn.node); strings.Contains(l, nftrules.TableName) {
+	if l := nftList(t, tn.node); strings.Contains(l, nft.TableName) {
 		t.Errorf("our table survived cleanup:\n%s", l)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -26,14 +27,14 @@ func TestKernelWatchForeign(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	changes := make(chan nftrules.ForeignChange, 100)
-	if err := rec.WatchForeign(ctx, func(c nftrules.ForeignChange) { changes <- c }); err != nil {
+	changes := make(chan nft.ForeignChange, 100)
+	if err := rec.WatchForeign(ctx, func(c nft.ForeignChange) { changes <- c }); err != nil {
 		t.Fatal(err)
 	}
 	// expect waits for n changes, then makes sure no other follows.
-	expect := func(what string, n int) []nftrules.ForeignChange {
+	expect := func(what string, n int) []nft.ForeignChange {
 		t.Helper()
-		var got []nftrules.ForeignChange
+		var got []nft.ForeignChange
 		deadline := time.After(time.Second)
 		for len(got) < n {
 			select {

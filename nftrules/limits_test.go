@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -33,18 +34,18 @@ func TestEndpointsOverLimit(t *testing.T) {
 		n      int
 		local  int
 		change func(*model.ServicePort)
-		want   map[nftrules.Family]int
+		want   map[nft.Family]int
 		// programmed is the number of entries of the endpoint map.
 		programmed int
 	}{
 		{name: "at the limit", n: nftrules.MaxEndpoints, programmed: nftrules.MaxEndpoints},
-		{name: "six over", n: nftrules.MaxEndpoints + 6, want: map[nftrules.Family]int{nftrules.IPv4: 6}, programmed: nftrules.MaxEndpoints},
+		{name: "six over", n: nftrules.MaxEndpoints + 6, want: map[nft.Family]int{nft.IPv4: 6}, programmed: nftrules.MaxEndpoints},
 		{
 			// The 10 local endpoints take 10 entries after the cluster-wide
 			// ones: 10 cluster-wide ones do not fit.
 			name: "ETP Local NodePort at the limit", n: nftrules.MaxEndpoints, local: 10,
 			change: func(sp *model.ServicePort) { sp.NodePort, sp.ExternalPolicyLocal = 30080, true },
-			want:   map[nftrules.Family]int{nftrules.IPv4: 10}, programmed: nftrules.MaxEndpoints,
+			want:   map[nft.Family]int{nft.IPv4: 10}, programmed: nftrules.MaxEndpoints,
 		},
 		{
 			// No external chain: the local endpoints need no entries.
@@ -63,7 +64,7 @@ func TestEndpointsOverLimit(t *testing.T) {
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: EndpointsOverLimit = %v, want %v", tc.name, got, tc.want)
 		}
-		programmed := nftrules.Build(st).Tables[nftrules.IPv4].Sets[nftrules.EndpointMapName(nftrules.TCP, 1)].Len()
+		programmed := nftrules.Build(st).Tables[nft.IPv4].Sets[nftrules.EndpointMapName(nft.TCP, 1)].Len()
 		if programmed != tc.programmed {
 			t.Errorf("%s: %d endpoint map entries, want %d", tc.name, programmed, tc.programmed)
 		}

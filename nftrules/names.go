@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -11,10 +12,6 @@ import (
 
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
-
-// TableName is the name of our table in both families. Nothing outside
-// tables of this name is ever read, changed or deleted.
-const TableName = "nftproxy"
 
 // Base chains, one per hook we need (see README.md for what each does).
 const (
@@ -91,7 +88,7 @@ const ServicePortsPerEndpointMap = 64
 // endpoints: one family of maps per protocol, because nft requires a map's
 // value type to name the protocol of the rule that uses it (typeof ip daddr
 // . tcp dport), sharded by service port ID.
-func EndpointMapName(p Protocol, id uint32) string {
+func EndpointMapName(p nft.Protocol, id uint32) string {
 	return fmt.Sprintf("endpoints-%s-%d", p, id/ServicePortsPerEndpointMap)
 }
 
@@ -99,7 +96,7 @@ func EndpointMapName(p Protocol, id uint32) string {
 // endpoint chain, used by service ports with session affinity; sharded
 // like the endpoint maps.
 func EndpointChainsMapName(id uint32) string {
-	return fmt.Sprintf("endpoint-chains-%d", id/ServicePortsPerEndpointMap)
+	return fmt.Sprintf(endpointChainsMapPrefix+"%d", id/ServicePortsPerEndpointMap)
 }
 
 // EndpointChainName returns the chain of one endpoint of a service port
@@ -116,6 +113,9 @@ func AffinitySetName(name model.ServicePortName, ep netip.AddrPort, timeout time
 	return chainName("aff", endpointIdentity(name, ep)+"/"+timeout.String())
 }
 
+// endpointChainsMapPrefix starts every EndpointChainsMapName.
+const endpointChainsMapPrefix = "endpoint-chains-"
+
 // affinitySetPrefix starts every AffinitySetName.
 const affinitySetPrefix = "aff-"
 
@@ -125,8 +125,8 @@ func endpointIdentity(name model.ServicePortName, ep netip.AddrPort) string {
 
 // parseEndpointMapName is the inverse of EndpointMapName (ok false for
 // other names).
-func parseEndpointMapName(name string) (p Protocol, shard uint32, ok bool) {
-	for _, proto := range Protocols {
+func parseEndpointMapName(name string) (p nft.Protocol, shard uint32, ok bool) {
+	for _, proto := range nft.Protocols {
 		prefix := "endpoints-" + proto.String() + "-"
 		if rest, found := strings.CutPrefix(name, prefix); found {
 			n, err := strconv.ParseUint(rest, 10, 32)
@@ -187,30 +187,4 @@ func chainName(prefix, identity string) string {
 		identity = identity[:maxIdentityLen]
 	}
 	return prefix + "-" + hash + "-" + identity
-}
-
-// maxNameLen is the longest table, chain or set name the kernel accepts
-// (NFT_NAME_MAXLEN, 256 with the terminating NUL).
-const maxNameLen = 255
-
-// IsName reports whether s can stand unquoted as a chain or set name in
-// nft syntax: a letter, '_' or '.' followed by letters, digits and
-// "/-_." (nft's scanner). Every name nftproxy makes is one. Names read
-// back from the kernel are anyone's to choose; ParseRule and the nft
-// rendering of a live ruleset accept no other, so that a name cannot carry
-// nft syntax (a ';', a '}', a newline) into `nft -f`.
-func IsName(s string) bool {
-	if s == "" || len(s) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '.':
-		case i > 0 && (c >= '0' && c <= '9' || c == '/' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
 }

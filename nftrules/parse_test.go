@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -48,43 +49,43 @@ func TestParseRuleRoundTripsBuild(t *testing.T) {
 // stmt.go (except Opaque, which is unparsed text by definition), including
 // those Build does not use today, in both families.
 func TestParseRuleEveryStatementKind(t *testing.T) {
-	kinds := func(f nftrules.Family) [][]nftrules.Stmt {
+	kinds := func(f nft.Family) [][]nft.Stmt {
 		p16 := netip.MustParsePrefix("10.244.0.0/16")
 		host := netip.MustParsePrefix("10.0.0.1/32")
-		if f == nftrules.IPv6 {
+		if f == nft.IPv6 {
 			p16, host = netip.MustParsePrefix("fd44::/64"), netip.MustParsePrefix("fd00::1/128")
 		}
-		return [][]nftrules.Stmt{
-			{nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.Counter{}, nftrules.VerdictStmt{Verdict: nftrules.Verdict{Kind: nftrules.Accept}}},
-			{nftrules.MatchL4Proto{Proto: nftrules.SCTP}, nftrules.DropStmt},
-			{nftrules.MatchPrefix{Field: nftrules.FieldSaddr, Negate: true, Prefix: p16}, nftrules.JumpTo("mark-for-masquerade")},
-			{nftrules.MatchPrefix{Field: nftrules.FieldDaddr, Prefix: host}, nftrules.ReturnStmt},
-			{nftrules.MatchCtStateNew{}, nftrules.JumpTo("service-endpoints-check")},
-			{nftrules.MatchFibSaddrLocal{}, nftrules.JumpTo("mark-for-masquerade")},
-			{nftrules.MatchCtStatusDNAT{}, nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldSaddr, nftrules.FieldDaddr}, Set: "hairpin"}, nftrules.GotoChain("x")},
-			{nftrules.MatchMarkUnset{Bits: 0x4000}, nftrules.ReturnStmt},
-			{nftrules.SetMarkBits{Bits: 0x4000}},
-			{nftrules.ClearMarkBits{Bits: 0x80000000}},
-			{nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldDaddr}, Set: "cluster-ips"}},
-			{nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldL4Proto, nftrules.FieldDport}, Set: "s"}},
-			{nftrules.VmapLookup{Fields: []nftrules.Field{nftrules.FieldDaddr, nftrules.FieldL4Proto, nftrules.FieldDport}, Map: "service-ips"}},
-			{nftrules.MatchL4Proto{Proto: nftrules.UDP}, nftrules.DNATToEndpoint{Count: 3, Offset: 16384, Map: "endpoints-udp-0"}},
-			{nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.DNATToEndpoint{Count: 1, Map: "endpoints-tcp-0"}},
-			{nftrules.Masquerade{}},
-			{nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.RejectTCPReset{}},
-			{nftrules.Reject{}},
-			{nftrules.GotoChain("svc-74r5ozto-default/web/tcp/http")},
-			{nftrules.UpdateSourceSet{Set: "aff-abc-x"}},
-			{nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.DNATTo{To: netip.AddrPortFrom(host.Addr(), 8080)}},
-			{nftrules.NumgenVmap{Count: 3, Offset: 16384, Map: "endpoint-chains-0"}},
-			{nftrules.NumgenVmap{Count: 1, Map: "endpoint-chains-0"}},
+		return [][]nft.Stmt{
+			{nft.MatchL4Proto{Proto: nft.TCP}, nft.Counter{}, nft.VerdictStmt{Verdict: nft.Verdict{Kind: nft.Accept}}},
+			{nft.MatchL4Proto{Proto: nft.SCTP}, nft.DropStmt},
+			{nft.MatchPrefix{Field: nft.FieldSaddr, Negate: true, Prefix: p16}, nft.JumpTo("mark-for-masquerade")},
+			{nft.MatchPrefix{Field: nft.FieldDaddr, Prefix: host}, nft.ReturnStmt},
+			{nft.MatchCtStateNew{}, nft.JumpTo("service-endpoints-check")},
+			{nft.MatchFibSaddrLocal{}, nft.JumpTo("mark-for-masquerade")},
+			{nft.MatchCtStatusDNAT{}, nft.SetLookup{Fields: []nft.Field{nft.FieldSaddr, nft.FieldDaddr}, Set: "hairpin"}, nft.GotoChain("x")},
+			{nft.MatchMarkUnset{Bits: 0x4000}, nft.ReturnStmt},
+			{nft.SetMarkBits{Bits: 0x4000}},
+			{nft.ClearMarkBits{Bits: 0x80000000}},
+			{nft.SetLookup{Fields: []nft.Field{nft.FieldDaddr}, Set: "cluster-ips"}},
+			{nft.SetLookup{Fields: []nft.Field{nft.FieldL4Proto, nft.FieldDport}, Set: "s"}},
+			{nft.VmapLookup{Fields: []nft.Field{nft.FieldDaddr, nft.FieldL4Proto, nft.FieldDport}, Map: "service-ips"}},
+			{nft.MatchL4Proto{Proto: nft.UDP}, nft.DNATToEndpoint{Count: 3, Offset: 16384, Map: "endpoints-udp-0"}},
+			{nft.MatchL4Proto{Proto: nft.TCP}, nft.DNATToEndpoint{Count: 1, Map: "endpoints-tcp-0"}},
+			{nft.Masquerade{}},
+			{nft.MatchL4Proto{Proto: nft.TCP}, nft.RejectTCPReset{}},
+			{nft.Reject{}},
+			{nft.GotoChain("svc-74r5ozto-default/web/tcp/http")},
+			{nft.UpdateSourceSet{Set: "aff-abc-x"}},
+			{nft.MatchL4Proto{Proto: nft.TCP}, nft.DNATTo{To: netip.AddrPortFrom(host.Addr(), 8080)}},
+			{nft.NumgenVmap{Count: 3, Offset: 16384, Map: "endpoint-chains-0"}},
+			{nft.NumgenVmap{Count: 1, Map: "endpoint-chains-0"}},
 		}
 	}
-	for _, f := range nftrules.Families {
+	for _, f := range nft.Families {
 		for _, stmts := range kinds(f) {
-			r := nftrules.Rule{Stmts: stmts}
+			r := nft.Rule{Stmts: stmts}
 			text := r.Render(f)
-			got, err := nftrules.ParseRule(f, text)
+			got, err := nft.ParseRule(f, text)
 			if err != nil {
 				t.Errorf("%s: %v", f, err)
 				continue
@@ -98,25 +99,25 @@ func TestParseRuleEveryStatementKind(t *testing.T) {
 
 func TestParseRuleRejectsForeignText(t *testing.T) {
 	for _, tc := range []struct {
-		f    nftrules.Family
+		f    nft.Family
 		text string
 	}{
-		{nftrules.IPv4, ""},
-		{nftrules.IPv4, "<rule not written by nftproxy> (handle 7)"},
-		{nftrules.IPv4, "ip6 saddr fd00::1 accept"},               // other family's field
-		{nftrules.IPv6, "ip6 saddr 10.0.0.1 accept"},              // address of the other family
-		{nftrules.IPv4, "dnat ip6 to numgen random mod 2 map @m"}, // other family's dnat
-		{nftrules.IPv4, "dnat ip to numgen random mod 2 offset 0 map @m"},
-		{nftrules.IPv4, "meta mark & 0x4000 == 0x00000000"}, // not our spelling
-		{nftrules.IPv4, "tcp dport 80 accept"},
-		{nftrules.IPv4, "ip saddr . ip daddr"},
-		{nftrules.IPv4, "jump"},
-		{nftrules.IPv4, "meta l4proto bogus"},
-		{nftrules.IPv4, "jump x;};flush;ruleset"},                     // a chain "name" that is nft syntax
-		{nftrules.IPv4, "ip daddr @s;flush jump mark-for-masquerade"}, // a set "name" that is nft syntax
-		{nftrules.IPv4, "goto 9lives"},                                // not an identifier
+		{nft.IPv4, ""},
+		{nft.IPv4, "<rule not written by nftproxy> (handle 7)"},
+		{nft.IPv4, "ip6 saddr fd00::1 accept"},               // other family's field
+		{nft.IPv6, "ip6 saddr 10.0.0.1 accept"},              // address of the other family
+		{nft.IPv4, "dnat ip6 to numgen random mod 2 map @m"}, // other family's dnat
+		{nft.IPv4, "dnat ip to numgen random mod 2 offset 0 map @m"},
+		{nft.IPv4, "meta mark & 0x4000 == 0x00000000"}, // not our spelling
+		{nft.IPv4, "tcp dport 80 accept"},
+		{nft.IPv4, "ip saddr . ip daddr"},
+		{nft.IPv4, "jump"},
+		{nft.IPv4, "meta l4proto bogus"},
+		{nft.IPv4, "jump x;};flush;ruleset"},                     // a chain "name" that is nft syntax
+		{nft.IPv4, "ip daddr @s;flush jump mark-for-masquerade"}, // a set "name" that is nft syntax
+		{nft.IPv4, "goto 9lives"},                                // not an identifier
 	} {
-		if r, err := nftrules.ParseRule(tc.f, tc.text); err == nil {
+		if r, err := nft.ParseRule(tc.f, tc.text); err == nil {
 			t.Errorf("ParseRule(%s, %q) = %#v, want an error", tc.f, tc.text, r)
 		}
 	}
@@ -127,7 +128,7 @@ func TestParseRuleRejectsForeignText(t *testing.T) {
 // exactly as the built one.
 func TestParseRulesetTracesLikeBuild(t *testing.T) {
 	built := nftrules.Build(richState(false))
-	opaque := nftrules.NewRuleset()
+	opaque := nft.NewRuleset()
 	for _, f := range built.SortedFamilies() {
 		src, dst := built.Tables[f], opaque.Table(f)
 		dst.Sets = src.Sets
@@ -135,11 +136,11 @@ func TestParseRulesetTracesLikeBuild(t *testing.T) {
 			nc := dst.Chain(c.Name)
 			nc.Base = c.Base
 			for _, r := range c.Rules {
-				nc.Add(nftrules.Opaque{Text: r.Render(f)})
+				nc.Add(nft.Opaque{Text: r.Render(f)})
 			}
 		}
 	}
-	parsed, err := nftrules.ParseRuleset(opaque)
+	parsed, err := nft.ParseRuleset(opaque)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,10 +169,10 @@ func TestParseRulesetTracesLikeBuild(t *testing.T) {
 	}
 
 	// A foreign rule is kept as text and reported.
-	services := opaque.Tables[nftrules.IPv4].Chain(nftrules.ChainServices)
-	services.Add(nftrules.Opaque{Text: "<rule not written by nftproxy> (handle 9)"})
+	services := opaque.Tables[nft.IPv4].Chain(nftrules.ChainServices)
+	services.Add(nft.Opaque{Text: "<rule not written by nftproxy> (handle 9)"})
 	pos := fmt.Sprintf("chain services rule %d", len(services.Rules))
-	if _, err := nftrules.ParseRuleset(opaque); err == nil || !strings.Contains(err.Error(), pos) {
+	if _, err := nft.ParseRuleset(opaque); err == nil || !strings.Contains(err.Error(), pos) {
 		t.Errorf("foreign rule: err = %v, want it reported with its chain and position", err)
 	}
 }

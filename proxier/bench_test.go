@@ -17,6 +17,7 @@ import (
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 )
 
@@ -65,7 +66,7 @@ func BenchmarkProxierOneEndpointChange10kx10(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/nftproxy/nftproxy/informers"
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -39,6 +39,6 @@ func DesiredState(cfg Config, src Source) (*model.State, error) {
 // discardReconciler satisfies New; DesiredState never syncs.
 type discardReconciler struct{}
 
-func (discardReconciler) Sync(context.Context, *nftrules.Ruleset, bool) (nftrules.SyncResult, error) {
-	return nftrules.SyncResult{}, fmt.Errorf("proxier: DesiredState does not program rules")
+func (discardReconciler) Sync(context.Context, *nft.Ruleset, bool) (nft.SyncResult, error) {
+	return nft.SyncResult{}, fmt.Errorf("proxier: DesiredState does not program rules")
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // repairNode is a node namespace with a client in front and one pod
@@ -27,7 +28,7 @@ import (
 //	client (192.168.70.2) ── node (192.168.70.1) ── pod (10.244.1.10)
 type repairNode struct {
 	node, client *netkit.NS
-	rec          *nftrules.Reconciler
+	rec          *nft.Reconciler
 	run          *proxierRun
 	// firewall is a file with the foreign tables, loaded as a firewall
 	// service does: `flush ruleset` first.
@@ -175,7 +176,7 @@ func TestKernelRepairsForeignChanges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tx := nftrules.Diff(live, baseline); !tx.Empty() {
+		if tx := nft.Diff(live, baseline); !tx.Empty() {
 			t.Errorf("%s: our tables differ from before after the repair: %d objects", tc.name, tx.Objects())
 		}
 		// Repairs closer than twice the repair gap apart count as a
@@ -214,7 +215,7 @@ func TestKernelRepairFightIsRateLimited(t *testing.T) {
 	}
 	// The next repair is at most the current gap (2 s) away.
 	n.waitServing(t, 3*time.Second)
-	if live, err := n.rec.ReadLive(); err != nil || live.Tables[nftrules.IPv4] == nil {
+	if live, err := n.rec.ReadLive(); err != nil || live.Tables[nft.IPv4] == nil {
 		t.Errorf("our table after the fight: %v", err)
 	}
 }

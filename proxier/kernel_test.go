@@ -19,6 +19,7 @@ import (
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -37,14 +38,14 @@ func TestKernelFollowsAPIObjects(t *testing.T) {
 	// service-ips map, or "" when absent.
 	dispatch := func(ip string, port uint16) string {
 		live, err := rec.ReadLive()
-		if err != nil || live.Tables[nftrules.IPv4] == nil {
+		if err != nil || live.Tables[nft.IPv4] == nil {
 			return ""
 		}
 		key := ip + " . 6 . " + strconv.Itoa(int(port))
-		if e, ok := live.Tables[nftrules.IPv4].Sets[nftrules.SetServiceIPs].Lookup(key); ok {
+		if e, ok := live.Tables[nft.IPv4].Sets[nftrules.SetServiceIPs].Lookup(key); ok {
 			return e.ValueString()
 		}
-		if e, ok := live.Tables[nftrules.IPv4].Sets[nftrules.SetNoEndpointServices].Lookup(key); ok {
+		if e, ok := live.Tables[nft.IPv4].Sets[nftrules.SetNoEndpointServices].Lookup(key); ok {
 			return e.ValueString()
 		}
 		return ""
@@ -94,7 +95,7 @@ func TestKernelFollowsAPIObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := live.Tables[nftrules.IPv4].Chains[nftrules.ServiceChainName(mustName("default", "web", "http"))]; ok {
+	if _, ok := live.Tables[nft.IPv4].Chains[nftrules.ServiceChainName(mustName("default", "web", "http"))]; ok {
 		t.Error("the deleted Service's chain is still in the kernel")
 	}
 }
@@ -132,14 +133,14 @@ func (r *proxierRun) counts() (syncs int, errs []error, rejected []model.Rejecti
 // startKernelProxier runs informers over client and a proxier programming
 // ns through the real reconciler (node "node-a", no rate limit), which
 // also watches for foreign changes as in nftproxy, until the test ends.
-func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (context.Context, *nftrules.Reconciler, *proxierRun) {
+func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (context.Context, *nft.Reconciler, *proxierRun) {
 	t.Helper()
 	tracker := informers.NewTracker(clock.RealClock{})
 	inf, err := informers.New(client, informers.Config{NodeName: "node-a"}, tracker)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: ns.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -31,7 +32,7 @@ func (p *Proxier) checkEndpointLimits(st *model.State) int {
 		var parts []string
 		for _, f := range slices.Sorted(maps.Keys(dropped)) {
 			total += dropped[f]
-			name := map[nftrules.Family]string{nftrules.IPv4: "IPv4", nftrules.IPv6: "IPv6"}[f]
+			name := map[nft.Family]string{nft.IPv4: "IPv4", nft.IPv6: "IPv6"}[f]
 			parts = append(parts, fmt.Sprintf("%d %s", dropped[f], name))
 		}
 		msg := fmt.Sprintf("port %s/%s: %s endpoint(s) not programmed: at most %d endpoints per service port and family fit the ruleset",

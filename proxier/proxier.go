@@ -17,6 +17,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/healthcheck"
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -34,9 +35,9 @@ type Source interface {
 	Node() (*v1.Node, error)
 }
 
-// Reconciler applies a ruleset; *nftrules.Reconciler implements it.
+// Reconciler applies a ruleset; *nft.Reconciler implements it.
 type Reconciler interface {
-	Sync(ctx context.Context, desired *nftrules.Ruleset, full bool) (nftrules.SyncResult, error)
+	Sync(ctx context.Context, desired *nft.Ruleset, full bool) (nft.SyncResult, error)
 }
 
 // Config of a Proxier.
@@ -96,7 +97,7 @@ type SyncInfo struct {
 	// State is what was programmed. Shared and immutable: do not modify.
 	State  *model.State
 	Full   bool
-	Result nftrules.SyncResult
+	Result nft.SyncResult
 	Err    error
 	Start  time.Time
 	// Duration covers conversion, Build and the kernel transaction.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -33,10 +34,10 @@ type fakeReconciler struct {
 
 type reconcileCall struct {
 	full bool
-	rs   *nftrules.Ruleset
+	rs   *nft.Ruleset
 }
 
-func (f *fakeReconciler) Sync(ctx context.Context, rs *nftrules.Ruleset, full bool) (nftrules.SyncResult, error) {
+func (f *fakeReconciler) Sync(ctx context.Context, rs *nft.Ruleset, full bool) (nft.SyncResult, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, reconcileCall{full: full, rs: rs})
 	gate := f.gate
@@ -49,13 +50,13 @@ func (f *fakeReconciler) Sync(ctx context.Context, rs *nftrules.Ruleset, full bo
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return nftrules.SyncResult{}, ctx.Err()
+			return nft.SyncResult{}, ctx.Err()
 		}
 	}
 	if fail {
-		return nftrules.SyncResult{}, errors.New("injected failure")
+		return nft.SyncResult{}, errors.New("injected failure")
 	}
-	return nftrules.SyncResult{Full: full, Objects: 1}, nil
+	return nft.SyncResult{Full: full, Objects: 1}, nil
 }
 
 func (f *fakeReconciler) count() int {

@@ -7,15 +7,15 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // ForeignWatcher reports the transactions of other processes that change
-// our tables; *nftrules.Reconciler implements it.
+// our tables; *nft.Reconciler implements it.
 type ForeignWatcher interface {
 	// WatchForeign returns once subscribed and calls notify from another
 	// goroutine until ctx ends.
-	WatchForeign(ctx context.Context, notify func(nftrules.ForeignChange)) error
+	WatchForeign(ctx context.Context, notify func(nft.ForeignChange)) error
 }
 
 // foreignChanges accumulates the foreign changes not yet repaired. It is
@@ -29,10 +29,10 @@ type foreignChanges struct {
 type foreignSummary struct {
 	n     int
 	first time.Time // when the first was seen
-	last  nftrules.ForeignChange
+	last  nft.ForeignChange
 }
 
-func (f *foreignChanges) add(c nftrules.ForeignChange, now time.Time) {
+func (f *foreignChanges) add(c nft.ForeignChange, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.pending.n == 0 {
@@ -73,7 +73,7 @@ func (p *Proxier) watchForeign(ctx context.Context) <-chan struct{} {
 		return nil
 	}
 	repair := make(chan struct{}, 1)
-	err := p.cfg.Watcher.WatchForeign(ctx, func(c nftrules.ForeignChange) {
+	err := p.cfg.Watcher.WatchForeign(ctx, func(c nft.ForeignChange) {
 		klog.V(2).InfoS("Another process changed our nftables tables", "writer", c.Writer(), "generation", c.Gen, "objects", c.Objects)
 		p.foreign.add(c, p.clock.Now())
 		select {

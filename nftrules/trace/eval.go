@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 const (
@@ -21,7 +21,7 @@ const (
 // state is the packet as the rules see it at a point of its traversal.
 type state struct {
 	src, dst netip.Addr
-	proto    nftrules.Protocol
+	proto    nft.Protocol
 	dport    uint16
 	mark     uint32
 	dnat     bool // ct status dnat
@@ -30,7 +30,7 @@ type state struct {
 
 // frame is one chain on the call stack and the position in it.
 type frame struct {
-	chain      *nftrules.Chain
+	chain      *nft.Chain
 	rule, stmt int
 }
 
@@ -57,16 +57,16 @@ func (th *thread) clone() *thread {
 // evaluator runs threads over one table.
 type evaluator struct {
 	pkt      Packet
-	table    *nftrules.Table
-	pipeline []*nftrules.Chain // base chains in evaluation order
-	forkAt   int               // len(steps) at the first fork; -1 if none
+	table    *nft.Table
+	pipeline []*nft.Chain // base chains in evaluation order
+	forkAt   int          // len(steps) at the first fork; -1 if none
 	done     []*thread
 }
 
-func newEvaluator(rs *nftrules.Ruleset, p Packet) *evaluator {
+func newEvaluator(rs *nft.Ruleset, p Packet) *evaluator {
 	e := &evaluator{pkt: p, forkAt: -1}
 	if rs != nil {
-		e.table = rs.Tables[nftrules.FamilyOf(p.Dst)]
+		e.table = rs.Tables[nft.FamilyOf(p.Dst)]
 	}
 	if e.table == nil {
 		return e
@@ -77,7 +77,7 @@ func newEvaluator(rs *nftrules.Ruleset, p Packet) *evaluator {
 			e.pipeline = append(e.pipeline, c)
 		}
 	}
-	slices.SortFunc(e.pipeline, func(a, b *nftrules.Chain) int {
+	slices.SortFunc(e.pipeline, func(a, b *nft.Chain) int {
 		return cmp.Or(
 			cmp.Compare(slices.Index(hooks, a.Base.Hook), slices.Index(hooks, b.Base.Hook)),
 			cmp.Compare(a.Base.Priority, b.Base.Priority),
@@ -91,9 +91,9 @@ func (e *evaluator) start() *thread {
 	return &thread{base: -1, pkt: state{src: p.Src, dst: p.Dst, proto: p.Proto, dport: p.DstPort}}
 }
 
-func (e *evaluator) family() nftrules.Family { return e.table.Family }
+func (e *evaluator) family() nft.Family { return e.table.Family }
 
-func (e *evaluator) hook(th *thread) nftrules.Hook { return e.pipeline[th.base].Base.Hook }
+func (e *evaluator) hook(th *thread) nft.Hook { return e.pipeline[th.base].Base.Hook }
 
 // step records a step in the current chain of th.
 func (e *evaluator) step(th *thread, rule string, matched bool, effect string) {
@@ -166,7 +166,7 @@ func (e *evaluator) nextBaseChain(th *thread) bool {
 		th.base++
 		c := e.pipeline[th.base]
 		b := c.Base
-		if b.Type == nftrules.NATChain && e.natDone(th, b.Hook) {
+		if b.Type == nft.NATChain && e.natDone(th, b.Hook) {
 			// The connection has its NAT binding for this manipulation:
 			// the kernel does not consult further nat chains for it.
 			continue
@@ -180,9 +180,9 @@ func (e *evaluator) nextBaseChain(th *thread) bool {
 
 // natDone reports whether the NAT manipulation done at hook h (destination
 // NAT before routing and for local output, source NAT after) is bound.
-func (e *evaluator) natDone(th *thread, h nftrules.Hook) bool {
+func (e *evaluator) natDone(th *thread, h nft.Hook) bool {
 	switch h {
-	case nftrules.Prerouting, nftrules.Output:
+	case nft.Prerouting, nft.Output:
 		return th.pkt.dnat
 	default:
 		return th.pkt.masq
@@ -257,23 +257,23 @@ func (e *evaluator) apply(th *thread, r result) (done bool, err error) {
 }
 
 // verdict applies a verdict (from a verdict statement or a verdict map).
-func (e *evaluator) verdict(th *thread, v nftrules.Verdict, effect string) (bool, error) {
+func (e *evaluator) verdict(th *thread, v nft.Verdict, effect string) (bool, error) {
 	if effect == "" {
 		effect = v.String()
 	}
 	e.ruleDone(th, true, effect)
 	switch v.Kind {
-	case nftrules.Accept:
+	case nft.Accept:
 		th.stack = nil
-	case nftrules.Drop:
+	case nft.Drop:
 		e.finish(th, Drop)
 		return true, nil
-	case nftrules.Return:
+	case nft.Return:
 		if len(th.stack) == 1 {
 			e.step(th, "", true, "return from base chain: policy accept")
 		}
 		th.stack = th.stack[:len(th.stack)-1]
-	case nftrules.Jump, nftrules.Goto:
+	case nft.Jump, nft.Goto:
 		c, ok := e.table.Chains[v.Chain]
 		if !ok {
 			return false, fmt.Errorf("%s to missing chain %q", v.Kind, v.Chain)
@@ -281,7 +281,7 @@ func (e *evaluator) verdict(th *thread, v nftrules.Verdict, effect string) (bool
 		if c.Base != nil {
 			return false, fmt.Errorf("%s to base chain %q", v.Kind, v.Chain)
 		}
-		if v.Kind == nftrules.Goto {
+		if v.Kind == nft.Goto {
 			th.stack = th.stack[:len(th.stack)-1]
 		}
 		if len(th.stack) >= maxDepth {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 )
 
@@ -13,7 +13,7 @@ func ExampleTrace() {
 	r, err := trace.Trace(rs, trace.Packet{
 		Src:     netip.MustParseAddr("10.1.0.2"),
 		Dst:     netip.MustParseAddr("172.30.0.10"),
-		Proto:   nftrules.TCP,
+		Proto:   nft.TCP,
 		DstPort: 80,
 		Path:    trace.FromPod,
 	})

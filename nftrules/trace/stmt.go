@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // control is how evaluation goes on after a statement.
@@ -25,7 +26,7 @@ const (
 type result struct {
 	pkt     state
 	ctl     control
-	verdict nftrules.Verdict
+	verdict nft.Verdict
 	effect  string
 }
 
@@ -34,7 +35,7 @@ type result struct {
 //
 // This switch is the tracer's whole knowledge of statement semantics: a new
 // statement kind is a new case here.
-func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error) {
+func (e *evaluator) exec(th *thread, rule nft.Rule, i int) ([]result, error) {
 	p := th.pkt
 	f := e.family()
 	match := func(ok bool, why string) ([]result, error) {
@@ -48,15 +49,15 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 	}
 
 	switch s := rule.Stmts[i].(type) {
-	case nftrules.MatchL4Proto:
+	case nft.MatchL4Proto:
 		return match(p.proto == s.Proto, "l4proto is "+p.proto.String())
 
-	case nftrules.MatchPrefix:
+	case nft.MatchPrefix:
 		a, err := e.addrField(p, s.Field)
 		if err != nil {
 			return nil, err
 		}
-		if nftrules.FamilyOf(s.Prefix.Addr()) != f {
+		if nft.FamilyOf(s.Prefix.Addr()) != f {
 			return nil, fmt.Errorf("prefix %s in a table of family %s", s.Prefix, f)
 		}
 		in := s.Prefix.Contains(a)
@@ -66,29 +67,29 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		}
 		return match(in != s.Negate, why)
 
-	case nftrules.MatchFibSaddrLocal:
+	case nft.MatchFibSaddrLocal:
 		// The tracer does not know the node's addresses: a packet's
 		// source is local exactly when the node sends it (path LocalOut).
 		return match(e.pkt.Path == LocalOut, "source is not local (packet not sent by the node)")
 
-	case nftrules.MatchCtStateNew:
+	case nft.MatchCtStateNew:
 		return match(true, "") // we trace the first packet of a connection
 
-	case nftrules.MatchCtStatusDNAT:
+	case nft.MatchCtStatusDNAT:
 		return match(p.dnat, "connection not DNATed")
 
-	case nftrules.MatchMarkUnset:
+	case nft.MatchMarkUnset:
 		return match(p.mark&s.Bits == 0, fmt.Sprintf("mark is 0x%x", p.mark))
 
-	case nftrules.SetMarkBits:
+	case nft.SetMarkBits:
 		p.mark |= s.Bits
 		return act(fmt.Sprintf("mark |= 0x%x (now 0x%x)", s.Bits, p.mark))
 
-	case nftrules.ClearMarkBits:
+	case nft.ClearMarkBits:
 		p.mark ^= s.Bits
 		return act(fmt.Sprintf("mark ^= 0x%x (now 0x%x)", s.Bits, p.mark))
 
-	case nftrules.SetLookup:
+	case nft.SetLookup:
 		set, key, err := e.lookupKey(p, s.Fields, s.Set)
 		if err != nil {
 			return nil, err
@@ -99,7 +100,7 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		_, ok := set.Lookup(key.KeyString())
 		return match(ok, fmt.Sprintf("%s not in @%s", keyText(set, key), s.Set))
 
-	case nftrules.VmapLookup:
+	case nft.VmapLookup:
 		set, key, err := e.lookupKey(p, s.Fields, s.Map)
 		if err != nil {
 			return nil, err
@@ -117,16 +118,16 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		return []result{{pkt: p, ctl: verdict, verdict: *el.Verdict,
 			effect: fmt.Sprintf("%s in @%s: %s", keyText(set, key), s.Map, el.Verdict)}}, nil
 
-	case nftrules.DNATToEndpoint:
+	case nft.DNATToEndpoint:
 		return e.dnat(th, rule, i, s)
 
-	case nftrules.UpdateSourceSet:
+	case nft.UpdateSourceSet:
 		// Session affinity memory; a trace is of a first packet, so the
 		// affinity sets it looks up are taken as empty.
 		return act("remember the client in @" + s.Set)
 
-	case nftrules.DNATTo:
-		if h := e.hook(th); h != nftrules.Prerouting && h != nftrules.Output {
+	case nft.DNATTo:
+		if h := e.hook(th); h != nft.Prerouting && h != nft.Output {
 			return nil, fmt.Errorf("dnat reached from hook %s", h)
 		}
 		if !hasL4ProtoMatch(rule.Stmts[:i], 0) {
@@ -135,14 +136,14 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		p.dst, p.dport, p.dnat = s.To.Addr(), s.To.Port(), true
 		return []result{{pkt: p, ctl: nat, effect: "dnat to " + s.To.String()}}, nil
 
-	case nftrules.NumgenVmap:
+	case nft.NumgenVmap:
 		m, ok := e.table.Sets[s.Map]
 		if !ok || !m.Verdict {
 			return nil, fmt.Errorf("numgen vmap @%s is not a verdict map", s.Map)
 		}
 		out := make([]result, 0, preallocated(s.Count))
 		for k := s.Offset; k-s.Offset < s.Count; k++ {
-			el, ok := m.Lookup(nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(k)}}.KeyString())
+			el, ok := m.Lookup(nft.Element{Key: []nft.Value{nft.NumValue(k)}}.KeyString())
 			if !ok || el.Verdict == nil {
 				return nil, fmt.Errorf("verdict map @%s has no entry %d (want %d..%d)", s.Map, k, s.Offset, s.Offset+s.Count-1)
 			}
@@ -151,26 +152,26 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 		}
 		return out, nil
 
-	case nftrules.Masquerade:
-		if e.hook(th) != nftrules.Postrouting {
+	case nft.Masquerade:
+		if e.hook(th) != nft.Postrouting {
 			return nil, fmt.Errorf("masquerade reached from hook %s", e.hook(th))
 		}
 		p.masq = true
 		return []result{{pkt: p, ctl: nat, effect: "masquerade"}}, nil
 
-	case nftrules.Reject:
+	case nft.Reject:
 		return []result{{pkt: p, ctl: reject, effect: "reject"}}, nil
 
-	case nftrules.RejectTCPReset:
-		if !hasL4ProtoMatch(rule.Stmts[:i], nftrules.TCP) {
+	case nft.RejectTCPReset:
+		if !hasL4ProtoMatch(rule.Stmts[:i], nft.TCP) {
 			return nil, fmt.Errorf("reject with tcp reset without a preceding meta l4proto tcp match")
 		}
 		return []result{{pkt: p, ctl: reject, effect: "reject with tcp reset"}}, nil
 
-	case nftrules.Counter:
+	case nft.Counter:
 		return act("")
 
-	case nftrules.VerdictStmt:
+	case nft.VerdictStmt:
 		return []result{{pkt: p, ctl: verdict, verdict: s.Verdict}}, nil
 	}
 	return nil, fmt.Errorf("statement %d: unsupported statement type %T", i, rule.Stmts[i])
@@ -178,8 +179,8 @@ func (e *evaluator) exec(th *thread, rule nftrules.Rule, i int) ([]result, error
 
 // dnat expands "dnat to numgen random mod N offset B map @m" into one
 // result per entry B..B+N-1 of the endpoint map.
-func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATToEndpoint) ([]result, error) {
-	if h := e.hook(th); h != nftrules.Prerouting && h != nftrules.Output {
+func (e *evaluator) dnat(th *thread, rule nft.Rule, i int, s nft.DNATToEndpoint) ([]result, error) {
+	if h := e.hook(th); h != nft.Prerouting && h != nft.Output {
 		return nil, fmt.Errorf("dnat reached from hook %s", h)
 	}
 	if !hasL4ProtoMatch(rule.Stmts[:i], 0) {
@@ -192,18 +193,18 @@ func (e *evaluator) dnat(th *thread, rule nftrules.Rule, i int, s nftrules.DNATT
 	if !ok {
 		return nil, fmt.Errorf("dnat map @%s does not exist", s.Map)
 	}
-	want := []nftrules.Datatype{nftrules.AddrType(e.family()), nftrules.TypeInetService}
-	if len(m.Key) != 1 || m.Key[0] != nftrules.TypeIndex || !slices.Equal(m.Data, want) {
+	want := []nft.Datatype{nft.AddrType(e.family()), nft.TypeInetService}
+	if len(m.Key) != 1 || m.Key[0] != nft.TypeIndex || !slices.Equal(m.Data, want) {
 		return nil, fmt.Errorf("dnat map @%s has type %v : %v, want [integer] : %v", s.Map, m.Key, m.Data, want)
 	}
 	out := make([]result, 0, preallocated(s.Count))
 	for k := s.Offset; k-s.Offset < s.Count; k++ {
-		key := nftrules.Element{Key: []nftrules.Value{nftrules.NumValue(k)}}.KeyString()
+		key := nft.Element{Key: []nft.Value{nft.NumValue(k)}}.KeyString()
 		el, ok := m.Lookup(key)
 		if !ok {
 			return nil, fmt.Errorf("endpoint map @%s has no entry %d (want %d..%d)", s.Map, k, s.Offset, s.Offset+s.Count-1)
 		}
-		if len(el.Data) != 2 || nftrules.FamilyOf(el.Data[0].Addr) != e.family() || el.Data[1].Num > 0xffff {
+		if len(el.Data) != 2 || nft.FamilyOf(el.Data[0].Addr) != e.family() || el.Data[1].Num > 0xffff {
 			return nil, fmt.Errorf("endpoint map @%s entry %d has bad value %q", s.Map, k, el.ValueString())
 		}
 		p := th.pkt
@@ -224,9 +225,9 @@ func preallocated(count uint32) uint32 { return min(count, nftrules.MaxEndpoints
 
 // hasL4ProtoMatch reports whether stmts match the transport protocol
 // (protocol proto, or any when proto is 0).
-func hasL4ProtoMatch(stmts []nftrules.Stmt, proto nftrules.Protocol) bool {
+func hasL4ProtoMatch(stmts []nft.Stmt, proto nft.Protocol) bool {
 	for _, s := range stmts {
-		if m, ok := s.(nftrules.MatchL4Proto); ok && (proto == 0 || m.Proto == proto) {
+		if m, ok := s.(nft.MatchL4Proto); ok && (proto == 0 || m.Proto == proto) {
 			return true
 		}
 	}
@@ -234,48 +235,48 @@ func hasL4ProtoMatch(stmts []nftrules.Stmt, proto nftrules.Protocol) bool {
 }
 
 // addrField returns the packet's address for an address field.
-func (e *evaluator) addrField(p state, fl nftrules.Field) (netip.Addr, error) {
+func (e *evaluator) addrField(p state, fl nft.Field) (netip.Addr, error) {
 	switch fl {
-	case nftrules.FieldSaddr:
+	case nft.FieldSaddr:
 		return p.src, nil
-	case nftrules.FieldDaddr:
+	case nft.FieldDaddr:
 		return p.dst, nil
 	}
 	return netip.Addr{}, fmt.Errorf("%s is not an address field", fl.Render(e.family()))
 }
 
 // fieldValue returns the value and datatype of a field of the packet.
-func (e *evaluator) fieldValue(p state, fl nftrules.Field) (nftrules.Value, nftrules.Datatype, error) {
+func (e *evaluator) fieldValue(p state, fl nft.Field) (nft.Value, nft.Datatype, error) {
 	switch fl {
-	case nftrules.FieldSaddr, nftrules.FieldDaddr:
+	case nft.FieldSaddr, nft.FieldDaddr:
 		a, err := e.addrField(p, fl)
-		return nftrules.AddrValue(a), nftrules.AddrType(e.family()), err
-	case nftrules.FieldL4Proto:
-		return nftrules.NumValue(uint32(p.proto)), nftrules.TypeInetProto, nil
-	case nftrules.FieldDport:
-		return nftrules.NumValue(uint32(p.dport)), nftrules.TypeInetService, nil
+		return nft.AddrValue(a), nft.AddrType(e.family()), err
+	case nft.FieldL4Proto:
+		return nft.NumValue(uint32(p.proto)), nft.TypeInetProto, nil
+	case nft.FieldDport:
+		return nft.NumValue(uint32(p.dport)), nft.TypeInetService, nil
 	}
-	return nftrules.Value{}, 0, fmt.Errorf("unknown field %s", fl.Render(e.family()))
+	return nft.Value{}, 0, fmt.Errorf("unknown field %s", fl.Render(e.family()))
 }
 
 // lookupKey finds a set and builds the packet's key for it, checking that
 // the fields have the set's key types.
-func (e *evaluator) lookupKey(p state, fields []nftrules.Field, name string) (*nftrules.Set, nftrules.Element, error) {
+func (e *evaluator) lookupKey(p state, fields []nft.Field, name string) (*nft.Set, nft.Element, error) {
 	set, ok := e.table.Sets[name]
 	if !ok {
-		return nil, nftrules.Element{}, fmt.Errorf("set @%s does not exist", name)
+		return nil, nft.Element{}, fmt.Errorf("set @%s does not exist", name)
 	}
 	if len(fields) != len(set.Key) {
-		return nil, nftrules.Element{}, fmt.Errorf("lookup of %d fields in @%s, whose key has %d", len(fields), name, len(set.Key))
+		return nil, nft.Element{}, fmt.Errorf("lookup of %d fields in @%s, whose key has %d", len(fields), name, len(set.Key))
 	}
-	key := nftrules.Element{Key: make([]nftrules.Value, len(fields))}
+	key := nft.Element{Key: make([]nft.Value, len(fields))}
 	for i, fl := range fields {
 		v, t, err := e.fieldValue(p, fl)
 		if err != nil {
-			return nil, nftrules.Element{}, err
+			return nil, nft.Element{}, err
 		}
 		if t != set.Key[i] {
-			return nil, nftrules.Element{}, fmt.Errorf("field %s has type %s, key field %d of @%s has type %s", fl.Render(e.family()), t, i, name, set.Key[i])
+			return nil, nft.Element{}, fmt.Errorf("field %s has type %s, key field %d of @%s has type %s", fl.Render(e.family()), t, i, name, set.Key[i])
 		}
 		key.Key[i] = v
 	}
@@ -283,12 +284,12 @@ func (e *evaluator) lookupKey(p state, fields []nftrules.Field, name string) (*n
 }
 
 // keyText renders a lookup key as nft prints it (protocols by name).
-func keyText(set *nftrules.Set, key nftrules.Element) string {
+func keyText(set *nft.Set, key nft.Element) string {
 	parts := make([]string, len(key.Key))
 	for i, v := range key.Key {
 		parts[i] = v.String()
-		if set.Key[i] == nftrules.TypeInetProto {
-			parts[i] = nftrules.Protocol(v.Num).String()
+		if set.Key[i] == nft.TypeInetProto {
+			parts[i] = nft.Protocol(v.Num).String()
 		}
 	}
 	return strings.Join(parts, " . ")

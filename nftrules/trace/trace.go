@@ -1,4 +1,4 @@
-// Package trace follows a packet through a *nftrules.Ruleset without a
+// Package trace follows a packet through a *nft.Ruleset without a
 // kernel: it evaluates the base chains of the packet's family table in hook
 // and priority order, following jump, goto and return as nftables does, and
 // reports what happens to the first packet of a new connection: accepted
@@ -15,7 +15,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // Path is the way a packet crosses the node, which decides the hooks it
@@ -39,14 +39,14 @@ const (
 const FromPod = Forwarded
 
 // Hooks returns the hooks a packet on path p traverses, in order.
-func (p Path) Hooks() []nftrules.Hook {
+func (p Path) Hooks() []nft.Hook {
 	switch p {
 	case Forwarded:
-		return []nftrules.Hook{nftrules.Prerouting, nftrules.Forward, nftrules.Postrouting}
+		return []nft.Hook{nft.Prerouting, nft.Forward, nft.Postrouting}
 	case LocalOut:
-		return []nftrules.Hook{nftrules.Output, nftrules.Postrouting}
+		return []nft.Hook{nft.Output, nft.Postrouting}
 	case ToLocal:
-		return []nftrules.Hook{nftrules.Prerouting, nftrules.Input}
+		return []nft.Hook{nft.Prerouting, nft.Input}
 	}
 	return nil
 }
@@ -66,7 +66,7 @@ func (p Path) String() string {
 // Packet is the first packet of a connection.
 type Packet struct {
 	Src, Dst netip.Addr
-	Proto    nftrules.Protocol
+	Proto    nft.Protocol
 	DstPort  uint16
 	Path     Path
 }
@@ -140,7 +140,7 @@ type Branch struct {
 
 // Step is one rule evaluated, or one chain event (Rule empty).
 type Step struct {
-	Hook  nftrules.Hook
+	Hook  nft.Hook
 	Chain string
 	// Depth is the call depth: 0 in a base chain, 1 in a chain jumped to
 	// from it, and so on.
@@ -157,7 +157,7 @@ type Step struct {
 // Trace follows p through rs. An error means the ruleset is inconsistent
 // (a missing chain, set or endpoint entry, a type mismatch, an unknown
 // statement) or the packet is malformed.
-func Trace(rs *nftrules.Ruleset, p Packet) (Result, error) {
+func Trace(rs *nft.Ruleset, p Packet) (Result, error) {
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
 	if !p.Src.IsValid() || !p.Dst.IsValid() {
 		return Result{}, fmt.Errorf("trace %v: source and destination are required", p)

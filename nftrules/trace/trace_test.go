@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 )
 
@@ -20,37 +20,37 @@ var (
 )
 
 func tcpTo(dst netip.Addr, port uint16) trace.Packet {
-	return trace.Packet{Src: podA, Dst: dst, Proto: nftrules.TCP, DstPort: port, Path: trace.Forwarded}
+	return trace.Packet{Src: podA, Dst: dst, Proto: nft.TCP, DstPort: port, Path: trace.Forwarded}
 }
 
 // table returns an IPv4 ruleset and its table.
-func table() (*nftrules.Ruleset, *nftrules.Table) {
-	rs := nftrules.NewRuleset()
-	return rs, rs.Table(nftrules.IPv4)
+func table() (*nft.Ruleset, *nft.Table) {
+	rs := nft.NewRuleset()
+	return rs, rs.Table(nft.IPv4)
 }
 
-func base(t *nftrules.Table, name string, typ nftrules.ChainType, hook nftrules.Hook, prio int) *nftrules.Chain {
+func base(t *nft.Table, name string, typ nft.ChainType, hook nft.Hook, prio int) *nft.Chain {
 	c := t.Chain(name)
-	c.Base = &nftrules.BaseChain{Type: typ, Hook: hook, Priority: prio}
+	c.Base = &nft.BaseChain{Type: typ, Hook: hook, Priority: prio}
 	return c
 }
 
 // endpointMap adds an endpoint map "eps" holding targets at keys off, off+1...
-func endpointMap(t *nftrules.Table, off uint32, targets ...netip.AddrPort) {
-	m := &nftrules.Set{Name: "eps", Key: []nftrules.Datatype{nftrules.TypeIndex},
-		Data: []nftrules.Datatype{nftrules.TypeIPv4Addr, nftrules.TypeInetService}}
+func endpointMap(t *nft.Table, off uint32, targets ...netip.AddrPort) {
+	m := &nft.Set{Name: "eps", Key: []nft.Datatype{nft.TypeIndex},
+		Data: []nft.Datatype{nft.TypeIPv4Addr, nft.TypeInetService}}
 	for i, ap := range targets {
-		m.Put(nftrules.Element{
-			Key:  []nftrules.Value{nftrules.NumValue(off + uint32(i))},
-			Data: []nftrules.Value{nftrules.AddrValue(ap.Addr()), nftrules.NumValue(uint32(ap.Port()))},
+		m.Put(nft.Element{
+			Key:  []nft.Value{nft.NumValue(off + uint32(i))},
+			Data: []nft.Value{nft.AddrValue(ap.Addr()), nft.NumValue(uint32(ap.Port()))},
 		})
 	}
 	t.Sets[m.Name] = m
 }
 
-var dropMatchingMark = nftrules.SetMarkBits{Bits: 1}
+var dropMatchingMark = nft.SetMarkBits{Bits: 1}
 
-func mustTrace(t *testing.T, rs *nftrules.Ruleset, p trace.Packet) trace.Result {
+func mustTrace(t *testing.T, rs *nft.Ruleset, p trace.Packet) trace.Result {
 	t.Helper()
 	r, err := trace.Trace(rs, p)
 	if err != nil {
@@ -60,7 +60,7 @@ func mustTrace(t *testing.T, rs *nftrules.Ruleset, p trace.Packet) trace.Result 
 }
 
 func TestEmptyRulesetAcceptsUntouched(t *testing.T) {
-	for _, rs := range []*nftrules.Ruleset{nil, nftrules.NewRuleset()} {
+	for _, rs := range []*nft.Ruleset{nil, nft.NewRuleset()} {
 		r := mustTrace(t, rs, tcpTo(service, 80))
 		if r.Outcome != trace.Accept || len(r.Targets) != 0 || r.Masquerade {
 			t.Errorf("got %v, want accept", r)
@@ -71,104 +71,104 @@ func TestEmptyRulesetAcceptsUntouched(t *testing.T) {
 func TestVerdicts(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(t *nftrules.Table)
+		setup func(t *nft.Table)
 		want  trace.Outcome
 	}{{
 		name: "chain end returns to the rule after the jump",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.JumpTo("a"))
-			t.Chain("fwd").Add(nftrules.DropStmt)
-			t.Chain("a").Add(nftrules.Counter{})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.JumpTo("a"))
+			t.Chain("fwd").Add(nft.DropStmt)
+			t.Chain("a").Add(nft.Counter{})
 		},
 		want: trace.Drop,
 	}, {
 		name: "goto does not return to the caller",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.GotoChain("a"))
-			t.Chain("fwd").Add(nftrules.DropStmt)
-			t.Chain("a").Add(nftrules.Counter{})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.GotoChain("a"))
+			t.Chain("fwd").Add(nft.DropStmt)
+			t.Chain("a").Add(nft.Counter{})
 		},
 		want: trace.Accept,
 	}, {
 		name: "goto then return goes back to the chain that jumped",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.JumpTo("a"))
-			t.Chain("fwd").Add(nftrules.Reject{})
-			t.Chain("a").Add(nftrules.GotoChain("b"))
-			t.Chain("a").Add(nftrules.DropStmt)
-			t.Chain("b").Add(nftrules.ReturnStmt)
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.JumpTo("a"))
+			t.Chain("fwd").Add(nft.Reject{})
+			t.Chain("a").Add(nft.GotoChain("b"))
+			t.Chain("a").Add(nft.DropStmt)
+			t.Chain("b").Add(nft.ReturnStmt)
 		},
 		want: trace.Reject,
 	}, {
 		name: "return in a base chain applies the policy",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.ReturnStmt)
-			t.Chain("fwd").Add(nftrules.DropStmt)
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.ReturnStmt)
+			t.Chain("fwd").Add(nft.DropStmt)
 		},
 		want: trace.Accept,
 	}, {
 		name: "accept ends the base chain but not the hook",
-		setup: func(t *nftrules.Table) {
-			base(t, "early", nftrules.FilterChain, nftrules.Forward, -10).Add(nftrules.JumpTo("a"))
-			t.Chain("early").Add(nftrules.DropStmt)
-			t.Chain("a").Add(nftrules.VerdictStmt{Verdict: nftrules.Verdict{Kind: nftrules.Accept}})
-			base(t, "late", nftrules.FilterChain, nftrules.Forward, 10).Add(nftrules.Reject{})
+		setup: func(t *nft.Table) {
+			base(t, "early", nft.FilterChain, nft.Forward, -10).Add(nft.JumpTo("a"))
+			t.Chain("early").Add(nft.DropStmt)
+			t.Chain("a").Add(nft.VerdictStmt{Verdict: nft.Verdict{Kind: nft.Accept}})
+			base(t, "late", nft.FilterChain, nft.Forward, 10).Add(nft.Reject{})
 		},
 		want: trace.Reject,
 	}, {
 		name: "base chains of a hook run in priority order",
-		setup: func(t *nftrules.Table) {
+		setup: func(t *nft.Table) {
 			// "a-late" sorts first by name: only priority puts it last.
-			base(t, "a-late", nftrules.FilterChain, nftrules.Forward, 10).Add(dropMatchingMark)
-			base(t, "z-early", nftrules.FilterChain, nftrules.Forward, -10).Add(nftrules.MatchMarkUnset{Bits: 1}, nftrules.Reject{})
+			base(t, "a-late", nft.FilterChain, nft.Forward, 10).Add(dropMatchingMark)
+			base(t, "z-early", nft.FilterChain, nft.Forward, -10).Add(nft.MatchMarkUnset{Bits: 1}, nft.Reject{})
 		},
 		want: trace.Reject,
 	}, {
 		name: "hooks run in path order whatever the priorities",
-		setup: func(t *nftrules.Table) {
-			base(t, "post", nftrules.FilterChain, nftrules.Postrouting, -500).Add(nftrules.MatchMarkUnset{Bits: 1}, nftrules.DropStmt)
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 500).Add(dropMatchingMark)
+		setup: func(t *nft.Table) {
+			base(t, "post", nft.FilterChain, nft.Postrouting, -500).Add(nft.MatchMarkUnset{Bits: 1}, nft.DropStmt)
+			base(t, "fwd", nft.FilterChain, nft.Forward, 500).Add(dropMatchingMark)
 		},
 		want: trace.Accept,
 	}, {
 		name: "chains of hooks off the path are not run",
-		setup: func(t *nftrules.Table) {
-			base(t, "out", nftrules.FilterChain, nftrules.Output, 0).Add(nftrules.DropStmt)
-			base(t, "in", nftrules.FilterChain, nftrules.Input, 0).Add(nftrules.DropStmt)
+		setup: func(t *nft.Table) {
+			base(t, "out", nft.FilterChain, nft.Output, 0).Add(nft.DropStmt)
+			base(t, "in", nft.FilterChain, nft.Input, 0).Add(nft.DropStmt)
 		},
 		want: trace.Accept,
 	}, {
 		name: "a rule whose match fails is skipped",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.MatchL4Proto{Proto: nftrules.UDP}, nftrules.DropStmt)
-			t.Chain("fwd").Add(nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.Reject{})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.MatchL4Proto{Proto: nft.UDP}, nft.DropStmt)
+			t.Chain("fwd").Add(nft.MatchL4Proto{Proto: nft.TCP}, nft.Reject{})
 		},
 		want: trace.Reject,
 	}, {
 		name: "ct status dnat is false without DNAT",
-		setup: func(t *nftrules.Table) {
-			base(t, "post", nftrules.NATChain, nftrules.Postrouting, 100).Add(nftrules.MatchCtStatusDNAT{}, nftrules.DropStmt)
+		setup: func(t *nft.Table) {
+			base(t, "post", nft.NATChain, nft.Postrouting, 100).Add(nft.MatchCtStatusDNAT{}, nft.DropStmt)
 		},
 		want: trace.Accept,
 	}, {
 		name: "ct state new holds for the traced packet",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.MatchCtStateNew{}, nftrules.DropStmt)
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.MatchCtStateNew{}, nft.DropStmt)
 		},
 		want: trace.Drop,
 	}, {
 		name: "reject with tcp reset",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.RejectTCPReset{})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.MatchL4Proto{Proto: nft.TCP}, nft.RejectTCPReset{})
 		},
 		want: trace.Reject,
 	}, {
 		name: "set and clear mark bits",
-		setup: func(t *nftrules.Table) {
-			c := base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0)
-			c.Add(nftrules.SetMarkBits{Bits: 0x4001})
-			c.Add(nftrules.ClearMarkBits{Bits: 0x4000})
-			c.Add(nftrules.MatchMarkUnset{Bits: 0x4000}, nftrules.Reject{})
+		setup: func(t *nft.Table) {
+			c := base(t, "fwd", nft.FilterChain, nft.Forward, 0)
+			c.Add(nft.SetMarkBits{Bits: 0x4001})
+			c.Add(nft.ClearMarkBits{Bits: 0x4000})
+			c.Add(nft.MatchMarkUnset{Bits: 0x4000}, nft.Reject{})
 		},
 		want: trace.Reject,
 	}} {
@@ -184,9 +184,9 @@ func TestVerdicts(t *testing.T) {
 
 func TestPrefixMatch(t *testing.T) {
 	rs, tbl := table()
-	c := base(tbl, "fwd", nftrules.FilterChain, nftrules.Forward, 0)
-	c.Add(nftrules.MatchPrefix{Field: nftrules.FieldSaddr, Negate: true, Prefix: netip.MustParsePrefix("10.1.0.0/16")}, nftrules.DropStmt)
-	c.Add(nftrules.MatchPrefix{Field: nftrules.FieldDaddr, Prefix: netip.MustParsePrefix("172.30.0.10/32")}, nftrules.Reject{})
+	c := base(tbl, "fwd", nft.FilterChain, nft.Forward, 0)
+	c.Add(nft.MatchPrefix{Field: nft.FieldSaddr, Negate: true, Prefix: netip.MustParsePrefix("10.1.0.0/16")}, nft.DropStmt)
+	c.Add(nft.MatchPrefix{Field: nft.FieldDaddr, Prefix: netip.MustParsePrefix("172.30.0.10/32")}, nft.Reject{})
 
 	if r := mustTrace(t, rs, tcpTo(service, 80)); r.Outcome != trace.Reject {
 		t.Errorf("pod to service: got %v, want reject", r)
@@ -200,21 +200,21 @@ func TestPrefixMatch(t *testing.T) {
 
 func TestSetAndVmapLookups(t *testing.T) {
 	rs, tbl := table()
-	key := []nftrules.Datatype{nftrules.TypeIPv4Addr, nftrules.TypeInetProto, nftrules.TypeInetService}
-	vmap := &nftrules.Set{Name: "dispatch", Key: key, Verdict: true}
-	vmap.Put(nftrules.Element{
-		Key:     []nftrules.Value{nftrules.AddrValue(service), nftrules.NumValue(uint32(nftrules.TCP)), nftrules.NumValue(80)},
-		Verdict: &nftrules.Verdict{Kind: nftrules.Goto, Chain: "rej"},
+	key := []nft.Datatype{nft.TypeIPv4Addr, nft.TypeInetProto, nft.TypeInetService}
+	vmap := &nft.Set{Name: "dispatch", Key: key, Verdict: true}
+	vmap.Put(nft.Element{
+		Key:     []nft.Value{nft.AddrValue(service), nft.NumValue(uint32(nft.TCP)), nft.NumValue(80)},
+		Verdict: &nft.Verdict{Kind: nft.Goto, Chain: "rej"},
 	})
 	tbl.Sets[vmap.Name] = vmap
-	pairs := &nftrules.Set{Name: "pairs", Key: []nftrules.Datatype{nftrules.TypeIPv4Addr, nftrules.TypeIPv4Addr}}
-	pairs.Put(nftrules.Element{Key: []nftrules.Value{nftrules.AddrValue(podA), nftrules.AddrValue(podB)}})
+	pairs := &nft.Set{Name: "pairs", Key: []nft.Datatype{nft.TypeIPv4Addr, nft.TypeIPv4Addr}}
+	pairs.Put(nft.Element{Key: []nft.Value{nft.AddrValue(podA), nft.AddrValue(podB)}})
 	tbl.Sets[pairs.Name] = pairs
-	fields := []nftrules.Field{nftrules.FieldDaddr, nftrules.FieldL4Proto, nftrules.FieldDport}
-	c := base(tbl, "fwd", nftrules.FilterChain, nftrules.Forward, 0)
-	c.Add(nftrules.VmapLookup{Fields: fields, Map: "dispatch"})
-	c.Add(nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldSaddr, nftrules.FieldDaddr}, Set: "pairs"}, nftrules.DropStmt)
-	tbl.Chain("rej").Add(nftrules.Reject{})
+	fields := []nft.Field{nft.FieldDaddr, nft.FieldL4Proto, nft.FieldDport}
+	c := base(tbl, "fwd", nft.FilterChain, nft.Forward, 0)
+	c.Add(nft.VmapLookup{Fields: fields, Map: "dispatch"})
+	c.Add(nft.SetLookup{Fields: []nft.Field{nft.FieldSaddr, nft.FieldDaddr}, Set: "pairs"}, nft.DropStmt)
+	tbl.Chain("rej").Add(nft.Reject{})
 
 	for _, tc := range []struct {
 		name string
@@ -234,20 +234,20 @@ func TestSetAndVmapLookups(t *testing.T) {
 
 // natRuleset DNATs tcp to service:80 to the targets through numgen at
 // offset 100, and masquerades in postrouting what the hairpin set matches.
-func natRuleset(targets ...netip.AddrPort) *nftrules.Ruleset {
+func natRuleset(targets ...netip.AddrPort) *nft.Ruleset {
 	rs, tbl := table()
 	endpointMap(tbl, 100, targets...)
-	hairpin := &nftrules.Set{Name: "hairpin", Key: []nftrules.Datatype{nftrules.TypeIPv4Addr, nftrules.TypeIPv4Addr}}
+	hairpin := &nft.Set{Name: "hairpin", Key: []nft.Datatype{nft.TypeIPv4Addr, nft.TypeIPv4Addr}}
 	for _, ap := range targets {
-		hairpin.Put(nftrules.Element{Key: []nftrules.Value{nftrules.AddrValue(ap.Addr()), nftrules.AddrValue(ap.Addr())}})
+		hairpin.Put(nft.Element{Key: []nft.Value{nft.AddrValue(ap.Addr()), nft.AddrValue(ap.Addr())}})
 	}
 	tbl.Sets[hairpin.Name] = hairpin
-	pre := base(tbl, "pre", nftrules.NATChain, nftrules.Prerouting, -100)
-	pre.Add(nftrules.MatchPrefix{Field: nftrules.FieldDaddr, Prefix: netip.PrefixFrom(service, 32)}, nftrules.GotoChain("svc"))
-	tbl.Chain("svc").Add(nftrules.MatchL4Proto{Proto: nftrules.TCP},
-		nftrules.DNATToEndpoint{Count: uint32(len(targets)), Offset: 100, Map: "eps"})
-	post := base(tbl, "post", nftrules.NATChain, nftrules.Postrouting, 100)
-	post.Add(nftrules.MatchCtStatusDNAT{}, nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldSaddr, nftrules.FieldDaddr}, Set: "hairpin"}, nftrules.Masquerade{})
+	pre := base(tbl, "pre", nft.NATChain, nft.Prerouting, -100)
+	pre.Add(nft.MatchPrefix{Field: nft.FieldDaddr, Prefix: netip.PrefixFrom(service, 32)}, nft.GotoChain("svc"))
+	tbl.Chain("svc").Add(nft.MatchL4Proto{Proto: nft.TCP},
+		nft.DNATToEndpoint{Count: uint32(len(targets)), Offset: 100, Map: "eps"})
+	post := base(tbl, "post", nft.NATChain, nft.Postrouting, 100)
+	post.Add(nft.MatchCtStatusDNAT{}, nft.SetLookup{Fields: []nft.Field{nft.FieldSaddr, nft.FieldDaddr}, Set: "hairpin"}, nft.Masquerade{})
 	return rs
 }
 
@@ -281,8 +281,8 @@ func TestHairpinIsDecidedPerTarget(t *testing.T) {
 
 func TestNATChainsAfterDNATAreSkipped(t *testing.T) {
 	rs := natRuleset(netip.AddrPortFrom(podB, 80))
-	tbl := rs.Tables[nftrules.IPv4]
-	base(tbl, "pre2", nftrules.NATChain, nftrules.Prerouting, 0).Add(nftrules.DropStmt)
+	tbl := rs.Tables[nft.IPv4]
+	base(tbl, "pre2", nft.NATChain, nft.Prerouting, 0).Add(nft.DropStmt)
 	if r := mustTrace(t, rs, tcpTo(service, 80)); r.Outcome != trace.DNAT {
 		t.Errorf("got %v, want DNAT: a nat chain after the binding must not run\n%s", r, r.Explain())
 	}
@@ -290,8 +290,8 @@ func TestNATChainsAfterDNATAreSkipped(t *testing.T) {
 
 func TestLocalOutUsesOutputHook(t *testing.T) {
 	rs, tbl := table()
-	base(tbl, "pre", nftrules.FilterChain, nftrules.Prerouting, 0).Add(nftrules.DropStmt)
-	base(tbl, "out", nftrules.FilterChain, nftrules.Output, 0).Add(nftrules.Reject{})
+	base(tbl, "pre", nft.FilterChain, nft.Prerouting, 0).Add(nft.DropStmt)
+	base(tbl, "out", nft.FilterChain, nft.Output, 0).Add(nft.Reject{})
 	p := tcpTo(service, 80)
 	p.Path = trace.LocalOut
 	if r := mustTrace(t, rs, p); r.Outcome != trace.Reject {
@@ -300,88 +300,88 @@ func TestLocalOutUsesOutputHook(t *testing.T) {
 }
 
 func TestBrokenRulesetsAreErrors(t *testing.T) {
-	type unknownStmt struct{ nftrules.Counter }
+	type unknownStmt struct{ nft.Counter }
 	for _, tc := range []struct {
 		name    string
-		setup   func(t *nftrules.Table)
+		setup   func(t *nft.Table)
 		wantErr string
 	}{{
 		name: "unknown statement",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(unknownStmt{})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(unknownStmt{})
 		},
 		wantErr: "unsupported statement type trace_test.unknownStmt",
 	}, {
 		name: "missing chain",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.JumpTo("nowhere"))
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.JumpTo("nowhere"))
 		},
 		wantErr: `jump to missing chain "nowhere"`,
 	}, {
 		name: "jump to a base chain",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.JumpTo("fwd"))
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.JumpTo("fwd"))
 		},
 		wantErr: `jump to base chain "fwd"`,
 	}, {
 		name: "jump loop",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.JumpTo("a"))
-			t.Chain("a").Add(nftrules.JumpTo("a"))
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.JumpTo("a"))
+			t.Chain("a").Add(nft.JumpTo("a"))
 		},
 		wantErr: "jump stack exceeds",
 	}, {
 		name: "goto loop",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.GotoChain("a"))
-			t.Chain("a").Add(nftrules.GotoChain("a"))
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.GotoChain("a"))
+			t.Chain("a").Add(nft.GotoChain("a"))
 		},
 		wantErr: "does not terminate",
 	}, {
 		name: "missing set",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldSaddr}, Set: "nope"})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.SetLookup{Fields: []nft.Field{nft.FieldSaddr}, Set: "nope"})
 		},
 		wantErr: "set @nope does not exist",
 	}, {
 		name: "lookup key of the wrong type",
-		setup: func(t *nftrules.Table) {
-			t.Sets["ports"] = &nftrules.Set{Name: "ports", Key: []nftrules.Datatype{nftrules.TypeInetService}}
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.SetLookup{Fields: []nftrules.Field{nftrules.FieldDaddr}, Set: "ports"})
+		setup: func(t *nft.Table) {
+			t.Sets["ports"] = &nft.Set{Name: "ports", Key: []nft.Datatype{nft.TypeInetService}}
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.SetLookup{Fields: []nft.Field{nft.FieldDaddr}, Set: "ports"})
 		},
 		wantErr: "field ip daddr has type ipv4_addr, key field 0 of @ports has type inet_service",
 	}, {
 		name: "prefix of the other family",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.MatchPrefix{Field: nftrules.FieldSaddr, Prefix: netip.MustParsePrefix("fd00::/8")})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.MatchPrefix{Field: nft.FieldSaddr, Prefix: netip.MustParsePrefix("fd00::/8")})
 		},
 		wantErr: "prefix fd00::/8 in a table of family ip",
 	}, {
 		name: "endpoint map entry missing",
-		setup: func(t *nftrules.Table) {
+		setup: func(t *nft.Table) {
 			endpointMap(t, 100, netip.AddrPortFrom(podB, 80))
-			base(t, "pre", nftrules.NATChain, nftrules.Prerouting, -100).Add(nftrules.MatchL4Proto{Proto: nftrules.TCP},
-				nftrules.DNATToEndpoint{Count: 2, Offset: 100, Map: "eps"})
+			base(t, "pre", nft.NATChain, nft.Prerouting, -100).Add(nft.MatchL4Proto{Proto: nft.TCP},
+				nft.DNATToEndpoint{Count: 2, Offset: 100, Map: "eps"})
 		},
 		wantErr: "endpoint map @eps has no entry 101 (want 100..101)",
 	}, {
 		name: "dnat without an l4proto match",
-		setup: func(t *nftrules.Table) {
+		setup: func(t *nft.Table) {
 			endpointMap(t, 0, netip.AddrPortFrom(podB, 80))
-			base(t, "pre", nftrules.NATChain, nftrules.Prerouting, -100).Add(nftrules.DNATToEndpoint{Count: 1, Map: "eps"})
+			base(t, "pre", nft.NATChain, nft.Prerouting, -100).Add(nft.DNATToEndpoint{Count: 1, Map: "eps"})
 		},
 		wantErr: "without a preceding meta l4proto match",
 	}, {
 		name: "tcp reset without a tcp match",
-		setup: func(t *nftrules.Table) {
-			base(t, "fwd", nftrules.FilterChain, nftrules.Forward, 0).Add(nftrules.RejectTCPReset{})
+		setup: func(t *nft.Table) {
+			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.RejectTCPReset{})
 		},
 		wantErr: "reject with tcp reset without a preceding meta l4proto tcp match",
 	}, {
 		name: "dnat in postrouting",
-		setup: func(t *nftrules.Table) {
+		setup: func(t *nft.Table) {
 			endpointMap(t, 0, netip.AddrPortFrom(podB, 80))
-			base(t, "post", nftrules.NATChain, nftrules.Postrouting, 100).Add(nftrules.MatchL4Proto{Proto: nftrules.TCP}, nftrules.DNATToEndpoint{Count: 1, Map: "eps"})
+			base(t, "post", nft.NATChain, nft.Postrouting, 100).Add(nft.MatchL4Proto{Proto: nft.TCP}, nft.DNATToEndpoint{Count: 1, Map: "eps"})
 		},
 		wantErr: "dnat reached from hook postrouting",
 	}} {
@@ -398,11 +398,11 @@ func TestBrokenRulesetsAreErrors(t *testing.T) {
 
 func TestMalformedPackets(t *testing.T) {
 	for _, p := range []trace.Packet{
-		{Dst: service, Proto: nftrules.TCP, DstPort: 80},
-		{Src: podA, Dst: netip.MustParseAddr("fd00::1"), Proto: nftrules.TCP, DstPort: 80},
-		{Src: podA, Dst: service, Proto: nftrules.TCP, DstPort: 80, Path: trace.Path(42)},
+		{Dst: service, Proto: nft.TCP, DstPort: 80},
+		{Src: podA, Dst: netip.MustParseAddr("fd00::1"), Proto: nft.TCP, DstPort: 80},
+		{Src: podA, Dst: service, Proto: nft.TCP, DstPort: 80, Path: trace.Path(42)},
 	} {
-		if _, err := trace.Trace(nftrules.NewRuleset(), p); err == nil {
+		if _, err := trace.Trace(nft.NewRuleset(), p); err == nil {
 			t.Errorf("Trace(%v) succeeded, want an error", p)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -129,7 +130,7 @@ func packetsTo(dst netip.AddrPort, st *model.State) []trace.Packet {
 		path = trace.ToLocal
 	}
 	p := func(src netip.Addr, path trace.Path) trace.Packet {
-		return trace.Packet{Src: src, Dst: dst.Addr(), Proto: nftrules.UDP, DstPort: dst.Port(), Path: path}
+		return trace.Packet{Src: src, Dst: dst.Addr(), Proto: nft.UDP, DstPort: dst.Port(), Path: path}
 	}
 	return []trace.Packet{p(pod, path), p(client, path), p(self, trace.LocalOut)}
 }

@@ -35,6 +35,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -85,22 +86,22 @@ func NewIndex(st *model.State) *Index {
 			}
 			for _, group := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
 				for _, ip := range group {
-					if nftrules.FamilyOf(ip) == f {
+					if nft.FamilyOf(ip) == f {
 						ix.frontends[netip.AddrPortFrom(ip.Unmap(), sp.Port)] = live
 					}
 				}
 			}
 			if sp.NodePort != 0 {
-				ix.nodePorts[nodePortKey{f == nftrules.IPv6, sp.NodePort}] = live
+				ix.nodePorts[nodePortKey{f == nft.IPv6, sp.NodePort}] = live
 			}
 		}
 	}
 	return ix
 }
 
-func hasFamily(ips []netip.Addr, f nftrules.Family) bool {
+func hasFamily(ips []netip.Addr, f nft.Family) bool {
 	for _, ip := range ips {
-		if nftrules.FamilyOf(ip) == f {
+		if nft.FamilyOf(ip) == f {
 			return true
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/conntrack"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -30,7 +31,7 @@ type lab struct {
 	t              *testing.T
 	node, client   *netkit.NS
 	pods           []*netkit.NS
-	rec            *nftrules.Reconciler
+	rec            *nft.Reconciler
 	b              *nftrules.Builder
 	cleaner        *conntrack.Cleaner
 	deleted, walks int
@@ -46,7 +47,7 @@ func newLab(t *testing.T) *lab {
 		}
 		t.Cleanup(func() { srv.Close() })
 	}
-	rec, err := nftrules.NewReconciler(nftrules.Options{NetNSFd: node.FD()})
+	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: node.FD()})
 	if err != nil {
 		t.Fatal(err)
 	}

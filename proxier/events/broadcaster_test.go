@@ -14,7 +14,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/nftproxy/nftproxy/informers"
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/events"
 )
@@ -25,13 +25,13 @@ type reconciler struct {
 	failing bool
 }
 
-func (r *reconciler) Sync(context.Context, *nftrules.Ruleset, bool) (nftrules.SyncResult, error) {
+func (r *reconciler) Sync(context.Context, *nft.Ruleset, bool) (nft.SyncResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failing {
-		return nftrules.SyncResult{}, errors.New("injected netlink failure")
+		return nft.SyncResult{}, errors.New("injected netlink failure")
 	}
-	return nftrules.SyncResult{}, nil
+	return nft.SyncResult{}, nil
 }
 
 // TestEventsThroughTheAPI runs a real proxier on a fake clientset with the

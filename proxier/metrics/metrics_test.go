@@ -25,7 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/nftproxy/nftproxy/informers"
-	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/metrics"
 	pmodel "github.com/nftproxy/nftproxy/proxier/model"
@@ -39,16 +39,16 @@ type failingReconciler struct {
 	delay time.Duration
 }
 
-func (f *failingReconciler) Sync(ctx context.Context, _ *nftrules.Ruleset, full bool) (nftrules.SyncResult, error) {
+func (f *failingReconciler) Sync(ctx context.Context, _ *nft.Ruleset, full bool) (nft.SyncResult, error) {
 	f.mu.Lock()
 	f.n++
 	fail := f.fail[f.n]
 	f.mu.Unlock()
 	time.Sleep(f.delay) // so that durations are observably non-zero
 	if fail {
-		return nftrules.SyncResult{}, errors.New("injected failure")
+		return nft.SyncResult{}, errors.New("injected failure")
 	}
-	return nftrules.SyncResult{Full: full, Objects: 7, Messages: 3}, nil
+	return nft.SyncResult{Full: full, Objects: 7, Messages: 3}, nil
 }
 
 const node = "node-a"

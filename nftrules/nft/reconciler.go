@@ -1,4 +1,4 @@
-package nftrules
+package nft
 
 import (
 	"context"
@@ -34,7 +34,8 @@ type SyncResult struct {
 // Reconciler keeps our tables in the kernel equal to a desired Ruleset.
 // It is the only code in nftproxy that changes nftables.
 type Reconciler struct {
-	opts Options
+	layout Layout
+	opts   Options
 
 	mu sync.Mutex
 	// nft is the lasting connection (see conn); nil until first used.
@@ -48,9 +49,10 @@ type Reconciler struct {
 	own ownPorts
 }
 
-// NewReconciler returns a reconciler for the namespace in opts.
-func NewReconciler(opts Options) (*Reconciler, error) {
-	return &Reconciler{opts: opts}, nil
+// NewReconciler returns a reconciler of the tables made by layout, in the
+// namespace in opts.
+func NewReconciler(layout Layout, opts Options) (*Reconciler, error) {
+	return &Reconciler{layout: layout, opts: opts}, nil
 }
 
 // Socket buffers for the batch socket. google/nftables asks for an ACK per

@@ -1,4 +1,4 @@
-package nftrules
+package nft
 
 import (
 	"bytes"
@@ -111,7 +111,7 @@ func diffRaw(have, want *Set) (add, del []Element) {
 	}
 	// Every kernel key was found (counting each desired key once): nothing
 	// to delete. Otherwise find the kernel keys nothing wants.
-	if matched == len(have.raw) && (want.refs == nil || total == len(want.refs)) {
+	if matched == len(have.raw) && (want.refs == nil || total == want.refs.len()) {
 		return add, del
 	}
 	wanted := make(map[string]bool, total)

@@ -1,4 +1,6 @@
-package nftrules
+package nft
+
+import "maps"
 
 // ownerGroups maps element owners to their elements, copy-on-write: a
 // ruleset derived by a Builder shares the large base map with its parent
@@ -87,4 +89,77 @@ func (g *ownerGroups) fork() *ownerGroups {
 		overlay[o] = e
 	}
 	return &ownerGroups{base: g.base, overlay: overlay, n: g.n}
+}
+
+// keyCounts counts, per key, the element groups of a set holding it (sets
+// with SharedKeys), copy-on-write like ownerGroups: a derived ruleset
+// shares the base with its parent and never writes it.
+type keyCounts struct {
+	base    map[string]int // shared between rulesets: never written
+	overlay map[string]int // this ruleset's counts of changed keys (0: none)
+	n       int            // keys with a count above 0
+}
+
+func (k *keyCounts) get(key string) int {
+	if c, ok := k.overlay[key]; ok {
+		return c
+	}
+	return k.base[key]
+}
+
+func (k *keyCounts) put(key string, c int) {
+	was := k.get(key)
+	switch {
+	case was <= 0 && c > 0:
+		k.n++
+	case was > 0 && c <= 0:
+		k.n--
+	}
+	if k.overlay == nil {
+		k.overlay = map[string]int{}
+	}
+	k.overlay[key] = c
+}
+
+func (k *keyCounts) add(els []Element) {
+	for _, e := range els {
+		key := e.KeyString()
+		k.put(key, k.get(key)+1)
+	}
+}
+
+func (k *keyCounts) remove(els []Element) {
+	for _, e := range els {
+		key := e.KeyString()
+		k.put(key, k.get(key)-1)
+	}
+}
+
+func (k *keyCounts) len() int {
+	if k == nil {
+		return 0
+	}
+	return k.n
+}
+
+// fork returns a copy that can be changed without changing k.
+func (k *keyCounts) fork() *keyCounts {
+	if k == nil {
+		return nil
+	}
+	if len(k.overlay) > 64+len(k.base)/8 {
+		base := make(map[string]int, k.n)
+		for key, c := range k.base {
+			if _, changed := k.overlay[key]; !changed {
+				base[key] = c
+			}
+		}
+		for key, c := range k.overlay {
+			if c > 0 {
+				base[key] = c
+			}
+		}
+		return &keyCounts{base: base, n: k.n}
+	}
+	return &keyCounts{base: k.base, overlay: maps.Clone(k.overlay), n: k.n}
 }

@@ -1,4 +1,4 @@
-package nftrules
+package nft
 
 import (
 	"bytes"
@@ -33,9 +33,11 @@ const maxInflatedText = 4096
 // fit its user data even deflated: the text itself is not in the kernel.
 const HashedIdentityPrefix = "sha256:"
 
-// ruleIdentity is what identifies a rule in the kernel: its nft text, or a
-// hash of it when the text does not fit the rule's user data even
-// deflated.
+// Identity is what the kernel keeps of a rule (in its user data) and hands
+// back when our tables are read: the rule's nft text, or a hash of a text
+// too long to keep even deflated (HashedIdentityPrefix).
+func (r Rule) Identity(f Family) string { return ruleIdentity(f, r) }
+
 func ruleIdentity(f Family, r Rule) string {
 	text := r.Render(f)
 	if len(text) <= maxIdentityText || len(deflate(text)) <= maxIdentityText {

@@ -11,7 +11,7 @@
 //     into a Ruleset and applies a Transaction as one atomic batch.
 //
 // README.md in this directory documents the layout an admin sees in --dump.
-package nftrules
+package nft
 
 import (
 	"net/netip"
@@ -19,8 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
 // Family is the nftables address family of a table. We use one table per
@@ -36,15 +34,6 @@ const (
 // Families lists the families in the order we program them.
 var Families = []Family{IPv4, IPv6}
 
-// FamiliesOf returns the families programmed for a state: both, or IPv4
-// alone on a node without IPv6.
-func FamiliesOf(st *model.State) []Family {
-	if st.NoIPv6 {
-		return []Family{IPv4}
-	}
-	return Families
-}
-
 // FamilyOf returns the table family an address belongs to.
 func FamilyOf(a netip.Addr) Family {
 	if a.Is4() || a.Is4In6() {
@@ -58,21 +47,11 @@ func FamilyOf(a netip.Addr) Family {
 type Ruleset struct {
 	Tables map[Family]*Table
 
-	// parent is the ruleset a Builder derived this one from, and delta
-	// what it changed per family: Diff(parent, rs) looks only there.
+	// parent is the ruleset this one was derived from, and delta what
+	// the Derivation changed per family: Diff(parent, rs) looks only
+	// there.
 	parent *Ruleset
 	delta  map[Family]*tableDelta
-}
-
-// tableDelta names what a Build changed in one table.
-type tableDelta struct {
-	owners map[string]bool // element groups added or removed
-	chains map[string]bool // chains added, removed or replaced
-	sets   map[string]bool // sets added, removed, or with changed groups
-}
-
-func newTableDelta() *tableDelta {
-	return &tableDelta{owners: map[string]bool{}, chains: map[string]bool{}, sets: map[string]bool{}}
 }
 
 // NewRuleset returns an empty ruleset.
@@ -105,9 +84,6 @@ type Table struct {
 	Name   string
 	Chains map[string]*Chain
 	Sets   map[string]*Set
-
-	// copied names the sets a Builder already copied in this ruleset.
-	copied map[string]bool
 }
 
 // Chain returns the named chain, creating an empty regular chain if missing.
@@ -225,10 +201,15 @@ type Set struct {
 	Dynamic bool
 	Timeout time.Duration
 
+	// SharedKeys marks a set whose owners may contribute the same key
+	// (the hairpin set): the set holds it once, and keeps it while any
+	// owner does. Without it each key has one owner.
+	SharedKeys bool
+
 	groups *ownerGroups
-	// refs counts, per key, the groups holding it; maintained by the Builder
-	// for sets whose keys owners share. nil: computed on demand.
-	refs map[string]int
+	// refs counts, per key, the groups holding it, for SharedKeys sets
+	// filled by a Derivation; nil otherwise.
+	refs *keyCounts
 	// index is the merged view of all groups, computed on demand.
 	index map[string]Element
 	// flatPos locates Put elements in the "" group by key.

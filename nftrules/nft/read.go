@@ -1,15 +1,13 @@
-package nftrules
+package nft
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
-	"github.com/nftproxy/nftproxy/proxier/model"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +53,7 @@ func (r *Reconciler) readLiveSkipping(skip map[string]bool) (_ *Ruleset, err err
 		if err := r.readRules(t); err != nil {
 			return nil, err
 		}
-		if err := readSets(c, er, nt, t); err != nil {
+		if err := readSets(c, er, r.layout, nt, t); err != nil {
 			return nil, err
 		}
 	}
@@ -160,27 +158,20 @@ func parseRuleMessage(m netlink.Message) (chain, identity string, err error) {
 	return chain, identity, ad.Err()
 }
 
-func readSets(c *nftables.Conn, er *elementReader, nt *nftables.Table, t *Table) error {
+func readSets(c *nftables.Conn, er *elementReader, layout Layout, nt *nftables.Table, t *Table) error {
 	sets, err := c.GetSets(nt)
 	if err != nil {
 		return fmt.Errorf("list sets of %s: %w", t.Family, err)
 	}
-	layout := NewRuleset().Table(t.Family)
-	buildSkeleton(layout, &model.State{})
 	for _, ns := range sets {
-		want, known := layout.Sets[ns.Name]
-		switch {
-		case strings.HasPrefix(ns.Name, "endpoint-chains-"):
-			want, known = newEndpointChainsMap(ns.Name), true
-		case ns.Dynamic && ns.HasTimeout && !ns.IsMap:
-			// A session-affinity set: its elements are the kernel's.
-			if ns.KeyType.Bytes == 4 || ns.KeyType.Bytes == 16 {
-				t.Sets[ns.Name] = &Set{Name: ns.Name, Key: []Datatype{AddrType(t.Family)}, Dynamic: true, Timeout: ns.Timeout}
-				continue
-			}
-		}
-		if p, _, ok := parseEndpointMapName(ns.Name); ok {
-			want, known = newEndpointMap(t.Family, p, ns.Name), true
+		want, known := layout.Set(t.Family, ns.Name)
+		// A dynamic set is the packet path's (session affinity): its
+		// elements are the kernel's. An endpoint-chains verdict map is
+		// always compared with the layout.
+		endpointChains := known && want.Verdict && isIndexMap(want)
+		if ns.Dynamic && ns.HasTimeout && !ns.IsMap && !endpointChains && (ns.KeyType.Bytes == 4 || ns.KeyType.Bytes == 16) {
+			t.Sets[ns.Name] = &Set{Name: ns.Name, Key: []Datatype{AddrType(t.Family)}, Dynamic: true, Timeout: ns.Timeout}
+			continue
 		}
 		if !known || !kernelShapeMatches(ns, want) {
 			// Unknown to us or of another shape: typeless, so Diff rebuilds.

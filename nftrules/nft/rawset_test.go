@@ -1,4 +1,4 @@
-package nftrules
+package nft
 
 import (
 	"fmt"
@@ -21,11 +21,11 @@ func TestDiffRawMatchesIndexed(t *testing.T) {
 		el   func(i, v int) Element
 	}{
 		{"hairpin", func() *Set {
-			return &Set{Name: SetHairpin, Key: []Datatype{TypeIPv4Addr, TypeIPv4Addr}, refs: map[string]int{}}
+			return &Set{Name: "hairpin", Key: []Datatype{TypeIPv4Addr, TypeIPv4Addr}, SharedKeys: true}
 		},
 			func(i, _ int) Element { return Element{Key: []Value{AddrValue(addr(i)), AddrValue(addr(i))}} }},
 		{"service-ips", func() *Set {
-			return &Set{Name: SetServiceIPs, Key: []Datatype{TypeIPv4Addr, TypeInetProto, TypeInetService}, Verdict: true}
+			return &Set{Name: "service-ips", Key: []Datatype{TypeIPv4Addr, TypeInetProto, TypeInetService}, Verdict: true}
 		}, func(i, v int) Element {
 			verdict := &Verdict{Kind: Goto, Chain: fmt.Sprintf("svc-%d-%d", i, v)}
 			if v == 2 {
@@ -33,7 +33,9 @@ func TestDiffRawMatchesIndexed(t *testing.T) {
 			}
 			return Element{Key: dispatchKey(addr(i), TCP, 80), Verdict: verdict}
 		}},
-		{"endpoints", func() *Set { return newEndpointMap(IPv4, TCP, EndpointMapName(TCP, 0)) },
+		{"endpoints", func() *Set {
+			return &Set{Name: "endpoints-tcp-0", Key: []Datatype{TypeIndex}, Data: []Datatype{TypeIPv4Addr, TypeInetService}, Proto: TCP}
+		},
 			func(i, v int) Element {
 				return Element{Key: []Value{NumValue(uint32(i))}, Data: []Value{AddrValue(addr(i + v)), NumValue(8080)}}
 			}},
@@ -79,10 +81,11 @@ func TestDiffRawMatchesIndexed(t *testing.T) {
 					g = append(g, k.el(0, 0))
 				}
 				want.groups.set(fmt.Sprint("owner-", o), g)
-				if want.refs != nil {
-					for _, e := range g {
-						want.refs[e.KeyString()]++
+				if want.SharedKeys {
+					if want.refs == nil {
+						want.refs = &keyCounts{}
 					}
+					want.refs.add(g)
 				}
 			}
 			gotAdd, gotDel := diffRaw(raw, want)

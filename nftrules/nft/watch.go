@@ -1,4 +1,4 @@
-package nftrules
+package nft
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -207,6 +206,8 @@ func (r *Reconciler) WatchForeign(ctx context.Context, notify func(ForeignChange
 type watcher struct {
 	nl  *netlink.Conn
 	own *ownPorts
+	// packetPath reports the sets whose elements the packet path changes.
+	packetPath func(set string) bool
 	// pending accumulates the foreign changes to our tables of the
 	// transaction being received, until its NEWGEN message.
 	pending ForeignChange
@@ -224,7 +225,7 @@ func (r *Reconciler) subscribe() (*watcher, error) {
 		nl.Close()
 		return nil, fmt.Errorf("join the nftables notification group: %w", err)
 	}
-	w := &watcher{nl: nl, own: &r.own}
+	w := &watcher{nl: nl, own: &r.own, packetPath: r.layout.PacketPathSet}
 	r.own.register(w)
 	return w, nil
 }
@@ -320,7 +321,7 @@ func (w *watcher) touchesOurTables(m netlink.Message, typ int) bool {
 			}
 		}
 	}
-	return ours && !strings.HasPrefix(set, affinitySetPrefix)
+	return ours && (set == "" || !w.packetPath(set))
 }
 
 // decodeGen reads the NEWGEN attributes.

@@ -1,4 +1,4 @@
-package nftrules
+package nft
 
 import "sort"
 
@@ -366,7 +366,7 @@ func (s *Set) holds(key string) bool {
 	if s.refs == nil {
 		return false
 	}
-	return s.refs[key] > 0
+	return s.refs.get(key) > 0
 }
 
 func sortedKeys(m map[string]Element) []string {
@@ -407,7 +407,7 @@ func (s *Set) distinctElements() []Element {
 	out := make([]Element, 0, s.groupedLen())
 	var seen map[string]bool
 	if s.refs != nil {
-		seen = make(map[string]bool, len(s.refs))
+		seen = make(map[string]bool, s.refs.len())
 	}
 	for _, o := range owners {
 		g, _ := s.groups.get(o)

@@ -1,4 +1,4 @@
-package nftrules
+package nft
 
 import (
 	"errors"

@@ -3,13 +3,18 @@ package nftrules
 import (
 	"strings"
 
+	"k8s.io/klog/v2"
+
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
 // NewReconciler returns a reconciler of nftproxy's tables (see
-// nft.NewReconciler).
+// nft.NewReconciler), logging through klog unless opts has a Logger.
 func NewReconciler(opts nft.Options) (*nft.Reconciler, error) {
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = klog.Background()
+	}
 	return nft.NewReconciler(layout{}, opts)
 }
 

@@ -7,10 +7,10 @@ import (
 	"os"
 	"sync"
 
+	"github.com/go-logr/logr"
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-	"k8s.io/klog/v2"
 )
 
 // Options configure a Reconciler.
@@ -18,6 +18,9 @@ type Options struct {
 	// NetNSFd, when non-zero, is an fd of the network namespace to program
 	// (tests use their own namespaces); zero means the current namespace.
 	NetNSFd int
+	// Logger receives the reconciler's and watcher's messages (nftrules
+	// passes klog's); the zero Logger discards them.
+	Logger logr.Logger
 }
 
 // SyncResult describes one sync.
@@ -152,7 +155,7 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 		// The kernel may have committed the batch even though reading the
 		// ACKs failed (ENOBUFS): look before deciding.
 		if committed, rerr := r.matches(desired); rerr == nil && committed {
-			klog.InfoS("nftables batch reported an error but is committed", "err", err)
+			r.opts.Logger.Info("nftables batch reported an error but is committed", "err", err)
 			r.applied = desired
 			return res, nil
 		}

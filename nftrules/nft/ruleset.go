@@ -1,16 +1,3 @@
-// Package nftrules turns the proxier's desired state into nftables objects
-// and keeps the kernel in step with it.
-//
-// The package has three layers, each usable on its own:
-//
-//   - Build: a pure function from a model.State to a Ruleset, the complete
-//     description of our tables (chains, rules, sets, maps and elements).
-//   - Diff: a pure function from two Rulesets (live, desired) to a
-//     Transaction, the minimal list of verbs that turns one into the other.
-//   - Reconciler: the only code that talks netlink. It reads our tables back
-//     into a Ruleset and applies a Transaction as one atomic batch.
-//
-// README.md in this directory documents the layout an admin sees in --dump.
 package nft
 
 import (

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
-	"k8s.io/klog/v2"
 )
 
 // ForeignChange is one nftables transaction, committed by a netlink socket
@@ -123,7 +123,7 @@ func (w *watcher) filterOwn(ids []uint32) {
 		err = w.nl.SetBPF(prog)
 	}
 	if err != nil && !errors.Is(err, os.ErrClosed) { // closed: the watcher is stopping
-		klog.ErrorS(err, "Cannot filter our own nftables notifications in the kernel; reading them all")
+		w.log.Error(err, "Cannot filter our own nftables notifications in the kernel; reading them all")
 	}
 }
 
@@ -184,7 +184,7 @@ func (r *Reconciler) WatchForeign(ctx context.Context, notify func(ForeignChange
 			if ctx.Err() != nil {
 				return
 			}
-			klog.ErrorS(err, "Watching nftables events failed; resubscribing", "after", retry)
+			r.opts.Logger.Error(err, "Watching nftables events failed; resubscribing", "after", retry)
 			for w = nil; w == nil; {
 				select {
 				case <-ctx.Done():
@@ -193,7 +193,7 @@ func (r *Reconciler) WatchForeign(ctx context.Context, notify func(ForeignChange
 				}
 				retry = min(2*retry, watchRetryMax)
 				if w, err = r.subscribe(); err != nil {
-					klog.ErrorS(err, "Resubscribing to nftables events", "retryAfter", retry)
+					r.opts.Logger.Error(err, "Resubscribing to nftables events", "retryAfter", retry)
 				}
 			}
 			notify(ForeignChange{Lost: true})
@@ -206,6 +206,7 @@ func (r *Reconciler) WatchForeign(ctx context.Context, notify func(ForeignChange
 type watcher struct {
 	nl  *netlink.Conn
 	own *ownPorts
+	log logr.Logger
 	// packetPath reports the sets whose elements the packet path changes.
 	packetPath func(set string) bool
 	// pending accumulates the foreign changes to our tables of the
@@ -225,7 +226,7 @@ func (r *Reconciler) subscribe() (*watcher, error) {
 		nl.Close()
 		return nil, fmt.Errorf("join the nftables notification group: %w", err)
 	}
-	w := &watcher{nl: nl, own: &r.own, packetPath: r.layout.PacketPathSet}
+	w := &watcher{nl: nl, own: &r.own, log: r.opts.Logger, packetPath: r.layout.PacketPathSet}
 	r.own.register(w)
 	return w, nil
 }
@@ -248,7 +249,7 @@ func (w *watcher) run(ctx context.Context, notify func(ForeignChange)) error {
 			if errors.Is(err, unix.ENOBUFS) {
 				// The kernel dropped notifications: a change of
 				// ours or anyone's. The socket stays usable.
-				klog.InfoS("nftables events overran the watch socket; checking our tables")
+				w.log.Info("nftables events overran the watch socket; checking our tables")
 				w.pending = ForeignChange{}
 				notify(ForeignChange{Lost: true})
 				continue

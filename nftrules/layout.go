@@ -2,6 +2,7 @@ package nftrules
 
 import (
 	"strings"
+	"sync"
 
 	"k8s.io/klog/v2"
 
@@ -25,10 +26,23 @@ func (layout) Set(f nft.Family, name string) (*nft.Set, bool) {
 	if isShardMap(name) {
 		return newShardMap(f, name), true
 	}
-	skeleton := nft.NewRuleset().Table(f)
-	buildSkeleton(skeleton, &model.State{})
-	s, ok := skeleton.Sets[name]
-	return s, ok
+	s, ok := skeletonSets()[f][name]
+	if !ok {
+		return nil, false
+	}
+	c := *s
+	return &c, true
 }
+
+// skeletonSets are the sets every table of ours starts with, per family.
+var skeletonSets = sync.OnceValue(func() map[nft.Family]map[string]*nft.Set {
+	rs := nft.NewRuleset()
+	out := map[nft.Family]map[string]*nft.Set{}
+	for _, f := range nft.Families {
+		buildSkeleton(rs.Table(f), &model.State{})
+		out[f] = rs.Tables[f].Sets
+	}
+	return out
+})
 
 func (layout) PacketPathSet(name string) bool { return strings.HasPrefix(name, affinitySetPrefix) }

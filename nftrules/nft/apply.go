@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -269,4 +270,4 @@ func withoutAttr(b []byte, typ uint16) []byte {
 	return out
 }
 
-func nlUint16(b []byte) uint16 { return *(*uint16)(unsafe.Pointer(&b[0])) }
+func nlUint16(b []byte) uint16 { return binary.NativeEndian.Uint16(b) }

@@ -1,0 +1,605 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/nftproxy/nftproxy/e2e/netkit"
+	"github.com/nftproxy/nftproxy/nftrules/dump"
+	"github.com/nftproxy/nftproxy/nftrules/dump/schematest"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/proxier/localnet"
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// cliState is the catalogue of Services the CLI kernel tests program.
+func cliState() *model.State {
+	return &model.State{
+		NodeName:     "node",
+		ClusterCIDRs: cliClusterCIDRs,
+		Services: []*model.ServicePort{
+			cliPort(1, "test/web", v1.ProtocolTCP, 80, "10.96.0.10,fd96::10", 8080, 0, 1, 2),
+			cliPort(2, "test/dns:dns", v1.ProtocolUDP, 53, "10.96.0.11,fd96::11", 8080, 1, 2),
+			cliPort(3, "test/empty", v1.ProtocolTCP, 80, "10.96.0.12,fd96::12", 8080),
+			cliPort(4, "test/self", v1.ProtocolTCP, 81, "10.96.0.13", 8080, 0),
+			cliPort(5, "test/web-udp", v1.ProtocolUDP, 80, "10.96.0.10", 8080, 0),
+			cliPort(6, "test/sig:diameter", v1.ProtocolSCTP, 3868, "10.96.0.14,fd96::14", 3869, 2),
+			cliPort(7, "test/udp-empty", v1.ProtocolUDP, 5353, "10.96.0.15", 8080),
+			// Another shard of the endpoint maps.
+			cliPort(200, "other/far:p", v1.ProtocolTCP, 8443, "10.96.1.200", 8080, 1),
+			nodePortService(),
+		},
+		NodePortIPs: []netip.Addr{cliNode4, cliNode6},
+	}
+}
+
+// nodePortService is reachable on node port 30080 of the node's addresses
+// and on an external IP routed to the node.
+func nodePortService() *model.ServicePort {
+	sp := cliPort(8, "test/np", v1.ProtocolTCP, 8000, "10.96.0.20", 8080, 1, 2)
+	sp.NodePort = 30080
+	sp.ExternalIPs = []netip.Addr{netip.MustParseAddr("203.0.113.10")}
+	return sp
+}
+
+// checkDumpHasState checks that every cluster IP and endpoint of st is in
+// the dump, under its name for ports with endpoints, and as a rejected
+// dispatch entry for families without endpoints.
+func checkDumpHasState(t *testing.T, d *dump.Dump, st *model.State) {
+	t.Helper()
+	for _, tb := range d.Tables {
+		if len(tb.Problems) > 0 || len(tb.Drift) > 0 {
+			t.Errorf("table %s: problems %v drift %v", tb.Family, tb.Problems, tb.Drift)
+		}
+	}
+	for _, sp := range st.Services {
+		for _, ip := range sp.ClusterIPs {
+			f := nft.FamilyOf(ip)
+			var want []string
+			for _, e := range sp.Endpoints {
+				if nft.FamilyOf(e.Addr) == f {
+					want = append(want, e.AddrPort().String())
+				}
+			}
+			var fe *dump.Frontend
+			var owner *dump.ServicePort
+			for i := range d.Services {
+				s := &d.Services[i]
+				for j := range s.Frontends {
+					if s.Frontends[j].Address == ip.String() && s.Frontends[j].Port == sp.Port && s.Protocol == string(sp.Protocol) {
+						fe, owner = &s.Frontends[j], s
+					}
+				}
+			}
+			if fe == nil {
+				t.Errorf("%s: %s %d/%s not in the dump", sp.Name, ip, sp.Port, sp.Protocol)
+				continue
+			}
+			if len(owner.Problems) > 0 || len(owner.Drift) > 0 {
+				t.Errorf("%s: problems %v drift %v", sp.Name, owner.Problems, owner.Drift)
+			}
+			if len(want) == 0 {
+				if fe.Status != dump.StatusNoEndpoints {
+					t.Errorf("%s %s: status %s, want %s", sp.Name, ip, fe.Status, dump.StatusNoEndpoints)
+				}
+				continue
+			}
+			if owner.Namespace != sp.Name.Namespace || owner.Name != sp.Name.Name || owner.PortName != sp.Name.Port {
+				t.Errorf("%s %s: dumped as %s/%s:%s", sp.Name, ip, owner.Namespace, owner.Name, owner.PortName)
+			}
+			var have []string
+			for _, e := range fe.Endpoints {
+				have = append(have, e.String())
+			}
+			if fe.Status != dump.StatusActive || fe.Kind != dump.KindClusterIP || !slices.Equal(have, want) {
+				t.Errorf("%s %s: %s %s %v, want active clusterIP %v", sp.Name, ip, fe.Kind, fe.Status, have, want)
+			}
+		}
+	}
+}
+
+func TestKernelDump(t *testing.T) {
+	n := newCLINode(t, 0)
+	st := cliState()
+	n.program(t, st)
+
+	t.Run("json matches the programmed Services and the documented schema", func(t *testing.T) {
+		out := mustRunCLI(t, n.node, "--dump", "--dump-format=json")
+		var doc any
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("output is not JSON: %v\n%s", err, out)
+		}
+		schema := schematest.Schema(t)
+		if errs := schematest.Validate(schema, schema, doc); len(errs) > 0 {
+			t.Fatalf("output violates docs/dump-schema.md:\n%s\n%s", strings.Join(errs, "\n"), out)
+		}
+		dec := json.NewDecoder(strings.NewReader(out))
+		dec.DisallowUnknownFields()
+		var d dump.Dump
+		if err := dec.Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		if d.SchemaVersion != dump.SchemaVersion || d.ComparedWithAPI || len(d.Tables) != 2 {
+			t.Errorf("header: version %d compared %v tables %d", d.SchemaVersion, d.ComparedWithAPI, len(d.Tables))
+		}
+		checkDumpHasState(t, &d, st)
+	})
+
+	t.Run("text names every Service, address and endpoint", func(t *testing.T) {
+		out := mustRunCLI(t, n.node, "--dump")
+		for _, sp := range st.Services {
+			if len(sp.Endpoints) > 0 {
+				name := sp.Name.Namespace + "/" + sp.Name.Name
+				if sp.Name.Port != "" {
+					name += ":" + sp.Name.Port
+				}
+				if want := fmt.Sprintf("%s %d/%s\n", name, sp.Port, sp.Protocol); !strings.Contains(out, want) {
+					t.Errorf("text dump lacks %q", want)
+				}
+			}
+			for _, ip := range sp.ClusterIPs {
+				if !strings.Contains(out, " "+netip.AddrPortFrom(ip, sp.Port).String()+" ") {
+					t.Errorf("text dump lacks cluster IP %s", ip)
+				}
+			}
+			for _, e := range sp.Endpoints {
+				if !strings.Contains(out, "        "+e.AddrPort().String()+"\n") {
+					t.Errorf("text dump lacks endpoint %s of %s", e.AddrPort(), sp.Name)
+				}
+			}
+		}
+		if !strings.Contains(out, "no endpoints: new connections rejected (TCP reset)") {
+			t.Errorf("text dump does not say that test/empty is rejected:\n%s", out)
+		}
+		if t.Failed() {
+			t.Logf("dump:\n%s", out)
+		}
+	})
+
+	t.Run("dump-service filters", func(t *testing.T) {
+		out := mustRunCLI(t, n.node, "--dump", "--dump-service=test/dns", "--dump-format=json")
+		var d dump.Dump
+		if err := json.Unmarshal([]byte(out), &d); err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Services) != 1 || d.Services[0].Name != "dns" || d.Services[0].PortName != "dns" {
+			t.Errorf("--dump-service test/dns gave %+v", d.Services)
+		}
+	})
+
+	t.Run("nft format is accepted by nft and is the same ruleset", func(t *testing.T) {
+		out := mustRunCLI(t, n.node, "--dump", "--dump-format=nft")
+		file := filepath.Join(t.TempDir(), "dump.nft")
+		if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		scratch := newNamespace(t, "scratch")
+		if o, err := scratch.Exec("nft", "-c", "-f", file); err != nil {
+			t.Fatalf("nft -c -f rejects the dump: %v\n%s\n%s", err, o, out)
+		}
+		if o, err := scratch.Exec("nft", "-f", file); err != nil {
+			t.Fatalf("nft -f: %v\n%s", err, o)
+		}
+		for _, f := range []string{"ip", "ip6"} {
+			want := normalizedListing(t, n.node, f)
+			got := normalizedListing(t, scratch, f)
+			if got != want {
+				t.Errorf("table %s: nft list of the reloaded dump differs from the live table:\n--- live\n%s\n--- reloaded\n%s", f, want, got)
+			}
+		}
+	})
+
+	t.Run("empty after cleanup", func(t *testing.T) {
+		other := newCLINode(t, 0)
+		out := mustRunCLI(t, other.node, "--dump")
+		if !strings.Contains(out, "no nftproxy tables in the kernel") {
+			t.Errorf("dump of an empty namespace:\n%s", out)
+		}
+	})
+}
+
+// normalizedListing is `nft list table FAMILY nftproxy` as a set of
+// blocks (sets, maps, chains) in name order, whitespace collapsed and set
+// elements sorted: nft lists chains in creation order and elements in the
+// kernel's hash order, neither of which is part of the ruleset's meaning.
+func normalizedListing(t *testing.T, ns *netkit.NS, family string) string {
+	t.Helper()
+	out, err := ns.Exec("nft", "list", "table", family, nft.TableName)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var blocks []string
+	var cur []string
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, "\t\t") && strings.HasSuffix(line, "{"):
+			cur = []string{line}
+		case line == "\t}":
+			cur = append(cur, line)
+			blocks = append(blocks, normalizeBlock(strings.Join(cur, " ")))
+			cur = nil
+		case cur != nil:
+			cur = append(cur, line)
+		}
+	}
+	sort.Strings(blocks)
+	return strings.Join(blocks, "\n")
+}
+
+var elementsRE = regexp.MustCompile(`elements = \{ ([^}]*) \}`)
+
+func normalizeBlock(b string) string {
+	b = strings.Join(strings.Fields(b), " ")
+	return elementsRE.ReplaceAllStringFunc(b, func(m string) string {
+		els := strings.Split(elementsRE.FindStringSubmatch(m)[1], ", ")
+		sort.Strings(els)
+		return "elements = { " + strings.Join(els, ", ") + " }"
+	})
+}
+
+// TestKernelDumpComparesWithAPI runs the dump against a fake API whose
+// objects differ from what is programmed in known ways.
+func TestKernelDumpComparesWithAPI(t *testing.T) {
+	n := newCLINode(t, 0)
+	n.program(t, cliState())
+
+	ready := true
+	svc := func(name string, proto v1.Protocol, port int32, portName string, ips ...string) *v1.Service {
+		return &v1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "test", Name: name},
+			Spec: v1.ServiceSpec{Type: v1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips,
+				SessionAffinity: v1.ServiceAffinityNone,
+				Ports:           []v1.ServicePort{{Name: portName, Protocol: proto, Port: port}}},
+		}
+	}
+	slice := func(svcName, suffix string, at discovery.AddressType, proto v1.Protocol, portName string, port int32, addrs ...string) *discovery.EndpointSlice {
+		s := &discovery.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "test", Name: svcName + "-" + suffix, Labels: map[string]string{discovery.LabelServiceName: svcName}},
+			AddressType: at,
+			Ports:       []discovery.EndpointPort{{Name: &portName, Protocol: &proto, Port: &port}},
+		}
+		for _, a := range addrs {
+			s.Endpoints = append(s.Endpoints, discovery.Endpoint{Addresses: []string{a}, Conditions: discovery.EndpointConditions{Ready: &ready, Serving: &ready}})
+		}
+		return s
+	}
+	objs := []runtime.Object{
+		// As programmed.
+		svc("web", v1.ProtocolTCP, 80, "", "10.96.0.10", "fd96::10"),
+		slice("web", "v4", discovery.AddressTypeIPv4, v1.ProtocolTCP, "", 8080, "10.244.1.10", "10.244.1.11", "10.244.1.12"),
+		slice("web", "v6", discovery.AddressTypeIPv6, v1.ProtocolTCP, "", 8080, "fd44::10", "fd44::11", "fd44::12"),
+		svc("empty", v1.ProtocolTCP, 80, "", "10.96.0.12", "fd96::12"),
+		// dns lost pod2 in the API.
+		svc("dns", v1.ProtocolUDP, 53, "dns", "10.96.0.11", "fd96::11"),
+		slice("dns", "v4", discovery.AddressTypeIPv4, v1.ProtocolUDP, "dns", 8080, "10.244.1.11"),
+		slice("dns", "v6", discovery.AddressTypeIPv6, v1.ProtocolUDP, "dns", 8080, "fd44::11"),
+		// new is not programmed.
+		svc("new", v1.ProtocolTCP, 9000, "", "10.96.0.90"),
+		slice("new", "v4", discovery.AddressTypeIPv4, v1.ProtocolTCP, "", 9000, "10.244.1.90"),
+		// udp-empty exists without endpoints: as programmed. The rest
+		// (self, web-udp, sig, other/far) is stale.
+		svc("udp-empty", v1.ProtocolUDP, 5353, "", "10.96.0.15"),
+	}
+	client := fake.NewSimpleClientset(objs...)
+	opts := &options{nodeName: "node", podRanges: cliClusterCIDRs}
+	o := &opsOptions{dump: true, dumpFormat: "json", masqueradeConfigured: true}
+	var buf bytes.Buffer
+	err := dumpTo(context.Background(), &buf, o, n.rec, func(ctx context.Context) (*model.State, error) {
+		return desiredFromClient(ctx, client, opts)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	schema := schematest.Schema(t)
+	if errs := schematest.Validate(schema, schema, doc); len(errs) > 0 {
+		t.Errorf("output violates docs/dump-schema.md:\n%s", strings.Join(errs, "\n"))
+	}
+	var d dump.Dump
+	if err := json.Unmarshal(buf.Bytes(), &d); err != nil {
+		t.Fatal(err)
+	}
+	if !d.ComparedWithAPI || d.Node != "node" {
+		t.Errorf("comparedWithAPI %v node %q", d.ComparedWithAPI, d.Node)
+	}
+	drift := map[string]string{}
+	for _, sp := range d.Services {
+		key := sp.Namespace + "/" + sp.Name + ":" + sp.PortName
+		drift[key] = strings.Join(sp.Drift, "; ")
+		if sp.Name == "empty" || sp.Name == "udp-empty" {
+			// Named through the API although the kernel does not record it.
+			for _, fe := range sp.Frontends {
+				if fe.Status != dump.StatusNoEndpoints || fe.Kind != dump.KindClusterIP {
+					t.Errorf("%s %s: %s %s", key, fe.Address, fe.Kind, fe.Status)
+				}
+			}
+		}
+		if sp.Name == "web" && (sp.API == nil || sp.API.Endpoints != 6 || sp.API.SessionAffinity != "None") {
+			t.Errorf("web API facts %+v", sp.API)
+		}
+	}
+	stale := "programmed, but the API has no such Service port (or gives it nothing to program): stale rules"
+	for key, want := range map[string]string{
+		"test/web:":         "",
+		"test/empty:":       "",
+		"test/udp-empty:":   "",
+		"test/dns:dns":      "ip 10.96.0.11: endpoints programmed but not in the API: 10.244.1.12:8080; ip6 fd96::11: endpoints programmed but not in the API: [fd44::12]:8080",
+		"test/new:":         "ip 10.96.0.90: not programmed; the API wants DNAT to 1 endpoint(s)",
+		"test/self:":        stale,
+		"test/web-udp:":     stale,
+		"test/sig:diameter": stale,
+		"other/far:p":       stale,
+		"test/np:":          stale,
+	} {
+		got, ok := drift[key]
+		if !ok {
+			t.Errorf("%s not in the dump (have %v)", key, drift)
+			continue
+		}
+		if got != want {
+			t.Errorf("%s drift:\n got %q\nwant %q", key, got, want)
+		}
+	}
+	for _, tb := range d.Tables {
+		if len(tb.Drift) > 0 {
+			t.Errorf("table %s: drift %v (the masquerade configuration is the programmed one)", tb.Family, tb.Drift)
+		}
+	}
+	if t.Failed() {
+		t.Logf("dump:\n%s", buf.String())
+	}
+}
+
+// traceAnswer is the result line of --trace.
+type traceAnswer struct {
+	outcome string // "DNAT", "accept", "reject", ...
+	targets []string
+	masq    map[string]bool // per target (or "" when not DNATed)
+}
+
+var resultLine = regexp.MustCompile(`(?m)^result: (.*)$`)
+
+func parseTraceResult(t *testing.T, out string) traceAnswer {
+	t.Helper()
+	m := resultLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no result line in:\n%s", out)
+	}
+	res := m[1]
+	a := traceAnswer{masq: map[string]bool{}}
+	rest, isDNAT := strings.CutPrefix(res, "DNAT to ")
+	if !isDNAT {
+		a.outcome, _, _ = strings.Cut(res, " ")
+		a.masq[""] = strings.Contains(res, "(masqueraded)")
+		return a
+	}
+	a.outcome = "DNAT"
+	list, masq, _ := strings.Cut(rest, " (masqueraded")
+	a.targets = strings.Split(list, ", ")
+	switch {
+	case strings.Contains(res, "(masqueraded)"):
+		for _, tg := range a.targets {
+			a.masq[tg] = true
+		}
+	case strings.Contains(res, "(masqueraded to "):
+		for _, tg := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(masq, " to "), ")"), ", ") {
+			a.masq[tg] = true
+		}
+	}
+	return a
+}
+
+// TestKernelTraceMatchesTraffic asks --trace about a catalogue of packets
+// and sends the same connections for real: the backends reached must be
+// exactly the trace's targets, masquerade as the trace says, and
+// rejections must be refusals.
+func TestKernelTraceMatchesTraffic(t *testing.T) {
+	n := newCLINode(t, 3)
+	st := cliState()
+	n.program(t, st)
+	for i, pod := range n.pods {
+		name := fmt.Sprintf("pod%d", i)
+		reply := func(remote netip.AddrPort) string { return name + " " + remote.Addr().Unmap().String() }
+		for _, a := range []netip.Addr{cliPod4(i), cliPod6(i)} {
+			ap := netip.AddrPortFrom(a, 8080)
+			c, err := pod.ServeTCP(ap, reply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			u, err := pod.ServeUDP(ap, reply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { u.Close() })
+		}
+	}
+	// backend maps a reply's pod name to the address:port it serves on in
+	// the destination's family.
+	backend := func(pod string, v6 bool) string {
+		var i int
+		fmt.Sscanf(pod, "pod%d", &i)
+		if v6 {
+			return netip.AddrPortFrom(cliPod6(i), 8080).String()
+		}
+		return netip.AddrPortFrom(cliPod4(i), 8080).String()
+	}
+
+	cases := []struct {
+		from  *netkit.NS
+		src   netip.Addr
+		proto string
+		dst   string
+		want  string // expected trace outcome
+	}{
+		{n.client, cliClient4, "tcp", "10.96.0.10:80", "DNAT"},
+		{n.client, cliClient6, "tcp", "[fd96::10]:80", "DNAT"},
+		{n.pods[0], cliPod4(0), "udp", "10.96.0.11:53", "DNAT"},
+		{n.pods[0], cliPod6(0), "udp", "[fd96::11]:53", "DNAT"},
+		{n.client, cliClient4, "udp", "10.96.0.10:80", "DNAT"},
+		{n.pods[0], cliPod4(0), "tcp", "10.96.0.13:81", "DNAT"}, // hairpin
+		{n.pods[0], cliPod6(0), "tcp", "[fd96::10]:80", "DNAT"}, // one of three hairpins
+		{n.pods[2], cliPod4(2), "tcp", "10.96.1.200:8443", "DNAT"},
+		{n.node, cliNode4, "tcp", "10.96.0.10:80", "DNAT"},       // from the node: local-out
+		{n.client, cliClient4, "tcp", "10.96.0.12:80", "reject"}, // no endpoints
+		{n.client, cliClient6, "tcp", "[fd96::12]:80", "reject"},
+		{n.pods[1], cliPod4(1), "udp", "10.96.0.15:5353", "reject"},
+		{n.client, cliClient4, "tcp", "10.244.1.11:8080", "accept"}, // not a Service
+		{n.client, cliClient4, "tcp", "192.168.60.1:30080", "DNAT"}, // node port
+		{n.pods[0], cliPod4(0), "tcp", "203.0.113.10:8000", "DNAT"}, // external IP
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s %s %s", tc.src, tc.proto, tc.dst), func(t *testing.T) {
+			dst := netip.MustParseAddrPort(tc.dst)
+			out := mustRunCLI(t, n.node, "--trace", tc.src.String(), tc.dst+"/"+tc.proto)
+			ans := parseTraceResult(t, out)
+			if ans.outcome != tc.want {
+				t.Fatalf("trace outcome %q, want %q:\n%s", ans.outcome, tc.want, out)
+			}
+			wantPath := "(forwarded)"
+			if tc.from == n.node {
+				wantPath = "(local-out)"
+			}
+			if !strings.Contains(out, wantPath) {
+				t.Errorf("trace did not pick path %s:\n%s", wantPath, out)
+			}
+			dial := func() (string, error) {
+				if tc.proto == "udp" {
+					return tc.from.DialUDP(dst, "hello", time.Second)
+				}
+				return tc.from.DialTCP(dst, time.Second)
+			}
+			switch tc.want {
+			case "reject":
+				start := time.Now()
+				_, err := dial()
+				if !netkit.IsRefused(err) {
+					t.Errorf("trace says reject; the real connection gave %v", err)
+				}
+				if tc.proto == "tcp" && time.Since(start) > time.Second {
+					t.Errorf("refusal took %v", time.Since(start))
+				}
+				return
+			case "accept":
+				ans.targets = []string{dst.String()}
+				ans.masq = map[string]bool{dst.String(): ans.masq[""]}
+			}
+			reached := map[string]bool{}
+			for i := 0; i < 60 && len(reached) < len(ans.targets); i++ {
+				reply, err := dial()
+				if err != nil {
+					t.Fatalf("trace says %s to %v; the real connection failed: %v", ans.outcome, ans.targets, err)
+				}
+				f := strings.Fields(reply)
+				if len(f) != 2 {
+					t.Fatalf("reply %q", reply)
+				}
+				b := backend(f[0], dst.Addr().Is6())
+				reached[b] = true
+				if tc.from == n.node {
+					continue // the node's own address is the source either way
+				}
+				masqueraded := f[1] != tc.src.String()
+				if masqueraded != ans.masq[b] {
+					t.Errorf("backend %s saw source %s (masqueraded %v); trace says masqueraded %v", b, f[1], masqueraded, ans.masq[b])
+				}
+			}
+			got := slices.Sorted(func(yield func(string) bool) {
+				for b := range reached {
+					if !yield(b) {
+						return
+					}
+				}
+			})
+			want := slices.Clone(ans.targets)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("real connections reached %v; trace targets %v\n%s", got, want, out)
+			}
+		})
+	}
+}
+
+// TestKernelCleanupCLI: --cleanup removes our tables, restores the
+// route_localnet nftproxy recorded changing, is idempotent, exits 0, and
+// leaves a foreign table byte-for-byte unchanged.
+func TestKernelCleanupCLI(t *testing.T) {
+	n := newCLINode(t, 0)
+	foreign := "table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.96.0.10 }\n\t}\n\tchain c {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tip daddr @s counter\n\t}\n}\ntable ip6 kube-proxy {\n\tchain services {\n\t}\n}\n"
+	file := filepath.Join(t.TempDir(), "foreign.nft")
+	if err := os.WriteFile(file, []byte(foreign), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.node.Exec("nft", "-f", file); err != nil {
+		t.Fatalf("load foreign tables: %v\n%s", err, out)
+	}
+	n.program(t, cliState())
+	listForeign := func() string {
+		var b strings.Builder
+		for _, tb := range [][]string{{"ip", "other"}, {"ip6", "kube-proxy"}} {
+			out, err := n.node.Exec("nft", "list", "table", tb[0], tb[1])
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			b.Write(out)
+		}
+		return b.String()
+	}
+	before := listForeign()
+	// nftproxy had set route_localnet (0 before) for localhost NodePorts.
+	state := t.TempDir()
+	if err := os.WriteFile(filepath.Join(state, localnet.RecordName), []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.node.Sysctl("net.ipv4.conf.all.route_localnet", "1"); err != nil {
+		t.Fatal(err)
+	}
+
+	out := mustRunCLI(t, n.node, "--cleanup", "--state-dir="+state)
+	for _, want := range []string{"deleted table ip nftproxy", "deleted table ip6 nftproxy", "restored net.ipv4.conf.all.route_localnet=0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--cleanup output lacks %q:\n%s", want, out)
+		}
+	}
+	if v, err := n.node.Exec("cat", "/proc/sys/net/ipv4/conf/all/route_localnet"); err != nil || strings.TrimSpace(string(v)) != "0" {
+		t.Errorf("route_localnet after --cleanup: %q %v, want 0", v, err)
+	}
+	if l, _ := n.node.Exec("nft", "list", "ruleset"); strings.Contains(string(l), "nftproxy") {
+		t.Errorf("our tables survived --cleanup:\n%s", l)
+	}
+	out = mustRunCLI(t, n.node, "--cleanup")
+	if !strings.Contains(out, "nothing to clean up") {
+		t.Errorf("second --cleanup: %q", out)
+	}
+	if after := listForeign(); after != before {
+		t.Errorf("foreign tables changed:\n%s\nvs\n%s", before, after)
+	}
+	// And the proxy's reconciler sees nothing of ours.
+	live, err := n.rec.ReadLive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(live.Tables) != 0 {
+		t.Errorf("ReadLive after --cleanup: %d tables", len(live.Tables))
+	}
+}

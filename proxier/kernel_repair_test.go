@@ -153,6 +153,10 @@ func TestKernelRepairsForeignChanges(t *testing.T) {
 		{"nft delete table ip nftproxy", []string{"delete", "table", "ip", "nftproxy"}},
 		{"nft flush chain (our service chain)", []string{"flush", "chain", "ip", "nftproxy", chain}},
 		{"nft delete element (our dispatch entry)", []string{"delete", "element", "ip", "nftproxy", nftrules.SetServiceIPs, "{ 10.96.0.10 . tcp . 80 }"}},
+		// A rule without our user data: the full sync must not keep it
+		// (it drops the Service's traffic ahead of the dispatch).
+		{"nft insert rule (a foreign rule in our dispatch chain)", []string{"insert", "rule", "ip", "nftproxy", nftrules.ChainServices, "ip", "daddr", "10.96.0.10", "drop"}},
+		{"nft add rule (a foreign rule in our service chain)", []string{"add", "rule", "ip", "nftproxy", chain, "counter"}},
 	} {
 		before, _ := n.repairs()
 		start := time.Now()

@@ -79,23 +79,32 @@ func NewIndex(st *model.State) *Index {
 		for _, ep := range nftrules.ProgrammedEndpoints(st, sp) {
 			live[netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)] = struct{}{}
 		}
+		forEachFrontend(st, sp, func(dst netip.AddrPort) { ix.frontends[dst] = live })
 		for _, f := range nftrules.FamiliesOf(st) {
-			if !hasFamily(sp.ClusterIPs, f) {
-				continue // the Service is not programmed in f
-			}
-			for _, group := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
-				for _, ip := range group {
-					if nftrules.FamilyOf(ip) == f {
-						ix.frontends[netip.AddrPortFrom(ip.Unmap(), sp.Port)] = live
-					}
-				}
-			}
-			if sp.NodePort != 0 {
+			if sp.NodePort != 0 && hasFamily(sp.ClusterIPs, f) {
 				ix.nodePorts[nodePortKey{f == nftrules.IPv6, sp.NodePort}] = live
 			}
 		}
 	}
 	return ix
+}
+
+// forEachFrontend calls fn for each ClusterIP, external and load-balancer
+// IP of sp with its port, in the families the ruleset programs sp in: those
+// of its ClusterIPs that the node programs.
+func forEachFrontend(st *model.State, sp *model.ServicePort, fn func(dst netip.AddrPort)) {
+	for _, f := range nftrules.FamiliesOf(st) {
+		if !hasFamily(sp.ClusterIPs, f) {
+			continue // the Service is not programmed in f
+		}
+		for _, group := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
+			for _, ip := range group {
+				if nftrules.FamilyOf(ip) == f {
+					fn(netip.AddrPortFrom(ip.Unmap(), sp.Port))
+				}
+			}
+		}
+	}
 }
 
 func hasFamily(ips []netip.Addr, f nftrules.Family) bool {

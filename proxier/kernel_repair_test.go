@@ -222,3 +222,38 @@ func TestKernelRepairFightIsRateLimited(t *testing.T) {
 		t.Errorf("our table after the fight: %v", err)
 	}
 }
+
+// TestKernelRepairKeepsConnectionsStartedDuringTheBreakage: a connection
+// whose SYN passes while our rules are broken gets a conntrack entry
+// without DNAT, and its retransmitted SYNs would follow that entry past
+// the repaired rules until the client gives up. The repair deletes such
+// entries, so the first retransmission (1 s later) reaches the pod. The
+// breakage is made to last: a second one right after the first repair
+// waits for the repair pacing's next slot (250 ms), so the SYN surely
+// passes before the rules are back.
+func TestKernelRepairKeepsConnectionsStartedDuringTheBreakage(t *testing.T) {
+	n := newRepairNode(t, "nftk-ctrep")
+	chain := nftrules.ServiceChainName(mustName("test", "web", "http"))
+	before, _ := n.repairs()
+	n.nft(t, "flush", "chain", "ip", "nftproxy", chain)
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if r, _ := n.repairs(); len(r) > len(before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first breakage was not repaired within 1s")
+		}
+	}
+	n.nft(t, "flush", "chain", "ip", "nftproxy", chain)
+	start := time.Now()
+	reply, err := n.client.DialTCP(repairVIP, 3*time.Second)
+	took := time.Since(start)
+	repairs, _ := n.repairs()
+	if last := repairs[len(repairs)-1]; len(repairs) < len(before)+2 || !last.After(start) {
+		t.Fatalf("the second breakage was repaired before the connection started: the test proves nothing")
+	}
+	t.Logf("connection started %v before the repair, answered after %v", repairs[len(repairs)-1].Sub(start).Round(time.Millisecond), took.Round(time.Millisecond))
+	if err != nil || reply != "pod" {
+		t.Errorf("the connection started during the breakage: %q, %v (after %v); want the pod's answer", reply, err, took)
+	}
+}

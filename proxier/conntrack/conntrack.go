@@ -1,5 +1,6 @@
 // Package conntrack removes UDP conntrack entries that still point at
-// endpoints a Service no longer sends to.
+// endpoints a Service no longer sends to, and after a repair of our rules
+// the entries that missed their DNAT.
 //
 // UDP has no connection end: a client that keeps sending to a ClusterIP
 // keeps its conntrack entry, and with it the DNAT to the backend chosen
@@ -22,6 +23,9 @@
 //
 // Flows of a Service port that is gone are deleted when their reply source
 // is one of its former endpoints. SCTP is left alone, as upstream does.
+//
+// After a repair of our rules, flows of any protocol to a Service frontend
+// that were never DNATed are deleted too (Cleaner.Repaired, repair.go).
 //
 // Finding the entries means walking the kernel's conntrack table, which
 // costs about 0.4 s of kernel time per million entries however narrow the

@@ -33,7 +33,9 @@ import (
 type flowStats struct {
 	Requests, Failures int
 	Backends           map[string]int // answering pod -> answers
-	Errors             []string       // the first few failures, with times
+	Last               string         // the pod that answered last
+	Errors             []string       // the first few failures, with their start times
+	FailedAt           []time.Time    // when each failed request started
 }
 
 func (s flowStats) String() string {
@@ -81,18 +83,21 @@ func newFlow(name string) *flow {
 	return &flow{name: name, st: flowStats{Backends: map[string]int{}}}
 }
 
-func (f *flow) record(pod string, err error) {
+// record counts a request that started at start.
+func (f *flow) record(start time.Time, pod string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.st.Requests++
 	if err != nil {
 		f.st.Failures++
+		f.st.FailedAt = append(f.st.FailedAt, start)
 		if len(f.st.Errors) < 10 {
-			f.st.Errors = append(f.st.Errors, time.Now().Format("15:04:05.000")+" "+err.Error())
+			f.st.Errors = append(f.st.Errors, "started "+start.Format("15:04:05.000")+": "+err.Error())
 		}
 		return
 	}
 	f.st.Backends[pod]++
+	f.st.Last = pod
 }
 
 // stats returns a copy of what the flow saw so far.
@@ -105,6 +110,7 @@ func (f *flow) stats() flowStats {
 		st.Backends[k] = v
 	}
 	st.Errors = append([]string(nil), f.st.Errors...)
+	st.FailedAt = append([]time.Time(nil), f.st.FailedAt...)
 	return st
 }
 
@@ -120,8 +126,9 @@ func (f *flow) stop() flowStats {
 func tcpFlow(l *lab.Lab, name, from string, dst netip.AddrPort, period, timeout time.Duration) *flow {
 	f := newFlow(name)
 	f.lp = every(period, func() {
+		start := time.Now()
 		ans, err := l.DialWithin(from, dst, lab.TCP, timeout)
-		f.record(ans.Pod, err)
+		f.record(start, ans.Pod, err)
 	})
 	return f
 }
@@ -147,8 +154,9 @@ func udpFlow(t *testing.T, l *lab.Lab, name, from string, dst netip.AddrPort, pe
 	f := newFlow(name)
 	buf := make([]byte, 2048)
 	f.lp = every(period, func() {
+		start := time.Now()
 		pod, err := udpRequest(conn, buf, timeout)
-		f.record(pod, err)
+		f.record(start, pod, err)
 	})
 	return f
 }

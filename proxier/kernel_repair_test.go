@@ -154,6 +154,10 @@ func TestKernelRepairsForeignChanges(t *testing.T) {
 		{"nft delete table ip nftproxy", []string{"delete", "table", "ip", "nftproxy"}},
 		{"nft flush chain (our service chain)", []string{"flush", "chain", "ip", "nftproxy", chain}},
 		{"nft delete element (our dispatch entry)", []string{"delete", "element", "ip", "nftproxy", nftrules.SetServiceIPs, "{ 10.96.0.10 . tcp . 80 }"}},
+		// A rule without our user data: the full sync must not keep it
+		// (it drops the Service's traffic ahead of the dispatch).
+		{"nft insert rule (a foreign rule in our dispatch chain)", []string{"insert", "rule", "ip", "nftproxy", nftrules.ChainServices, "ip", "daddr", "10.96.0.10", "drop"}},
+		{"nft add rule (a foreign rule in our service chain)", []string{"add", "rule", "ip", "nftproxy", chain, "counter"}},
 	} {
 		before, _ := n.repairs()
 		start := time.Now()
@@ -218,4 +222,51 @@ func TestKernelRepairFightIsRateLimited(t *testing.T) {
 	if live, err := n.rec.ReadLive(); err != nil || live.Tables[nft.IPv4] == nil {
 		t.Errorf("our table after the fight: %v", err)
 	}
+}
+
+// TestKernelRepairKeepsConnectionsStartedDuringTheBreakage: a connection
+// whose SYN passes while our rules are broken gets a conntrack entry
+// without DNAT, and its retransmitted SYNs would follow that entry past
+// the repaired rules until the client gives up. The repair deletes such
+// entries, so a retransmission reaches the pod. The breakage is made to
+// last: breaking the rules again right after each repair makes the repair
+// pacing wait 250 ms, then 500 ms, so the SYN surely passes before the
+// rules are back (on a loaded machine `nft` itself can take that long: an
+// attempt whose connection started after the repair is tried again).
+func TestKernelRepairKeepsConnectionsStartedDuringTheBreakage(t *testing.T) {
+	n := newRepairNode(t, "nftk-ctrep")
+	chain := nftrules.ServiceChainName(mustName("test", "web", "http"))
+	breakAndWait := func() {
+		before, _ := n.repairs()
+		n.nft(t, "flush", "chain", "ip", "nftproxy", chain)
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			if r, _ := n.repairs(); len(r) > len(before) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a breakage was not repaired within 2s")
+			}
+		}
+	}
+	for attempt := 1; attempt <= 3; attempt++ {
+		breakAndWait()
+		breakAndWait()
+		before, _ := n.repairs()
+		n.nft(t, "flush", "chain", "ip", "nftproxy", chain)
+		start := time.Now()
+		reply, err := n.client.DialTCP(repairVIP, 4*time.Second)
+		took := time.Since(start)
+		repairs, _ := n.repairs()
+		if len(repairs) == len(before) || !repairs[len(before)].After(start) {
+			t.Logf("attempt %d: the breakage was repaired before the connection started; again", attempt)
+			time.Sleep(3 * time.Second) // the pacing forgets
+			continue
+		}
+		t.Logf("connection started %v before the repair, answered after %v", repairs[len(before)].Sub(start).Round(time.Millisecond), took.Round(time.Millisecond))
+		if err != nil || reply != "pod" {
+			t.Errorf("the connection started during the breakage: %q, %v (after %v); want the pod's answer", reply, err, took)
+		}
+		return
+	}
+	t.Fatal("in 3 attempts no connection started before the repair: the test proves nothing")
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
+	"github.com/nftproxy/nftproxy/proxier/conntrack"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -144,8 +145,15 @@ func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (co
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As in production: stale and (after repairs) unNATed conntrack
+	// entries are deleted.
+	cleaner, err := conntrack.NewCleaner(ns.FD(), conntrack.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleaner.Close)
 	run := &proxierRun{}
-	p, err := proxier.New(proxier.Config{NodeName: "node-a", MinSyncPeriod: 0, SyncPeriod: time.Minute,
+	p, err := proxier.New(proxier.Config{NodeName: "node-a", MinSyncPeriod: 0, SyncPeriod: time.Minute, Conntrack: cleaner,
 		OnSync: func(i proxier.SyncInfo) {
 			run.mu.Lock()
 			defer run.mu.Unlock()

@@ -61,8 +61,8 @@ type Config struct {
 	// out (Events). It runs on the sync goroutine and must not block.
 	OnReject func(model.Rejection)
 	// Conntrack, if set, is handed the UDP index after syncs that changed
-	// UDP service ports, and deletes stale UDP conntrack entries in the
-	// background.
+	// UDP service ports, and the State after repairs, and deletes stale
+	// conntrack entries in the background.
 	Conntrack ConntrackCleaner
 	// NodePortAddresses selects the addresses NodePorts are served on
 	// (--nodeport-addresses); the zero value serves no NodePort.

@@ -34,6 +34,9 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 		// Only once the new rules are in: the next packet of a flow
 		// whose entry is deleted must meet them.
 		p.cleanConntrack(st)
+		if foreign.n > 0 && p.cfg.Conntrack != nil {
+			p.cfg.Conntrack.Repaired(st)
+		}
 	}
 	info := SyncInfo{
 		State: st, Full: full, Result: res, Err: err, Start: start,

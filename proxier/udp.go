@@ -11,11 +11,17 @@ import (
 )
 
 // ConntrackCleaner deletes UDP conntrack entries that point at endpoints a
-// Service no longer sends to; *conntrack.Cleaner implements it.
+// Service no longer sends to, and after a repair the entries made while
+// our rules were broken; *conntrack.Cleaner implements it.
 type ConntrackCleaner interface {
 	// Programmed hands over the index of a State whose rules are in the
 	// kernel. It must not block: the cleanup runs elsewhere.
 	Programmed(cur *conntrack.Index)
+	// Repaired hands over a State whose rules a sync has just restored
+	// after another process changed them: flows to its Service addresses
+	// that were never DNATed started meanwhile and are deleted. It must
+	// not block.
+	Repaired(st *model.State)
 }
 
 // udpState remembers what the last hand-over depended on.

@@ -10,9 +10,10 @@ import (
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-type fakeCleaner struct{ calls int }
+type fakeCleaner struct{ calls, repairs int }
 
 func (f *fakeCleaner) Programmed(*conntrack.Index) { f.calls++ }
+func (f *fakeCleaner) Repaired(*model.State)       { f.repairs++ }
 
 func TestConntrackHandedOverOnlyWhenUDPFrontendsOrEndpointsMayChange(t *testing.T) {
 	f := &fakeCleaner{}

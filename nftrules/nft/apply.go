@@ -67,7 +67,7 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 		op := tx.Ops[i]
 		return fmt.Sprintf("%s %s%s", op.Kind, op.Family, opTarget(op))
 	}
-	if _, err := sendBatch(c, opOf); err != nil {
+	if _, err := sendBatch(c, r.opts.WrapBatchIO, opOf); err != nil {
 		r.dropConn()
 		if errors.Is(err, errNotSent) {
 			return 0, err

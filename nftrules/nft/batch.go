@@ -30,8 +30,9 @@ import (
 // batches' answers the same way (select with a zero timeout).
 //
 // It returns the number of messages sent (batch markers excluded);
-// describe names the op of a message (by 0-based index) in errors.
-func sendBatch(c *nftables.Conn, describe func(msg int) string) (int, error) {
+// describe names the op of a message (by 0-based index) in errors; wrap,
+// when not nil, is the test seam of Options.WrapBatchIO.
+func sendBatch(c *nftables.Conn, wrap func(BatchIO) BatchIO, describe func(msg int) string) (int, error) {
 	if err := connError(c); err != nil {
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
@@ -67,37 +68,67 @@ func sendBatch(c *nftables.Conn, describe func(msg int) string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
+	var io BatchIO = socketIO{raw}
+	if wrap != nil {
+		io = wrap(io)
+	}
+	if err := io.Send(buf); err != nil {
+		return 0, fmt.Errorf("%w: sendmsg of a %d-byte batch: %v", errNotSent, len(buf), err)
+	}
+	return n, readBatchAnswers(io, uint32(n+1), describe)
+}
+
+// BatchIO carries one encoded nftables batch to the kernel and its answers
+// back. It is a test seam, nothing more: in production it is always the
+// reconciler's netlink socket; tests wrap that (Options.WrapBatchIO) to
+// inject the netlink faults a busy kernel or a broken socket produces
+// (nftrules/kernel_faults_test.go).
+type BatchIO interface {
+	// Send sends the whole batch (begin and end markers included) in one
+	// sendmsg.
+	Send(batch []byte) error
+	// Recv reads one datagram of answers without waiting; an error wrapping
+	// EAGAIN means nothing more is queued.
+	Recv(buf []byte) (int, error)
+}
+
+// socketIO is the BatchIO of a netlink socket.
+type socketIO struct{ raw syscall.RawConn }
+
+func (s socketIO) Send(batch []byte) error {
 	var serr error
-	if err := raw.Write(func(fd uintptr) bool {
-		serr = unix.Sendmsg(int(fd), buf, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
+	if err := s.raw.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), batch, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
 		return !errors.Is(serr, unix.EAGAIN)
 	}); err != nil {
-		serr = err
+		return err
 	}
-	if serr != nil {
-		return 0, fmt.Errorf("%w: sendmsg of a %d-byte batch: %v", errNotSent, len(buf), serr)
+	return serr
+}
+
+func (s socketIO) Recv(buf []byte) (int, error) {
+	var n int
+	var rerr error
+	err := s.raw.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+		return true // EAGAIN: nothing more is queued, which ends the reading
+	})
+	if err != nil {
+		return 0, err
 	}
-	return n, readBatchAnswers(raw, uint32(n+1), describe)
+	return n, rerr
 }
 
 // readBatchAnswers drains what the kernel queued for the batch just sent:
 // errors of failing messages, and the ACK of the last message (sequence
 // last). Anything else (no ACK, a short read) is an error: the caller then
 // re-reads the kernel to learn whether the batch was committed.
-func readBatchAnswers(raw syscall.RawConn, last uint32, describe func(int) string) error {
+func readBatchAnswers(io BatchIO, last uint32, describe func(int) string) error {
 	rbuf := make([]byte, 64<<10)
 	var errs []error
 	acked := false
 	for {
-		var n int
-		var rerr error
-		err := raw.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), rbuf, unix.MSG_DONTWAIT)
-			return true // EAGAIN: nothing more is queued, which ends the loop
-		})
-		if err == nil {
-			err = rerr
-		}
+		n, err := io.Recv(rbuf)
 		if errors.Is(err, unix.EAGAIN) {
 			break
 		}

@@ -38,7 +38,7 @@ func TestKernelSendBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := sendBatch(c, func(int) string { return "" }); err != nil || n != len(tx.Ops) {
+	if n, err := sendBatch(c, nil, func(int) string { return "" }); err != nil || n != len(tx.Ops) {
 		t.Fatalf("good batch: %d messages, %v", n, err)
 	}
 	if chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4); err != nil || len(chains) != 1 {
@@ -54,7 +54,7 @@ func TestKernelSendBatch(t *testing.T) {
 	if first, err = queueTx(c, bad); err != nil {
 		t.Fatal(err)
 	}
-	_, err = sendBatch(c, func(msg int) string {
+	_, err = sendBatch(c, nil, func(msg int) string {
 		for i := len(first) - 1; i >= 0; i-- {
 			if first[i] <= msg {
 				return "op " + bad.Ops[i].Chain.Name

@@ -21,6 +21,12 @@ type Options struct {
 	// Logger receives the reconciler's and watcher's messages (nftrules
 	// passes klog's); the zero Logger discards them.
 	Logger logr.Logger
+	// WrapBatchIO is a test seam, nil in production: when set, every
+	// batch is sent and its answers read through the BatchIO it returns
+	// for the netlink socket, so that tests can inject netlink faults
+	// (an error after the kernel committed, a refused batch, a short
+	// send) into the real reconciler.
+	WrapBatchIO func(BatchIO) BatchIO
 }
 
 // SyncResult describes one sync.
@@ -153,10 +159,12 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 			return res, err
 		}
 		// The kernel may have committed the batch even though reading the
-		// ACKs failed (ENOBUFS): look before deciding.
+		// ACKs failed (ENOBUFS): look before deciding. Either way applied
+		// stays nil: after an error only the kernel is trusted, so the
+		// next sync reads it again (a full sync), whatever the caller
+		// asks for.
 		if committed, rerr := r.matches(desired); rerr == nil && committed {
 			r.opts.Logger.Info("nftables batch reported an error but is committed", "err", err)
-			r.applied = desired
 			return res, nil
 		}
 		return res, fmt.Errorf("apply transaction of %d objects: %w", res.Objects, err)

@@ -11,7 +11,8 @@ import (
 )
 
 // Cleaner deletes stale UDP entries from one network namespace's conntrack
-// table, on its own goroutine.
+// table, on its own goroutine, and after a repair the entries that were
+// never DNATed (Repaired).
 //
 // The sync path only hands over the Index of the State it programmed
 // (Programmed: a diff against the previous one; NewIndex and Programmed
@@ -163,9 +164,9 @@ func (c *Cleaner) loop() {
 
 func (c *Cleaner) report(res Result) {
 	if res.Err != nil {
-		klog.ErrorS(res.Err, "Deleting stale UDP conntrack entries", "deleted", res.Deleted)
+		klog.ErrorS(res.Err, "Deleting stale conntrack entries", "deleted", res.Deleted)
 	} else {
-		klog.V(2).InfoS("Deleted stale UDP conntrack entries", "entries", res.Deleted,
+		klog.V(2).InfoS("Deleted stale conntrack entries", "entries", res.Deleted,
 			"walks", res.Walks, "seen", res.Seen, "duration", res.Duration, "longestKernelRead", res.LongestRecv)
 	}
 	if c.onResult != nil {
@@ -221,14 +222,10 @@ func (c *Cleaner) run(w work, cur *Index) Result {
 		}
 		stale = stale[:0]
 	}
-	for i, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		f := w.fams[i]
-		if f.empty() {
-			continue
-		}
-		walks, err := c.walk(f.query(family), func(fl *Flow) {
+	walk := func(family uint8, q Query, isStale func(*Flow) bool) {
+		walks, err := c.walk(q, func(fl *Flow) {
 			res.Seen++
-			if fl.Proto != unix.IPPROTO_UDP || !cur.Stale(fl.OrigDst, fl.ReplySrc, w.removed) {
+			if !isStale(fl) {
 				return
 			}
 			stale = append(stale, *fl)
@@ -241,6 +238,16 @@ func (c *Cleaner) run(w work, cur *Index) Result {
 		res.LongestRecv = max(res.LongestRecv, c.dumpConn.longestRecv)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("walk of family %d: %w", family, err))
+		}
+	}
+	for i, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		if f := w.fams[i]; !f.empty() {
+			walk(family, f.query(family), func(fl *Flow) bool {
+				return fl.Proto == unix.IPPROTO_UDP && cur.Stale(fl.OrigDst, fl.ReplySrc, w.removed)
+			})
+		}
+		if hasUnnatted(w.unnatted, family) {
+			walk(family, unnattedQuery(family), func(fl *Flow) bool { return unnatted(fl, w.unnatted) })
 		}
 	}
 	res.Duration = time.Since(start)

@@ -1,5 +1,6 @@
 // Package conntrack removes UDP conntrack entries that still point at
-// endpoints a Service no longer sends to.
+// endpoints a Service no longer sends to, and after a repair of our rules
+// the entries that missed their DNAT.
 //
 // UDP has no connection end: a client that keeps sending to a ClusterIP
 // keeps its conntrack entry, and with it the DNAT to the backend chosen
@@ -22,6 +23,9 @@
 //
 // Flows of a Service port that is gone are deleted when their reply source
 // is one of its former endpoints. SCTP is left alone, as upstream does.
+//
+// After a repair of our rules, flows of any protocol to a Service frontend
+// that were never DNATed are deleted too (Cleaner.Repaired, repair.go).
 //
 // Finding the entries means walking the kernel's conntrack table, which
 // costs about 0.4 s of kernel time per million entries however narrow the
@@ -80,23 +84,32 @@ func NewIndex(st *model.State) *Index {
 		for _, ep := range nftrules.ProgrammedEndpoints(st, sp) {
 			live[netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)] = struct{}{}
 		}
+		forEachFrontend(st, sp, func(dst netip.AddrPort) { ix.frontends[dst] = live })
 		for _, f := range nftrules.FamiliesOf(st) {
-			if !hasFamily(sp.ClusterIPs, f) {
-				continue // the Service is not programmed in f
-			}
-			for _, group := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
-				for _, ip := range group {
-					if nft.FamilyOf(ip) == f {
-						ix.frontends[netip.AddrPortFrom(ip.Unmap(), sp.Port)] = live
-					}
-				}
-			}
-			if sp.NodePort != 0 {
+			if sp.NodePort != 0 && hasFamily(sp.ClusterIPs, f) {
 				ix.nodePorts[nodePortKey{f == nft.IPv6, sp.NodePort}] = live
 			}
 		}
 	}
 	return ix
+}
+
+// forEachFrontend calls fn for each ClusterIP, external and load-balancer
+// IP of sp with its port, in the families the ruleset programs sp in: those
+// of its ClusterIPs that the node programs.
+func forEachFrontend(st *model.State, sp *model.ServicePort, fn func(dst netip.AddrPort)) {
+	for _, f := range nftrules.FamiliesOf(st) {
+		if !hasFamily(sp.ClusterIPs, f) {
+			continue // the Service is not programmed in f
+		}
+		for _, group := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
+			for _, ip := range group {
+				if nft.FamilyOf(ip) == f {
+					fn(netip.AddrPortFrom(ip.Unmap(), sp.Port))
+				}
+			}
+		}
+	}
 }
 
 func hasFamily(ips []netip.Addr, f nft.Family) bool {

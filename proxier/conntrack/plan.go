@@ -12,6 +12,8 @@ import (
 type work struct {
 	fams    [2]famWork // IPv4, IPv6
 	removed *Index
+	// unnatted are the frontends a repair restored (Repaired).
+	unnatted map[frontKey]struct{}
 }
 
 // famWork is one family's share of a cleanup.
@@ -27,7 +29,7 @@ type famWork struct {
 }
 
 func newWork() work {
-	w := work{removed: newEmptyIndex()}
+	w := work{removed: newEmptyIndex(), unnatted: map[frontKey]struct{}{}}
 	for i := range w.fams {
 		w.fams[i] = famWork{replySrcs: map[netip.AddrPort]struct{}{}, dsts: map[netip.AddrPort]struct{}{}}
 	}
@@ -41,7 +43,9 @@ func famIndex(a netip.Addr) int {
 	return 1
 }
 
-func (w *work) empty() bool { return w.fams[0].empty() && w.fams[1].empty() }
+func (w *work) empty() bool {
+	return w.fams[0].empty() && w.fams[1].empty() && len(w.unnatted) == 0
+}
 
 func (f famWork) empty() bool { return len(f.replySrcs) == 0 && len(f.dsts) == 0 }
 
@@ -120,6 +124,9 @@ func (w *work) merge(o work) {
 	}
 	for k := range o.removed.nodePortIPs {
 		w.removed.nodePortIPs[k] = true
+	}
+	for k := range o.unnatted {
+		w.unnatted[k] = struct{}{}
 	}
 }
 

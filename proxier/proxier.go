@@ -46,8 +46,14 @@ type Config struct {
 	MasqueradeAll bool
 	// NoIPv6: the node's kernel has no IPv6; only IPv4 is programmed.
 	NoIPv6 bool
-	// MinSyncPeriod is the least time between two syncs (0: no limit).
+	// MinSyncPeriod is the least time between two syncs, with a burst of
+	// two as kube-proxy's (0: no limit). Unused with AdaptiveSync.
 	MinSyncPeriod time.Duration
+	// AdaptiveSync paces syncs by their measured cost instead: changes are
+	// programmed at once while syncs take less than a fifth of the time,
+	// and never wait more than a second (see costFactor). The default
+	// when the user sets no min sync period.
+	AdaptiveSync bool
 	// SyncPeriod is the interval of full syncs, which re-read the kernel
 	// and repair drift, and the cap of the retry backoff.
 	SyncPeriod time.Duration
@@ -230,6 +236,7 @@ func (p *Proxier) Run(ctx context.Context) error {
 	r := &runner{
 		clock:        p.clock,
 		minInterval:  p.cfg.MinSyncPeriod,
+		adaptive:     p.cfg.AdaptiveSync,
 		fullInterval: p.cfg.SyncPeriod,
 		wake:         p.changes.Wake(),
 		repair:       p.watchForeign(ctx), // before the first sync reads the kernel

@@ -50,7 +50,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", o.nodePortAddrs, "Addresses NodePorts are served on: \"primary\" (the Node's InternalIPs), and/or comma-separated CIDRs selecting the node's interface addresses (\"0.0.0.0/0,::/0\": all; 127.0.0.0/8 enables localhost NodePorts and, once their guard rule is in, sets net.ipv4.conf.all.route_localnet=1, which --cleanup restores).")
 	fs.BoolVar(&o.denyNodeAddressExternalIPs, "deny-external-ips-on-node-addresses", o.denyNodeAddressExternalIPs, "Never program an externalIP or load-balancer IP that is one of this node's addresses, on any port (guards the node's own services, e.g. SSH or the kubelet, from capture by a Service; kube-proxy has no such guard). Without it, such an address still loses to a NodePort on the same port.")
 	fs.StringVar(&o.stateDir, "state-dir", o.stateDir, "Directory where nftproxy records what it changes outside its tables (the value of net.ipv4.conf.all.route_localnet it replaced), for --cleanup to restore; a tmpfs, like the sysctl, forgets it at reboot.")
-	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of full resyncs, which repair rules changed behind our back; also the longest retry delay after a failure.")
+	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of the check of our tables in the kernel against the rules applied, beside the change syncs; a difference is repaired by a full sync. Also the longest retry delay after a failure.")
 }
 
 // complete derives the node name and parses the CIDRs, and checks every

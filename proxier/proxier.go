@@ -39,6 +39,13 @@ type Reconciler interface {
 	Sync(ctx context.Context, desired *nftrules.Ruleset, full bool) (nftrules.SyncResult, error)
 }
 
+// verifier is implemented by *nftrules.Reconciler: a Reconciler with it
+// gets its periodic full syncs as checks beside the partial syncs
+// (runner.verify).
+type verifier interface {
+	Verify(ctx context.Context) (same bool, err error)
+}
+
 // Config of a Proxier.
 type Config struct {
 	NodeName      string
@@ -55,7 +62,9 @@ type Config struct {
 	// when the user sets no min sync period.
 	AdaptiveSync bool
 	// SyncPeriod is the interval of full syncs, which re-read the kernel
-	// and repair drift, and the cap of the retry backoff.
+	// and repair drift (with a Reconciler that can Verify, of checks
+	// beside the partial syncs, a full sync only when one finds a
+	// difference), and the cap of the retry backoff.
 	SyncPeriod time.Duration
 
 	// Clock defaults to the real clock.
@@ -241,6 +250,9 @@ func (p *Proxier) Run(ctx context.Context) error {
 		wake:         p.changes.Wake(),
 		repair:       p.watchForeign(ctx), // before the first sync reads the kernel
 		fn:           p.sync,
+	}
+	if v, ok := p.rec.(verifier); ok {
+		r.verify = v.Verify
 	}
 	if p.onIdle != nil {
 		r.idle = func(time.Time) { p.onIdle() }

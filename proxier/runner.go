@@ -39,6 +39,12 @@ type runner struct {
 	wake         <-chan struct{}
 	repair       <-chan struct{}
 	fn           func(ctx context.Context, full bool) error
+	// verify, if set, replaces the periodic full sync: it checks the
+	// kernel beside the partial syncs instead of holding them back
+	// (nftrules.Reconciler.Verify) and reports false when something
+	// differs, which a full sync then repairs. At 50,000 Services a full
+	// sync takes seconds, and every change made meanwhile waited for it.
+	verify func(ctx context.Context) (same bool, err error)
 	// idle, if set, is called when the runner is about to block with its
 	// timer armed for wakeAt: tests use it to know when the fake clock may
 	// be moved.
@@ -57,11 +63,29 @@ func (r *runner) run(ctx context.Context) {
 		lim = newCostLimiter(r.clock.Now())
 	}
 	rl := repairLimiter{minGap: repairMinGap, maxGap: max(r.fullInterval, repairMinGap)}
+	verified := make(chan verifyResult, 1)
+	verifying := false
+	defer func() {
+		if verifying {
+			<-verified // it stops at ctx's end
+		}
+	}()
 
 	for {
 		now := r.clock.Now()
 		if !now.Before(nextFull) {
-			pending, full = true, true
+			if r.verify == nil || full {
+				pending, full = true, true
+			} else {
+				if !verifying {
+					verifying = true
+					go func() {
+						same, err := r.verify(ctx)
+						verified <- verifyResult{same, err}
+					}()
+				}
+				nextFull = now.Add(r.fullInterval)
+			}
 		}
 		start := later(notBefore, retryAt)
 		if repair {
@@ -117,10 +141,25 @@ func (r *runner) run(ctx context.Context) {
 			pending = true
 		case <-r.repair:
 			repair = true
+		case v := <-verified:
+			verifying = false
+			if v.err != nil && ctx.Err() == nil {
+				klog.ErrorS(v.err, "Checking the rules in the kernel failed; running a full sync")
+			} else if !v.same {
+				klog.InfoS("The rules in the kernel differ from those applied; running a full sync")
+			}
+			if !v.same || v.err != nil {
+				pending, full = true, true
+			}
 		case <-t.C():
 		}
 		t.Stop()
 	}
+}
+
+type verifyResult struct {
+	same bool
+	err  error
 }
 
 func later(a, b time.Time) time.Time {

@@ -1,6 +1,7 @@
 package proxier
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -89,4 +90,35 @@ func TestAdaptiveRunnerWaitsAtMostASecond(t *testing.T) {
 	h.wantCalls(call{full: true}, call{})
 	h.stepToTimer()
 	h.wantCalls(call{full: true}, call{}, call{at: 4 * time.Second})
+}
+
+// The periodic check (verify) runs beside partial syncs: a change made
+// while it reads the kernel is synced at once, and only a check that
+// finds a difference (or fails) is followed by a full sync.
+func TestRunnerChecksTheKernelBesidePartialSyncs(t *testing.T) {
+	results := make(chan bool)
+	started := make(chan struct{}, 10)
+	h := startRunnerWith(t, 0, nil, func(r *runner) {
+		r.adaptive, r.fullInterval = true, 30*time.Second
+		r.verify = func(ctx context.Context) (bool, error) {
+			started <- struct{}{}
+			select {
+			case same := <-results:
+				return same, nil
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+	})
+	h.stepFiring(30 * time.Second)
+	<-started // the check is reading the kernel...
+	h.signal()
+	h.wantCalls(call{full: true}, call{at: 30 * time.Second}) // ...and the change is synced meanwhile
+	h.act(func() { results <- true })
+	h.wantCalls(call{full: true}, call{at: 30 * time.Second}) // the kernel matched: no full sync
+
+	h.stepFiring(30 * time.Second)
+	<-started
+	h.act(func() { results <- false })
+	h.wantCalls(call{full: true}, call{at: 30 * time.Second}, call{full: true, at: time.Minute})
 }

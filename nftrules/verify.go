@@ -10,21 +10,25 @@ import (
 // Verify reports whether our tables in the kernel still equal the last
 // applied ruleset, without holding Syncs back for long: a full Sync reads
 // and diffs everything under the lock (seconds at 50,000 Services, during
-// which every change waits), while Verify takes the lock for one step at a
-// time — the tables' skeleton (chains, rules, set definitions), then the
-// elements of one set — and compares each step with the ruleset applied at
-// that moment. Syncs run between the steps. It reports false, nil when
-// something differs or nothing is applied yet; the caller then runs a
-// full Sync, which repairs it.
+// which every change waits), while Verify holds the lock only to read one
+// step — the tables' skeleton (chains, rules, set definitions), then the
+// elements of one set — and compares it after releasing the lock with the
+// ruleset that was applied while it read. Syncs run between the steps and
+// during the comparisons. It reports false, nil when something differs or
+// nothing is applied yet; the caller then runs a full Sync, which repairs
+// it.
 //
-// A step and the commits of Syncs never interleave (both hold the lock),
+// A read and the commits of Syncs never interleave (both hold the lock),
 // so each comparison is exact; another process's change in the middle is
 // seen by the step that reads it, or by the table monitor (WatchForeign).
+// Applied rulesets are never modified (a Builder copies what it changes),
+// except the reference counts of shared keys, which Verify does not read.
 func (r *Reconciler) Verify(ctx context.Context) (bool, error) {
 	r.mu.Lock()
-	same, sets, err := r.verifySkeleton()
+	applied := r.applied
+	live, sets, err := r.readSkeleton()
 	r.mu.Unlock()
-	if err != nil || !same {
+	if err != nil || applied == nil || !sameSkeletons(live, applied) {
 		return false, err
 	}
 	er, err := r.newElementReader()
@@ -37,9 +41,9 @@ func (r *Reconciler) Verify(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		r.mu.Lock()
-		same, err := r.verifySet(er, s.family, s.name)
+		have, want, err := r.readAppliedSet(er, s.family, s.name)
 		r.mu.Unlock()
-		if err != nil || !same {
+		if err != nil || (want != nil && !sameRawElements(have, want)) {
 			return false, err
 		}
 	}
@@ -51,17 +55,17 @@ type setRef struct {
 	name   string
 }
 
-// verifySkeleton compares everything but set elements with r.applied and
-// returns the sets whose elements are ours to compare. Call with r.mu held.
-func (r *Reconciler) verifySkeleton() (bool, []setRef, error) {
-	applied := r.applied
-	if applied == nil {
-		return false, nil, nil
+// readSkeleton reads everything but the elements of the applied sets, and
+// names the applied sets whose elements are ours to compare. Call with
+// r.mu held.
+func (r *Reconciler) readSkeleton() (*Ruleset, []setRef, error) {
+	if r.applied == nil {
+		return nil, nil, nil
 	}
 	skip := map[string]bool{}
 	var sets []setRef
-	for _, f := range applied.SortedFamilies() {
-		for _, s := range applied.Tables[f].SortedSets() {
+	for _, f := range r.applied.SortedFamilies() {
+		for _, s := range r.applied.Tables[f].SortedSets() {
 			skip[s.Name] = true
 			if !s.Dynamic { // filled by the packet path, not by us
 				sets = append(sets, setRef{f, s.Name})
@@ -70,9 +74,9 @@ func (r *Reconciler) verifySkeleton() (bool, []setRef, error) {
 	}
 	live, err := r.readLiveSkipping(skip)
 	if err != nil {
-		return false, nil, fmt.Errorf("verify: read tables: %w", err)
+		return nil, nil, fmt.Errorf("verify: read tables: %w", err)
 	}
-	return sameSkeletons(live, applied), sets, nil
+	return live, sets, nil
 }
 
 // sameSkeletons reports whether two rulesets have the same tables, sets
@@ -101,25 +105,62 @@ func sameSkeletons(have, want *Ruleset) bool {
 	return true
 }
 
-// verifySet compares the kernel's elements of one set with those of the
-// applied ruleset. Call with r.mu held.
-func (r *Reconciler) verifySet(er *elementReader, f Family, name string) (bool, error) {
-	if r.applied == nil {
-		return false, nil // a Sync failed meanwhile
+// readAppliedSet reads the kernel's elements of an applied set, returned
+// with the applied set (nil, nil if a Sync deleted it meanwhile, or if a
+// failed Sync left nothing applied: the caller's next full Sync reads
+// everything anyway). Call with r.mu held.
+func (r *Reconciler) readAppliedSet(er *elementReader, f Family, name string) (have, want *Set, _ error) {
+	if r.applied == nil || r.applied.Tables[f] == nil {
+		return nil, nil, nil
 	}
-	t := r.applied.Tables[f]
-	if t == nil {
-		return false, nil
-	}
-	want := t.Sets[name]
+	want = r.applied.Tables[f].Sets[name]
 	if want == nil {
-		return true, nil // deleted by a Sync meanwhile: nothing to compare
+		return nil, nil, nil
 	}
-	have := &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Proto: want.Proto}
+	have = &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Proto: want.Proto}
 	ns := &nftables.Set{Table: &nftables.Table{Name: TableName, Family: nlFamily(f)}, Name: name}
 	if err := readRaw(er, ns, have); err != nil {
-		return false, fmt.Errorf("verify: elements of %s %s: %w", f, name, err)
+		return nil, nil, fmt.Errorf("verify: elements of %s %s: %w", f, name, err)
 	}
-	add, del := diffRaw(have, want)
-	return len(add) == 0 && len(del) == 0, nil
+	return have, want, nil
+}
+
+// sameRawElements reports whether a set read raw holds exactly the
+// elements of a built set. Unlike diffRaw it reads only want's element
+// groups (never its lazily built index, nor its reference counts, which
+// the next Build updates in place), so that it can run while a Builder
+// derives the next ruleset from want's. It consumes have.
+func sameRawElements(have, want *Set) bool {
+	var kbuf, vbuf [80]byte
+	var matched map[string]bool // keys several owners may share (refs)
+	if want.refs != nil {
+		matched = map[string]bool{}
+	}
+	same := true
+	want.groups.each(func(_ string, els []Element) {
+		for _, e := range els {
+			if !same {
+				return
+			}
+			k, err := appendValues(kbuf[:0], want.Key, e.Key)
+			if err != nil {
+				same = false
+				return
+			}
+			r, ok := have.raw[string(k)]
+			if !ok {
+				same = matched[string(k)] // else missing from the kernel
+				continue
+			}
+			if !sameRawValue(want, e, r.val, vbuf[:0]) {
+				same = false
+				return
+			}
+			delete(have.raw, string(k))
+			if matched != nil {
+				matched[string(k)] = true
+			}
+		}
+	})
+	return same && len(have.raw) == 0 // else the kernel has more
 }

@@ -157,3 +157,45 @@ func BenchmarkKernelFullResync10kx10(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKernelVerify10kx10 is the periodic check that replaced the full
+// resync in the daemon (Reconciler.Verify, nothing changed), with partial
+// syncs running beside it: max-sync-wait-ms is the longest a sync waited
+// for the lock, i.e. the most a change can be delayed by the check.
+func BenchmarkKernelVerify10kx10(b *testing.B) {
+	st := scaleState(10000, 10)
+	tn := newTestNode(b, 0)
+	rec := newReconciler(b, tn.node)
+	builder := nftrules.NewBuilder()
+	if _, err := rec.Sync(context.Background(), builder.Build(st), true); err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	waits := make(chan time.Duration)
+	go func() {
+		var longest time.Duration
+		for {
+			select {
+			case <-stop:
+				waits <- longest
+				return
+			default:
+			}
+			next := builder.Build(st) // derived from the last: Diff looks at its delta only
+			start := time.Now()
+			if _, err := rec.Sync(context.Background(), next, false); err != nil {
+				panic(err)
+			}
+			longest = max(longest, time.Since(start))
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for b.Loop() {
+		same, err := rec.Verify(context.Background())
+		if err != nil || !same {
+			b.Fatalf("Verify = %v, %v on an unchanged kernel", same, err)
+		}
+	}
+	close(stop)
+	b.ReportMetric(float64((<-waits).Microseconds())/1000, "max-sync-wait-ms")
+}

@@ -129,13 +129,10 @@ func (r *Reconciler) readAppliedSet(er *elementReader, f Family, name string) (h
 // elements of a built set. Unlike diffRaw it reads only want's element
 // groups (never its lazily built index, nor its reference counts, which
 // the next Build updates in place), so that it can run while a Builder
-// derives the next ruleset from want's. It consumes have.
+// derives the next ruleset from want's. It consumes have: each kernel
+// element found is marked (keys several owners share are found again).
 func sameRawElements(have, want *Set) bool {
 	var kbuf, vbuf [80]byte
-	var matched map[string]bool // keys several owners may share (refs)
-	if want.refs != nil {
-		matched = map[string]bool{}
-	}
 	same := true
 	want.groups.each(func(_ string, els []Element) {
 		for _, e := range els {
@@ -148,19 +145,29 @@ func sameRawElements(have, want *Set) bool {
 				return
 			}
 			r, ok := have.raw[string(k)]
-			if !ok {
-				same = matched[string(k)] // else missing from the kernel
-				continue
-			}
-			if !sameRawValue(want, e, r.val, vbuf[:0]) {
+			switch {
+			case !ok:
+				same = false // missing from the kernel
+			case r.found():
+			case !sameRawValue(want, e, r.val, vbuf[:0]):
 				same = false
-				return
-			}
-			delete(have.raw, string(k))
-			if matched != nil {
-				matched[string(k)] = true
+			default:
+				have.raw[string(k)] = rawElement{val: foundMark}
 			}
 		}
 	})
-	return same && len(have.raw) == 0 // else the kernel has more
+	if !same {
+		return false
+	}
+	for _, r := range have.raw {
+		if !r.found() {
+			return false // in the kernel, not wanted
+		}
+	}
+	return true
 }
+
+// foundMark replaces the value of a kernel element sameRawElements found.
+var foundMark = []byte{0}
+
+func (r rawElement) found() bool { return len(r.val) == 1 && &r.val[0] == &foundMark[0] }

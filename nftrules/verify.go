@@ -10,39 +10,63 @@ import (
 // Verify reports whether our tables in the kernel still equal the last
 // applied ruleset, without holding Syncs back for long: a full Sync reads
 // and diffs everything under the lock (seconds at 50,000 Services, during
-// which every change waits), while Verify holds the lock only to read one
-// step — the tables' skeleton (chains, rules, set definitions), then the
-// elements of one set — and compares it after releasing the lock with the
-// ruleset that was applied while it read. Syncs run between the steps and
-// during the comparisons. It reports false, nil when something differs or
+// which every change waits). Verify reads in steps — the tables' skeleton
+// (chains, rules, set definitions), then the elements of one set at a
+// time — each first without the lock: the read is trusted if what it
+// covers stayed the same object in the applied ruleset meanwhile (a Sync
+// changes the kernel only where the next ruleset has new objects: the
+// Builder copies what it changes) and no full or failed Sync came between
+// (epoch). Otherwise that step is read again holding the lock, so that no
+// commit interleaves; under a stream of changes that is the case for the
+// sets every change touches (hairpin, service IPs). Comparisons run
+// without the lock. It reports false, nil when something differs or
 // nothing is applied yet; the caller then runs a full Sync, which repairs
-// it.
-//
-// A read and the commits of Syncs never interleave (both hold the lock),
-// so each comparison is exact; another process's change in the middle is
-// seen by the step that reads it, or by the table monitor (WatchForeign).
-// Applied rulesets are never modified (a Builder copies what it changes),
+// it. Another process's change is seen by the step that reads it, or by
+// the table monitor (WatchForeign). Applied rulesets are never modified,
 // except the reference counts of shared keys, which Verify does not read.
 func (r *Reconciler) Verify(ctx context.Context) (bool, error) {
-	r.mu.Lock()
-	applied := r.applied
-	live, sets, err := r.readSkeleton()
-	r.mu.Unlock()
-	if err != nil || applied == nil || !sameSkeletons(live, applied) {
+	c, err := r.readConn()
+	if err != nil {
 		return false, err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	er, err := r.newElementReader()
 	if err != nil {
 		return false, err
 	}
 	defer er.Close()
+
+	r.mu.Lock()
+	applied, epoch := r.applied, r.epoch
+	r.mu.Unlock()
+	if applied == nil {
+		return false, nil
+	}
+	skip, sets := appliedSets(applied)
+	live, err := r.readLiveWith(c, skip)
+	if err != nil {
+		return false, fmt.Errorf("verify: read tables: %w", err)
+	}
+	r.mu.Lock()
+	if r.epoch != epoch || r.applied == nil || !sameSkeletonObjects(applied, r.applied) {
+		applied = r.applied
+		if applied != nil {
+			skip, sets = appliedSets(applied)
+			live, err = r.readLiveWith(c, skip)
+		}
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return false, fmt.Errorf("verify: read tables: %w", err)
+	}
+	if applied == nil || !sameSkeletons(live, applied) {
+		return false, nil
+	}
 	for _, s := range sets {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		r.mu.Lock()
-		have, want, err := r.readAppliedSet(er, s.family, s.name)
-		r.mu.Unlock()
+		have, want, err := r.readAppliedSet(er, s)
 		if err != nil || (want != nil && !sameRawElements(have, want)) {
 			return false, err
 		}
@@ -50,33 +74,65 @@ func (r *Reconciler) Verify(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// readConn opens a connection for Verify's reads outside the lock (the
+// lasting one belongs to whoever holds it).
+func (r *Reconciler) readConn() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if r.opts.NetNSFd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(r.opts.NetNSFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("verify: open nftables connection: %w", err)
+	}
+	return c, nil
+}
+
 type setRef struct {
 	family Family
 	name   string
 }
 
-// readSkeleton reads everything but the elements of the applied sets, and
-// names the applied sets whose elements are ours to compare. Call with
-// r.mu held.
-func (r *Reconciler) readSkeleton() (*Ruleset, []setRef, error) {
-	if r.applied == nil {
-		return nil, nil, nil
-	}
+// appliedSets names the sets of applied (whose elements the skeleton read
+// skips) and those whose elements are ours to compare.
+func appliedSets(applied *Ruleset) (map[string]bool, []setRef) {
 	skip := map[string]bool{}
 	var sets []setRef
-	for _, f := range r.applied.SortedFamilies() {
-		for _, s := range r.applied.Tables[f].SortedSets() {
+	for _, f := range applied.SortedFamilies() {
+		for _, s := range applied.Tables[f].SortedSets() {
 			skip[s.Name] = true
 			if !s.Dynamic { // filled by the packet path, not by us
 				sets = append(sets, setRef{f, s.Name})
 			}
 		}
 	}
-	live, err := r.readLiveSkipping(skip)
-	if err != nil {
-		return nil, nil, fmt.Errorf("verify: read tables: %w", err)
+	return skip, sets
+}
+
+// sameSkeletonObjects reports whether b has the very chains of a and sets
+// of the same names and shapes: then no Sync between them changed the
+// skeleton in the kernel.
+func sameSkeletonObjects(a, b *Ruleset) bool {
+	if len(a.Tables) != len(b.Tables) {
+		return false
 	}
-	return live, sets, nil
+	for f, at := range a.Tables {
+		bt, ok := b.Tables[f]
+		if !ok || len(at.Chains) != len(bt.Chains) || len(at.Sets) != len(bt.Sets) {
+			return false
+		}
+		for name, ac := range at.Chains {
+			if bt.Chains[name] != ac {
+				return false
+			}
+		}
+		for name, as := range at.Sets {
+			if bs, ok := bt.Sets[name]; !ok || !as.SameShape(bs) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // sameSkeletons reports whether two rulesets have the same tables, sets
@@ -105,24 +161,44 @@ func sameSkeletons(have, want *Ruleset) bool {
 	return true
 }
 
-// readAppliedSet reads the kernel's elements of an applied set, returned
-// with the applied set (nil, nil if a Sync deleted it meanwhile, or if a
-// failed Sync left nothing applied: the caller's next full Sync reads
-// everything anyway). Call with r.mu held.
-func (r *Reconciler) readAppliedSet(er *elementReader, f Family, name string) (have, want *Set, _ error) {
-	if r.applied == nil || r.applied.Tables[f] == nil {
-		return nil, nil, nil
+// readAppliedSet reads the kernel's elements of an applied set, first
+// without the lock (see Verify), and returns them with the applied set
+// they are to equal (want nil: the set is gone, or nothing is applied
+// after a failed Sync, whose full Sync will read everything anyway).
+func (r *Reconciler) readAppliedSet(er *elementReader, s setRef) (have, want *Set, err error) {
+	current := func() *Set {
+		if r.applied == nil || r.applied.Tables[s.family] == nil {
+			return nil
+		}
+		return r.applied.Tables[s.family].Sets[s.name]
 	}
-	want = r.applied.Tables[f].Sets[name]
+	r.mu.Lock()
+	want, epoch := current(), r.epoch
+	r.mu.Unlock()
 	if want == nil {
 		return nil, nil, nil
 	}
-	have = &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Proto: want.Proto}
-	ns := &nftables.Set{Table: &nftables.Table{Name: TableName, Family: nlFamily(f)}, Name: name}
-	if err := readRaw(er, ns, have); err != nil {
-		return nil, nil, fmt.Errorf("verify: elements of %s %s: %w", f, name, err)
+	if have, err = readSetRaw(er, s, want); err != nil {
+		return nil, nil, err
 	}
-	return have, want, nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := current(); now != want || r.epoch != epoch {
+		if want = now; want == nil {
+			return nil, nil, nil
+		}
+		have, err = readSetRaw(er, s, want)
+	}
+	return have, want, err
+}
+
+func readSetRaw(er *elementReader, s setRef, want *Set) (*Set, error) {
+	have := &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Proto: want.Proto}
+	ns := &nftables.Set{Table: &nftables.Table{Name: TableName, Family: nlFamily(s.family)}, Name: s.name}
+	if err := readRaw(er, ns, have); err != nil {
+		return nil, fmt.Errorf("verify: elements of %s %s: %w", s.family, s.name, err)
+	}
+	return have, nil
 }
 
 // sameRawElements reports whether a set read raw holds exactly the

@@ -49,6 +49,9 @@ type Reconciler struct {
 	// trusts a read made without the lock only if the epoch and the
 	// objects it read stayed the same.
 	epoch uint64
+	// commits counts the transactions sent, skeletonCommits those that
+	// change more than set elements (tables, sets, chains, rules).
+	commits, skeletonCommits uint64
 
 	// own are the port IDs of the sockets nft has used (WatchForeign).
 	own ownPorts
@@ -147,6 +150,10 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 	if tx.Empty() {
 		r.applied = desired
 		return res, nil
+	}
+	r.commits++ // also when it fails: then the epoch changes too
+	if tx.changesSkeleton() {
+		r.skeletonCommits++
 	}
 	msgs, err := r.apply(tx)
 	res.Messages = msgs

@@ -12,18 +12,18 @@ import (
 // and diffs everything under the lock (seconds at 50,000 Services, during
 // which every change waits). Verify reads in steps — the tables' skeleton
 // (chains, rules, set definitions), then the elements of one set at a
-// time — each first without the lock: the read is trusted if what it
-// covers stayed the same object in the applied ruleset meanwhile (a Sync
-// changes the kernel only where the next ruleset has new objects: the
-// Builder copies what it changes) and no full or failed Sync came between
-// (epoch). Otherwise that step is read again holding the lock, so that no
-// commit interleaves; under a stream of changes that is the case for the
-// sets every change touches (hairpin, service IPs). Comparisons run
-// without the lock. It reports false, nil when something differs or
-// nothing is applied yet; the caller then runs a full Sync, which repairs
-// it. Another process's change is seen by the step that reads it, or by
-// the table monitor (WatchForeign). Applied rulesets are never modified,
-// except the reference counts of shared keys, which Verify does not read.
+// time — first without the lock. A read is trusted if no commit of ours
+// that could change what it read came between: for the skeleton, no
+// transaction with more than element changes and no full or failed Sync
+// (epoch); for a set, no commit at all (the kernel resumes a set's dump by
+// skipping as many elements as it sent, so a dump a commit interrupts can
+// miss elements). A step read optimisticReads times without being trusted
+// is read holding the lock. Comparisons run without the lock. Verify
+// reports false, nil when something differs or nothing is applied yet;
+// the caller then runs a full Sync, which repairs it. Another process's
+// change is seen by the step that reads it, or by the table monitor
+// (WatchForeign). Applied rulesets are never modified, except the
+// reference counts of shared keys, which Verify does not read.
 func (r *Reconciler) Verify(ctx context.Context) (bool, error) {
 	c, err := r.readConn()
 	if err != nil {
@@ -36,26 +36,7 @@ func (r *Reconciler) Verify(ctx context.Context) (bool, error) {
 	}
 	defer er.Close()
 
-	r.mu.Lock()
-	applied, epoch := r.applied, r.epoch
-	r.mu.Unlock()
-	if applied == nil {
-		return false, nil
-	}
-	skip, sets := appliedSets(applied)
-	live, err := r.readLiveWith(c, skip)
-	if err != nil {
-		return false, fmt.Errorf("verify: read tables: %w", err)
-	}
-	r.mu.Lock()
-	if r.epoch != epoch || r.applied == nil || !sameSkeletonObjects(applied, r.applied) {
-		applied = r.applied
-		if applied != nil {
-			skip, sets = appliedSets(applied)
-			live, err = r.readLiveWith(c, skip)
-		}
-	}
-	r.mu.Unlock()
+	live, applied, sets, err := r.readSkeleton(c)
 	if err != nil {
 		return false, fmt.Errorf("verify: read tables: %w", err)
 	}
@@ -73,6 +54,43 @@ func (r *Reconciler) Verify(ctx context.Context) (bool, error) {
 	}
 	return true, nil
 }
+
+// readSkeleton reads everything but the elements of the applied sets
+// (see Verify), and returns it with the applied ruleset it is to equal
+// (nil after a failed Sync) and the sets whose elements are ours to
+// compare.
+func (r *Reconciler) readSkeleton(c *nftables.Conn) (live, applied *Ruleset, sets []setRef, err error) {
+	for range optimisticReads {
+		r.mu.Lock()
+		applied, epoch, changes := r.applied, r.epoch, r.skeletonCommits
+		r.mu.Unlock()
+		if applied == nil {
+			return nil, nil, nil, nil
+		}
+		skip, sets := appliedSets(applied)
+		if live, err = r.readLiveWith(c, skip); err != nil {
+			return nil, nil, nil, err
+		}
+		r.mu.Lock()
+		trusted := r.epoch == epoch && r.skeletonCommits == changes
+		r.mu.Unlock()
+		if trusted {
+			return live, applied, sets, nil
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if applied = r.applied; applied == nil {
+		return nil, nil, nil, nil
+	}
+	skip, sets := appliedSets(applied)
+	live, err = r.readLiveWith(c, skip)
+	return live, applied, sets, err
+}
+
+// optimisticReads is how often Verify reads a step without the lock before
+// it reads it holding the lock.
+const optimisticReads = 3
 
 // readConn opens a connection for Verify's reads outside the lock (the
 // lasting one belongs to whoever holds it).
@@ -109,32 +127,6 @@ func appliedSets(applied *Ruleset) (map[string]bool, []setRef) {
 	return skip, sets
 }
 
-// sameSkeletonObjects reports whether b has the very chains of a and sets
-// of the same names and shapes: then no Sync between them changed the
-// skeleton in the kernel.
-func sameSkeletonObjects(a, b *Ruleset) bool {
-	if len(a.Tables) != len(b.Tables) {
-		return false
-	}
-	for f, at := range a.Tables {
-		bt, ok := b.Tables[f]
-		if !ok || len(at.Chains) != len(bt.Chains) || len(at.Sets) != len(bt.Sets) {
-			return false
-		}
-		for name, ac := range at.Chains {
-			if bt.Chains[name] != ac {
-				return false
-			}
-		}
-		for name, as := range at.Sets {
-			if bs, ok := bt.Sets[name]; !ok || !as.SameShape(bs) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // sameSkeletons reports whether two rulesets have the same tables, sets
 // (by shape) and chains with the same rules, elements aside.
 func sameSkeletons(have, want *Ruleset) bool {
@@ -161,10 +153,11 @@ func sameSkeletons(have, want *Ruleset) bool {
 	return true
 }
 
-// readAppliedSet reads the kernel's elements of an applied set, first
-// without the lock (see Verify), and returns them with the applied set
-// they are to equal (want nil: the set is gone, or nothing is applied
-// after a failed Sync, whose full Sync will read everything anyway).
+// readAppliedSet reads the kernel's elements of an applied set, without
+// the lock if no commit comes between (see Verify), and returns them with
+// the applied set they are to equal (nil: the set is gone, or nothing is
+// applied after a failed Sync, whose full Sync will read everything
+// anyway).
 func (r *Reconciler) readAppliedSet(er *elementReader, s setRef) (have, want *Set, err error) {
 	current := func() *Set {
 		if r.applied == nil || r.applied.Tables[s.family] == nil {
@@ -172,23 +165,29 @@ func (r *Reconciler) readAppliedSet(er *elementReader, s setRef) (have, want *Se
 		}
 		return r.applied.Tables[s.family].Sets[s.name]
 	}
-	r.mu.Lock()
-	want, epoch := current(), r.epoch
-	r.mu.Unlock()
-	if want == nil {
-		return nil, nil, nil
-	}
-	if have, err = readSetRaw(er, s, want); err != nil {
-		return nil, nil, err
+	for range optimisticReads {
+		r.mu.Lock()
+		want, commits := current(), r.commits
+		r.mu.Unlock()
+		if want == nil {
+			return nil, nil, nil
+		}
+		if have, err = readSetRaw(er, s, want); err != nil {
+			return nil, nil, err
+		}
+		r.mu.Lock()
+		trusted := r.commits == commits
+		r.mu.Unlock()
+		if trusted {
+			return have, want, nil
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := current(); now != want || r.epoch != epoch {
-		if want = now; want == nil {
-			return nil, nil, nil
-		}
-		have, err = readSetRaw(er, s, want)
+	if want = current(); want == nil {
+		return nil, nil, nil
 	}
+	have, err = readSetRaw(er, s, want)
 	return have, want, err
 }
 

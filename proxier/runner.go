@@ -19,8 +19,9 @@ const initialRetryDelay = time.Second
 const repairMinGap = 250 * time.Millisecond
 
 // runner calls fn when woken, as often as its limiter admits (pacing.go),
-// and with full=true at least every fullInterval. Signals that arrive while waiting or running coalesce into
-// one call. A failing fn is retried with exponential backoff capped at
+// and every fullInterval checks the kernel (verify) or, without verify,
+// calls fn with full=true. Signals that arrive while waiting or running
+// coalesce into one call. A failing fn is retried with exponential backoff capped at
 // fullInterval; until it succeeds every retry is a full one.
 //
 // A signal on repair (another process changed our tables) asks for a full

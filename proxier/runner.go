@@ -21,11 +21,11 @@ const repairMinGap = 250 * time.Millisecond
 // runner calls fn when woken, as often as its limiter admits (pacing.go),
 // and every fullInterval checks the kernel (verify) or, without verify,
 // calls fn with full=true. Signals that arrive while waiting or running
-// coalesce into one call. A failing fn is retried with exponential backoff capped at
-// fullInterval; until it succeeds every retry is a full one.
+// coalesce into one call. A failing fn is retried with exponential backoff
+// capped at fullInterval; until it succeeds every retry is a full one.
 //
 // A signal on repair (another process changed our tables) asks for a full
-// sync outside the token bucket and the retry backoff, paced by a
+// sync outside the limiter and the retry backoff, paced by a
 // repairLimiter instead; while it waits for its slot every other sync
 // waits with it (a partial sync would build on what the other writer has
 // changed).

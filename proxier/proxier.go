@@ -40,6 +40,13 @@ type Reconciler interface {
 	Sync(ctx context.Context, desired *nft.Ruleset, full bool) (nft.SyncResult, error)
 }
 
+// verifier is implemented by *nftrules.Reconciler: a Reconciler with it
+// gets its periodic full syncs as checks beside the partial syncs
+// (runner.verify).
+type verifier interface {
+	Verify(ctx context.Context) (same bool, err error)
+}
+
 // Config of a Proxier.
 type Config struct {
 	NodeName      string
@@ -47,10 +54,18 @@ type Config struct {
 	MasqueradeAll bool
 	// NoIPv6: the node's kernel has no IPv6; only IPv4 is programmed.
 	NoIPv6 bool
-	// MinSyncPeriod is the least time between two syncs (0: no limit).
+	// MinSyncPeriod is the least time between two syncs, with a burst of
+	// two as kube-proxy's (0: no limit). Unused with AdaptiveSync.
 	MinSyncPeriod time.Duration
+	// AdaptiveSync paces syncs by their measured cost instead: changes are
+	// programmed at once while syncs take less than a fifth of the time,
+	// and never wait more than a second (see costFactor). The default
+	// when the user sets no min sync period.
+	AdaptiveSync bool
 	// SyncPeriod is the interval of full syncs, which re-read the kernel
-	// and repair drift, and the cap of the retry backoff.
+	// and repair drift (with a Reconciler that can Verify, of checks
+	// beside the partial syncs, a full sync only when one finds a
+	// difference), and the cap of the retry backoff.
 	SyncPeriod time.Duration
 
 	// Clock defaults to the real clock.
@@ -231,10 +246,14 @@ func (p *Proxier) Run(ctx context.Context) error {
 	r := &runner{
 		clock:        p.clock,
 		minInterval:  p.cfg.MinSyncPeriod,
+		adaptive:     p.cfg.AdaptiveSync,
 		fullInterval: p.cfg.SyncPeriod,
 		wake:         p.changes.Wake(),
 		repair:       p.watchForeign(ctx), // before the first sync reads the kernel
 		fn:           p.sync,
+	}
+	if v, ok := p.rec.(verifier); ok {
+		r.verify = v.Verify
 	}
 	if p.onIdle != nil {
 		r.idle = func(time.Time) { p.onIdle() }

@@ -12,36 +12,40 @@ import (
 // each further failure, up to the sync period.
 const initialRetryDelay = time.Second
 
-// syncBurst is how many syncs may start within one minInterval, as
-// upstream's BoundedFrequencyRunner allows (burstSyncs = 2): a change that
-// follows another at once is programmed at once, a storm of changes is
-// still rate limited.
-const syncBurst = 2
-
 // Repairs (see Config.Watcher): the first repair after a quiet spell runs
 // at once; each repair that follows the previous one closely (within twice
 // the current gap) doubles the gap, up to the sync period, so that two
 // writers fighting over our tables cost a few syncs, not a storm.
 const repairMinGap = 250 * time.Millisecond
 
-// runner calls fn when woken, but never more than syncBurst times within
-// minInterval (measured between starts), and with full=true at least every
-// fullInterval. Signals that arrive while waiting or running coalesce into
-// one call. A failing fn is retried with exponential backoff capped at
-// fullInterval; until it succeeds every retry is a full one.
+// runner calls fn when woken, as often as its limiter admits (pacing.go),
+// and every fullInterval checks the kernel (verify) or, without verify,
+// calls fn with full=true. Signals that arrive while waiting or running
+// coalesce into one call. A failing fn is retried with exponential backoff
+// capped at fullInterval; until it succeeds every retry is a full one.
 //
 // A signal on repair (another process changed our tables) asks for a full
-// sync outside the token bucket and the retry backoff, paced by a
+// sync outside the limiter and the retry backoff, paced by a
 // repairLimiter instead; while it waits for its slot every other sync
 // waits with it (a partial sync would build on what the other writer has
 // changed).
 type runner struct {
-	clock        clock.Clock
+	clock clock.Clock
+	// minInterval, if adaptive is false, is the min sync period: at most
+	// syncBurst starts within it (0: no limit). adaptive paces partial
+	// syncs by their cost instead (costLimiter), the default.
 	minInterval  time.Duration
+	adaptive     bool
 	fullInterval time.Duration
 	wake         <-chan struct{}
 	repair       <-chan struct{}
 	fn           func(ctx context.Context, full bool) error
+	// verify, if set, replaces the periodic full sync: it checks the
+	// kernel beside the partial syncs instead of holding them back
+	// (nftrules.Reconciler.Verify) and reports false when something
+	// differs, which a full sync then repairs. At 50,000 Services a full
+	// sync takes seconds, and every change made meanwhile waited for it.
+	verify func(ctx context.Context) (same bool, err error)
 	// idle, if set, is called when the runner is about to block with its
 	// timer armed for wakeAt: tests use it to know when the fake clock may
 	// be moved.
@@ -55,13 +59,34 @@ func (r *runner) run(ctx context.Context) {
 	var notBefore time.Time // earliest start of the next normal run
 	var retryAt time.Time   // after a failure, earliest start of any run
 	var backoff time.Duration
-	tb := tokenBucket{tokens: syncBurst, last: r.clock.Now()}
+	var lim syncLimiter = newTokenBucket(r.minInterval, r.clock.Now())
+	if r.adaptive {
+		lim = newCostLimiter(r.clock.Now())
+	}
 	rl := repairLimiter{minGap: repairMinGap, maxGap: max(r.fullInterval, repairMinGap)}
+	verified := make(chan verifyResult, 1)
+	verifying := false
+	defer func() {
+		if verifying {
+			<-verified // it stops at ctx's end
+		}
+	}()
 
 	for {
 		now := r.clock.Now()
 		if !now.Before(nextFull) {
-			pending, full = true, true
+			if r.verify == nil || full {
+				pending, full = true, true
+			} else {
+				if !verifying {
+					verifying = true
+					go func() {
+						same, err := r.verify(ctx)
+						verified <- verifyResult{same, err}
+					}()
+				}
+				nextFull = now.Add(r.fullInterval)
+			}
 		}
 		start := later(notBefore, retryAt)
 		if repair {
@@ -73,7 +98,7 @@ func (r *runner) run(ctx context.Context) {
 			if repair {
 				rl.started(now)
 				full = true
-			} else if wait := tb.take(now, r.minInterval); wait > 0 {
+			} else if wait := lim.admit(now); wait > 0 {
 				notBefore = now.Add(wait)
 				continue
 			}
@@ -82,6 +107,9 @@ func (r *runner) run(ctx context.Context) {
 				return
 			}
 			end := r.clock.Now()
+			if !repair {
+				lim.ran(now, end, full)
+			}
 			notBefore, repair = time.Time{}, false
 			if err != nil {
 				backoff = min(max(2*backoff, initialRetryDelay), r.fullInterval)
@@ -114,10 +142,25 @@ func (r *runner) run(ctx context.Context) {
 			pending = true
 		case <-r.repair:
 			repair = true
+		case v := <-verified:
+			verifying = false
+			if v.err != nil && ctx.Err() == nil {
+				klog.ErrorS(v.err, "Checking the rules in the kernel failed; running a full sync")
+			} else if !v.same {
+				klog.InfoS("The rules in the kernel differ from those applied; running a full sync")
+			}
+			if !v.same || v.err != nil {
+				pending, full = true, true
+			}
 		case <-t.C():
 		}
 		t.Stop()
 	}
+}
+
+type verifyResult struct {
+	same bool
+	err  error
 }
 
 func later(a, b time.Time) time.Time {
@@ -153,26 +196,4 @@ func (l *repairLimiter) started(now time.Time) {
 		l.gap = l.minGap
 	}
 	l.last = now
-}
-
-// tokenBucket allows syncBurst starts at once and one more per
-// minInterval, like upstream's BoundedFrequencyRunner.
-type tokenBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// take uses a token if one is there (returning 0), or returns how long to
-// wait for the next one.
-func (b *tokenBucket) take(now time.Time, interval time.Duration) time.Duration {
-	if interval <= 0 {
-		return 0
-	}
-	b.tokens = min(syncBurst, b.tokens+float64(now.Sub(b.last))/float64(interval))
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return 0
-	}
-	return time.Duration((1 - b.tokens) * float64(interval))
 }

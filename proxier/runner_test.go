@@ -34,17 +34,22 @@ type runnerHarness struct {
 	calls []call
 }
 
-// startRunner starts a runner whose first `fails` calls fail.
+// startRunner starts a runner with a fixed min interval (an explicit min
+// sync period) whose first `fails` calls fail.
 func startRunner(t *testing.T, minInterval, fullInterval time.Duration, fails int32) *runnerHarness {
+	return startRunnerWith(t, fails, nil, func(r *runner) { r.minInterval, r.fullInterval = minInterval, fullInterval })
+}
+
+// startRunnerWith starts a runner configured by configure, whose syncs
+// take cost(full) of fake time (nil: none).
+func startRunnerWith(t *testing.T, fails int32, cost func(full bool) time.Duration, configure func(*runner)) *runnerHarness {
 	t0 := time.Unix(10000, 0)
 	h := &runnerHarness{t: t, clk: clocktesting.NewFakeClock(t0), t0: t0, wake: make(chan struct{}), repair: make(chan struct{})}
 	h.fails.Store(fails)
 	r := &runner{
-		clock:        h.clk,
-		minInterval:  minInterval,
-		fullInterval: fullInterval,
-		wake:         h.wake,
-		repair:       h.repair,
+		clock:  h.clk,
+		wake:   h.wake,
+		repair: h.repair,
 		idle: func(at time.Time) {
 			h.wakeAt.Store(at.UnixNano())
 			h.idle.Add(1)
@@ -53,6 +58,9 @@ func startRunner(t *testing.T, minInterval, fullInterval time.Duration, fails in
 			h.mu.Lock()
 			h.calls = append(h.calls, call{full: full, at: h.clk.Since(h.t0)})
 			h.mu.Unlock()
+			if cost != nil {
+				h.clk.Step(cost(full)) // no timer is armed while fn runs
+			}
 			if h.fails.Load() > 0 {
 				h.fails.Add(-1)
 				return errors.New("injected failure")
@@ -60,6 +68,7 @@ func startRunner(t *testing.T, minInterval, fullInterval time.Duration, fails in
 			return nil
 		},
 	}
+	configure(r)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.run(ctx); close(done) }()

@@ -46,6 +46,17 @@ type Transaction struct {
 	Ops []Op
 }
 
+// changesSkeleton reports whether the transaction changes more than set
+// elements.
+func (tx *Transaction) changesSkeleton() bool {
+	for _, op := range tx.Ops {
+		if op.Kind != OpAddElements && op.Kind != OpDelElements {
+			return true
+		}
+	}
+	return false
+}
+
 // Empty reports whether the transaction does nothing.
 func (tx *Transaction) Empty() bool { return len(tx.Ops) == 0 }
 

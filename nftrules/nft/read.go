@@ -31,6 +31,11 @@ func (r *Reconciler) readLiveSkipping(skip map[string]bool) (_ *Ruleset, err err
 			r.dropConn()
 		}
 	}()
+	return r.readLiveWith(c, skip)
+}
+
+// readLiveWith is readLiveSkipping over connection c.
+func (r *Reconciler) readLiveWith(c *nftables.Conn, skip map[string]bool) (*Ruleset, error) {
 	er, err := r.newElementReader()
 	if err != nil {
 		return nil, err

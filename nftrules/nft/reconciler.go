@@ -53,6 +53,15 @@ type Reconciler struct {
 	// syncs it stands in for the live state (reading every rule back is
 	// slow). nil forces the next sync to read the kernel.
 	applied *Ruleset
+	// epoch changes whenever the kernel may have changed other than by a
+	// partial Sync of the applied ruleset's successor: a full Sync (which
+	// repairs whatever it finds) or a failure (applied unknown). Verify
+	// trusts a read made without the lock only if the epoch and the
+	// objects it read stayed the same.
+	epoch uint64
+	// commits counts the transactions sent, skeletonCommits those that
+	// change more than set elements (tables, sets, chains, rules).
+	commits, skeletonCommits uint64
 
 	// own are the port IDs of the sockets nft has used (WatchForeign).
 	own ownPorts
@@ -124,6 +133,7 @@ func (r *Reconciler) dropConn() {
 func (r *Reconciler) Invalidate() {
 	r.mu.Lock()
 	r.applied = nil
+	r.epoch++
 	r.mu.Unlock()
 }
 
@@ -137,6 +147,7 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 	res := SyncResult{Full: full || r.applied == nil}
 	live := r.applied
 	if res.Full {
+		r.epoch++
 		var err error
 		if live, err = r.readLive(); err != nil {
 			return res, fmt.Errorf("read live ruleset: %w", err)
@@ -151,10 +162,15 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 		r.applied = desired
 		return res, nil
 	}
+	r.commits++ // also when it fails: then the epoch changes too
+	if tx.changesSkeleton() {
+		r.skeletonCommits++
+	}
 	msgs, err := r.apply(tx)
 	res.Messages = msgs
 	if err != nil {
 		r.applied = nil
+		r.epoch++
 		if errors.Is(err, errNotSent) {
 			return res, err
 		}
@@ -202,6 +218,7 @@ func (r *Reconciler) Cleanup() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.applied = nil
+	r.epoch++
 	live, err := r.readLive()
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ type options struct {
 	hostnameOverride string
 	clusterCIDRs     string
 	masqueradeAll    bool
-	minSyncPeriod    time.Duration
+	minSyncPeriod    optionalDuration // unset: adaptive pacing
 	syncPeriod       time.Duration
 	serviceProxyName string
 	nodePortAddrs    string
@@ -37,7 +37,7 @@ type options struct {
 }
 
 func newOptions() *options {
-	return &options{minSyncPeriod: time.Second, syncPeriod: 30 * time.Second, nodePortAddrs: "primary", stateDir: "/run/nftproxy"}
+	return &options{syncPeriod: 30 * time.Second, nodePortAddrs: "primary", stateDir: "/run/nftproxy"}
 }
 
 func (o *options) addFlags(fs *pflag.FlagSet) {
@@ -47,12 +47,12 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.hostnameOverride, "hostname-override", o.hostnameOverride, "Name of this node, if not the host name.")
 	fs.StringVar(&o.clusterCIDRs, "cluster-cidr", o.clusterCIDRs, "Comma-separated pod CIDRs, at most one per IP family; ClusterIP traffic from outside them is masqueraded.")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", o.masqueradeAll, "Masquerade all traffic sent to Service cluster IPs.")
-	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", o.minSyncPeriod, "Minimum time between two rule syncs; changes arriving meanwhile are batched (0: sync on every change).")
+	fs.Var(&o.minSyncPeriod, "min-sync-period", "Minimum time between two rule syncs, with a burst of two as kube-proxy's; changes arriving meanwhile are batched (0: sync on every change). Unset (the default): each change is synced at once while syncs take less than a fifth of the time, and waits at most 1s otherwise.")
 	fs.StringVar(&o.serviceProxyName, "service-proxy-name", o.serviceProxyName, "Program only Services labelled service.kubernetes.io/service-proxy-name=NAME (empty: only Services without that label, as kube-proxy).")
 	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", o.nodePortAddrs, "Addresses NodePorts are served on: \"primary\" (the Node's InternalIPs), and/or comma-separated CIDRs selecting the node's interface addresses (\"0.0.0.0/0,::/0\": all; 127.0.0.0/8 enables localhost NodePorts and, once their guard rule is in, sets net.ipv4.conf.all.route_localnet=1, which --cleanup restores).")
 	fs.BoolVar(&o.denyNodeAddressExternalIPs, "deny-external-ips-on-node-addresses", o.denyNodeAddressExternalIPs, "Never program an externalIP or load-balancer IP that is one of this node's addresses, on any port (guards the node's own services, e.g. SSH or the kubelet, from capture by a Service; kube-proxy has no such guard). Without it, such an address still loses to a NodePort on the same port.")
 	fs.StringVar(&o.stateDir, "state-dir", o.stateDir, "Directory where nftproxy records what it changes outside its tables (the value of net.ipv4.conf.all.route_localnet it replaced), for --cleanup to restore; a tmpfs, like the sysctl, forgets it at reboot.")
-	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of full resyncs, which repair rules changed behind our back; also the longest retry delay after a failure.")
+	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of the check of our tables in the kernel against the rules applied, beside the change syncs; a difference is repaired by a full sync. Also the longest retry delay after a failure.")
 }
 
 // applyConfig applies --config to fs, the command's flags (flags given on
@@ -82,16 +82,43 @@ func (o *options) complete() error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if o.minSyncPeriod < 0 {
-		errs = append(errs, fmt.Errorf("--min-sync-period %v must not be negative", o.minSyncPeriod))
+	if o.minSyncPeriod.value < 0 {
+		errs = append(errs, fmt.Errorf("--min-sync-period %v must not be negative", o.minSyncPeriod.value))
 	}
 	if o.syncPeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--sync-period %v must be positive", o.syncPeriod))
-	} else if o.minSyncPeriod > o.syncPeriod {
+	} else if o.minSyncPeriod.value > o.syncPeriod {
 		errs = append(errs, fmt.Errorf("--min-sync-period %v must not exceed --sync-period %v", o.minSyncPeriod, o.syncPeriod))
 	}
 	return errors.Join(errs...)
 }
+
+// optionalDuration is a duration flag that knows whether it was set, on
+// the command line or by --config: an explicit --min-sync-period is
+// honoured exactly, its absence selects the adaptive pacing.
+type optionalDuration struct {
+	value time.Duration
+	set   bool
+}
+
+func (d *optionalDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.value, d.set = v, true
+	return nil
+}
+
+// String is empty when unset, so that the help shows no default.
+func (d *optionalDuration) String() string {
+	if !d.set {
+		return ""
+	}
+	return d.value.String()
+}
+
+func (d *optionalDuration) Type() string { return "duration" }
 
 // nodeName is the override or the host name, lowercased like kubelet's
 // node names, so that both agree on which Node is ours.

@@ -56,7 +56,7 @@ func TestOptionsComplete(t *testing.T) {
 
 	bad := newOptions()
 	bad.hostnameOverride = "n"
-	bad.minSyncPeriod, bad.syncPeriod = time.Minute, time.Second
+	bad.minSyncPeriod, bad.syncPeriod = optionalDuration{time.Minute, true}, time.Second
 	bad.clusterCIDRs = "nope"
 	err := bad.complete()
 	for _, want := range []string{"--cluster-cidr", "--min-sync-period"} {
@@ -65,7 +65,7 @@ func TestOptionsComplete(t *testing.T) {
 		}
 	}
 	neg := newOptions()
-	neg.hostnameOverride, neg.minSyncPeriod, neg.syncPeriod = "n", -time.Second, 0
+	neg.hostnameOverride, neg.minSyncPeriod, neg.syncPeriod = "n", optionalDuration{-time.Second, true}, 0
 	if err := neg.complete(); err == nil || !strings.Contains(err.Error(), "negative") || !strings.Contains(err.Error(), "positive") {
 		t.Errorf("complete() = %v, want both period errors", err)
 	}
@@ -110,6 +110,30 @@ func TestNodePortAddressesFlag(t *testing.T) {
 		}
 		if !tc.bad && !reflect.DeepEqual(o.nodePorts, tc.want) {
 			t.Errorf("%v: got %+v, want %+v", tc.args, o.nodePorts, tc.want)
+		}
+	}
+}
+
+// TestMinSyncPeriodExplicitOrAdaptive: only a --min-sync-period given on
+// the command line or in --config (even 0 or kube-proxy's 1s) selects the
+// fixed period; without one the proxier paces syncs by their cost.
+func TestMinSyncPeriodExplicitOrAdaptive(t *testing.T) {
+	fileWith := writeConfig(t, "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nnftables:\n  minSyncPeriod: 1s\n")
+	fileWithout := writeConfig(t, "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nnftables:\n  syncPeriod: 30s\n")
+	for _, tc := range []struct {
+		args []string
+		want optionalDuration
+	}{
+		{nil, optionalDuration{}},
+		{[]string{"--min-sync-period=1s"}, optionalDuration{time.Second, true}},
+		{[]string{"--min-sync-period=0"}, optionalDuration{0, true}},
+		{[]string{"--config", fileWith}, optionalDuration{time.Second, true}},
+		{[]string{"--config", fileWithout}, optionalDuration{}},
+		{[]string{"--config", fileWith, "--min-sync-period=250ms"}, optionalDuration{250 * time.Millisecond, true}},
+	} {
+		o, _ := resolved(t, append(tc.args, "--hostname-override", "n")...)
+		if o.minSyncPeriod != tc.want {
+			t.Errorf("%q: min sync period %+v, want %+v", tc.args, o.minSyncPeriod, tc.want)
 		}
 	}
 }

@@ -31,7 +31,7 @@ import (
 // traffic keeps flowing while the proxy restarts or is upgraded.
 func run(ctx context.Context, o *options, srv *serveOptions) error {
 	klog.InfoS("Starting nftproxy", "node", o.nodeName, "clusterCIDRs", o.podRanges,
-		"masqueradeAll", o.masqueradeAll, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
+		"masqueradeAll", o.masqueradeAll, "minSyncPeriod", minSyncLog(o.minSyncPeriod), "syncPeriod", o.syncPeriod)
 	cfg, err := restConfig(o.kubeconfig, o.master)
 	if err != nil {
 		return err
@@ -104,7 +104,8 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		ClusterCIDRs:      o.podRanges,
 		MasqueradeAll:     o.masqueradeAll,
 		NoIPv6:            !ipv6Available(),
-		MinSyncPeriod:     o.minSyncPeriod,
+		MinSyncPeriod:     o.minSyncPeriod.value,
+		AdaptiveSync:      !o.minSyncPeriod.set,
 		SyncPeriod:        o.syncPeriod,
 		OnSync:            onSync,
 		OnReject:          ob.events.Reject,
@@ -133,6 +134,14 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 	}
 	klog.InfoS("Shutting down; rules are left in place")
 	return nil
+}
+
+// minSyncLog names the sync pacing for the start-up log line.
+func minSyncLog(d optionalDuration) string {
+	if !d.set {
+		return "adaptive"
+	}
+	return d.value.String()
 }
 
 // lockLogEvery is how often a waiting instance says again who it waits for.

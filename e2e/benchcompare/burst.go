@@ -27,7 +27,7 @@ type burstResult struct {
 	ChangeMs []float64 `json:"changeMs"`
 }
 
-const burstWriters = 32
+const burstWriters = 64
 
 // burst sends count changes (to distinct Services when n allows) spread
 // over within, and waits until the kernel has all of them.

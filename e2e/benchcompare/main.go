@@ -164,7 +164,7 @@ func logf(format string, args ...any) {
 }
 
 func run(ctx context.Context, c *config) error {
-	rep := report{Date: time.Now().Format(time.RFC3339), Machine: machineFacts(), Command: strings.Join(os.Args, " ")}
+	rep := report{Date: time.Now().Format(time.RFC3339), Machine: machineFacts(), Command: strings.Join(append([]string{"benchcompare"}, os.Args[1:]...), " ")}
 	logf("bench-compare: %d cores, kernel %s, load %.1f", rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.LoadAvg)
 	root, err := lab.FindRepoRoot()
 	if err != nil {

@@ -18,14 +18,19 @@ var controlPlots = []plotSpec{
 	{"lone0", "lone change → kernel, min-sync-period 0 (median)", "ms", median},
 	{"conn0", "change → first connection, min-sync-period 0 (median)", "ms", median},
 	{"lone1", "lone change → kernel, min-sync-period 1 s (median)", "ms", median},
-	{"burst0", "1,000 changes in 1 s → all in the kernel (msp 0)", "seconds", median},
+	{"burst0", "burst of changes in 1 s → all in the kernel (msp 0)", "seconds", median},
 }
 
 var dataPlanePlots = []plotSpec{
-	{"connect", "connect through the ClusterIP, median", "ms", median},
-	{"connect", "connect through the ClusterIP, p99", "ms", p99},
+	{"connect", "connect through the ClusterIP, median", "µs", us(median)},
+	{"connect", "connect through the ClusterIP, p99", "µs", us(p99)},
 	{"rate", "new connections per second (one client)", "connections/s", median},
-	{"direct", "connect to the endpoint directly, median", "ms", median},
+	{"direct", "connect to the endpoint directly, median", "µs", us(median)},
+}
+
+// us turns a statistic of millisecond samples into microseconds.
+func us(stat func([]float64) float64) func([]float64) float64 {
+	return func(v []float64) float64 { return stat(v) * 1000 }
 }
 
 // panels turns the rows into one panel per spec, a line per proxy, a

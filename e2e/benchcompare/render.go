@@ -83,7 +83,7 @@ func readmeBlock(rep *report) string {
 		markdownTable(&b, tables[pick])
 	}
 	if dp := dataPlaneBySize(rows); dp != "" {
-		fmt.Fprintf(&b, "\n**Data plane**: connect time through a ClusterIP to a pod on the same node, p50 / p99 (ms), and new connections per second, by number of Services loaded:\n\n%s", dp)
+		fmt.Fprintf(&b, "\n**Data plane**: connect time through a ClusterIP to a pod on the same node, p50 / p99 (µs), and new connections per second, by number of Services loaded:\n\n%s", dp)
 	}
 	return b.String()
 }
@@ -115,7 +115,7 @@ func dataPlaneBySize(rows []*row) string {
 			cell := "–"
 			for _, r := range rows {
 				if r.n == n && r.proxy == p && len(connect.sample(r)) > 0 {
-					cell = fmt.Sprintf("%s ms, %s/s", p50p99(connect.sample(r)), rate.format(rate.sample(r)))
+					cell = fmt.Sprintf("%s µs, %s/s", p50p99us(connect.sample(r)), rate.format(rate.sample(r)))
 				}
 			}
 			cells = append(cells, cell)

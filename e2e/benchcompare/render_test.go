@@ -44,7 +44,8 @@ func TestSideBySide(t *testing.T) {
 		"| lone change → kernel, min-sync-period 0, p50 / p99 (ms) | 11.0 / 12.0 | 42.0 / 44.0 | 3.8× |",
 		"| lone change → kernel, min-sync-period 1 s (ms) | 9.00 / 9.00 | – |  |",
 		"| burst of changes in 1 s → all in the kernel, min-sync-period 0 (s) | 1.20 | 2.40 | 2.0× |",
-		"| connect through the ClusterIP, p50 / p99 (ms) | 0.05 / 0.50 | 0.06 / 0.60 | 1.2× |",
+		"| connect through the ClusterIP, p50 / p99 (µs) | 50 / 500 | 60 / 600 | 1.2× |",
+		"| 1-minute load average at the starts (median) | 4.0 | 6.5 |  |",
 		"| error: kube-proxy nftables |  |  | first sync: proxy exited |",
 	}
 	for _, w := range want {
@@ -62,8 +63,8 @@ func TestSideBySide(t *testing.T) {
 func TestDataPlaneBySize(t *testing.T) {
 	got := dataPlaneBySize(aggregate(sampleReport()))
 	want := "| Services | nftproxy | kube-proxy nftables |\n|---|---|---|\n" +
-		"| 1 | 0.04 / 0.40 ms, 5000/s | – |\n" +
-		"| 1000 | 0.05 / 0.50 ms, 5000/s | 0.06 / 0.60 ms, 5000/s |\n"
+		"| 1 | 40 / 400 µs, 5000/s | – |\n" +
+		"| 1000 | 50 / 500 µs, 5000/s | 60 / 600 µs, 5000/s |\n"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}

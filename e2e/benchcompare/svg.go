@@ -48,8 +48,9 @@ func writeSVG(w io.Writer, title string, panels []panel) error {
 	return err
 }
 
-// axis maps values to pixels, logarithmically when the values span more
-// than two decades (start times from 0.5 s to 13 min).
+// axis maps values to pixels, logarithmically when the largest value is
+// more than 20 times the smallest (10 ms next to 800 ms would be a flat
+// line on the floor of a linear axis).
 type axis struct {
 	lo, hi   float64
 	log      bool
@@ -65,7 +66,7 @@ func newAxis(vals []float64, from, to float64, forceLog bool) axis {
 		lo, hi = 0, 1
 	}
 	a := axis{from: from, to: to}
-	if forceLog || (lo > 0 && hi/lo > 100) {
+	if forceLog || (lo > 0 && hi/lo > 20) {
 		a.log = true
 		lo = math.Max(lo, 1e-6)
 		a.lo, a.hi = math.Pow(10, math.Floor(math.Log10(lo))), math.Pow(10, math.Ceil(math.Log10(hi)))
@@ -161,7 +162,7 @@ func drawPanel(b *strings.Builder, x0, y0 float64, p panel) {
 			fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s N=%g: %g</title></circle>`+"\n",
 				xa.px(pt.x), ya.px(pt.y), color, html.EscapeString(s.name), pt.x, pt.y)
 		}
-		lx := x0 + padL + float64(i%3)*140
+		lx := x0 + padL + float64(i%3)*125
 		ly := ya.from + 44 + float64(i/3)*14
 		fmt.Fprintf(b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="2"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
 			lx, ly-4, lx+18, ly-4, color, lx+22, ly, html.EscapeString(s.name))

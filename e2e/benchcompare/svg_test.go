@@ -64,7 +64,7 @@ func TestAxis(t *testing.T) {
 	}
 	wide := newAxis([]float64{0.5, 780}, 300, 0, false)
 	if !wide.log || wide.lo != 0.1 || wide.hi != 1000 {
-		t.Errorf("values over three decades should get a log axis: %+v", wide)
+		t.Errorf("values 20 times apart or more should get a log axis: %+v", wide)
 	}
 	for _, c := range []struct{ in, want float64 }{{0.7, 1}, {1.5, 2}, {3, 5}, {42, 50}, {100, 100}} {
 		if got := niceCeil(c.in); math.Abs(got-c.want) > 1e-9 {

@@ -88,6 +88,9 @@ func medianFmt(f string) func([]float64) string {
 
 func p50p99(v []float64) string { return fmt.Sprintf("%s / %s", short(median(v)), short(p99(v))) }
 
+// p50p99us shows millisecond samples in microseconds.
+func p50p99us(v []float64) string { return fmt.Sprintf("%.0f / %.0f", median(v)*1000, p99(v)*1000) }
+
 // short prints a millisecond figure with sensible precision.
 func short(v float64) string {
 	switch {
@@ -149,11 +152,11 @@ var figures = []figure{
 		sample: func(r *row) []float64 { return pool(r.msp0, one(burstS)) }},
 	{key: "burst1", label: "same burst, min-sync-period 1 s (s)", ratio: true, format: medianFmt("%.2f"),
 		sample: func(r *row) []float64 { return pool(r.msp1, one(burstS)) }},
-	{key: "connect", label: "connect through the ClusterIP, p50 / p99 (ms)", ratio: true, dp: true, format: p50p99,
+	{key: "connect", label: "connect through the ClusterIP, p50 / p99 (µs)", ratio: true, dp: true, format: p50p99us,
 		sample: func(r *row) []float64 {
 			return pool(r.msp0, dpField(func(d *dataPlane) []float64 { return d.ConnectMs }))
 		}},
-	{key: "direct", label: "connect to the endpoint directly, p50 / p99 (ms)", dp: true, format: p50p99,
+	{key: "direct", label: "connect to the endpoint directly, p50 / p99 (µs)", dp: true, format: p50p99us,
 		sample: func(r *row) []float64 {
 			return pool(r.msp0, dpField(func(d *dataPlane) []float64 { return d.DirectMs }))
 		}},
@@ -221,11 +224,11 @@ func sideBySideTables(rows []*row, only func(figure) bool) []sideBySide {
 			}
 			t.lines = append(t.lines, append(line, ratio))
 		}
-		var loads []float64
+		loads := []string{"1-minute load average at the starts (median)"}
 		for _, r := range at {
-			loads = append(loads, r.load...)
+			loads = append(loads, fmt.Sprintf("%.1f", median(r.load)))
 		}
-		t.lines = append(t.lines, append(append([]string{"1-minute load average (median of the runs)"}, repeat(fmt.Sprintf("%.1f", median(loads)), len(at))...), ""))
+		t.lines = append(t.lines, append(loads, ""))
 		for _, r := range at {
 			for _, e := range r.errs {
 				t.lines = append(t.lines, append(append([]string{"error: " + r.proxy}, repeat("", len(at))...), trim(e, 150)))

@@ -64,28 +64,59 @@ func (l *loader) put(ctx context.Context, i int) (netip.Addr, error) {
 			// No selector: the slices are ours, not the controller's.
 		},
 	}
-	ipa := &networkingv1.IPAddress{
-		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "IPAddress"},
-		ObjectMeta: metav1.ObjectMeta{Name: ip.String(), UID: uid("ip", i), CreationTimestamp: now, Labels: map[string]string{
-			networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol),
-			networkingv1.LabelManagedBy:       "ipallocator.k8s.io",
-		}},
-		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: benchNamespace, Name: name}},
-	}
-	slice := l.slice(i, now, svc.UID)
-	for _, o := range []struct {
+	type object struct {
 		key string
 		obj any
-	}{
-		{"/registry/ipaddresses/" + ip.String(), ipa},
+	}
+	objs := []object{
+		{"/registry/ipaddresses/" + ip.String(), ipAddress(i, ip, name, now)},
 		{"/registry/services/specs/" + benchNamespace + "/" + name, svc},
-		{"/registry/endpointslices/" + benchNamespace + "/" + slice.Name, slice},
-	} {
+	}
+	slice := l.slice(i, now, svc.UID)
+	objs = append(objs, object{"/registry/endpointslices/" + benchNamespace + "/" + slice.Name, slice})
+	if l.dualStack {
+		ip6 := clusterIP6Of(i)
+		svc.Spec.ClusterIPs = append(svc.Spec.ClusterIPs, ip6.String())
+		svc.Spec.IPFamilies = append(svc.Spec.IPFamilies, corev1.IPv6Protocol)
+		svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+		s6 := l.slice6(i, now, svc.UID)
+		objs = append(objs, object{"/registry/ipaddresses/" + ip6.String(), ipAddress(i, ip6, name, now)},
+			object{"/registry/endpointslices/" + benchNamespace + "/" + s6.Name, s6})
+	}
+	for _, o := range objs {
 		if err := l.etcd.Put(ctx, o.key, o.obj); err != nil {
 			return netip.Addr{}, err
 		}
 	}
 	return ip, nil
+}
+
+// ipAddress is the IPAddress object that reserves a ClusterIP of Service
+// i, as the apiserver's allocator writes it.
+func ipAddress(i int, ip netip.Addr, svc string, now metav1.Time) *networkingv1.IPAddress {
+	fam, kind := corev1.IPv4Protocol, "ip"
+	if ip.Is6() {
+		fam, kind = corev1.IPv6Protocol, "ip6"
+	}
+	return &networkingv1.IPAddress{
+		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "IPAddress"},
+		ObjectMeta: metav1.ObjectMeta{Name: ip.String(), UID: uid(kind, i), CreationTimestamp: now, Labels: map[string]string{
+			networkingv1.LabelIPAddressFamily: string(fam),
+			networkingv1.LabelManagedBy:       "ipallocator.k8s.io",
+		}},
+		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: benchNamespace, Name: svc}},
+	}
+}
+
+// slice6 is the IPv6 slice of a dual-stack Service i: the IPv4 slice's
+// shape with the endpoints' IPv6 addresses.
+func (l *loader) slice6(i int, now metav1.Time, svcUID types.UID) *discovery.EndpointSlice {
+	s := l.slice(i, now, svcUID)
+	s.Name, s.UID, s.AddressType = sliceName(i)+"-v6", uid("eps6", i), discovery.AddressTypeIPv6
+	for j := range s.Endpoints {
+		s.Endpoints[j].Addresses = []string{endpointAddr6(i, j, l.m).String()}
+	}
+	return s
 }
 
 // slice is Service i's EndpointSlice as the load writes it.
@@ -170,7 +201,7 @@ func (l *loader) waitListed(ctx context.Context, n int) error {
 			}
 			return len(l.Items), l.RemainingItemCount, nil
 		})
-		if err1 == nil && err2 == nil && svcs >= n+l.extra && slices >= n+l.extra {
+		if err1 == nil && err2 == nil && svcs >= n+l.extra && slices >= (n+l.extra)*l.families() {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -45,6 +45,20 @@ func endpointAddr(i, j, m int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(128 + k>>16), byte(k >> 8), byte(k)})
 }
 
+// endpointAddr6 is the IPv6 address of endpoint j of Service i in the
+// dual-stack variant: fd00:128::/96.
+func endpointAddr6(i, j, m int) netip.Addr {
+	k := i*m + j
+	return netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x28, 10: 0, 12: byte(k >> 24), 13: byte(k >> 16), 14: byte(k >> 8), 15: byte(k)})
+}
+
+// clusterIP6Of is Service i's IPv6 ClusterIP in the dual-stack variant:
+// fd96::16 onwards, inside the lab's fd96::/112.
+func clusterIP6Of(i int) netip.Addr {
+	k := i + 16
+	return netip.AddrFrom16([16]byte{0xfd, 0x96, 14: byte(k >> 8), 15: byte(k)})
+}
+
 // changedAddr is the address the c-th endpoint change introduces:
 // 10.250.0.0/16 and up, never used by the initial load.
 func changedAddr(c int) netip.Addr {
@@ -61,7 +75,10 @@ type loader struct {
 	// extra Services outside [0, N) (the connection target) that the
 	// apiserver lists besides the load.
 	extra int
-	log   func(format string, args ...any)
+	// dualStack: every Service also has an IPv6 ClusterIP and an IPv6
+	// slice; the changes and the data plane stay in IPv4.
+	dualStack bool
+	log       func(format string, args ...any)
 }
 
 // ensure creates Services [len(l.clusterIP), n) and their slices.
@@ -131,6 +148,14 @@ func (l *loader) ensure(ctx context.Context, n int) error {
 	}
 	l.log("  loaded %d Services × %d endpoints in %s", n-from, l.m, time.Since(start).Round(time.Second))
 	return nil
+}
+
+// families is how many slices (address families) each Service has.
+func (l *loader) families() int {
+	if l.dualStack {
+		return 2
+	}
+	return 1
 }
 
 // changeEndpoint replaces the first endpoint of Service i by addr, on the

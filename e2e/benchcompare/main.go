@@ -32,6 +32,7 @@ type config struct {
 	sizes      []int // control-plane sizes
 	dpSizes    []int // data-plane sizes
 	burst      int
+	dualStack  bool
 	m          int
 	changes    int
 	runs       int
@@ -59,6 +60,7 @@ func parseFlags() (*config, error) {
 	flag.IntVar(&c.burst, "burst", 1000, "endpoint changes sent within one second in the burst measurement (0: none)")
 	big := flag.Bool("big", false, "also measure 50,000 Services")
 	flag.IntVar(&c.m, "m", 10, "endpoints per Service")
+	flag.BoolVar(&c.dualStack, "dual-stack", false, "load dual-stack Services (an IPv6 ClusterIP and slice each besides the IPv4 ones); start -> kernel waits for both families, changes and the data plane stay IPv4")
 	flag.IntVar(&c.changes, "changes", 20, "endpoint changes timed per run and mode")
 	flag.IntVar(&c.runs, "runs", 1, "runs per proxy and size (the table shows medians)")
 	proxies := flag.String("proxies", "nftproxy,kube-proxy-nftables,kube-proxy-iptables", "proxies to measure")
@@ -144,10 +146,12 @@ func main() {
 
 // report is the JSON file.
 type report struct {
-	Date    string      `json:"date"`
-	Machine machine     `json:"machine"`
-	Command string      `json:"command"`
-	Runs    []runResult `json:"runs"`
+	Date    string  `json:"date"`
+	Machine machine `json:"machine"`
+	Command string  `json:"command"`
+	// DualStack: every Service had an IPv6 ClusterIP and slice too.
+	DualStack bool        `json:"dualStack,omitempty"`
+	Runs      []runResult `json:"runs"`
 }
 
 type machine struct {
@@ -164,7 +168,7 @@ func logf(format string, args ...any) {
 }
 
 func run(ctx context.Context, c *config) error {
-	rep := report{Date: time.Now().Format(time.RFC3339), Machine: machineFacts(), Command: strings.Join(append([]string{"benchcompare"}, os.Args[1:]...), " ")}
+	rep := report{Date: time.Now().Format(time.RFC3339), Machine: machineFacts(), Command: strings.Join(append([]string{"benchcompare"}, os.Args[1:]...), " "), DualStack: c.dualStack}
 	logf("bench-compare: %d cores, kernel %s, load %.1f", rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.LoadAvg)
 	root, err := lab.FindRepoRoot()
 	if err != nil {
@@ -250,7 +254,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	h := &harness{
 		env: &nodeEnv{node: node, probe: pr}, kubeconfig: kubeconfig, profileDir: c.profileDir, logDir: l.WorkDirPath() + "/logs", m: c.m, log: logf,
-		loader: &loader{client: client, etcd: lab.NewEtcdWriter(cp), m: c.m, workers: c.workers, log: logf},
+		loader: &loader{client: client, etcd: lab.NewEtcdWriter(cp), m: c.m, workers: c.workers, log: logf, dualStack: c.dualStack},
 	}
 	steps := schedule(c, defs)
 	for i, st := range steps {

@@ -142,11 +142,15 @@ func kubeProxyIPTDef(bin string) *proxy {
 			return append(append([]string{bin}, commonFlags(kc)...), kubeProxyFlags("iptables", ms)...)
 		},
 		programmed: func(env *nodeEnv, ip netip.Addr) (bool, error) {
-			out, err := iptablesSave(env.node.NS, "nat")
+			save, bits := "iptables-save", 32
+			if ip.Is6() {
+				save, bits = "ip6tables-save", 128
+			}
+			out, err := iptablesSave(env.node.NS, save, "nat")
 			if err != nil {
 				return false, err
 			}
-			return bytes.Contains(out, []byte(fmt.Sprintf("-d %s/32 -p tcp -m comment", ip))), nil
+			return bytes.Contains(out, []byte(fmt.Sprintf("-d %s/%d -p tcp -m comment", ip, bits))), nil
 		},
 		hasEndpoint: func(env *nodeEnv, ep netip.Addr) (bool, error) {
 			in, err := iptablesHasEndpoints(env, []netip.Addr{ep})
@@ -164,7 +168,7 @@ func kubeProxyIPTDef(bin string) *proxy {
 // iptablesHasEndpoints looks for each endpoint's DNAT rule in one
 // iptables-save of the nat table.
 func iptablesHasEndpoints(env *nodeEnv, eps []netip.Addr) ([]bool, error) {
-	out, err := iptablesSave(env.node.NS, "nat")
+	out, err := iptablesSave(env.node.NS, "iptables-save", "nat")
 	if err != nil {
 		return nil, err
 	}
@@ -175,8 +179,9 @@ func iptablesHasEndpoints(env *nodeEnv, eps []netip.Addr) ([]bool, error) {
 	return in, nil
 }
 
-func iptablesSave(ns *netkit.NS, table string) ([]byte, error) {
-	out, err := exec.Command("ip", "netns", "exec", ns.Name, "iptables-save", "-t", table).Output()
+// iptablesSave runs save (iptables-save or ip6tables-save) for one table.
+func iptablesSave(ns *netkit.NS, save, table string) ([]byte, error) {
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, save, "-t", table).Output()
 	if err != nil {
 		// No table yet reads as empty.
 		if strings.Contains(err.Error(), "exit status") {

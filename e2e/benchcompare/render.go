@@ -59,8 +59,12 @@ func runFacts(rep *report) string {
 	if len(loads) > 0 {
 		lo, hi = slices.Min(loads), slices.Max(loads)
 	}
-	return fmt.Sprintf("Run %s: `%s`; %d cores, kernel %s, %s RAM, %s; 1-minute load average %.1f–%.1f during the runs (per run in the JSON).",
-		strings.Replace(rep.Date, "T", " ", 1), rep.Command, rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.Memory, rep.Machine.Go, lo, hi)
+	stack := "IPv4"
+	if rep.DualStack {
+		stack = "dual-stack (IPv4 and IPv6 ClusterIPs and slices; changes and data plane in IPv4)"
+	}
+	return fmt.Sprintf("Run %s: `%s`; %s; %d cores, kernel %s, %s RAM, %s; 1-minute load average %.1f–%.1f during the runs (per run in the JSON).",
+		strings.Replace(rep.Date, "T", " ", 1), rep.Command, stack, rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.Memory, rep.Machine.Go, lo, hi)
 }
 
 // readmeBlock is the README's table: the largest control-plane size at

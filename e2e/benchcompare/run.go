@@ -133,9 +133,13 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 		}
 	}()
 
-	first, last := h.loader.clusterIP[0], h.loader.clusterIP[pl.n-1]
+	// The first and the last Service of the load, in each family.
+	probes := []netip.Addr{h.loader.clusterIP[pl.n-1], h.loader.clusterIP[0]}
+	if h.loader.dualStack {
+		probes = append(probes, clusterIP6Of(pl.n-1), clusterIP6Of(0))
+	}
 	err = poll(ctx, proc, pl.syncBudget, p.pollEvery, func() (bool, error) {
-		for _, ip := range []netip.Addr{last, first} {
+		for _, ip := range probes {
 			if ok, err := p.programmed(h.env, ip); !ok || err != nil {
 				return false, err
 			}

@@ -68,22 +68,25 @@ func TestTCPClient(t *testing.T) {
 		t.Fatalf("pod-b answered before the rule pointed at it: %v", err)
 	}
 	// Switch the rule 50 ms into the wait: the first answer comes after.
-	var switched time.Time
+	switched := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		switched = time.Now()
+		at := time.Now()
 		if out, err := ns.Exec("nft", "flush chain ip t out; add rule ip t out ip daddr 10.96.0.10 tcp dport 80 dnat to 10.0.0.3:8080"); err != nil {
 			t.Errorf("%v: %s", err, out)
 		}
+		switched <- at
 	}()
 	at, err := firstAnswerFrom(ns, svc, "pod-b", time.Now().Add(5*time.Second), nil)
+	// The kernel has the rule before nft exits: wait for it either way.
+	switchedAt := <-switched
 	if err != nil {
 		t.Fatalf("pod-b never answered after the switch: %v", err)
 	}
-	if at.Before(switched) {
-		t.Errorf("first answer at %v, before the switch at %v", at, switched)
+	if at.Before(switchedAt) {
+		t.Errorf("first answer at %v, before the switch at %v", at, switchedAt)
 	}
-	if d := at.Sub(switched); d > time.Second {
+	if d := at.Sub(switchedAt); d > time.Second {
 		t.Errorf("first answer %v after the switch; the loop tries every millisecond", d)
 	}
 }

@@ -27,7 +27,7 @@ type panel struct {
 const (
 	panelW, panelH = 460, 300
 	padL, padR     = 62, 16
-	padT, padB     = 34, 70 // the legend sits below the x axis
+	padT, padB     = 34, 84 // the legend sits below the x axis, two names a line
 	columns        = 2
 )
 
@@ -162,8 +162,8 @@ func drawPanel(b *strings.Builder, x0, y0 float64, p panel) {
 			fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s N=%g: %g</title></circle>`+"\n",
 				xa.px(pt.x), ya.px(pt.y), color, html.EscapeString(s.name), pt.x, pt.y)
 		}
-		lx := x0 + padL + float64(i%3)*125
-		ly := ya.from + 44 + float64(i/3)*14
+		lx := x0 + padL + float64(i%2)*190
+		ly := ya.from + 44 + float64(i/2)*14
 		fmt.Fprintf(b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="2"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
 			lx, ly-4, lx+18, ly-4, color, lx+22, ly, html.EscapeString(s.name))
 	}

@@ -148,10 +148,19 @@ var figures = []figure{
 		sample: func(r *row) []float64 { return pool(r.msp1, func(x runResult) []float64 { return x.ConnFirstMs }) }},
 	{key: "stream1", label: "changes 100 ms apart → kernel, min-sync-period 1 s (ms)", ratio: true, format: p50p99,
 		sample: func(r *row) []float64 { return pool(r.msp1, func(x runResult) []float64 { return x.StreamMs }) }},
-	{key: "burst0", label: "burst of changes in 1 s → all in the kernel, min-sync-period 0 (s)", ratio: true, format: medianFmt("%.2f"),
+	{key: "burst0", label: "burst of 1,000 changes (-burst) written within ~1 s → all in the kernel, min-sync-period 0 (s)", ratio: true, format: medianFmt("%.2f"),
 		sample: func(r *row) []float64 { return pool(r.msp0, one(burstS)) }},
 	{key: "burst1", label: "same burst, min-sync-period 1 s (s)", ratio: true, format: medianFmt("%.2f"),
 		sample: func(r *row) []float64 { return pool(r.msp1, one(burstS)) }},
+	{key: "burstSend", label: "the burst's writes took (s; both runs)", format: medianFmt("%.2f"),
+		sample: func(r *row) []float64 {
+			return pool(r.all(), one(func(x runResult) float64 {
+				if x.Burst == nil {
+					return 0
+				}
+				return x.Burst.SendSpanS
+			}))
+		}},
 	{key: "connect", label: "connect through the ClusterIP, p50 / p99 (µs)", ratio: true, dp: true, format: p50p99us,
 		sample: func(r *row) []float64 {
 			return pool(r.msp0, dpField(func(d *dataPlane) []float64 { return d.ConnectMs }))

@@ -67,9 +67,10 @@ func runFacts(rep *report) string {
 		strings.Replace(rep.Date, "T", " ", 1), rep.Command, stack, rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.Memory, rep.Machine.Go, lo, hi)
 }
 
-// readmeBlock is the README's table: the largest control-plane size at
-// which nftproxy and kube-proxy nftables both ran, the headline figures,
-// then the data plane by size.
+// readmeBlock is the README's table: among the control-plane sizes at
+// which nftproxy and kube-proxy nftables both ran, the one with the most
+// headline figures (the largest on a tie: the biggest size of a default
+// run measures only the start), then the data plane by size.
 func readmeBlock(rep *report) string {
 	rows := aggregate(rep)
 	headline := []string{"start", "cpu", "rss", "lone0", "conn0", "lone1", "stream1", "burst0", "burst1"}
@@ -77,7 +78,8 @@ func readmeBlock(rep *report) string {
 	tables := sideBySideTables(rows, func(f figure) bool { return slices.Contains(headline, f.key) })
 	pick := -1
 	for i, t := range tables {
-		if slices.Contains(t.proxies, "nftproxy") && slices.Contains(t.proxies, "kube-proxy nftables") && len(t.lines) > 2 {
+		if slices.Contains(t.proxies, "nftproxy") && slices.Contains(t.proxies, "kube-proxy nftables") && len(t.lines) > 2 &&
+			(pick < 0 || len(t.lines) >= len(tables[pick].lines)) {
 			pick = i
 		}
 	}

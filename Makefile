@@ -22,9 +22,13 @@
 #                   CONFORMANCE_SKIP, CONFORMANCE_ARGS (e.g. -keep) adjust it.
 #   make conformance-down  stop a kept or crashed conformance cluster
 #   make bench-compare  nftproxy vs upstream kube-proxy (nftables, iptables)
-#                   as real processes against a real apiserver, 1k and 10k
-#                   Services (BENCH_COMPARE_ARGS, e.g. "-big -runs 3";
-#                   `go run ./e2e/benchcompare -h` lists the flags)
+#                   as real processes against a real apiserver: control
+#                   plane at 1k and 10k Services, data plane at 1, 1k, 10k
+#                   and 30k (BENCH_COMPARE_ARGS, e.g. "-big -runs 3";
+#                   `go run ./e2e/benchcompare -h` lists the flags); writes
+#                   BENCH_OUT (JSON) and its SVG plots
+#   make bench-readme  regenerates README.md's performance table and
+#                   docs/performance.md's results from BENCH_OUT
 
 GO ?= go
 BIN ?= bin
@@ -33,8 +37,9 @@ E2E_TIMEOUT ?= 60m
 CONFORMANCE_FOCUS ?= \[sig-network\].*\[Conformance\]
 CONFORMANCE_SKIP ?=
 CONFORMANCE_ARGS ?=
+BENCH_OUT ?= docs/bench/bench-compare.json
 
-.PHONY: build test unit e2e fault-scale demo demo-down bench bench-compare conformance conformance-down
+.PHONY: build test unit e2e fault-scale demo demo-down bench bench-compare bench-readme conformance conformance-down
 
 build:
 	$(GO) build -o $(BIN)/nftproxy .
@@ -94,4 +99,8 @@ conformance-down:
 	$(GO) run ./e2e/conformance down
 
 bench-compare:
-	$(GO) run ./e2e/benchcompare $(BENCH_COMPARE_ARGS)
+	mkdir -p $(dir $(BENCH_OUT))
+	$(GO) run ./e2e/benchcompare -out $(BENCH_OUT) $(BENCH_COMPARE_ARGS)
+
+bench-readme:
+	$(GO) run ./e2e/benchcompare -render $(BENCH_OUT)

@@ -64,14 +64,64 @@ func (l *loader) put(ctx context.Context, i int) (netip.Addr, error) {
 			// No selector: the slices are ours, not the controller's.
 		},
 	}
-	ipa := &networkingv1.IPAddress{
+	type object struct {
+		key string
+		obj any
+	}
+	objs := []object{
+		{"/registry/ipaddresses/" + ip.String(), ipAddress(i, ip, name, now)},
+		{"/registry/services/specs/" + benchNamespace + "/" + name, svc},
+	}
+	slice := l.slice(i, now, svc.UID)
+	objs = append(objs, object{"/registry/endpointslices/" + benchNamespace + "/" + slice.Name, slice})
+	if l.dualStack {
+		ip6 := clusterIP6Of(i)
+		svc.Spec.ClusterIPs = append(svc.Spec.ClusterIPs, ip6.String())
+		svc.Spec.IPFamilies = append(svc.Spec.IPFamilies, corev1.IPv6Protocol)
+		svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+		s6 := l.slice6(i, now, svc.UID)
+		objs = append(objs, object{"/registry/ipaddresses/" + ip6.String(), ipAddress(i, ip6, name, now)},
+			object{"/registry/endpointslices/" + benchNamespace + "/" + s6.Name, s6})
+	}
+	for _, o := range objs {
+		if err := l.etcd.Put(ctx, o.key, o.obj); err != nil {
+			return netip.Addr{}, err
+		}
+	}
+	return ip, nil
+}
+
+// ipAddress is the IPAddress object that reserves a ClusterIP of Service
+// i, as the apiserver's allocator writes it.
+func ipAddress(i int, ip netip.Addr, svc string, now metav1.Time) *networkingv1.IPAddress {
+	fam, kind := corev1.IPv4Protocol, "ip"
+	if ip.Is6() {
+		fam, kind = corev1.IPv6Protocol, "ip6"
+	}
+	return &networkingv1.IPAddress{
 		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "IPAddress"},
-		ObjectMeta: metav1.ObjectMeta{Name: ip.String(), UID: uid("ip", i), CreationTimestamp: now, Labels: map[string]string{
-			networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol),
+		ObjectMeta: metav1.ObjectMeta{Name: ip.String(), UID: uid(kind, i), CreationTimestamp: now, Labels: map[string]string{
+			networkingv1.LabelIPAddressFamily: string(fam),
 			networkingv1.LabelManagedBy:       "ipallocator.k8s.io",
 		}},
-		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: benchNamespace, Name: name}},
+		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: benchNamespace, Name: svc}},
 	}
+}
+
+// slice6 is the IPv6 slice of a dual-stack Service i: the IPv4 slice's
+// shape with the endpoints' IPv6 addresses.
+func (l *loader) slice6(i int, now metav1.Time, svcUID types.UID) *discovery.EndpointSlice {
+	s := l.slice(i, now, svcUID)
+	s.Name, s.UID, s.AddressType = sliceName(i)+"-v6", uid("eps6", i), discovery.AddressTypeIPv6
+	for j := range s.Endpoints {
+		s.Endpoints[j].Addresses = []string{endpointAddr6(i, j, l.m).String()}
+	}
+	return s
+}
+
+// slice is Service i's EndpointSlice as the load writes it.
+func (l *loader) slice(i int, now metav1.Time, svcUID types.UID) *discovery.EndpointSlice {
+	name := serviceName(i)
 	slice := &discovery.EndpointSlice{
 		TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: sliceName(i), UID: uid("eps", i), CreationTimestamp: now,
@@ -82,11 +132,11 @@ func (l *loader) put(ctx context.Context, i int) (netip.Addr, error) {
 				"app":                      name,
 			},
 			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: now.UTC().Format(time.RFC3339)},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: name, UID: svc.UID,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: name, UID: svcUID,
 				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: managedBy, Operation: metav1.ManagedFieldsOperationUpdate,
 				APIVersion: "discovery.k8s.io/v1", Time: &now, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(
-					`{"f:addressType":{},"f:endpoints":{},"f:metadata":{"f:annotations":{".":{},"f:endpoints.kubernetes.io/last-change-trigger-time":{}},"f:generateName":{},"f:labels":{".":{},"f:app":{},"f:endpointslice.kubernetes.io/managed-by":{},"f:kubernetes.io/service-name":{}},"f:ownerReferences":{".":{},"k:{\"uid\":\"` + string(svc.UID) + `\"}":{}}},"f:ports":{}}`)}}},
+					`{"f:addressType":{},"f:endpoints":{},"f:metadata":{"f:annotations":{".":{},"f:endpoints.kubernetes.io/last-change-trigger-time":{}},"f:generateName":{},"f:labels":{".":{},"f:app":{},"f:endpointslice.kubernetes.io/managed-by":{},"f:kubernetes.io/service-name":{}},"f:ownerReferences":{".":{},"k:{\"uid\":\"` + string(svcUID) + `\"}":{}}},"f:ports":{}}`)}}},
 		},
 		AddressType: discovery.AddressTypeIPv4,
 		Ports:       []discovery.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](endpointPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
@@ -101,19 +151,24 @@ func (l *loader) put(ctx context.Context, i int) (netip.Addr, error) {
 				UID: uid("pod", i*l.m+j)},
 		})
 	}
-	for _, o := range []struct {
-		key string
-		obj any
-	}{
-		{"/registry/ipaddresses/" + ip.String(), ipa},
-		{"/registry/services/specs/" + benchNamespace + "/" + name, svc},
-		{"/registry/endpointslices/" + benchNamespace + "/" + slice.Name, slice},
-	} {
-		if err := l.etcd.Put(ctx, o.key, o.obj); err != nil {
-			return netip.Addr{}, err
-		}
+	return slice
+}
+
+// putChangedSlice writes Service i's slice with its first endpoint
+// replaced by addr on the proxy's node straight into etcd (as the burst
+// needs: the apiserver accepts ~100 updates/s here), stamping the
+// trigger-time annotation. The proxies get it through the apiserver's
+// watch as any update. It returns the time just before the write.
+func (l *loader) putChangedSlice(ctx context.Context, i int, addr netip.Addr) (time.Time, error) {
+	s := l.slice(i, metav1.Now(), uid("svc", i))
+	s.Endpoints[0].Addresses = []string{addr.String()}
+	s.Endpoints[0].NodeName = ptr.To(proxyNode)
+	sent := time.Now()
+	s.Annotations[corev1.EndpointsLastChangeTriggerTime] = sent.UTC().Format(time.RFC3339Nano)
+	if err := l.etcd.Put(ctx, "/registry/endpointslices/"+benchNamespace+"/"+s.Name, s); err != nil {
+		return time.Time{}, err
 	}
-	return ip, nil
+	return sent, nil
 }
 
 // waitListed waits until the apiserver lists n Services and n slices in
@@ -146,7 +201,7 @@ func (l *loader) waitListed(ctx context.Context, n int) error {
 			}
 			return len(l.Items), l.RemainingItemCount, nil
 		})
-		if err1 == nil && err2 == nil && svcs >= n && slices >= n {
+		if err1 == nil && err2 == nil && svcs >= n+l.extra && slices >= (n+l.extra)*l.families() {
 			return nil
 		}
 		if time.Now().After(deadline) {

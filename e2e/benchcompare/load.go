@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -9,8 +10,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -42,6 +45,20 @@ func endpointAddr(i, j, m int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(128 + k>>16), byte(k >> 8), byte(k)})
 }
 
+// endpointAddr6 is the IPv6 address of endpoint j of Service i in the
+// dual-stack variant: fd00:128::/96.
+func endpointAddr6(i, j, m int) netip.Addr {
+	k := i*m + j
+	return netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x28, 10: 0, 12: byte(k >> 24), 13: byte(k >> 16), 14: byte(k >> 8), 15: byte(k)})
+}
+
+// clusterIP6Of is Service i's IPv6 ClusterIP in the dual-stack variant:
+// fd96::16 onwards, inside the lab's fd96::/112.
+func clusterIP6Of(i int) netip.Addr {
+	k := i + 16
+	return netip.AddrFrom16([16]byte{0xfd, 0x96, 14: byte(k >> 8), 15: byte(k)})
+}
+
 // changedAddr is the address the c-th endpoint change introduces:
 // 10.250.0.0/16 and up, never used by the initial load.
 func changedAddr(c int) netip.Addr {
@@ -55,6 +72,12 @@ type loader struct {
 	m         int // endpoints per Service
 	clusterIP []netip.Addr
 	workers   int
+	// extra Services outside [0, N) (the connection target) that the
+	// apiserver lists besides the load.
+	extra int
+	// dualStack: every Service also has an IPv6 ClusterIP and an IPv6
+	// slice; the changes and the data plane stay in IPv4.
+	dualStack bool
 	log       func(format string, args ...any)
 }
 
@@ -127,25 +150,52 @@ func (l *loader) ensure(ctx context.Context, n int) error {
 	return nil
 }
 
+// families is how many slices (address families) each Service has.
+func (l *loader) families() int {
+	if l.dualStack {
+		return 2
+	}
+	return 1
+}
+
 // changeEndpoint replaces the first endpoint of Service i by addr, on the
 // proxy's node (kube-proxy lists local endpoints in its hairpin set, which
-// is where the probe looks), stamping the trigger-time annotation as the
-// EndpointSlice controller does. It returns when the API server accepted
-// the update, and the time just before the update was sent.
+// is where the probe looks). It returns when the API server accepted the
+// update, and the time just before the update was sent.
 func (l *loader) changeEndpoint(ctx context.Context, i int, addr netip.Addr) (sent time.Time, err error) {
-	s, err := l.client.DiscoveryV1().EndpointSlices(benchNamespace).Get(ctx, sliceName(i), metav1.GetOptions{})
-	if err != nil {
-		return time.Time{}, fmt.Errorf("get slice %s: %w", sliceName(i), err)
+	eps := []slicePoint{{addr, proxyNode}}
+	for j := 1; j < l.m; j++ {
+		eps = append(eps, slicePoint{endpointAddr(i, j, l.m), otherNode})
 	}
-	s.Endpoints[0].Addresses = []string{addr.String()}
-	s.Endpoints[0].NodeName = ptr.To(proxyNode)
+	return l.setEndpoints(ctx, i, eps)
+}
+
+// slicePoint is one ready endpoint of a patched slice.
+type slicePoint struct {
+	addr netip.Addr
+	node string
+}
+
+// setEndpoints replaces the endpoints of Service i's slice with one JSON
+// merge patch (one round trip, no read first), stamping the trigger-time
+// annotation with the time the patch is sent, as the EndpointSlice
+// controller stamps the time of the change that triggered it.
+func (l *loader) setEndpoints(ctx context.Context, i int, eps []slicePoint) (sent time.Time, err error) {
+	var list []discovery.Endpoint
+	for _, e := range eps {
+		list = append(list, discovery.Endpoint{Addresses: []string{e.addr.String()}, NodeName: ptr.To(e.node),
+			Conditions: discovery.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)}})
+	}
 	sent = time.Now()
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
+	patch, err := json.Marshal(map[string]any{
+		"metadata":  map[string]any{"annotations": map[string]string{corev1.EndpointsLastChangeTriggerTime: sent.UTC().Format(time.RFC3339Nano)}},
+		"endpoints": list,
+	})
+	if err != nil {
+		return time.Time{}, err
 	}
-	s.Annotations[corev1.EndpointsLastChangeTriggerTime] = sent.UTC().Format(time.RFC3339Nano)
-	if _, err := l.client.DiscoveryV1().EndpointSlices(benchNamespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
-		return time.Time{}, fmt.Errorf("update slice %s: %w", sliceName(i), err)
+	if _, err := l.client.DiscoveryV1().EndpointSlices(benchNamespace).Patch(ctx, sliceName(i), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return time.Time{}, fmt.Errorf("patch slice %s: %w", sliceName(i), err)
 	}
 	return sent, nil
 }

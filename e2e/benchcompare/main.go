@@ -29,7 +29,10 @@ import (
 )
 
 type config struct {
-	sizes      []int
+	sizes      []int // control-plane sizes
+	dpSizes    []int // data-plane sizes
+	burst      int
+	dualStack  bool
 	m          int
 	changes    int
 	runs       int
@@ -52,9 +55,12 @@ const heldPrefix = "nftbench-held-"
 
 func parseFlags() (*config, error) {
 	c := &config{}
-	sizes := flag.String("n", "1000,10000", "comma-separated numbers of Services")
+	sizes := flag.String("n", "1000,10000", "comma-separated numbers of Services for the control-plane figures")
+	dpSizes := flag.String("dp-n", "1,1000,10000,30000", "comma-separated numbers of Services loaded for the data-plane figures (empty: none)")
+	flag.IntVar(&c.burst, "burst", 1000, "endpoint changes sent within one second in the burst measurement (0: none)")
 	big := flag.Bool("big", false, "also measure 50,000 Services")
 	flag.IntVar(&c.m, "m", 10, "endpoints per Service")
+	flag.BoolVar(&c.dualStack, "dual-stack", false, "load dual-stack Services (an IPv6 ClusterIP and slice each besides the IPv4 ones); start -> kernel waits for both families, changes and the data plane stay IPv4")
 	flag.IntVar(&c.changes, "changes", 20, "endpoint changes timed per run and mode")
 	flag.IntVar(&c.runs, "runs", 1, "runs per proxy and size (the table shows medians)")
 	proxies := flag.String("proxies", "nftproxy,kube-proxy-nftables,kube-proxy-iptables", "proxies to measure")
@@ -67,20 +73,31 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&c.profileDir, "profile", "", "directory for heap profiles of the nftproxy runs (run with --profiling; after the first sync and at the end)")
 	flag.BoolVar(&c.hold, "hold", false, "leave the lab (prefix nftbench-held-) running with its load after the runs, for experiments; stop it with -down")
 	down := flag.Bool("down", false, "stop a lab left by -hold, and exit")
+	renderFrom := flag.String("render", "", "rewrite the generated blocks of README.md and docs/performance.md (and the plots) from this JSON results file, and exit")
 	flag.StringVar(&c.cacheDir, "cache-dir", "", "control-plane binary cache (default the lab's, ~/.cache/nftproxy-lab)")
 	flag.Parse()
+	if *renderFrom != "" {
+		root, err := lab.FindRepoRoot()
+		if err == nil {
+			err = render(root, *renderFrom)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-render: %w", err)
+		}
+		os.Exit(0)
+	}
 	if *down {
 		if err := lab.Down(heldPrefix); err != nil {
 			return nil, err
 		}
 		os.Exit(0)
 	}
-	for _, s := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-n: bad size %q", s)
-		}
-		c.sizes = append(c.sizes, n)
+	var err error
+	if c.sizes, err = parseSizes("-n", *sizes); err != nil {
+		return nil, err
+	}
+	if c.dpSizes, err = parseSizes("-dp-n", *dpSizes); err != nil {
+		return nil, err
 	}
 	if *big {
 		c.sizes = append(c.sizes, 50000)
@@ -96,6 +113,21 @@ func parseFlags() (*config, error) {
 		}
 	}
 	return c, nil
+}
+
+func parseSizes(flagName, list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n >= connIndex {
+			return nil, fmt.Errorf("%s: bad size %q", flagName, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func main() {
@@ -114,16 +146,19 @@ func main() {
 
 // report is the JSON file.
 type report struct {
-	Date    string      `json:"date"`
-	Machine machine     `json:"machine"`
-	Command string      `json:"command"`
-	Runs    []runResult `json:"runs"`
+	Date    string  `json:"date"`
+	Machine machine `json:"machine"`
+	Command string  `json:"command"`
+	// DualStack: every Service had an IPv6 ClusterIP and slice too.
+	DualStack bool        `json:"dualStack,omitempty"`
+	Runs      []runResult `json:"runs"`
 }
 
 type machine struct {
 	Cores   int     `json:"cores"`
 	Kernel  string  `json:"kernel"`
 	Go      string  `json:"go"`
+	CPU     string  `json:"cpu"`
 	LoadAvg float64 `json:"loadAvgAtStart"`
 	Memory  string  `json:"memory"`
 }
@@ -133,7 +168,7 @@ func logf(format string, args ...any) {
 }
 
 func run(ctx context.Context, c *config) error {
-	rep := report{Date: time.Now().Format(time.RFC3339), Machine: machineFacts(), Command: strings.Join(os.Args, " ")}
+	rep := report{Date: time.Now().Format(time.RFC3339), Machine: machineFacts(), Command: strings.Join(append([]string{"benchcompare"}, os.Args[1:]...), " "), DualStack: c.dualStack}
 	logf("bench-compare: %d cores, kernel %s, load %.1f", rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.LoadAvg)
 	root, err := lab.FindRepoRoot()
 	if err != nil {
@@ -219,46 +254,38 @@ func run(ctx context.Context, c *config) error {
 	}
 	h := &harness{
 		env: &nodeEnv{node: node, probe: pr}, kubeconfig: kubeconfig, profileDir: c.profileDir, logDir: l.WorkDirPath() + "/logs", m: c.m, log: logf,
-		loader: &loader{client: client, etcd: lab.NewEtcdWriter(cp), m: c.m, workers: c.workers, log: logf},
+		loader: &loader{client: client, etcd: lab.NewEtcdWriter(cp), m: c.m, workers: c.workers, log: logf, dualStack: c.dualStack},
 	}
-	for _, n := range c.sizes {
-		logf("loading %d Services × %d endpoints", n, c.m)
-		if err := h.loader.ensure(ctx, n); err != nil {
-			return err
+	steps := schedule(c, defs)
+	for i, st := range steps {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		for _, d := range defs {
-			if d.name == "kube-proxy iptables" && n > c.iptMax {
-				logf("  skipping %s at N=%d (-iptables-max %d)", d.name, n, c.iptMax)
-				continue
+		if len(h.loader.clusterIP) < st.plan.n {
+			logf("loading %d Services × %d endpoints", st.plan.n, c.m)
+			if err := h.loader.ensure(ctx, st.plan.n); err != nil {
+				return err
 			}
-			for r := 0; r < c.runs; r++ {
-				pls := []plan{{n: n, minSync: 0, lone: c.changes, lonePause: 200 * time.Millisecond, dumps: true, syncBudget: syncBudget(d, n)}}
-				if !c.noMinSync1 {
-					pls = append(pls, plan{n: n, minSync: time.Second, lone: c.changes, lonePause: 1200 * time.Millisecond,
-						stream: c.changes, syncBudget: syncBudget(d, n)})
-				}
-				for _, pl := range pls {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					rep.Runs = append(rep.Runs, h.run(ctx, d, pl))
-					if err := writeJSON(c.out, &rep); err != nil {
-						return err
-					}
-				}
+		}
+		if h.target == nil {
+			logf("starting the connection target: a client and two listener pods on %s", proxyNode)
+			if h.target, err = newConnTarget(ctx, l, h.loader); err != nil {
+				return err
 			}
+		}
+		logf("[%d/%d] %s, N=%d, min-sync-period %s (load %.1f)", i+1, len(steps), st.proxy.name, st.plan.n, st.plan.minSync, loadAvg())
+		rep.Runs = append(rep.Runs, h.run(ctx, st.proxy, st.plan))
+		if err := writeJSON(c.out, &rep); err != nil {
+			return err
 		}
 	}
 	printTable(os.Stdout, &rep)
-	logf("results written to %s", c.out)
-	return nil
-}
-
-func syncBudget(p *proxy, n int) time.Duration {
-	if p.name == "kube-proxy iptables" {
-		return 30 * time.Minute
+	plots, err := writePlots(c.out, &rep)
+	if err != nil {
+		return err
 	}
-	return 2*time.Minute + time.Duration(n)*20*time.Millisecond
+	logf("results written to %s and %s; `make bench-readme` puts them into README.md and docs/performance.md", c.out, strings.Join(plots, ", "))
+	return nil
 }
 
 func writeJSON(path string, rep *report) error {
@@ -281,6 +308,14 @@ func machineFacts() machine {
 			b = append(b, byte(c))
 		}
 		m.Kernel = string(b)
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		m.Memory = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")

@@ -27,12 +27,31 @@ type proxy struct {
 	// hasEndpoint reports whether a local endpoint (port 8080) is in the
 	// kernel.
 	hasEndpoint func(env *nodeEnv, ep netip.Addr) (bool, error)
+	// hasEndpoints, when set, answers for many endpoints at once more
+	// cheaply than hasEndpoint one by one (one iptables-save).
+	hasEndpoints func(env *nodeEnv, eps []netip.Addr) ([]bool, error)
 	// dumps are the ways an admin shows this proxy's rules.
 	dumps []dumpCmd
 	// pollEvery is how often the kernel is probed.
 	pollEvery time.Duration
 	// profiling: the proxy serves /debug/pprof/ on 127.0.0.1:10249.
 	profiling bool
+}
+
+// endpointsIn reports, for each of eps, whether it is in the kernel.
+func (p *proxy) endpointsIn(env *nodeEnv, eps []netip.Addr) ([]bool, error) {
+	if p.hasEndpoints != nil {
+		return p.hasEndpoints(env, eps)
+	}
+	out := make([]bool, len(eps))
+	for i, ep := range eps {
+		ok, err := p.hasEndpoint(env, ep)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = ok
+	}
+	return out, nil
 }
 
 type dumpCmd struct {
@@ -123,26 +142,46 @@ func kubeProxyIPTDef(bin string) *proxy {
 			return append(append([]string{bin}, commonFlags(kc)...), kubeProxyFlags("iptables", ms)...)
 		},
 		programmed: func(env *nodeEnv, ip netip.Addr) (bool, error) {
-			out, err := iptablesSave(env.node.NS, "nat")
+			save, bits := "iptables-save", 32
+			if ip.Is6() {
+				save, bits = "ip6tables-save", 128
+			}
+			out, err := iptablesSave(env.node.NS, save, "nat")
 			if err != nil {
 				return false, err
 			}
-			return bytes.Contains(out, []byte(fmt.Sprintf("-d %s/32 -p tcp -m comment", ip))), nil
+			return bytes.Contains(out, []byte(fmt.Sprintf("-d %s/%d -p tcp -m comment", ip, bits))), nil
 		},
 		hasEndpoint: func(env *nodeEnv, ep netip.Addr) (bool, error) {
-			out, err := iptablesSave(env.node.NS, "nat")
+			in, err := iptablesHasEndpoints(env, []netip.Addr{ep})
 			if err != nil {
 				return false, err
 			}
-			return bytes.Contains(out, []byte(fmt.Sprintf("--to-destination %s:%d", ep, endpointPort))), nil
+			return in[0], nil
 		},
-		dumps:     []dumpCmd{{"iptables-save", []string{"iptables-save"}}},
-		pollEvery: 200 * time.Millisecond,
+		hasEndpoints: iptablesHasEndpoints,
+		dumps:        []dumpCmd{{"iptables-save", []string{"iptables-save"}}},
+		pollEvery:    200 * time.Millisecond,
 	}
 }
 
-func iptablesSave(ns *netkit.NS, table string) ([]byte, error) {
-	out, err := exec.Command("ip", "netns", "exec", ns.Name, "iptables-save", "-t", table).Output()
+// iptablesHasEndpoints looks for each endpoint's DNAT rule in one
+// iptables-save of the nat table.
+func iptablesHasEndpoints(env *nodeEnv, eps []netip.Addr) ([]bool, error) {
+	out, err := iptablesSave(env.node.NS, "iptables-save", "nat")
+	if err != nil {
+		return nil, err
+	}
+	in := make([]bool, len(eps))
+	for i, ep := range eps {
+		in[i] = bytes.Contains(out, []byte(fmt.Sprintf("--to-destination %s:%d", ep, endpointPort)))
+	}
+	return in, nil
+}
+
+// iptablesSave runs save (iptables-save or ip6tables-save) for one table.
+func iptablesSave(ns *netkit.NS, save, table string) ([]byte, error) {
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, save, "-t", table).Output()
 	if err != nil {
 		// No table yet reads as empty.
 		if strings.Contains(err.Error(), "exit status") {

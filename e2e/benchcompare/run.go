@@ -50,6 +50,16 @@ type runResult struct {
 	// APIMs is the update request's own round trip (part of every latency).
 	APIMs []float64 `json:"apiRoundTripMs,omitempty"`
 
+	// Connection-target changes (connchange.go): request → kernel,
+	// request → first connection answered by the new endpoint, and the
+	// proxy's own network-programming metric (-1: nothing observed).
+	ConnKernelMs []float64 `json:"connChangeKernelMs,omitempty"`
+	ConnFirstMs  []float64 `json:"connChangeFirstConnectionMs,omitempty"`
+	ConnMetricMs []float64 `json:"connChangeProgrammingMetricMs,omitempty"`
+
+	Burst     *burstResult `json:"burst,omitempty"`
+	DataPlane *dataPlane   `json:"dataPlane,omitempty"`
+
 	DumpS map[string]float64 `json:"dumpSeconds,omitempty"`
 
 	LoadBefore float64 `json:"loadAvgBefore"`
@@ -64,6 +74,9 @@ type plan struct {
 	lone       int           // lone changes
 	lonePause  time.Duration // pause after each lone change was seen
 	stream     int           // changes 100 ms apart
+	conn       int           // changes of the connection target
+	burst      int           // changes in one burst of a second
+	dataPlane  bool
 	dumps      bool
 	syncBudget time.Duration
 }
@@ -72,6 +85,7 @@ type plan struct {
 type harness struct {
 	env        *nodeEnv
 	loader     *loader
+	target     *connTarget
 	kubeconfig string
 	logDir     string
 	m          int
@@ -119,9 +133,13 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 		}
 	}()
 
-	first, last := h.loader.clusterIP[0], h.loader.clusterIP[pl.n-1]
+	// The first and the last Service of the load, in each family.
+	probes := []netip.Addr{h.loader.clusterIP[pl.n-1], h.loader.clusterIP[0]}
+	if h.loader.dualStack {
+		probes = append(probes, clusterIP6Of(pl.n-1), clusterIP6Of(0))
+	}
 	err = poll(ctx, proc, pl.syncBudget, p.pollEvery, func() (bool, error) {
-		for _, ip := range []netip.Addr{last, first} {
+		for _, ip := range probes {
 			if ok, err := p.programmed(h.env, ip); !ok || err != nil {
 				return false, err
 			}
@@ -156,6 +174,20 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 		h.log("  %s N=%d min-sync-period=%s: lone change -> kernel median %.1f ms, p99 %.1f ms (API round trip median %.1f ms)",
 			p.name, pl.n, pl.minSync, median(res.LoneMs), p99(res.LoneMs), median(res.APIMs))
 	}
+	for c := 0; c < pl.conn; c++ {
+		s, err := h.connChange(ctx, proc, p)
+		if err != nil {
+			return fmt.Errorf("connection-target change %d: %w", c, err)
+		}
+		res.ConnKernelMs = append(res.ConnKernelMs, s.kernelMs)
+		res.ConnFirstMs = append(res.ConnFirstMs, s.connMs)
+		res.ConnMetricMs = append(res.ConnMetricMs, s.metricMs)
+		time.Sleep(pl.lonePause)
+	}
+	if pl.conn > 0 {
+		h.log("  %s N=%d min-sync-period=%s: change -> kernel %.1f ms, -> first connection %.1f ms, proxy's metric %.1f ms (medians)",
+			p.name, pl.n, pl.minSync, median(res.ConnKernelMs), median(res.ConnFirstMs), median(observed(res.ConnMetricMs)))
+	}
 	if pl.stream > 0 {
 		res.StreamMs, err = h.streamChanges(ctx, proc, p, pl.n, pl.stream, 100*time.Millisecond)
 		if err != nil {
@@ -163,6 +195,22 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 		}
 		h.log("  %s N=%d min-sync-period=%s: changes 100 ms apart -> kernel median %.1f ms, p99 %.1f ms",
 			p.name, pl.n, pl.minSync, median(res.StreamMs), p99(res.StreamMs))
+	}
+
+	if pl.burst > 0 {
+		if res.Burst, err = h.burst(ctx, proc, p, pl.n, pl.burst, time.Second); err != nil {
+			return fmt.Errorf("burst: %w", err)
+		}
+		h.log("  %s N=%d min-sync-period=%s: burst of %d changes sent in %.2f s, all in the kernel %.2f s after the first",
+			p.name, pl.n, pl.minSync, res.Burst.Changes, res.Burst.SendSpanS, res.Burst.AllInKernelS)
+	}
+	if pl.dataPlane {
+		if res.DataPlane, err = h.measureDataPlane(ctx, proc, p); err != nil {
+			return fmt.Errorf("data plane: %w", err)
+		}
+		dp := res.DataPlane
+		h.log("  %s N=%d: connect through the ClusterIP p50 %.3f ms p99 %.3f ms (direct p50 %.3f ms), %.0f connections/s",
+			p.name, pl.n, median(dp.ConnectMs), p99(dp.ConnectMs), median(dp.DirectMs), dp.PerSecond)
 	}
 
 	h.saveProfile(p, pl, "end")
@@ -313,24 +361,6 @@ func poll(ctx context.Context, proc *netkit.Proc, budget, interval time.Duration
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// median and p99 of a sample (nearest rank; with 20 samples p99 is the
-// maximum).
-func median(v []float64) float64 { return quantile(v, 0.5) }
-func p99(v []float64) float64    { return quantile(v, 0.99) }
-
-func quantile(v []float64, q float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if q == 0.5 && len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	i := int(q*float64(len(s))+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
 
 // saveProfile fetches the proxy's heap profile (live objects after a GC,
 // and every allocation since start) into the profile directory.

@@ -8,122 +8,283 @@ import (
 	"text/tabwriter"
 )
 
-// row aggregates the runs of one proxy at one size.
+// row is every run of one proxy at one size.
 type row struct {
-	proxy string
-	n     int
-	start []float64 // start -> kernel, s (every run)
-	rss   []float64 // peak RSS at the end of a run, MB
-	child []float64
-	cpu   []float64 // CPU until the first sync, s
-	lone0 []float64 // pooled lone-change latencies at min-sync-period 0
-	lone1 []float64 // ... at 1 s
-	strm1 []float64 // changes 100 ms apart at 1 s
-	dumps map[string][]float64
-	errs  []string
-	load  []float64
+	proxy      string
+	n          int
+	msp0, msp1 []runResult // successful runs at min-sync-period 0 and 1 s
+	errs       []string
+	load       []float64
 }
 
 func aggregate(rep *report) []*row {
 	var rows []*row
-	find := func(p string, n int) *row {
-		for _, r := range rows {
-			if r.proxy == p && r.n == n {
-				return r
-			}
-		}
-		r := &row{proxy: p, n: n, dumps: map[string][]float64{}}
-		rows = append(rows, r)
-		return r
-	}
 	for _, run := range rep.Runs {
-		r := find(run.Proxy, run.N)
+		i := slices.IndexFunc(rows, func(r *row) bool { return r.proxy == run.Proxy && r.n == run.N })
+		if i < 0 {
+			rows = append(rows, &row{proxy: run.Proxy, n: run.N})
+			i = len(rows) - 1
+		}
+		r := rows[i]
 		r.load = append(r.load, run.LoadBefore)
-		if run.Error != "" {
+		switch {
+		case run.Error != "":
 			r.errs = append(r.errs, run.Error)
-			continue
-		}
-		r.start = append(r.start, run.StartToKernelS)
-		r.rss = append(r.rss, run.PeakRSSMB)
-		if run.ChildPeakRSSMB > 0 {
-			r.child = append(r.child, run.ChildPeakRSSMB)
-		}
-		r.cpu = append(r.cpu, run.CPUAtSyncS)
-		if run.MinSync == "0s" {
-			r.lone0 = append(r.lone0, run.LoneMs...)
-		} else {
-			r.lone1 = append(r.lone1, run.LoneMs...)
-			r.strm1 = append(r.strm1, run.StreamMs...)
-		}
-		for k, v := range run.DumpS {
-			r.dumps[k] = append(r.dumps[k], v)
+		case run.MinSync == "0s":
+			r.msp0 = append(r.msp0, run)
+		default:
+			r.msp1 = append(r.msp1, run)
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b *row) int { return a.n - b.n })
 	return rows
 }
 
-func printTable(w io.Writer, rep *report) {
-	rows := aggregate(rep)
-	fmt.Fprintf(w, "\nbench-compare %s — %d cores, kernel %s, %s RAM; medians over runs; latencies from the EndpointSlice update request to the kernel\n\n",
-		rep.Date, rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.Memory)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "N\tproxy\tstart→kernel s\tCPU to sync s\tpeak RSS MB\tchild peak MB\tchange msp=0 p50/p99 ms\tlone msp=1s p50 ms\t100ms-apart msp=1s p50/p99 ms\tshow rules s\tload\t")
-	for _, r := range rows {
-		var dumps []string
-		for _, k := range sortedKeys(r.dumps) {
-			dumps = append(dumps, fmt.Sprintf("%s %.2f", k, median(r.dumps[k])))
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.n, r.proxy,
-			num(r.start, "%.2f"), num(r.cpu, "%.2f"), num(r.rss, "%.0f"), num(r.child, "%.0f"),
-			pair(r.lone0), num(r.lone1, "%.0f"), pair(r.strm1), strings.Join(dumps, "; "), median(r.load))
-		for _, e := range r.errs {
-			fmt.Fprintf(tw, "\t\terror: %.150s\t\t\t\t\t\t\t\t\t\n", e)
-		}
+func (r *row) all() []runResult { return slices.Concat(r.msp0, r.msp1) }
+
+// pool collects one sample from every run of runs.
+func pool(runs []runResult, f func(runResult) []float64) []float64 {
+	var out []float64
+	for _, run := range runs {
+		out = append(out, f(run)...)
 	}
-	tw.Flush()
-	// Ratios against kube-proxy nftables.
-	fmt.Fprintln(w)
-	for _, r := range rows {
-		if r.proxy == "kube-proxy nftables" || strings.HasPrefix(r.proxy, "kube-proxy") {
-			continue
+	return out
+}
+
+// one turns a per-run figure into a sample (skipping zero: not measured).
+func one(f func(runResult) float64) func(runResult) []float64 {
+	return func(run runResult) []float64 {
+		if v := f(run); v > 0 {
+			return []float64{v}
 		}
-		for _, k := range rows {
-			if k.n != r.n || k.proxy != "kube-proxy nftables" || len(k.start) == 0 || len(r.start) == 0 {
-				continue
-			}
-			fmt.Fprintf(w, "N=%d %s : kube-proxy nftables — start→kernel %.1f×, change (msp=0) %.1f×, 100ms-apart change %.1f×, peak RSS %.2f× faster/smaller\n",
-				r.n, r.proxy, ratio(k.start, r.start), ratio(k.lone0, r.lone0), ratio(k.strm1, r.strm1), ratio(k.rss, r.rss))
-		}
+		return nil
 	}
 }
 
-func num(v []float64, f string) string {
-	if len(v) == 0 {
-		return "-"
-	}
-	return fmt.Sprintf(f, median(v))
+// figure is one line of the side-by-side table: a sample per row, how to
+// show it, and whether a ratio against kube-proxy makes sense (lower is
+// better for every figure with a ratio).
+type figure struct {
+	key    string // names it for the plots and the README
+	label  string
+	sample func(r *row) []float64
+	format func(v []float64) string
+	ratio  bool
+	dp     bool // a data-plane figure
 }
 
-func pair(v []float64) string {
-	if len(v) == 0 {
-		return "-"
+func figureByKey(key string) figure {
+	for _, f := range figures {
+		if f.key == key {
+			return f
+		}
 	}
-	return fmt.Sprintf("%.1f/%.1f", median(v), p99(v))
+	panic("no figure " + key)
 }
 
-func ratio(a, b []float64) float64 {
-	if len(a) == 0 || len(b) == 0 || median(b) == 0 {
+func medianFmt(f string) func([]float64) string {
+	return func(v []float64) string { return fmt.Sprintf(f, median(v)) }
+}
+
+func p50p99(v []float64) string { return fmt.Sprintf("%s / %s", short(median(v)), short(p99(v))) }
+
+// p50p99us shows millisecond samples in microseconds.
+func p50p99us(v []float64) string { return fmt.Sprintf("%.0f / %.0f", median(v)*1000, p99(v)*1000) }
+
+// short prints a millisecond figure with sensible precision.
+func short(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func burstS(run runResult) float64 {
+	if run.Burst == nil {
 		return 0
 	}
-	return median(a) / median(b)
+	return run.Burst.AllInKernelS
 }
 
-func sortedKeys(m map[string][]float64) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
+func dpField(f func(*dataPlane) []float64) func(runResult) []float64 {
+	return func(run runResult) []float64 {
+		if run.DataPlane == nil {
+			return nil
+		}
+		return f(run.DataPlane)
 	}
-	slices.Sort(ks)
-	return ks
+}
+
+var figures = []figure{
+	{key: "start", label: "process start → all rules in the kernel (s)", ratio: true, format: medianFmt("%.2f"),
+		sample: func(r *row) []float64 {
+			return pool(r.all(), one(func(x runResult) float64 { return x.StartToKernelS }))
+		}},
+	{key: "cpu", label: "CPU until then (s)", ratio: true, format: medianFmt("%.2f"),
+		sample: func(r *row) []float64 { return pool(r.all(), one(func(x runResult) float64 { return x.CPUAtSyncS })) }},
+	{key: "rss", label: "peak RSS (MB)", ratio: true, format: medianFmt("%.0f"),
+		sample: func(r *row) []float64 { return pool(r.all(), one(func(x runResult) float64 { return x.PeakRSSMB })) }},
+	{key: "child", label: "peak RSS of a child (MB)", format: medianFmt("%.0f"),
+		sample: func(r *row) []float64 {
+			return pool(r.all(), one(func(x runResult) float64 { return x.ChildPeakRSSMB }))
+		}},
+	{key: "lone0", label: "lone change → kernel, min-sync-period 0, p50 / p99 (ms)", ratio: true, format: p50p99,
+		sample: func(r *row) []float64 { return pool(r.msp0, func(x runResult) []float64 { return x.LoneMs }) }},
+	{key: "conn0", label: "change → first connection to the new endpoint, min-sync-period 0 (ms)", ratio: true, format: p50p99,
+		sample: func(r *row) []float64 { return pool(r.msp0, func(x runResult) []float64 { return x.ConnFirstMs }) }},
+	{key: "connKernel0", label: "same change → kernel (ms)", format: p50p99,
+		sample: func(r *row) []float64 { return pool(r.msp0, func(x runResult) []float64 { return x.ConnKernelMs }) }},
+	{key: "metric0", label: "same change, the proxy's programming-latency metric (ms)", format: p50p99,
+		sample: func(r *row) []float64 {
+			return observed(pool(r.msp0, func(x runResult) []float64 { return x.ConnMetricMs }))
+		}},
+	{key: "lone1", label: "lone change → kernel, min-sync-period 1 s (ms)", ratio: true, format: p50p99,
+		sample: func(r *row) []float64 { return pool(r.msp1, func(x runResult) []float64 { return x.LoneMs }) }},
+	{key: "conn1", label: "change → first connection, min-sync-period 1 s (ms)", ratio: true, format: p50p99,
+		sample: func(r *row) []float64 { return pool(r.msp1, func(x runResult) []float64 { return x.ConnFirstMs }) }},
+	{key: "stream1", label: "changes 100 ms apart → kernel, min-sync-period 1 s (ms)", ratio: true, format: p50p99,
+		sample: func(r *row) []float64 { return pool(r.msp1, func(x runResult) []float64 { return x.StreamMs }) }},
+	{key: "burst0", label: "burst of 1,000 changes (-burst) written within ~1 s → all in the kernel, min-sync-period 0 (s)", ratio: true, format: medianFmt("%.2f"),
+		sample: func(r *row) []float64 { return pool(r.msp0, one(burstS)) }},
+	{key: "burst1", label: "same burst, min-sync-period 1 s (s)", ratio: true, format: medianFmt("%.2f"),
+		sample: func(r *row) []float64 { return pool(r.msp1, one(burstS)) }},
+	{key: "burstSend", label: "the burst's writes took (s; both runs)", format: medianFmt("%.2f"),
+		sample: func(r *row) []float64 {
+			return pool(r.all(), one(func(x runResult) float64 {
+				if x.Burst == nil {
+					return 0
+				}
+				return x.Burst.SendSpanS
+			}))
+		}},
+	{key: "connect", label: "connect through the ClusterIP, p50 / p99 (µs)", ratio: true, dp: true, format: p50p99us,
+		sample: func(r *row) []float64 {
+			return pool(r.msp0, dpField(func(d *dataPlane) []float64 { return d.ConnectMs }))
+		}},
+	{key: "direct", label: "connect to the endpoint directly, p50 / p99 (µs)", dp: true, format: p50p99us,
+		sample: func(r *row) []float64 {
+			return pool(r.msp0, dpField(func(d *dataPlane) []float64 { return d.DirectMs }))
+		}},
+	{key: "rate", label: "new connections per second through the ClusterIP", dp: true, format: medianFmt("%.0f"),
+		sample: func(r *row) []float64 {
+			return pool(r.msp0, dpField(func(d *dataPlane) []float64 { return []float64{d.PerSecond} }))
+		}},
+}
+
+// sideBySide is the table of one size: a line per figure that any proxy
+// has, a column per proxy, and kube-proxy nftables : the first other
+// proxy (how many times more time or memory kube-proxy takes).
+type sideBySide struct {
+	n       int
+	proxies []string
+	lines   [][]string // label, a cell per proxy, ratio
+}
+
+func sideBySideTables(rows []*row, only func(figure) bool) []sideBySide {
+	var out []sideBySide
+	for _, r := range rows {
+		if len(out) == 0 || out[len(out)-1].n != r.n {
+			out = append(out, sideBySide{n: r.n})
+		}
+		t := &out[len(out)-1]
+		t.proxies = append(t.proxies, r.proxy)
+	}
+	for ti := range out {
+		t := &out[ti]
+		var at []*row
+		for _, r := range rows {
+			if r.n == t.n {
+				at = append(at, r)
+			}
+		}
+		ours, kp := -1, -1
+		for i, r := range at {
+			if r.proxy == "kube-proxy nftables" {
+				kp = i
+			} else if ours < 0 && !strings.HasPrefix(r.proxy, "kube-proxy") {
+				ours = i
+			}
+		}
+		for _, f := range figures {
+			if only != nil && !only(f) {
+				continue
+			}
+			line := []string{f.label}
+			any := false
+			samples := make([][]float64, len(at))
+			for i, r := range at {
+				samples[i] = f.sample(r)
+				cell := "–"
+				if len(samples[i]) > 0 {
+					cell, any = f.format(samples[i]), true
+				}
+				line = append(line, cell)
+			}
+			if !any {
+				continue
+			}
+			ratio := ""
+			if f.ratio && ours >= 0 && kp >= 0 && len(samples[ours]) > 0 && len(samples[kp]) > 0 && median(samples[ours]) > 0 {
+				ratio = fmt.Sprintf("%.1f×", median(samples[kp])/median(samples[ours]))
+			}
+			t.lines = append(t.lines, append(line, ratio))
+		}
+		loads := []string{"1-minute load average at the starts (median)"}
+		for _, r := range at {
+			loads = append(loads, fmt.Sprintf("%.1f", median(r.load)))
+		}
+		t.lines = append(t.lines, append(loads, ""))
+		for _, r := range at {
+			for _, e := range r.errs {
+				t.lines = append(t.lines, append(append([]string{"error: " + r.proxy}, repeat("", len(at))...), trim(e, 150)))
+			}
+		}
+	}
+	return out
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+func trim(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// ratioHeader names the last column.
+const ratioHeader = "kube-proxy nftables : nftproxy"
+
+// printTable writes every size's table for a terminal.
+func printTable(w io.Writer, rep *report) {
+	fmt.Fprintf(w, "\nbench-compare %s — %d cores, kernel %s, %s RAM; medians (p99 where shown) of every run's samples; latencies from the EndpointSlice update request\n",
+		rep.Date, rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.Memory)
+	for _, t := range sideBySideTables(aggregate(rep), nil) {
+		fmt.Fprintf(w, "\nN = %d Services\n", t.n)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(append(append([]string{""}, t.proxies...), ratioHeader), "\t")+"\t")
+		for _, l := range t.lines {
+			fmt.Fprintln(tw, strings.Join(l, "\t")+"\t")
+		}
+		tw.Flush()
+	}
+}
+
+// markdownTable writes one size's table as GitHub markdown.
+func markdownTable(w io.Writer, t sideBySide) {
+	head := append(append([]string{""}, t.proxies...), ratioHeader)
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+	for _, l := range t.lines {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(l, " | "))
+	}
 }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// sampleReport is a small run: two proxies at one size (both min sync
+// periods), one of them also at a data-plane-only size, and a failed run.
+func sampleReport() *report {
+	dp := func(ms float64) *dataPlane {
+		return &dataPlane{ConnectMs: []float64{ms, ms, ms * 10}, DirectMs: []float64{0.03}, PerSecond: 5000}
+	}
+	return &report{
+		Date: "2026-11-30T21:00:00Z", Command: "benchcompare -n 1000",
+		Machine: machine{Cores: 2, Kernel: "6.18", Memory: "24 GB", Go: "go1.26"},
+		Runs: []runResult{
+			{Proxy: "nftproxy", N: 1, M: 10, MinSync: "0s", StartToKernelS: 0.1, PeakRSSMB: 40, DataPlane: dp(0.04), LoadBefore: 2},
+			{Proxy: "nftproxy", N: 1000, M: 10, MinSync: "0s", StartToKernelS: 0.5, PeakRSSMB: 60, LoneMs: []float64{10, 12},
+				Burst: &burstResult{Changes: 1000, AllInKernelS: 1.2}, DataPlane: dp(0.05), LoadBefore: 3, LoadAfter: 4},
+			{Proxy: "nftproxy", N: 1000, M: 10, MinSync: "1s", StartToKernelS: 0.7, PeakRSSMB: 62, LoneMs: []float64{9}, LoadBefore: 5},
+			{Proxy: "kube-proxy nftables", N: 1000, M: 10, MinSync: "0s", StartToKernelS: 2.0, PeakRSSMB: 90, LoneMs: []float64{40, 44},
+				Burst: &burstResult{Changes: 1000, AllInKernelS: 2.4}, DataPlane: dp(0.06), LoadBefore: 6},
+			{Proxy: "kube-proxy nftables", N: 1000, M: 10, MinSync: "1s", Error: "first sync: proxy exited", LoadBefore: 7},
+		},
+	}
+}
+
+// The side-by-side table has a line per measured figure only, the
+// proxies as columns in the order they ran, medians pooled over the runs
+// of a size, the kube-proxy : nftproxy ratio, and the errors.
+func TestSideBySide(t *testing.T) {
+	tables := sideBySideTables(aggregate(sampleReport()), nil)
+	if len(tables) != 2 || tables[0].n != 1 || tables[1].n != 1000 {
+		t.Fatalf("want tables for N=1 and N=1000, got %+v", tables)
+	}
+	var md bytes.Buffer
+	markdownTable(&md, tables[1])
+	want := []string{
+		"|  | nftproxy | kube-proxy nftables | kube-proxy nftables : nftproxy |",
+		"| process start → all rules in the kernel (s) | 0.60 | 2.00 | 3.3× |",
+		"| lone change → kernel, min-sync-period 0, p50 / p99 (ms) | 11.0 / 12.0 | 42.0 / 44.0 | 3.8× |",
+		"| lone change → kernel, min-sync-period 1 s (ms) | 9.00 / 9.00 | – |  |",
+		"| burst of 1,000 changes (-burst) written within ~1 s → all in the kernel, min-sync-period 0 (s) | 1.20 | 2.40 | 2.0× |",
+		"| connect through the ClusterIP, p50 / p99 (µs) | 50 / 500 | 60 / 600 | 1.2× |",
+		"| 1-minute load average at the starts (median) | 4.0 | 6.5 |  |",
+		"| error: kube-proxy nftables |  |  | first sync: proxy exited |",
+	}
+	for _, w := range want {
+		if !strings.Contains(md.String(), w+"\n") {
+			t.Errorf("table lacks line\n%s\ngot:\n%s", w, md.String())
+		}
+	}
+	if strings.Contains(md.String(), "changes 100 ms apart") {
+		t.Errorf("a figure nobody measured is shown:\n%s", md.String())
+	}
+}
+
+// The data-plane table has a line per size with a cell per proxy, "–"
+// where a proxy did not run at that size.
+func TestDataPlaneBySize(t *testing.T) {
+	got := dataPlaneBySize(aggregate(sampleReport()))
+	want := "| Services | nftproxy | kube-proxy nftables |\n|---|---|---|\n" +
+		"| 1 | 40 / 400 µs, 5000/s | – |\n" +
+		"| 1000 | 50 / 500 µs, 5000/s | 60 / 600 µs, 5000/s |\n"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A generated block replaces only what is between its markers; a
+// document without them is refused rather than appended to.
+func TestReplaceBlock(t *testing.T) {
+	begin, end := markers("readme")
+	doc := []byte("intro\n" + begin + "\nold table\n" + end + "\nrest\n")
+	out, err := replaceBlock(doc, "readme", "new table\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "intro\n" + begin + "\nnew table\n" + end + "\nrest\n"; string(out) != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+	again, _ := replaceBlock(out, "readme", "new table")
+	if !bytes.Equal(again, out) {
+		t.Error("rendering twice changed the document")
+	}
+	if _, err := replaceBlock([]byte("no markers"), "readme", "x"); err == nil {
+		t.Error("want an error without markers")
+	}
+	if _, err := replaceBlock([]byte(end+begin), "readme", "x"); err == nil {
+		t.Error("want an error for markers out of order")
+	}
+}
+
+// The JSON a run writes reads back into the same report, so the README
+// can be generated from it later.
+func TestReportJSONRoundTrip(t *testing.T) {
+	rep := sampleReport()
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"burst":{"changes":1000`, `"dataPlane":{"connectMs":[0.04,0.04,0.4]`, `"connectionsPerSecond":5000`, `"loadAvgBefore":2`} {
+		if !bytes.Contains(b, []byte(key)) {
+			t.Errorf("JSON lacks %s: %s", key, b)
+		}
+	}
+	var back report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	var md1, md2 bytes.Buffer
+	markdownTable(&md1, sideBySideTables(aggregate(rep), nil)[1])
+	markdownTable(&md2, sideBySideTables(aggregate(&back), nil)[1])
+	if md1.String() != md2.String() {
+		t.Errorf("table differs after a JSON round trip:\n%s\n%s", md1.String(), md2.String())
+	}
+}

@@ -60,6 +60,10 @@ func newCommandWith(o *options, srv *serveOptions) *cobra.Command {
 			if err := o.complete(); err != nil {
 				return err
 			}
+			if o.setConntrackSysctls { // the init container: write and exit
+				_, err := o.conntrack.Apply(conntrack.HostRoots())
+				return err
+			}
 			if ops.active() { // --dump, --trace, --cleanup: print and exit
 				return ops.run(cmd.Context(), cmd.OutOrStdout(), o, args)
 			}
@@ -164,6 +168,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		OnSync:            onSync,
 		OnReject:          ob.events.Reject,
 		Watcher:           rec, // repair what other processes change in our tables
+		ConntrackSysctls:  &o.conntrack,
 
 		DenyExternalIPsOnNodeAddresses: o.denyNodeAddressExternalIPs,
 	}, inf, tracker, rec)

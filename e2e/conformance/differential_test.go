@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,5 +43,31 @@ func TestPluginStatus(t *testing.T) {
 		if got := pluginStatus(out); got != want {
 			t.Errorf("pluginStatus(%q) = %q, want %q", out, got, want)
 		}
+	}
+}
+
+func TestDiffRunsListsDifferencesFirst(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	writeJUnit := func(dir, dnsState string) {
+		t.Helper()
+		x := strings.Replace(junitSample, `status="failed" time="1.5">
+      <failure message="timed out" type="failed">boom</failure>
+    </testcase>`, dnsState, 1)
+		if err := os.WriteFile(filepath.Join(dir, "junit_01.xml"), []byte(x), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeJUnit(dirA, `status="failed" time="1.5">
+      <failure message="timed out" type="failed">boom</failure>
+    </testcase>`)
+	writeJUnit(dirB, `status="passed" time="1.5"></testcase>`)
+	var out strings.Builder
+	n, err := diffRuns(&out, "nftproxy", dirA, "kube-proxy", dirB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	if n != 1 || !strings.HasPrefix(lines[1], "FAILED     passed      [sig-network] DNS should provide DNS for services") {
+		t.Errorf("%d differences:\n%s", n, out.String())
 	}
 }

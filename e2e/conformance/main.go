@@ -11,6 +11,7 @@
 //	conformance [-focus RE] [-skip RE] [-results DIR] [-keep] [-nodes N]
 //	conformance up      # cluster + nftproxy + CoreDNS, left running
 //	conformance down    # make conformance-down: stop a kept or crashed run
+//	conformance diff NAME_A DIR_A NAME_B DIR_B   # two runs side by side
 package main
 
 import (
@@ -62,6 +63,12 @@ func main() {
 	case "up":
 		o.keep = true
 		err = run(o, false)
+	case "diff": // conformance diff NAME_A DIR_A NAME_B DIR_B
+		if flag.NArg() != 5 {
+			err = errors.New("usage: conformance diff NAME_A DIR_A NAME_B DIR_B")
+			break
+		}
+		_, err = diffRuns(os.Stdout, flag.Arg(1), flag.Arg(2), flag.Arg(3), flag.Arg(4))
 	case "down":
 		if err = lab.Down(prefix); err == nil {
 			fmt.Printf("conformance: cluster %s stopped, namespaces, mounts and cgroups removed\n", prefix)

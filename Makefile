@@ -20,6 +20,10 @@
 #                   [sig-network] [Conformance]; summary table and JUnit in
 #                   the results directory it names. CONFORMANCE_FOCUS,
 #                   CONFORMANCE_SKIP, CONFORMANCE_ARGS (e.g. -keep) adjust it.
+#                   CONFORMANCE_PROXY=kube-proxy: upstream kube-proxy
+#                   (nftables mode) as the DaemonSet instead (differential);
+#                   CONFORMANCE_VIA=sonobuoy: through sonobuoy run/retrieve/
+#                   results with locally built sonobuoy and conformance images.
 #   make conformance-down  stop a kept or crashed conformance cluster
 #   make bench-compare  nftproxy vs upstream kube-proxy (nftables, iptables)
 #                   as real processes against a real apiserver: control
@@ -38,6 +42,8 @@ CONFORMANCE_FOCUS ?= \[sig-network\].*\[Conformance\]
 CONFORMANCE_SKIP ?=
 CONFORMANCE_ARGS ?=
 BENCH_OUT ?= docs/bench/bench-compare.json
+CONFORMANCE_PROXY ?= nftproxy
+CONFORMANCE_VIA ?= e2e
 
 .PHONY: build test unit e2e fault-scale demo demo-down bench bench-compare bench-readme conformance conformance-down
 
@@ -93,7 +99,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v '/e2e')
 
 conformance:
-	$(GO) run ./e2e/conformance -focus '$(CONFORMANCE_FOCUS)' -skip '$(CONFORMANCE_SKIP)' $(CONFORMANCE_ARGS)
+	$(GO) run ./e2e/conformance -focus '$(CONFORMANCE_FOCUS)' -skip '$(CONFORMANCE_SKIP)' -proxy $(CONFORMANCE_PROXY) -via $(CONFORMANCE_VIA) $(CONFORMANCE_ARGS)
 
 conformance-down:
 	$(GO) run ./e2e/conformance down

@@ -13,12 +13,14 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/claims"
+	"github.com/nftproxy/nftproxy/proxier/conntrack"
 	"github.com/nftproxy/nftproxy/proxier/healthcheck"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
@@ -99,6 +101,13 @@ type Config struct {
 	// keep coming (see repairLimiter). Without it such changes wait for
 	// the next periodic full sync.
 	Watcher ForeignWatcher
+	// ConntrackSysctls, if set, are written by New (kube-proxy does so
+	// before creating its proxier) in the calling thread's network
+	// namespace, i.e. the node's. A failure is logged, not fatal: the
+	// rules work with the kernel's values, and a container without a
+	// writable /proc/sys relies on the init container that wrote them
+	// (manifests/daemonset.yaml); values already right are not written.
+	ConntrackSysctls *conntrack.Sysctls
 }
 
 // HealthCheckSyncer serves health check node ports on the NodePort
@@ -217,6 +226,12 @@ func New(cfg Config, src Source, changes *informers.Tracker, rec Reconciler) (*P
 	}
 	if src == nil || changes == nil || rec == nil {
 		return nil, errors.New("proxier: source, change tracker and reconciler are required")
+	}
+	if cfg.ConntrackSysctls != nil {
+		if _, err := cfg.ConntrackSysctls.Apply(conntrack.HostRoots()); err != nil {
+			klog.ErrorS(err, "Could not set the conntrack parameters (--conntrack-*); running with the kernel's values. "+
+				"In a container /proc/sys is read-only: run nftproxy --set-conntrack-sysctls in a privileged init container (see manifests/daemonset.yaml)")
+		}
 	}
 	clk := cfg.Clock
 	if clk == nil {

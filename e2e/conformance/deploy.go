@@ -66,32 +66,38 @@ func (c *cluster) deployNFTProxy(ctx context.Context) error {
 		return err
 	}
 	step("kubectl apply -k %s:\n%s", dir, out)
+	return c.waitProxy(ctx, "nftproxy", lab.ProxyTable)
+}
+
+// waitProxy waits until the proxy DaemonSet ds has a Ready pod on every
+// node and that pod has programmed its nftables table there.
+func (c *cluster) waitProxy(ctx context.Context, ds, table string) error {
 	// rollout status passes a DaemonSet the controller has not yet
 	// scheduled anywhere: wait for one Ready pod per node instead.
 	want := fmt.Sprintf("%d %d %d", len(c.l.Nodes()), len(c.l.Nodes()), len(c.l.Nodes()))
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		got, err := c.kubectl(ctx, "", "-n", "kube-system", "get", "daemonset", "nftproxy", "-o",
+		got, err := c.kubectl(ctx, "", "-n", "kube-system", "get", "daemonset", ds, "-o",
 			"jsonpath={.status.desiredNumberScheduled} {.status.updatedNumberScheduled} {.status.numberReady}")
 		if err == nil && got == want {
 			break
 		}
 		if time.Now().After(deadline) {
 			pods, _ := c.kubectl(ctx, "", "-n", "kube-system", "get", "pods", "-o", "wide")
-			desc, _ := c.kubectl(ctx, "", "-n", "kube-system", "describe", "daemonset", "nftproxy")
-			return fmt.Errorf("nftproxy DaemonSet: desired/updated/ready %q, want %q (%v)\npods:\n%s\n%s", got, want, err, pods, desc)
+			desc, _ := c.kubectl(ctx, "", "-n", "kube-system", "describe", "daemonset", ds)
+			return fmt.Errorf("%s DaemonSet: desired/updated/ready %q, want %q (%v)\npods:\n%s\n%s", ds, got, want, err, pods, desc)
 		}
 		time.Sleep(time.Second)
 	}
-	pods, _ := c.kubectl(ctx, "", "-n", "kube-system", "get", "pods", "-l", "k8s-app=nftproxy", "-o", "wide")
-	step("nftproxy pods:\n%s", pods)
+	pods, _ := c.kubectl(ctx, "", "-n", "kube-system", "get", "pods", "-l", "k8s-app="+ds, "-o", "wide")
+	step("%s pods:\n%s", ds, pods)
 	for _, n := range c.l.Nodes() {
 		rules, err := c.l.NodeRules(n.Name)
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(rules, "table ip "+lab.ProxyTable) {
-			return fmt.Errorf("no nftproxy table on %s:\n%s", n.Name, rules)
+		if !strings.Contains(rules, "table ip "+table) {
+			return fmt.Errorf("no %s table on %s:\n%s", ds, n.Name, rules)
 		}
 	}
 	return nil
@@ -203,7 +209,7 @@ func (c *cluster) smoke(ctx context.Context) error {
 }
 
 // collectLogs copies the cluster's logs into the results directory.
-func (c *cluster) collectLogs(dir string) {
+func (c *cluster) collectLogs(dir, proxy string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, what := range [][]string{{"get", "nodes", "-o", "wide"}, {"get", "pods", "-A", "-o", "wide"}} {
@@ -211,8 +217,8 @@ func (c *cluster) collectLogs(dir string) {
 		_ = os.WriteFile(filepath.Join(dir, strings.Join(what[:2], "-")+".txt"), []byte(out+"\n"), 0o644)
 	}
 	for _, n := range c.l.Nodes() {
-		out, _ := c.kubectl(ctx, "", "-n", "kube-system", "logs", "-l", "k8s-app=nftproxy", "--tail=-1", "--prefix", "--max-log-requests=10")
-		_ = os.WriteFile(filepath.Join(dir, "nftproxy-pods.log"), []byte(out+"\n"), 0o644)
+		out, _ := c.kubectl(ctx, "", "-n", "kube-system", "logs", "-l", "k8s-app="+proxy, "--all-containers", "--tail=-1", "--prefix", "--max-log-requests=10")
+		_ = os.WriteFile(filepath.Join(dir, proxy+"-pods.log"), []byte(out+"\n"), 0o644)
 		rules, _ := c.l.NodeRules(n.Name)
 		_ = os.WriteFile(filepath.Join(dir, "ruleset-"+n.Name+".nft"), []byte(rules), 0o644)
 	}

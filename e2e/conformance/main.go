@@ -11,6 +11,7 @@
 //	conformance [-focus RE] [-skip RE] [-results DIR] [-keep] [-nodes N]
 //	conformance up      # cluster + nftproxy + CoreDNS, left running
 //	conformance down    # make conformance-down: stop a kept or crashed run
+//	conformance diff NAME_A DIR_A NAME_B DIR_B   # two runs side by side
 package main
 
 import (
@@ -36,6 +37,8 @@ const DefaultFocus = `\[sig-network\].*\[Conformance\]`
 
 type options struct {
 	focus, skip, results string
+	proxy                string // nftproxy or kube-proxy (the differential run)
+	via                  string // e2e (e2e.test from here) or sonobuoy
 	nodes, parallel      int
 	keep                 bool
 	timeout              time.Duration
@@ -46,6 +49,8 @@ func main() {
 	flag.StringVar(&o.focus, "focus", DefaultFocus, "ginkgo focus regexp of the e2e tests to run")
 	flag.StringVar(&o.skip, "skip", "", "ginkgo skip regexp")
 	flag.StringVar(&o.results, "results", "", "results directory (default: ./conformance-results/<time>)")
+	flag.StringVar(&o.proxy, "proxy", "nftproxy", "Service proxy deployed as the DaemonSet: nftproxy, or kube-proxy (upstream, nftables mode) for the differential run")
+	flag.StringVar(&o.via, "via", "e2e", "how the tests run: e2e (e2e.test from the control-plane namespace) or sonobuoy (sonobuoy run --plugin e2e, as pods)")
 	flag.IntVar(&o.nodes, "nodes", 2, "real kubelet nodes")
 	flag.IntVar(&o.parallel, "parallel", 1, "ginkgo parallel processes")
 	flag.BoolVar(&o.keep, "keep", false, "leave the cluster running (conformance down stops it)")
@@ -58,6 +63,12 @@ func main() {
 	case "up":
 		o.keep = true
 		err = run(o, false)
+	case "diff": // conformance diff NAME_A DIR_A NAME_B DIR_B
+		if flag.NArg() != 5 {
+			err = errors.New("usage: conformance diff NAME_A DIR_A NAME_B DIR_B")
+			break
+		}
+		_, err = diffRuns(os.Stdout, flag.Arg(1), flag.Arg(2), flag.Arg(3), flag.Arg(4))
 	case "down":
 		if err = lab.Down(prefix); err == nil {
 			fmt.Printf("conformance: cluster %s stopped, namespaces, mounts and cgroups removed\n", prefix)
@@ -76,6 +87,12 @@ func step(format string, args ...any) {
 }
 
 func run(o options, tests bool) (err error) {
+	if o.proxy != "nftproxy" && o.proxy != "kube-proxy" {
+		return fmt.Errorf("-proxy %q: want nftproxy or kube-proxy", o.proxy)
+	}
+	if o.via != "e2e" && o.via != "sonobuoy" {
+		return fmt.Errorf("-via %q: want e2e or sonobuoy", o.via)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, containerd, kubelet)")
 	}
@@ -96,7 +113,8 @@ func run(o options, tests bool) (err error) {
 	// Builds first (each cached), one at a time: the machine is small.
 	step("building what is missing (cache %s)", cache)
 	t := time.Now()
-	if _, err := lab.EnsureClusterBinaries(ctx, root, cache, os.Stdout); err != nil {
+	bins, err := lab.EnsureClusterBinaries(ctx, root, cache, os.Stdout)
+	if err != nil {
 		return err
 	}
 	var e2eTest, ginkgo string
@@ -118,6 +136,20 @@ func run(o options, tests bool) (err error) {
 	images, err := lab.EnsureImages(ctx, root, cache, stage, os.Stdout)
 	if err != nil {
 		return err
+	}
+	if o.proxy == "kube-proxy" {
+		archive, err := lab.EnsureKubeProxyImage(ctx, root, cache, stage, os.Stdout)
+		if err != nil {
+			return err
+		}
+		images.Archives = append(images.Archives, archive)
+	}
+	var kit lab.SonobuoyKit
+	if tests && o.via == "sonobuoy" {
+		if kit, err = lab.EnsureSonobuoy(ctx, root, cache, stage, e2eTest, ginkgo, bins.Kubectl, os.Stdout); err != nil {
+			return err
+		}
+		images.Archives = append(images.Archives, kit.Archives...)
 	}
 	step("builds ready in %s", time.Since(t).Round(time.Second))
 
@@ -144,15 +176,19 @@ func run(o options, tests bool) (err error) {
 	step("cluster up in %s (%d real nodes)", time.Since(t).Round(time.Second), o.nodes)
 	c := &cluster{l: l, root: root}
 	t = time.Now()
-	if err := c.deployNFTProxy(ctx); err != nil {
+	deploy := c.deployNFTProxy
+	if o.proxy == "kube-proxy" {
+		deploy = c.deployKubeProxy
+	}
+	if err := deploy(ctx); err != nil {
 		return err
 	}
-	step("nftproxy DaemonSet Ready on every node in %s", time.Since(t).Round(time.Second))
+	step("%s DaemonSet Ready on every node in %s", o.proxy, time.Since(t).Round(time.Second))
 	t = time.Now()
 	if err := c.deployCoreDNS(ctx); err != nil {
 		return err
 	}
-	step("CoreDNS Ready, kube-dns resolves through nftproxy (%s)", time.Since(t).Round(time.Second))
+	step("CoreDNS Ready, kube-dns resolves through %s (%s)", o.proxy, time.Since(t).Round(time.Second))
 	t = time.Now()
 	if err := c.smoke(ctx); err != nil {
 		return err
@@ -173,14 +209,19 @@ func run(o options, tests bool) (err error) {
 		return err
 	}
 	step("running e2e focus %q, results in %s", o.focus, dir)
-	sum, err := c.runE2E(ctx, e2eTest, ginkgo, dir, o)
+	var sum *summary
+	if o.via == "sonobuoy" {
+		sum, err = c.runSonobuoy(ctx, kit, dir, o)
+	} else {
+		sum, err = c.runE2E(ctx, e2eTest, ginkgo, dir, o)
+	}
 	if sum != nil {
 		sum.print(os.Stdout)
 		if werr := sum.write(filepath.Join(dir, "summary.txt")); werr != nil {
 			err = errors.Join(err, werr)
 		}
 	}
-	c.collectLogs(dir)
+	c.collectLogs(dir, o.proxy)
 	step("done in %s; results in %s", time.Since(begin).Round(time.Second), dir)
 	if err == nil && sum != nil && sum.failed > 0 {
 		err = fmt.Errorf("%d of %d tests failed", sum.failed, sum.total())

@@ -29,6 +29,10 @@ func (c *cluster) runE2E(ctx context.Context, e2eTest, ginkgo, dir string, o opt
 		"--report-dir=" + dir,
 		"--kubectl-path=" + c.l.Binaries().Kubectl,
 		"--dns-domain=cluster.local",
+		// Else only ginkgo process 1 counts the nodes (setupSuite), and
+		// tests landing on process 2 skip as "Requires at least 2 nodes
+		// (not -1)": 7 of the wider suite did so in one run.
+		fmt.Sprintf("--num-nodes=%d", len(c.l.Nodes())),
 		"--ginkgo.focus=" + o.focus,
 		"--ginkgo.no-color",
 		"--ginkgo.v",
@@ -46,7 +50,7 @@ func (c *cluster) runE2E(ctx context.Context, e2eTest, ginkgo, dir string, o opt
 			cmdline = append(cmdline, "--skip="+o.skip)
 		}
 		cmdline = append(cmdline, e2eTest, "--")
-		cmdline = append(cmdline, args[:5]...)
+		cmdline = append(cmdline, args[:6]...)
 	}
 	logf, err := os.Create(filepath.Join(dir, "e2e.log"))
 	if err != nil {

@@ -209,16 +209,33 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// readHostSysctls reads the host-wide sysctls kubelet would change.
+// hostConntrackGlobals are the host-wide conntrack settings a proxy's
+// privileged init container (nftproxy's or kube-proxy's defaults) would
+// raise if they were below nf_conntrack_max = 131072 (2 CPUs) and
+// hashsize = max/4; the check at Stop proves it did not.
+var hostConntrackGlobals = []string{"net/netfilter/nf_conntrack_max", "/sys/module/nf_conntrack/parameters/hashsize"}
+
+// readHostSysctls reads the host-wide sysctls kubelet or a proxy would
+// change (keys relative to /proc/sys, or absolute paths).
 func readHostSysctls() map[string]string {
 	m := map[string]string{}
 	for k := range kubeletSysctls {
-		b, err := os.ReadFile("/proc/sys/" + k)
-		if err == nil {
-			m[k] = strings.TrimSpace(string(b))
-		}
+		readHostSysctl(m, k)
+	}
+	for _, k := range hostConntrackGlobals {
+		readHostSysctl(m, k)
 	}
 	return m
+}
+
+func readHostSysctl(m map[string]string, k string) {
+	path := k
+	if !filepath.IsAbs(k) {
+		path = "/proc/sys/" + k
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		m[k] = strings.TrimSpace(string(b))
+	}
 }
 
 // checkHostSysctls reports host sysctls that differ from their values

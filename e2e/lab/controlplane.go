@@ -118,7 +118,10 @@ func (l *Lab) startAPIServer(ctx context.Context, cpIP pair) error {
 			// Test pods mount no tokens; skipping the ServiceAccount admission
 			// plugin avoids a race with the default ServiceAccount of new
 			// namespaces.
-			"--disable-admission-plugins=ServiceAccount")
+			"--disable-admission-plugins=ServiceAccount",
+			// As kubeadm's: the DaemonSet's init container is privileged
+			// (manifests/daemonset.yaml), and the server dry run checks it.
+			"--allow-privileged=true")
 	}
 	d, err := l.startDaemon(l.cp, "kube-apiserver", args...)
 	if err != nil {

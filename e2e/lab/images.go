@@ -55,6 +55,7 @@ type imageSpec struct {
 	Out        string        `json:"out"`
 	Entrypoint []string      `json:"entrypoint,omitempty"`
 	Cmd        []string      `json:"cmd,omitempty"`
+	Env        []string      `json:"env,omitempty"`
 	Files      []imageFile   `json:"files,omitempty"`
 	Symlinks   []imageLink   `json:"symlinks,omitempty"`
 	Dirs       []string      `json:"dirs,omitempty"`
@@ -265,16 +266,28 @@ func toolTree() (tools, error) {
 	}
 	t.ash = []imageLink{{Dst: "/bin/sh", Target: "busybox"}, {Dst: "/bin/ash", Target: "busybox"}}
 	t.bash = []imageLink{{Dst: "/bin/sh", Target: "/usr/bin/bash"}, {Dst: "/bin/bash", Target: "/usr/bin/bash"}}
-	libs := map[string]bool{}
 	t.all = append(t.all, t.busybox...)
 	for _, tool := range debianTools {
 		if _, err := os.Stat(tool); err != nil {
 			return t, fmt.Errorf("lab: %s not found (apt-get install -y bind9-dnsutils curl netcat-openbsd socat iproute2 bash wget): %w", tool, err)
 		}
 		t.all = append(t.all, imageFile{Src: tool, Dst: "/usr" + strings.TrimPrefix(tool, "/usr"), Mode: 0o755})
-		out, err := exec.Command("ldd", tool).Output()
+	}
+	libs, err := sharedLibs(debianTools)
+	if err != nil {
+		return t, err
+	}
+	t.all = append(t.all, libs...)
+	return t, nil
+}
+
+// sharedLibs are the shared libraries (and loader) ldd names for bins.
+func sharedLibs(bins []string) ([]imageFile, error) {
+	libs := map[string]bool{}
+	for _, bin := range bins {
+		out, err := exec.Command("ldd", bin).Output()
 		if err != nil {
-			return t, fmt.Errorf("lab: ldd %s: %w", tool, err)
+			return nil, fmt.Errorf("lab: ldd %s: %w", bin, err)
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			for _, f := range strings.Fields(line) {
@@ -289,8 +302,9 @@ func toolTree() (tools, error) {
 		names = append(names, l)
 	}
 	sort.Strings(names)
+	files := make([]imageFile, 0, len(names))
 	for _, l := range names {
-		t.all = append(t.all, imageFile{Src: l, Dst: l})
+		files = append(files, imageFile{Src: l, Dst: l})
 	}
-	return t, nil
+	return files, nil
 }

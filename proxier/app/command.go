@@ -15,6 +15,8 @@
 package app
 
 import (
+	"github.com/nftproxy/nftproxy/proxier/conntrack"
+
 	"flag"
 	"os/signal"
 	"syscall"
@@ -43,6 +45,10 @@ func newCommandWith(o *options, srv *serveOptions) *cobra.Command {
 				return err
 			}
 			if err := o.complete(); err != nil {
+				return err
+			}
+			if o.setConntrackSysctls { // the init container: write and exit
+				_, err := o.conntrack.Apply(conntrack.HostRoots())
 				return err
 			}
 			if ops.active() { // --dump, --trace, --cleanup: print and exit

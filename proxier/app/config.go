@@ -115,6 +115,28 @@ func configSettings(c *kpconfig.KubeProxyConfiguration) ([]fileSetting, []string
 	if masqAll {
 		add(section+".masqueradeAll", "masquerade-all", "true")
 	}
+	ct := c.Conntrack
+	if ct.MaxPerCore != nil {
+		add("conntrack.maxPerCore", "conntrack-max-per-core", strconv.Itoa(int(*ct.MaxPerCore)))
+	}
+	if ct.Min != nil {
+		add("conntrack.min", "conntrack-min", strconv.Itoa(int(*ct.Min)))
+	}
+	if ct.TCPEstablishedTimeout != nil {
+		add("conntrack.tcpEstablishedTimeout", "conntrack-tcp-timeout-established", ct.TCPEstablishedTimeout.Duration.String())
+	}
+	if ct.TCPCloseWaitTimeout != nil {
+		add("conntrack.tcpCloseWaitTimeout", "conntrack-tcp-timeout-close-wait", ct.TCPCloseWaitTimeout.Duration.String())
+	}
+	if ct.TCPBeLiberal {
+		add("conntrack.tcpBeLiberal", "conntrack-tcp-be-liberal", "true")
+	}
+	if ct.UDPTimeout.Duration != 0 {
+		add("conntrack.udpTimeout", "conntrack-udp-timeout", ct.UDPTimeout.Duration.String())
+	}
+	if ct.UDPStreamTimeout.Duration != 0 {
+		add("conntrack.udpStreamTimeout", "conntrack-udp-timeout-stream", ct.UDPStreamTimeout.Duration.String())
+	}
 	switch c.DetectLocalMode {
 	case "", "ClusterCIDR":
 	default:
@@ -128,7 +150,7 @@ var honoured = []string{
 	"apiVersion", "kind", "mode", "clientConnection.kubeconfig", "hostnameOverride", "clusterCIDR",
 	"healthzBindAddress", "metricsBindAddress", "bindAddressHardFail", "enableProfiling", "nodePortAddresses",
 	"logging.verbosity", "detectLocalMode", "nftables.syncPeriod", "nftables.minSyncPeriod",
-	"nftables.masqueradeAll", "iptables.syncPeriod", "iptables.minSyncPeriod", "iptables.masqueradeAll",
+	"nftables.masqueradeAll", "iptables.syncPeriod", "iptables.minSyncPeriod", "iptables.masqueradeAll", "conntrack",
 }
 
 // upstreamDefaults are kube-proxy's defaults for the fields nftproxy does
@@ -142,9 +164,6 @@ func upstreamDefaults() *kpconfig.KubeProxyConfiguration {
 	}
 	d.ClientConnection.ContentType = "application/vnd.kubernetes.protobuf"
 	d.ClientConnection.QPS, d.ClientConnection.Burst = 5, 10
-	d.Conntrack.MaxPerCore, d.Conntrack.Min = ptr.To[int32](32768), ptr.To[int32](131072)
-	d.Conntrack.TCPEstablishedTimeout = &metav1.Duration{Duration: 24 * time.Hour}
-	d.Conntrack.TCPCloseWaitTimeout = &metav1.Duration{Duration: time.Hour}
 	d.IPTables.MasqueradeBit, d.IPTables.LocalhostNodePorts = ptr.To[int32](14), ptr.To(true)
 	d.NFTables.MasqueradeBit = ptr.To[int32](14)
 	d.IPVS.SyncPeriod = metav1.Duration{Duration: 30 * time.Second}

@@ -6,6 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nftproxy/nftproxy/proxier/conntrack"
 )
 
 // resolved parses args as nftproxy would (config file, then complete) and
@@ -131,16 +134,38 @@ iptables:
 	}
 	all := strings.Join(warnings, "\n")
 	for _, want := range []string{`unknown field "bogusField"`, `mode "ipvs" is not supported`, `detectLocalMode "InterfaceNamePrefix"`,
-		"conntrack.maxPerCore=65536", "ipvs.scheduler=rr", "featureGates.SomeGate=true"} {
+		"ipvs.scheduler=rr", "featureGates.SomeGate=true"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no warning about %s in:\n%s", want, all)
 		}
 	}
-	if strings.Contains(all, "iptables.syncPeriod") {
+	if strings.Contains(all, "iptables.syncPeriod") || strings.Contains(all, "conntrack") {
 		t.Errorf("a default value was warned about:\n%s", all)
 	}
-	if len(warnings) != 6 {
-		t.Errorf("%d warnings, want 6:\n%s", len(warnings), all)
+	if len(warnings) != 5 {
+		t.Errorf("%d warnings, want 5:\n%s", len(warnings), all)
+	}
+}
+
+func TestConfigConntrackSectionSetsTheConntrackFlags(t *testing.T) {
+	path := writeConfig(t, `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+conntrack:
+  maxPerCore: 0
+  min: 1000
+  tcpCloseWaitTimeout: 2h
+  tcpBeLiberal: true
+  udpTimeout: 45s
+  udpStreamTimeout: 3m
+`)
+	o, _ := resolved(t, "--config", path, "--hostname-override", "n", "--conntrack-min", "2000")
+	want := conntrack.Sysctls{MaxPerCore: 0, Min: 2000, TCPEstablishedTimeout: 24 * time.Hour,
+		TCPCloseWaitTimeout: 2 * time.Hour, TCPBeLiberal: true, UDPTimeout: 45 * time.Second, UDPStreamTimeout: 3 * time.Minute}
+	if o.conntrack != want {
+		t.Errorf("conntrack settings %+v, want %+v (the file's, the flag over it, kube-proxy's default for the rest)", o.conntrack, want)
+	}
+	if d := newOptions().conntrack; d != conntrack.KubeProxyDefaults() {
+		t.Errorf("defaults %+v, want kube-proxy's", d)
 	}
 }
 

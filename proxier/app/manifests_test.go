@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -141,6 +142,7 @@ func TestManifests(t *testing.T) {
 		t.Errorf("security context %+v: want unprivileged, drop ALL, add NET_ADMIN only", sc)
 	}
 	checkHardening(t, spec, c)
+	checkSysctlInit(t, spec, c)
 	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/livez" || p.HTTPGet.Port.IntValue() != 10256 {
 		t.Errorf("liveness probe %+v: want GET /livez on 10256", c.LivenessProbe)
 	}
@@ -184,6 +186,25 @@ func TestManifests(t *testing.T) {
 		if strings.HasPrefix("/var/lib/nftproxy/config.conf", m.MountPath+"/") && !m.ReadOnly {
 			t.Errorf("config mount %s is writable", m.MountPath)
 		}
+	}
+}
+
+// checkSysctlInit checks the one privileged container: it only writes the
+// conntrack sysctls from the same image and configuration, and exits.
+func checkSysctlInit(t *testing.T, spec v1.PodSpec, main v1.Container) {
+	t.Helper()
+	if len(spec.InitContainers) != 1 {
+		t.Fatalf("%d init containers, want the conntrack sysctls one", len(spec.InitContainers))
+	}
+	c := spec.InitContainers[0]
+	if c.Image != main.Image || !slices.Equal(c.Command, []string{"nftproxy", "--config=/var/lib/nftproxy/config.conf", "--set-conntrack-sysctls"}) {
+		t.Errorf("init container %s: image %q command %q, want nftproxy's with --config and --set-conntrack-sysctls", c.Name, c.Image, c.Command)
+	}
+	if sc := c.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("init container security context %+v: want privileged (for /proc/sys) with a read-only root", c.SecurityContext)
+	}
+	if !reflect.DeepEqual(c.VolumeMounts, main.VolumeMounts) {
+		t.Errorf("init container mounts %+v, want the config as the proxy has it", c.VolumeMounts)
 	}
 }
 

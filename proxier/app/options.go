@@ -1,6 +1,8 @@
 package app
 
 import (
+	"github.com/nftproxy/nftproxy/proxier/conntrack"
+
 	"errors"
 	"fmt"
 	"net/netip"
@@ -29,6 +31,10 @@ type options struct {
 	// denyNodeAddressExternalIPs: see proxier/claims.
 	denyNodeAddressExternalIPs bool
 	stateDir                   string
+	// conntrack: kube-proxy's --conntrack-* (proxier/conntrack/sysctl.go);
+	// setConntrackSysctls writes them and exits (the init container).
+	conntrack           conntrack.Sysctls
+	setConntrackSysctls bool
 
 	// Filled in by complete.
 	nodeName  string
@@ -37,7 +43,8 @@ type options struct {
 }
 
 func newOptions() *options {
-	return &options{syncPeriod: 30 * time.Second, nodePortAddrs: "primary", stateDir: "/run/nftproxy"}
+	return &options{syncPeriod: 30 * time.Second, nodePortAddrs: "primary", stateDir: "/run/nftproxy",
+		conntrack: conntrack.KubeProxyDefaults()}
 }
 
 func (o *options) addFlags(fs *pflag.FlagSet) {
@@ -52,6 +59,15 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", o.nodePortAddrs, "Addresses NodePorts are served on: \"primary\" (the Node's InternalIPs), and/or comma-separated CIDRs selecting the node's interface addresses (\"0.0.0.0/0,::/0\": all; 127.0.0.0/8 enables localhost NodePorts and, once their guard rule is in, sets net.ipv4.conf.all.route_localnet=1, which --cleanup restores).")
 	fs.BoolVar(&o.denyNodeAddressExternalIPs, "deny-external-ips-on-node-addresses", o.denyNodeAddressExternalIPs, "Never program an externalIP or load-balancer IP that is one of this node's addresses, on any port (guards the node's own services, e.g. SSH or the kubelet, from capture by a Service; kube-proxy has no such guard). Without it, such an address still loses to a NodePort on the same port.")
 	fs.StringVar(&o.stateDir, "state-dir", o.stateDir, "Directory where nftproxy records what it changes outside its tables (the value of net.ipv4.conf.all.route_localnet it replaced), for --cleanup to restore; a tmpfs, like the sysctl, forgets it at reboot.")
+	ct := &o.conntrack
+	fs.Int32Var(&ct.MaxPerCore, "conntrack-max-per-core", ct.MaxPerCore, "Maximum number of NAT connections to track per CPU core (0 to leave the limit as-is and ignore conntrack-min).")
+	fs.Int32Var(&ct.Min, "conntrack-min", ct.Min, "Minimum number of conntrack entries to allocate, regardless of conntrack-max-per-core (set conntrack-max-per-core=0 to leave the limit as-is).")
+	fs.DurationVar(&ct.TCPEstablishedTimeout, "conntrack-tcp-timeout-established", ct.TCPEstablishedTimeout, "Idle timeout for established TCP connections (0 to leave as-is)")
+	fs.DurationVar(&ct.TCPCloseWaitTimeout, "conntrack-tcp-timeout-close-wait", ct.TCPCloseWaitTimeout, "NAT timeout for TCP connections in the CLOSE_WAIT state (0 to leave as-is)")
+	fs.BoolVar(&ct.TCPBeLiberal, "conntrack-tcp-be-liberal", ct.TCPBeLiberal, "Enable liberal mode for tracking TCP packets by setting nf_conntrack_tcp_be_liberal to 1")
+	fs.DurationVar(&ct.UDPTimeout, "conntrack-udp-timeout", ct.UDPTimeout, "Idle timeout for UNREPLIED UDP connections (0 to leave as-is)")
+	fs.DurationVar(&ct.UDPStreamTimeout, "conntrack-udp-timeout-stream", ct.UDPStreamTimeout, "Idle timeout for ASSURED UDP connections (0 to leave as-is)")
+	fs.BoolVar(&o.setConntrackSysctls, "set-conntrack-sysctls", o.setConntrackSysctls, "Write the --conntrack-* settings to /proc/sys (and the nf_conntrack hashsize) and exit: the privileged init container of the DaemonSet, so that the proxy itself runs unprivileged.")
 	fs.DurationVar(&o.syncPeriod, "sync-period", o.syncPeriod, "Interval of the check of our tables in the kernel against the rules applied, beside the change syncs; a difference is repaired by a full sync. Also the longest retry delay after a failure.")
 }
 
@@ -81,6 +97,9 @@ func (o *options) complete() error {
 	o.nodePorts, err = proxier.ParseNodePortAddresses(o.nodePortAddrs)
 	if err != nil {
 		errs = append(errs, err)
+	}
+	if o.conntrack.MaxPerCore < 0 || o.conntrack.Min < 0 {
+		errs = append(errs, errors.New("--conntrack-max-per-core and --conntrack-min must not be negative"))
 	}
 	if o.minSyncPeriod.value < 0 {
 		errs = append(errs, fmt.Errorf("--min-sync-period %v must not be negative", o.minSyncPeriod.value))

@@ -110,6 +110,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		OnSync:            onSync,
 		OnReject:          ob.events.Reject,
 		Watcher:           rec, // repair what other processes change in our tables
+		ConntrackSysctls:  &o.conntrack,
 
 		DenyExternalIPsOnNodeAddresses: o.denyNodeAddressExternalIPs,
 	}, inf, tracker, rec)

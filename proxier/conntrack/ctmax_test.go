@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -62,16 +61,4 @@ func restoreSavedConntrackMax(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	tb.Logf("nf_conntrack_max restored to %d", v)
-}
-
-func readInt(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return v, nil
 }

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nftproxy/nftproxy/e2e/lab"
+)
+
+// runSonobuoy is the users' way (-via sonobuoy): `sonobuoy run --plugin
+// e2e` with the local images, `sonobuoy retrieve`, `sonobuoy results`.
+// Sonobuoy's aggregator and the e2e plugin run as pods, so the e2e tests
+// reach the API server through the kubernetes Service, i.e. through the
+// proxy under test. The table is read from the plugin's JUnit report.
+func (c *cluster) runSonobuoy(ctx context.Context, kit lab.SonobuoyKit, dir string, o options) (*summary, error) {
+	kc, err := c.l.AdminKubeconfig()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "sonobuoy.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	sono := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, kit.CLI, append(args, "--kubeconfig", kc)...)
+		cmd.Dir = dir
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		fmt.Fprintf(logf, "# sonobuoy %s\n", strings.Join(args, " "))
+		// From the control-plane namespace, where the API server is.
+		err := c.l.ControlPlaneNS().Do(cmd.Start)
+		if err == nil {
+			err = cmd.Wait()
+		}
+		fmt.Fprintf(logf, "%s\n", out.String())
+		if err != nil {
+			return out.String(), fmt.Errorf("sonobuoy %s: %w (see %s)", args[0], err, logf.Name())
+		}
+		return out.String(), nil
+	}
+	args := []string{"run", "--plugin", "e2e", "--e2e-focus", o.focus,
+		"--sonobuoy-image", lab.SonobuoyImage, "--kube-conformance-image", lab.ConformanceImage,
+		"--image-pull-policy", "IfNotPresent", "--wait", "--wait-output", "progress",
+		"--timeout", strconv.Itoa(int(o.timeout / time.Second))}
+	if o.skip != "" {
+		args = append(args, "--e2e-skip", o.skip)
+	}
+	if o.parallel > 1 {
+		args = append(args, "--plugin-env", "e2e.E2E_PARALLEL="+strconv.Itoa(o.parallel))
+	}
+	start := time.Now()
+	if _, err := sono(args...); err != nil {
+		return nil, err
+	}
+	step("sonobuoy run finished in %s", time.Since(start).Round(time.Second))
+	out, err := sono("retrieve", dir)
+	if err != nil {
+		return nil, err
+	}
+	tarball := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
+	if !filepath.IsAbs(tarball) {
+		tarball = filepath.Join(dir, tarball)
+	}
+	step("sonobuoy retrieve: %s", tarball)
+	res, err := sono("results", tarball)
+	if err != nil {
+		return nil, err
+	}
+	step("sonobuoy results:\n%s", strings.TrimSpace(res))
+	if err := os.WriteFile(filepath.Join(dir, "sonobuoy-results.txt"), []byte(res), 0o644); err != nil {
+		return nil, err
+	}
+	extracted := filepath.Join(dir, "sonobuoy")
+	if err := os.MkdirAll(extracted, 0o755); err != nil {
+		return nil, err
+	}
+	if out, err := exec.CommandContext(ctx, "tar", "-xzf", tarball, "-C", extracted).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("extracting %s: %w: %s", tarball, err, out)
+	}
+	sum, err := readJUnit(filepath.Join(extracted, "plugins", "e2e", "results", "global"))
+	if err != nil {
+		return nil, err
+	}
+	if status := pluginStatus(res); status != "passed" {
+		return sum, fmt.Errorf("sonobuoy results: plugin e2e status %q, want passed", status)
+	}
+	if _, err := sono("delete", "--wait"); err != nil {
+		return sum, err
+	}
+	return sum, nil
+}
+
+var statusLine = regexp.MustCompile(`(?m)^Status:\s*(\S+)`)
+
+// pluginStatus is the "Status:" of `sonobuoy results` (one plugin).
+func pluginStatus(results string) string {
+	if m := statusLine.FindStringSubmatch(results); m != nil {
+		return m[1]
+	}
+	return ""
+}

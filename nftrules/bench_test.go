@@ -117,12 +117,8 @@ func benchColdApply(b *testing.B, watch bool) {
 // applied state, and the kernel transaction.
 func BenchmarkKernelOneEndpointChange10kx10(b *testing.B) {
 	st := scaleState(10000, 10)
-	tn := newTestNode(b, 0)
-	rec := newReconciler(b, tn.node)
-	builder := nftrules.NewBuilder()
-	if _, err := rec.Sync(context.Background(), builder.Build(st), true); err != nil {
-		b.Fatal(err)
-	}
+	rec := newReconciler(b, newTestNode(b, 0).node)
+	builder := syncedBuilder(b, rec, st)
 	round := 0
 	for b.Loop() {
 		round++

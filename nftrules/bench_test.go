@@ -129,12 +129,8 @@ func BenchmarkKernelOneEndpointChange50kx10(b *testing.B) { benchOneEndpointChan
 
 func benchOneEndpointChange(b *testing.B, n int) {
 	st := scaleState(n, 10)
-	tn := newTestNode(b, 0)
-	rec := newReconciler(b, tn.node)
-	builder := nftrules.NewBuilder()
-	if _, err := rec.Sync(context.Background(), builder.Build(st), true); err != nil {
-		b.Fatal(err)
-	}
+	rec := newReconciler(b, newTestNode(b, 0).node)
+	builder := syncedBuilder(b, rec, st)
 	round := 0
 	for b.Loop() {
 		round++

@@ -84,19 +84,23 @@ const (
 // one. (See README.md.)
 const ServicePortsPerEndpointMap = 64
 
+// endpointMapShard is ServicePortsPerEndpointMap, a variable only so that
+// BenchmarkKernelEndpointMapShards can measure the layout with one map.
+var endpointMapShard uint32 = ServicePortsPerEndpointMap
+
 // EndpointMapName returns the endpoint map holding a service port's
 // endpoints: one family of maps per protocol, because nft requires a map's
 // value type to name the protocol of the rule that uses it (typeof ip daddr
 // . tcp dport), sharded by service port ID.
 func EndpointMapName(p nft.Protocol, id uint32) string {
-	return fmt.Sprintf("endpoints-%s-%d", p, id/ServicePortsPerEndpointMap)
+	return fmt.Sprintf("endpoints-%s-%d", p, id/endpointMapShard)
 }
 
 // EndpointChainsMapName returns the verdict map from endpoint index to
 // endpoint chain, used by service ports with session affinity; sharded
 // like the endpoint maps.
 func EndpointChainsMapName(id uint32) string {
-	return fmt.Sprintf(endpointChainsMapPrefix+"%d", id/ServicePortsPerEndpointMap)
+	return fmt.Sprintf(endpointChainsMapPrefix+"%d", id/endpointMapShard)
 }
 
 // EndpointChainName returns the chain of one endpoint of a service port

@@ -78,9 +78,10 @@ type tamperStep struct {
 	// removesNAT: the step leaves node-1 without any IPv4 nat chain
 	// until the repair. The kernel registers its NAT hooks only while a
 	// nat chain exists, so meanwhile even an established flow's packets
-	// go out untranslated: a UDP datagram sent in that window is lost
-	// (TCP retransmits; the repair's conntrack cleanup makes that work),
-	// with kube-proxy as with us. Only such datagrams may fail.
+	// go out untranslated: a UDP datagram sent in that window is lost,
+	// and a TCP handshake under way when the hooks go (its SYN-ACK not
+	// translated back) can fail too, with kube-proxy as with us. Only
+	// requests started in that window may fail.
 	removesNAT bool
 }
 
@@ -91,7 +92,7 @@ type tamperFigures struct {
 	repaired, answered time.Duration
 	removesNAT         bool
 	failed             [3]int // TCP, UDP, affinity client
-	lostInWindow       int    // UDP datagrams sent while no nat chain existed
+	lostInWindow       int    // requests started while no nat chain existed
 	affinity           string // kept / lost
 }
 
@@ -208,8 +209,8 @@ func TestFaultTamper(t *testing.T) {
 	}
 
 	// A failed request counts for the step during which it started. None
-	// may fail, except a UDP datagram sent while a step had left no nat
-	// chain (tamperStep.removesNAT) and before the repair: a connection
+	// may fail, except one started while a step had left no nat chain
+	// (tamperStep.removesNAT) and before the repair. Otherwise a connection
 	// whose first packet passed while our rules were broken has a
 	// conntrack entry without DNAT, which the repair deletes, so its
 	// retransmission meets the repaired rules.
@@ -227,7 +228,7 @@ func TestFaultTamper(t *testing.T) {
 				continue
 			}
 			figs[j].failed[i]++
-			if fl == udp && figs[j].removesNAT && at.Before(figs[j].start.Add(figs[j].repaired)) {
+			if figs[j].removesNAT && at.Before(figs[j].start.Add(figs[j].repaired)) {
 				figs[j].lostInWindow++
 				continue
 			}
@@ -250,7 +251,7 @@ func TestFaultTamper(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "FIGURES scenario 3 (tampering, %d repairs logged; firewalld table byte-identical: %v)\n", repairs, fw.list(t) == fwBefore)
-	fmt.Fprintf(&b, "| step | repaired | web answers | failed TCP / UDP / affinity (UDP sent without NAT) | affinity |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| step | repaired | web answers | failed TCP / UDP / affinity (of them started without NAT) | affinity |\n|---|---|---|---|---|\n")
 	for _, f := range figs {
 		fmt.Fprintf(&b, "| %s | %v | %v | %d / %d / %d (%d) | %s |\n", f.step, f.repaired.Round(time.Millisecond),
 			f.answered.Round(time.Millisecond), f.failed[0], f.failed[1], f.failed[2], f.lostInWindow, f.affinity)

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -15,181 +14,21 @@ import (
 
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// kernelSim applies transactions the way the kernel validates them, op by
-// op within the batch: a rule, element or deletion naming a missing chain,
-// set or element fails; adding an element that exists with another value
-// fails, adding an identical one is a no-op; a chain with rules, or one a
-// rule or verdict element still points to, cannot be deleted, nor a set a
-// rule uses; adding a chain or set that exists keeps its contents; deleting
-// a table deletes that family's objects only.
-type kernelSim struct {
-	chains map[string][]string          // family/chain -> rule texts
-	uses   map[string][]string          // family/chain -> what its rules name ("chain X", "set Y")
-	sets   map[string]map[string]string // family/set -> key -> value
-}
-
-func newKernelSim() *kernelSim {
-	return &kernelSim{chains: map[string][]string{}, uses: map[string][]string{}, sets: map[string]map[string]string{}}
-}
-
-// ruleUses lists the chains and sets a rule names.
-func ruleUses(r *nft.Rule) []string {
-	var out []string
-	for _, s := range r.Stmts {
-		switch s := s.(type) {
-		case nft.VerdictStmt:
-			if s.Chain != "" {
-				out = append(out, "chain "+s.Chain)
-			}
-		case nft.SetLookup:
-			out = append(out, "set "+s.Set)
-		case nft.VmapLookup:
-			out = append(out, "set "+s.Map)
-		case nft.DNATToEndpoint:
-			out = append(out, "set "+s.Map)
-		case nft.NumgenVmap:
-			out = append(out, "set "+s.Map)
-		case nft.UpdateSourceSet:
-			out = append(out, "set "+s.Set)
-		}
-	}
-	return out
-}
-
-// used reports whether a rule or verdict element of family prefix f names
-// what ("chain X" or "set Y").
-func (k *kernelSim) used(f, what string) bool {
-	for c, uses := range k.uses {
-		if strings.HasPrefix(c, f) && slices.Contains(uses, what) {
-			return true
-		}
-	}
-	chain, isChain := strings.CutPrefix(what, "chain ")
-	for s, els := range k.sets {
-		for _, v := range els {
-			if isChain && strings.HasPrefix(s, f) && (v == "goto "+chain || v == "jump "+chain) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// exists reports whether "chain X" or "set Y" exists in family prefix f.
-func (k *kernelSim) exists(f, what string) bool {
-	if chain, ok := strings.CutPrefix(what, "chain "); ok {
-		_, found := k.chains[f+chain]
-		return found
-	}
-	_, found := k.sets[f+strings.TrimPrefix(what, "set ")]
-	return found
-}
-
-func (k *kernelSim) apply(t testing.TB, tx *nft.Transaction) {
+// applyTo applies tx to the fake kernel, which refuses what the kernel
+// would (see package nftfake), and checks that it then holds want.
+func applyTo(t testing.TB, kernel *nftfake.Fake, tx *nft.Transaction, want *nft.Ruleset) {
 	t.Helper()
-	for _, op := range tx.Ops {
-		f := string(op.Family) + "/"
-		var what string
-		switch {
-		case op.Chain != nil:
-			what = "chain " + op.Chain.Name
-		case op.Set != nil:
-			what = "set " + op.Set.Name
-		}
-		switch op.Kind {
-		case nft.OpFlushChain, nft.OpDelChain, nft.OpDelSet, nft.OpAddRule, nft.OpAddElements, nft.OpDelElements:
-			if !k.exists(f, what) {
-				t.Fatalf("%s %s: no such %s", op.Family, op.Kind, what)
-			}
-		}
-		switch op.Kind {
-		case nft.OpDelTable:
-			for _, m := range []map[string][]string{k.chains, k.uses} {
-				maps.DeleteFunc(m, func(name string, _ []string) bool { return strings.HasPrefix(name, f) })
-			}
-			maps.DeleteFunc(k.sets, func(name string, _ map[string]string) bool { return strings.HasPrefix(name, f) })
-		case nft.OpAddSet:
-			if !k.exists(f, what) {
-				k.sets[f+op.Set.Name] = map[string]string{}
-			}
-		case nft.OpDelSet:
-			if k.used(f, what) {
-				t.Fatalf("%s delete of %s, still used by a rule", op.Family, what)
-			}
-			delete(k.sets, f+op.Set.Name)
-		case nft.OpAddChain:
-			if !k.exists(f, what) {
-				k.chains[f+op.Chain.Name] = nil
-			}
-		case nft.OpFlushChain:
-			k.chains[f+op.Chain.Name], k.uses[f+op.Chain.Name] = nil, nil
-		case nft.OpDelChain:
-			if len(k.chains[f+op.Chain.Name]) > 0 || k.used(f, what) {
-				t.Fatalf("%s delete of %s, which has rules or is still jumped to", op.Family, what)
-			}
-			delete(k.chains, f+op.Chain.Name)
-			delete(k.uses, f+op.Chain.Name)
-		case nft.OpAddRule:
-			uses := ruleUses(op.Rule)
-			for _, u := range uses {
-				if !k.exists(f, u) {
-					t.Fatalf("%s add rule %q to %s: no such %s", op.Family, op.Rule.Render(op.Family), what, u)
-				}
-			}
-			k.chains[f+op.Chain.Name] = append(k.chains[f+op.Chain.Name], op.Rule.Render(op.Family))
-			k.uses[f+op.Chain.Name] = append(k.uses[f+op.Chain.Name], uses...)
-		case nft.OpAddElements:
-			s := k.sets[f+op.Set.Name]
-			for _, e := range op.Elements {
-				if v, ok := s[e.KeyString()]; ok && v != e.ValueString() {
-					t.Fatalf("add of existing element %s of %s with another value", e.KeyString(), op.Set.Name)
-				}
-				if e.Verdict != nil && e.Verdict.Chain != "" && !k.exists(f, "chain "+e.Verdict.Chain) {
-					t.Fatalf("%s add of element %s : %s to %s: no such chain", op.Family, e.KeyString(), e.ValueString(), op.Set.Name)
-				}
-				s[e.KeyString()] = e.ValueString()
-			}
-		case nft.OpDelElements:
-			s := k.sets[f+op.Set.Name]
-			for _, e := range op.Elements {
-				if _, ok := s[e.KeyString()]; !ok {
-					t.Fatalf("delete of missing element %s of %s", e.KeyString(), op.Set.Name)
-				}
-				delete(s, e.KeyString())
-			}
-		}
+	if err := kernel.Apply(tx); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func (k *kernelSim) matches(rs *nft.Ruleset) error {
-	want := newKernelSim()
-	for f, t := range rs.Tables {
-		for name, c := range t.Chains {
-			var rules []string
-			for _, r := range c.Rules {
-				rules = append(rules, r.Render(f))
-			}
-			want.chains[string(f)+"/"+name] = rules
-		}
-		for name, s := range t.Sets {
-			m := map[string]string{}
-			for key, e := range s.Elements() {
-				m[key] = e.ValueString()
-			}
-			want.sets[string(f)+"/"+name] = m
-		}
+	if err := kernel.Compare(want); err != nil {
+		t.Fatal(err)
 	}
-	if a, b := fmt.Sprint(k.chains), fmt.Sprint(want.chains); a != b {
-		return fmt.Errorf("chains differ:\n%s\nwant\n%s", a, b)
-	}
-	if a, b := fmt.Sprint(k.sets), fmt.Sprint(want.sets); a != b {
-		return fmt.Errorf("sets differ:\n%s\nwant\n%s", a, b)
-	}
-	return nil
 }
 
 // world is what the randomized test changes: service ports as the
@@ -335,10 +174,10 @@ func servicePortForTest(id uint32, name string, proto v1.Protocol, port uint16, 
 
 // TestBuilderIncrementalEqualsBuild drives a Builder through random changes
 // and checks after every step that (1) it builds exactly what a fresh Build
-// does and (2) the incremental Diff, applied to a simulated kernel with the
-// kernel's element rules, yields that ruleset. Services collide on
-// addresses, ports and NodePorts and IDs are reused, as in a real cluster;
-// the States are resolved as the proxier resolves them.
+// does and (2) the incremental Diff, applied to the fake kernel (nftfake:
+// it refuses what the kernel refuses), yields that ruleset. Services
+// collide on addresses, ports and NodePorts and IDs are reused, as in a
+// real cluster; the States are resolved as the proxier resolves them.
 func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		r := rand.New(rand.NewPCG(seed, 0))
@@ -346,7 +185,7 @@ func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 			NodePortIPs: []netip.Addr{nodeAddr4, nodeAddr6, netip.MustParseAddr("127.0.0.1")}}
 		w := newWorld(st.NodePortIPs)
 		b := nftrules.NewBuilder()
-		kernel := newKernelSim()
+		kernel := nftfake.New()
 		var applied *nft.Ruleset
 		for step := 0; step < 60; step++ {
 			// Up to three changes per Build, as one multi-port Service
@@ -359,8 +198,10 @@ func TestBuilderIncrementalEqualsBuild(t *testing.T) {
 			if g, w := got.Render(), nftrules.Build(st).Render(); g != w {
 				t.Fatalf("seed %d step %d: incremental build differs from Build:\n%s\nwant\n%s", seed, step, g, w)
 			}
-			kernel.apply(t, nft.Diff(applied, got))
-			if err := kernel.matches(got); err != nil {
+			if err := kernel.Apply(nft.Diff(applied, got)); err != nil {
+				t.Fatalf("seed %d step %d: %v", seed, step, err)
+			}
+			if err := kernel.Compare(got); err != nil {
 				t.Fatalf("seed %d step %d: %v", seed, step, err)
 			}
 			applied = got

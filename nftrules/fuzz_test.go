@@ -16,6 +16,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 	"github.com/nftproxy/nftproxy/proxier/claims"
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -207,13 +208,13 @@ func checkClaims(t *testing.T, st *model.State, deny bool) {
 
 // FuzzBuilderIncremental: after every step of a fuzzed sequence of
 // changes, the Builder's ruleset renders as a fresh Build, and the
-// incremental Diff from the previous ruleset, applied to the simulated
-// kernel holding it, is accepted and yields the new one; at the end, Diff
+// incremental Diff from the previous ruleset, applied to the fake kernel
+// (nftfake) holding it, is accepted and yields the new one; at the end, Diff
 // of the last ruleset and a fresh Build is empty.
 func FuzzBuilderIncremental(f *testing.F) {
 	fuzzWorlds(f, func(t *testing.T, r *rand.Rand, src *byteSource, w *fuzzedWorld, st *model.State) {
 		b := nftrules.NewBuilder()
-		kernel := newKernelSim()
+		kernel := nftfake.New()
 		var applied *nft.Ruleset
 		for i := 0; i < 40 && (i == 0 || len(src.data) > 0); i++ {
 			step(r, st, w.world)
@@ -222,10 +223,7 @@ func FuzzBuilderIncremental(f *testing.F) {
 			if g, want := got.Render(), nftrules.Build(st).Render(); g != want {
 				t.Fatalf("step %d: incremental build differs from Build:\n%s", i, lineDiff(want, g))
 			}
-			kernel.apply(t, nft.Diff(applied, got))
-			if err := kernel.matches(got); err != nil {
-				t.Fatalf("step %d: %v", i, err)
-			}
+			applyTo(t, kernel, nft.Diff(applied, got), got)
 			applied = got
 		}
 		if tx := nft.Diff(applied, nftrules.Build(st)); !tx.Empty() {
@@ -236,8 +234,8 @@ func FuzzBuilderIncremental(f *testing.F) {
 
 // FuzzDiff: for two fuzzed States a and b (b is a after more changes,
 // perhaps of the node's configuration too), Diff(Build(a), Build(b))
-// applied to a simulated kernel holding Build(a) is accepted and yields
-// Build(b); so do the Builder's incremental Diff and the Diff of a full
+// applied to the fake kernel (nftfake) holding Build(a) is accepted and
+// yields Build(b); so do the Builder's incremental Diff and the Diff of a full
 // sync (from a as read back from the kernel); Diff of equal rulesets is
 // empty; every rule Build renders parses back into itself; and the packet
 // tracer finds b's ruleset consistent.
@@ -265,36 +263,28 @@ func FuzzDiff(f *testing.F) {
 			}
 		}
 
-		kernel := newKernelSim()
-		kernel.apply(t, nft.Diff(nil, ra))
-		if err := kernel.matches(ra); err != nil {
-			t.Fatalf("a from nothing: %v", err)
-		}
-		kernel.apply(t, nft.Diff(ra, rb))
-		if err := kernel.matches(rb); err != nil {
-			t.Fatalf("a to b: %v", err)
-		}
+		kernel := nftfake.New()
+		applyTo(t, kernel, nft.Diff(nil, ra), ra)
+		applyTo(t, kernel, nft.Diff(ra, rb), rb)
 
 		// A full sync: live is what the kernel holding a hands back.
-		if tx := nft.Diff(nftrules.LiveCopy(ra), ra); !tx.Empty() {
+		resync := nftfake.New()
+		applyTo(t, resync, nft.Diff(nil, ra), ra)
+		live, err := resync.ReadLive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tx := nft.Diff(live, ra); !tx.Empty() {
 			t.Fatalf("Diff of a read back from the kernel and a: %v", opSummary(tx))
 		}
-		resync := newKernelSim()
-		resync.apply(t, nft.Diff(nil, ra))
-		resync.apply(t, nft.Diff(nftrules.LiveCopy(ra), rb))
-		if err := resync.matches(rb); err != nil {
-			t.Fatalf("a read back to b: %v", err)
-		}
+		applyTo(t, resync, nft.Diff(live, rb), rb)
 
 		builder := nftrules.NewBuilder()
 		pa := builder.Build(&a)
 		pb := builder.Build(&b)
-		incremental := newKernelSim()
-		incremental.apply(t, nft.Diff(nil, pa))
-		incremental.apply(t, nft.Diff(pa, pb))
-		if err := incremental.matches(rb); err != nil {
-			t.Fatalf("a to b through a Builder: %v", err)
-		}
+		incremental := nftfake.New()
+		applyTo(t, incremental, nft.Diff(nil, pa), ra)
+		applyTo(t, incremental, nft.Diff(pa, pb), rb)
 
 		checkRulesRoundTrip(t, rb)
 		checkTraces(t, &b, rb)

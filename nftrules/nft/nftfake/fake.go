@@ -141,15 +141,15 @@ func (f *Fake) commit(tx *nft.Transaction) error {
 	return nil
 }
 
+// describe names an op in errors: "delete chain (table ip, chain x)".
 func describe(op nft.Op) string {
-	s := op.Kind.String() + " " + string(op.Family)
 	switch {
 	case op.Set != nil:
-		s += " set " + op.Set.Name
+		return fmt.Sprintf("%s (table %s, set %s)", op.Kind, op.Family, op.Set.Name)
 	case op.Chain != nil:
-		s += " chain " + op.Chain.Name
+		return fmt.Sprintf("%s (table %s, chain %s)", op.Kind, op.Family, op.Chain.Name)
 	}
-	return s
+	return fmt.Sprintf("%s %s", op.Kind, op.Family)
 }
 
 // FailNext makes the next Sync, Apply, Cleanup or Foreign call fail with

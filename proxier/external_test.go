@@ -11,6 +11,7 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/healthcheck"
 )
 
@@ -95,7 +96,7 @@ func (f *fakeHealthChecks) last() ([]healthcheck.Service, bool) {
 // TestProxierExternalState: NodePort addresses and health check node ports
 // follow the configuration, the Node and the EndpointSlices.
 func TestProxierExternalState(t *testing.T) {
-	rec := &fakeReconciler{}
+	rec := nftfake.New()
 	hc := &fakeHealthChecks{}
 	e := newEnvWith(t, 0, rec, func(c *Config) {
 		c.NodePortAddresses = NodePortAddresses{Primary: true, CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/conntrack"
 )
 
@@ -34,7 +35,7 @@ func TestKernelNewSetsConntrackSysctls(t *testing.T) {
 		// MaxPerCore 0: nf_conntrack_max and the global hashsize stay as they are.
 		_, err := New(Config{NodeName: "n", SyncPeriod: time.Second,
 			ConntrackSysctls: &conntrack.Sysctls{TCPCloseWaitTimeout: 90 * time.Minute}},
-			&fakeSource{}, informers.NewTracker(clock.RealClock{}), &fakeReconciler{})
+			&fakeSource{}, informers.NewTracker(clock.RealClock{}), nftfake.New())
 		if err != nil {
 			return err
 		}

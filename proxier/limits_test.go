@@ -8,6 +8,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -16,7 +17,7 @@ import (
 // that is reported once per change (log line and Event through OnReject)
 // and counted in SyncInfo (the metric), not dropped silently.
 func TestProxierReportsEndpointsOverLimit(t *testing.T) {
-	rec := &fakeReconciler{}
+	rec := nftfake.New()
 	e := newEnv(t, 0, rec)
 	e.create(service("big", "10.96.0.1"))
 	for s := range 17 { // 17 slices of 1,000: 17,000 endpoints, 616 too many

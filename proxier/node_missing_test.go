@@ -7,13 +7,15 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 )
 
 // TestProxierKeepsNodeAddressesWhenNodeIsMissing: a Node deleted while the
 // proxy runs keeps its last known addresses and zone, so NodePorts on the
 // primary addresses stay served; before, the NodePort addresses emptied.
 func TestProxierKeepsNodeAddressesWhenNodeIsMissing(t *testing.T) {
-	e := newEnvWith(t, 0, &fakeReconciler{}, func(c *Config) { c.NodePortAddresses = NodePortAddresses{Primary: true} })
+	e := newEnvWith(t, 0, nftfake.New(), func(c *Config) { c.NodePortAddresses = NodePortAddresses{Primary: true} })
 	ctx := context.Background()
 	if err := e.p.loadAll(); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,56 +21,15 @@ import (
 
 	"github.com/nftproxy/nftproxy/informers"
 	"github.com/nftproxy/nftproxy/nftrules"
-	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
-
-// fakeReconciler records syncs; it can fail or hold them on a gate.
-type fakeReconciler struct {
-	mu    sync.Mutex
-	calls []reconcileCall
-	fail  int           // fail this many next syncs
-	gate  chan struct{} // if set, each sync waits for a value
-}
-
-type reconcileCall struct {
-	full bool
-	rs   *nft.Ruleset
-}
-
-func (f *fakeReconciler) Sync(ctx context.Context, rs *nft.Ruleset, full bool) (nft.SyncResult, error) {
-	f.mu.Lock()
-	f.calls = append(f.calls, reconcileCall{full: full, rs: rs})
-	gate := f.gate
-	fail := f.fail > 0
-	if fail {
-		f.fail--
-	}
-	f.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return nft.SyncResult{}, ctx.Err()
-		}
-	}
-	if fail {
-		return nft.SyncResult{}, errors.New("injected failure")
-	}
-	return nft.SyncResult{Full: full, Objects: 1}, nil
-}
-
-func (f *fakeReconciler) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.calls)
-}
 
 type env struct {
 	t       *testing.T
 	client  *fake.Clientset
 	tracker *informers.Tracker
-	rec     *fakeReconciler
+	rec     *nftfake.Fake
 	p       *Proxier
 
 	mu       sync.Mutex
@@ -79,13 +39,13 @@ type env struct {
 
 const testNode = "node-a"
 
-func newEnv(t *testing.T, minSync time.Duration, rec *fakeReconciler) *env {
+func newEnv(t *testing.T, minSync time.Duration, rec *nftfake.Fake) *env {
 	t.Helper()
 	return newEnvWith(t, minSync, rec, func(*Config) {})
 }
 
 // newEnvWith is newEnv with a change to the proxier's Config.
-func newEnvWith(t *testing.T, minSync time.Duration, rec *fakeReconciler, change func(*Config)) *env {
+func newEnvWith(t *testing.T, minSync time.Duration, rec *nftfake.Fake, change func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, client: fake.NewClientset(), rec: rec}
 	e.create(&v1.Node{
@@ -233,7 +193,7 @@ func summarize(st *model.State) []string {
 }
 
 func TestProxierProgramsEvents(t *testing.T) {
-	rec := &fakeReconciler{}
+	rec := nftfake.New()
 	e := newEnv(t, 0, rec)
 	e.create(service("a", "10.96.0.1"), slice("a-1", "a", "10.244.1.1"))
 	e.recorded(1, 1)
@@ -256,7 +216,7 @@ func TestProxierProgramsEvents(t *testing.T) {
 		t.Errorf("node part of state = %+v", st)
 	}
 	// What was handed to the reconciler is exactly Build of that State.
-	if rs := rec.calls[0].rs; !reflect.DeepEqual(rs, nftrules.Build(st)) {
+	if rs := rec.Records()[0].Desired; !reflect.DeepEqual(rs, nftrules.Build(st)) {
 		t.Error("reconciler got a ruleset other than Build(State)")
 	}
 
@@ -292,31 +252,47 @@ func TestProxierProgramsEvents(t *testing.T) {
 	if got, want := summarize(e.lastSync().State), []string{"ns/b/tcp/http#2:0", "ns/c/tcp/http#1:0"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("services = %v, want %v", got, want)
 	}
+	// Every partial sync on the way was accepted by the (fake) kernel and
+	// left it holding the last State's rules.
+	if err := rec.Compare(nftrules.Build(e.lastSync().State)); err != nil {
+		t.Errorf("the kernel does not hold the last State: %v", err)
+	}
 }
 
 func TestProxierCoalescesBursts(t *testing.T) {
-	rec := &fakeReconciler{gate: make(chan struct{})}
+	rec := nftfake.New()
+	gate := make(chan struct{})
+	var started atomic.Int32
+	rec.BeforeSync = func(ctx context.Context) error { // each sync waits for a value
+		started.Add(1)
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	e := newEnv(t, 0, rec)
 	e.run()
-	rec.gate <- struct{}{} // let the initial sync through
+	gate <- struct{}{} // let the initial sync through
 
 	// The first change starts a sync, held in the reconciler...
 	e.create(service("s0", "10.96.0.100"))
-	e.eventually("second sync started", func() bool { return rec.count() == 2 })
+	e.eventually("second sync started", func() bool { return started.Load() == 2 })
 	// ...while a burst of 20 changes arrives.
 	for i := 1; i <= 20; i++ {
 		e.create(service(fmt.Sprintf("s%d", i), fmt.Sprintf("10.96.0.%d", i)))
 	}
 	e.recorded(20, 0)
-	rec.gate <- struct{}{} // finish the second sync
-	rec.gate <- struct{}{} // the burst: one single sync
+	gate <- struct{}{} // finish the second sync
+	gate <- struct{}{} // the burst: one single sync
 
 	e.eventually("burst synced", func() bool { return e.syncCount() == 3 })
 	if n := len(e.lastSync().State.Services); n != 21 {
 		t.Errorf("burst sync has %d services, want 21", n)
 	}
-	if s, ep := e.tracker.Pending(); s != 0 || ep != 0 || rec.count() != 3 {
-		t.Errorf("after the burst: pending %d/%d, reconciler calls %d; want 0/0, 3", s, ep, rec.count())
+	if s, ep := e.tracker.Pending(); s != 0 || ep != 0 || len(rec.Records()) != 3 {
+		t.Errorf("after the burst: pending %d/%d, reconciler calls %d; want 0/0, 3", s, ep, len(rec.Records()))
 	}
 }
 
@@ -326,7 +302,7 @@ func TestProxierCoalescesBursts(t *testing.T) {
 // loop reaches idle with every change recorded, no wake-up left, and the
 // changes still pending, i.e. it has decided not to sync them.
 func TestProxierHonoursMinSyncPeriod(t *testing.T) {
-	rec := &fakeReconciler{}
+	rec := nftfake.New()
 	e := newEnv(t, time.Hour, rec)
 	var mu sync.Mutex
 	deferred := false // seen idle with the 4 changes pending and no wake-up
@@ -351,7 +327,7 @@ func TestProxierHonoursMinSyncPeriod(t *testing.T) {
 		defer mu.Unlock()
 		return deferred
 	})
-	if n := rec.count(); n != 2 {
+	if n := len(rec.Records()); n != 2 {
 		t.Errorf("reconciler called %d times within the min sync period, want 2 (the burst)", n)
 	}
 }
@@ -359,7 +335,7 @@ func TestProxierHonoursMinSyncPeriod(t *testing.T) {
 // The remaining tests call sync directly: no runner, fully deterministic.
 
 func TestProxierSkipsNoOpChanges(t *testing.T) {
-	rec := &fakeReconciler{}
+	rec := nftfake.New()
 	e := newEnv(t, 0, rec)
 	ctx := context.Background()
 	e.create(service("a", "10.96.0.1"))
@@ -380,17 +356,17 @@ func TestProxierSkipsNoOpChanges(t *testing.T) {
 	if err := e.p.sync(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if rec.count() != 1 {
-		t.Errorf("no-op change reached the reconciler: %d calls", rec.count())
+	if len(rec.Records()) != 1 {
+		t.Errorf("no-op change reached the reconciler: %d calls", len(rec.Records()))
 	}
 	// A periodic full sync always reaches it.
-	if err := e.p.sync(ctx, true); err != nil || rec.count() != 2 || !rec.calls[1].full {
-		t.Errorf("full sync: err=%v calls=%d", err, rec.count())
+	if err := e.p.sync(ctx, true); err != nil || len(rec.Records()) != 2 || !rec.Records()[1].Full {
+		t.Errorf("full sync: err=%v calls=%d", err, len(rec.Records()))
 	}
 }
 
 func TestProxierFailedSyncIsRetriedFull(t *testing.T) {
-	rec := &fakeReconciler{}
+	rec := nftfake.New()
 	e := newEnv(t, 0, rec)
 	ctx := context.Background()
 	if err := e.p.loadAll(); err != nil {
@@ -399,7 +375,7 @@ func TestProxierFailedSyncIsRetriedFull(t *testing.T) {
 	if err := e.p.sync(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	rec.fail = 1
+	rec.FailNext(errors.New("injected failure"))
 	e.create(service("a", "10.96.0.1"))
 	e.recorded(1, 0)
 	if err := e.p.sync(ctx, false); err == nil {
@@ -416,13 +392,13 @@ func TestProxierFailedSyncIsRetriedFull(t *testing.T) {
 	if retry.OldestChange.IsZero() || !retry.OldestChange.Equal(failed.OldestChange) {
 		t.Errorf("retry lost the pending change time: %v vs %v", retry.OldestChange, failed.OldestChange)
 	}
-	if err := e.p.sync(ctx, false); err != nil || rec.count() != 3 {
-		t.Errorf("after a successful retry nothing is left to sync: err=%v calls=%d", err, rec.count())
+	if err := e.p.sync(ctx, false); err != nil || len(rec.Records()) != 3 {
+		t.Errorf("after a successful retry nothing is left to sync: err=%v calls=%d", err, len(rec.Records()))
 	}
 }
 
 func TestProxierReportsRejections(t *testing.T) {
-	rec := &fakeReconciler{}
+	rec := nftfake.New()
 	e := newEnv(t, 0, rec)
 	bad := service("bad", "10.96.0.1")
 	bad.Spec.Ports = append(bad.Spec.Ports, v1.ServicePort{Name: "x", Port: 0})
@@ -449,7 +425,7 @@ func TestProxierReportsRejections(t *testing.T) {
 }
 
 func TestNewValidatesConfig(t *testing.T) {
-	src, tr, rec := (*fakeSource)(nil), informers.NewTracker(clock.RealClock{}), &fakeReconciler{}
+	src, tr, rec := (*fakeSource)(nil), informers.NewTracker(clock.RealClock{}), nftfake.New()
 	for _, cfg := range []Config{
 		{SyncPeriod: time.Second}, // no node name
 		{NodeName: "n"},           // no sync period

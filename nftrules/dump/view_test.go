@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/dump"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -213,24 +215,26 @@ func TestCompareFlagsDrift(t *testing.T) {
 }
 
 // TestViewReportsBrokenLiveState: a live ruleset with a missing endpoint
-// entry and a foreign rule is reported, not hidden.
+// entry and a foreign rule (another process's change to the kernel,
+// read back as the reconciler reads it) is reported, not hidden.
 func TestViewReportsBrokenLiveState(t *testing.T) {
-	rs := nftrules.Build(testState())
-	t4 := rs.Tables[nft.IPv4]
-	web := t4.Chains[nftrules.ServiceChainName(testState().Services[0].Name)]
-	web.Rules = append(web.Rules, nft.Rule{Stmts: []nft.Stmt{nft.Opaque{Text: "<rule not written by nftproxy> (handle 4)"}}})
-	// The endpoint map as read back from a kernel, minus entry 16385.
-	m := t4.Sets[nftrules.EndpointMapName(nft.TCP, 1)]
-	partial := &nft.Set{Name: m.Name, Key: m.Key, Data: m.Data, Proto: m.Proto}
-	for _, e := range m.SortedElements() {
-		if e.KeyString() != "16385" {
-			partial.Put(e)
-		}
+	kernel := nftfake.New()
+	if _, err := kernel.Sync(context.Background(), nftrules.Build(testState()), false); err != nil {
+		t.Fatal(err)
 	}
-	if partial.Len() != m.Len()-1 {
-		t.Fatalf("endpoint map has no entry 16385: %d elements", m.Len())
+	web := nftrules.ServiceChainName(testState().Services[0].Name)
+	foreignRule := nft.Rule{Stmts: []nft.Stmt{nft.Opaque{Text: "<rule not written by nftproxy> (handle 4)"}}}
+	entry := nft.Element{Key: []nft.Value{nft.NumValue(16385)}}
+	if err := kernel.Foreign(nft.ForeignChange{}, &nft.Transaction{Ops: []nft.Op{
+		{Kind: nft.OpAddRule, Family: nft.IPv4, Chain: &nft.Chain{Name: web}, Rule: &foreignRule},
+		{Kind: nft.OpDelElements, Family: nft.IPv4, Set: &nft.Set{Name: nftrules.EndpointMapName(nft.TCP, 1)}, Elements: []nft.Element{entry}},
+	}}); err != nil {
+		t.Fatal(err)
 	}
-	t4.Sets[m.Name] = partial
+	rs, err := kernel.ReadLive()
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := dump.FromRuleset(rs, nil)
 	var problems []string
 	for _, sp := range d.Services {

@@ -116,6 +116,14 @@ func (o *opsOptions) run(ctx context.Context, out io.Writer, opts *options, fs *
 	return errors.New("no command")
 }
 
+// ourTables is what the one-shot commands read (or remove) our tables
+// through: *nft.Reconciler, or in tests an nftfake.Fake.
+type ourTables interface {
+	ReadLive() (*nft.Ruleset, error)
+	ReadLiveWithoutElements(sets ...string) (*nft.Ruleset, error)
+	Cleanup() error
+}
+
 // openNftables opens the netlink connection a one-shot command reads (or
 // cleans) our tables with; closeNftables closes it when the command ends.
 func openNftables() (*nft.Reconciler, error) {

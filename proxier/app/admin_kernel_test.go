@@ -1,8 +1,6 @@
 package app
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -16,14 +14,9 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules/dump"
-	"github.com/nftproxy/nftproxy/nftrules/dump/schematest"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/localnet"
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -121,25 +114,11 @@ func TestKernelDump(t *testing.T) {
 	n.program(t, st)
 
 	t.Run("json matches the programmed Services and the documented schema", func(t *testing.T) {
-		out := mustRunCLI(t, n.node, "--dump", "--dump-format=json")
-		var doc any
-		if err := json.Unmarshal([]byte(out), &doc); err != nil {
-			t.Fatalf("output is not JSON: %v\n%s", err, out)
-		}
-		schema := schematest.Schema(t)
-		if errs := schematest.Validate(schema, schema, doc); len(errs) > 0 {
-			t.Fatalf("output violates docs/dump-schema.md:\n%s\n%s", strings.Join(errs, "\n"), out)
-		}
-		dec := json.NewDecoder(strings.NewReader(out))
-		dec.DisallowUnknownFields()
-		var d dump.Dump
-		if err := dec.Decode(&d); err != nil {
-			t.Fatal(err)
-		}
+		d := decodeDump(t, mustRunCLI(t, n.node, "--dump", "--dump-format=json"))
 		if d.SchemaVersion != dump.SchemaVersion || d.ComparedWithAPI || len(d.Tables) != 2 {
 			t.Errorf("header: version %d compared %v tables %d", d.SchemaVersion, d.ComparedWithAPI, len(d.Tables))
 		}
-		checkDumpHasState(t, &d, st)
+		checkDumpHasState(t, d, st)
 	})
 
 	t.Run("text names every Service, address and endpoint", func(t *testing.T) {
@@ -254,120 +233,12 @@ func normalizeBlock(b string) string {
 	})
 }
 
-// TestKernelDumpComparesWithAPI runs the dump against a fake API whose
-// objects differ from what is programmed in known ways.
+// TestKernelDumpComparesWithAPI: checkDumpComparesWithAPI on tables read
+// back from the kernel.
 func TestKernelDumpComparesWithAPI(t *testing.T) {
 	n := newCLINode(t, 0)
 	n.program(t, cliState())
-
-	ready := true
-	svc := func(name string, proto v1.Protocol, port int32, portName string, ips ...string) *v1.Service {
-		return &v1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "test", Name: name},
-			Spec: v1.ServiceSpec{Type: v1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips,
-				SessionAffinity: v1.ServiceAffinityNone,
-				Ports:           []v1.ServicePort{{Name: portName, Protocol: proto, Port: port}}},
-		}
-	}
-	slice := func(svcName, suffix string, at discovery.AddressType, proto v1.Protocol, portName string, port int32, addrs ...string) *discovery.EndpointSlice {
-		s := &discovery.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Namespace: "test", Name: svcName + "-" + suffix, Labels: map[string]string{discovery.LabelServiceName: svcName}},
-			AddressType: at,
-			Ports:       []discovery.EndpointPort{{Name: &portName, Protocol: &proto, Port: &port}},
-		}
-		for _, a := range addrs {
-			s.Endpoints = append(s.Endpoints, discovery.Endpoint{Addresses: []string{a}, Conditions: discovery.EndpointConditions{Ready: &ready, Serving: &ready}})
-		}
-		return s
-	}
-	objs := []runtime.Object{
-		// As programmed.
-		svc("web", v1.ProtocolTCP, 80, "", "10.96.0.10", "fd96::10"),
-		slice("web", "v4", discovery.AddressTypeIPv4, v1.ProtocolTCP, "", 8080, "10.244.1.10", "10.244.1.11", "10.244.1.12"),
-		slice("web", "v6", discovery.AddressTypeIPv6, v1.ProtocolTCP, "", 8080, "fd44::10", "fd44::11", "fd44::12"),
-		svc("empty", v1.ProtocolTCP, 80, "", "10.96.0.12", "fd96::12"),
-		// dns lost pod2 in the API.
-		svc("dns", v1.ProtocolUDP, 53, "dns", "10.96.0.11", "fd96::11"),
-		slice("dns", "v4", discovery.AddressTypeIPv4, v1.ProtocolUDP, "dns", 8080, "10.244.1.11"),
-		slice("dns", "v6", discovery.AddressTypeIPv6, v1.ProtocolUDP, "dns", 8080, "fd44::11"),
-		// new is not programmed.
-		svc("new", v1.ProtocolTCP, 9000, "", "10.96.0.90"),
-		slice("new", "v4", discovery.AddressTypeIPv4, v1.ProtocolTCP, "", 9000, "10.244.1.90"),
-		// udp-empty exists without endpoints: as programmed. The rest
-		// (self, web-udp, sig, other/far) is stale.
-		svc("udp-empty", v1.ProtocolUDP, 5353, "", "10.96.0.15"),
-	}
-	client := fake.NewSimpleClientset(objs...)
-	opts := &options{nodeName: "node", podRanges: cliClusterCIDRs}
-	o := &opsOptions{dump: true, dumpFormat: "json", masqueradeConfigured: true}
-	var buf bytes.Buffer
-	err := dumpTo(context.Background(), &buf, o, n.rec, func(ctx context.Context) (*model.State, error) {
-		return desiredFromClient(ctx, client, opts)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc any
-	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
-		t.Fatal(err)
-	}
-	schema := schematest.Schema(t)
-	if errs := schematest.Validate(schema, schema, doc); len(errs) > 0 {
-		t.Errorf("output violates docs/dump-schema.md:\n%s", strings.Join(errs, "\n"))
-	}
-	var d dump.Dump
-	if err := json.Unmarshal(buf.Bytes(), &d); err != nil {
-		t.Fatal(err)
-	}
-	if !d.ComparedWithAPI || d.Node != "node" {
-		t.Errorf("comparedWithAPI %v node %q", d.ComparedWithAPI, d.Node)
-	}
-	drift := map[string]string{}
-	for _, sp := range d.Services {
-		key := sp.Namespace + "/" + sp.Name + ":" + sp.PortName
-		drift[key] = strings.Join(sp.Drift, "; ")
-		if sp.Name == "empty" || sp.Name == "udp-empty" {
-			// Named through the API although the kernel does not record it.
-			for _, fe := range sp.Frontends {
-				if fe.Status != dump.StatusNoEndpoints || fe.Kind != dump.KindClusterIP {
-					t.Errorf("%s %s: %s %s", key, fe.Address, fe.Kind, fe.Status)
-				}
-			}
-		}
-		if sp.Name == "web" && (sp.API == nil || sp.API.Endpoints != 6 || sp.API.SessionAffinity != "None") {
-			t.Errorf("web API facts %+v", sp.API)
-		}
-	}
-	stale := "programmed, but the API has no such Service port (or gives it nothing to program): stale rules"
-	for key, want := range map[string]string{
-		"test/web:":         "",
-		"test/empty:":       "",
-		"test/udp-empty:":   "",
-		"test/dns:dns":      "ip 10.96.0.11: endpoints programmed but not in the API: 10.244.1.12:8080; ip6 fd96::11: endpoints programmed but not in the API: [fd44::12]:8080",
-		"test/new:":         "ip 10.96.0.90: not programmed; the API wants DNAT to 1 endpoint(s)",
-		"test/self:":        stale,
-		"test/web-udp:":     stale,
-		"test/sig:diameter": stale,
-		"other/far:p":       stale,
-		"test/np:":          stale,
-	} {
-		got, ok := drift[key]
-		if !ok {
-			t.Errorf("%s not in the dump (have %v)", key, drift)
-			continue
-		}
-		if got != want {
-			t.Errorf("%s drift:\n got %q\nwant %q", key, got, want)
-		}
-	}
-	for _, tb := range d.Tables {
-		if len(tb.Drift) > 0 {
-			t.Errorf("table %s: drift %v (the masquerade configuration is the programmed one)", tb.Family, tb.Drift)
-		}
-	}
-	if t.Failed() {
-		t.Logf("dump:\n%s", buf.String())
-	}
+	checkDumpComparesWithAPI(t, n.rec)
 }
 
 // traceAnswer is the result line of --trace.

@@ -8,7 +8,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nftproxy/nftproxy/nftrules/instance"
-	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/localnet"
 )
 
@@ -44,7 +43,7 @@ func runCleanup(out io.Writer, stateDir string, force bool) error {
 
 // cleanupWith deletes the tables rec manages, after restoring
 // route_localnet (so that it is never 1 without the guard rule).
-func cleanupWith(out io.Writer, rec *nft.Reconciler, stateDir string) error {
+func cleanupWith(out io.Writer, rec ourTables, stateDir string) error {
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("cleanup: read our tables: %w", err)

@@ -38,7 +38,7 @@ func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) e
 // the node should program (nil: no API, kernel view only). The kernel is
 // read first, so that the output shows the rules as they were before any
 // slow API call.
-func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec *nft.Reconciler, desired func(context.Context) (*model.State, error)) error {
+func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec ourTables, desired func(context.Context) (*model.State, error)) error {
 	start := time.Now()
 	var live *nft.Ruleset
 	var err error

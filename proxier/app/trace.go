@@ -87,7 +87,7 @@ func runTrace(out io.Writer, req traceRequest) error {
 }
 
 // traceWith traces pkt (its path decided) through the tables rec reads.
-func traceWith(out io.Writer, pkt trace.Packet, rec *nft.Reconciler) error {
+func traceWith(out io.Writer, pkt trace.Packet, rec ourTables) error {
 	live, err := rec.ReadLive()
 	if err != nil {
 		return fmt.Errorf("trace: read our tables: %w", err)

@@ -13,4 +13,13 @@
 //   - Reconciler: reads our tables back into a Ruleset (typed by the
 //     Layout that made them), applies a Transaction as one atomic netlink
 //     batch, and watches for other processes changing our tables.
+//
+// Tests without a kernel use package nftfake (nftrules/nft/nftfake): an
+// in-memory kernel driven like the Reconciler (Sync, Verify,
+// WatchForeign, ReadLive, Cleanup) that applies each Transaction
+// atomically and refuses what the kernel refuses (a missing object, an
+// element that exists with another value, a chain or set still in use),
+// records every transaction, fails on demand and renders itself with
+// Ruleset.Render. It is a separate package because it needs only this
+// package's exported API.
 package nft

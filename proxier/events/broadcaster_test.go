@@ -3,7 +3,6 @@ package events_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +13,10 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/nftproxy/nftproxy/informers"
-	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/events"
 )
-
-// reconciler fails while failing is set.
-type reconciler struct {
-	mu      sync.Mutex
-	failing bool
-}
-
-func (r *reconciler) Sync(context.Context, *nft.Ruleset, bool) (nft.SyncResult, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.failing {
-		return nft.SyncResult{}, errors.New("injected netlink failure")
-	}
-	return nft.SyncResult{}, nil
-}
 
 // TestEventsThroughTheAPI runs a real proxier on a fake clientset with the
 // real broadcaster: a malformed Service gets a Warning Event (with its
@@ -60,7 +44,8 @@ func TestEventsThroughTheAPI(t *testing.T) {
 	b, rec := events.StartBroadcaster(ctx, client, node)
 	defer b.Shutdown()
 	r := events.New(rec, node, inf.Service, nil)
-	kernel := &reconciler{failing: true}
+	kernel := nftfake.New()
+	kernel.FailNext(errors.New("injected netlink failure")) // the first sync
 	p, err := proxier.New(proxier.Config{NodeName: node, SyncPeriod: time.Hour, OnReject: r.Reject, OnSync: r.SyncDone}, inf, tracker, kernel)
 	if err != nil {
 		t.Fatal(err)
@@ -77,10 +62,7 @@ func TestEventsThroughTheAPI(t *testing.T) {
 	if nodeEvent.Type != v1.EventTypeWarning || nodeEvent.InvolvedObject.UID != node {
 		t.Errorf("Node event %+v", nodeEvent)
 	}
-	kernel.mu.Lock()
-	kernel.failing = false
-	kernel.mu.Unlock()
-	// The runner retries after its 1 s backoff.
+	// The runner retries after its 1 s backoff, and the fake accepts it.
 	waitEvent(t, client, metav1.NamespaceDefault, "Node", node, events.ReasonSyncRecovered)
 }
 

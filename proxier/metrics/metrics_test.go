@@ -25,31 +25,11 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/nftproxy/nftproxy/informers"
-	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/metrics"
 	pmodel "github.com/nftproxy/nftproxy/proxier/model"
 )
-
-// failingReconciler fails the syncs whose (1-based) number is in fail.
-type failingReconciler struct {
-	mu    sync.Mutex
-	n     int
-	fail  map[int]bool
-	delay time.Duration
-}
-
-func (f *failingReconciler) Sync(ctx context.Context, _ *nft.Ruleset, full bool) (nft.SyncResult, error) {
-	f.mu.Lock()
-	f.n++
-	fail := f.fail[f.n]
-	f.mu.Unlock()
-	time.Sleep(f.delay) // so that durations are observably non-zero
-	if fail {
-		return nft.SyncResult{}, errors.New("injected failure")
-	}
-	return nft.SyncResult{Full: full, Objects: 7, Messages: 3}, nil
-}
 
 const node = "node-a"
 
@@ -74,7 +54,7 @@ func localService(name string) (*v1.Service, *discovery.EndpointSlice) {
 }
 
 // TestScrapeAfterSyncs drives a real Proxier (fake clientset, real
-// informers, fake reconciler whose second sync fails) and scrapes /metrics.
+// informers, the fake kernel of nftfake failing the second sync) and scrapes /metrics.
 func TestScrapeAfterSyncs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -94,7 +74,11 @@ func TestScrapeAfterSyncs(t *testing.T) {
 	m := metrics.New(tracker)
 	var mu sync.Mutex
 	var infos []proxier.SyncInfo
-	rec := &failingReconciler{fail: map[int]bool{2: true}, delay: 2 * time.Millisecond}
+	rec := nftfake.New()
+	rec.BeforeSync = func(context.Context) error {
+		time.Sleep(2 * time.Millisecond) // so that durations are observably non-zero
+		return nil
+	}
 	p, err := proxier.New(proxier.Config{
 		NodeName: node, SyncPeriod: time.Hour,
 		OnSync: func(i proxier.SyncInfo) {
@@ -115,6 +99,7 @@ func TestScrapeAfterSyncs(t *testing.T) {
 	waitFor(t, "the initial full sync", func() bool { return nSyncs() >= 1 })
 	// A change: a partial sync, which fails, then a full retry (after the
 	// runner's 1 s backoff) that succeeds.
+	rec.FailNext(errors.New("injected failure"))
 	svc2, eps2 := localService("api")
 	svc2.Spec.ClusterIP, svc2.Spec.ClusterIPs = "10.96.0.11", []string{"10.96.0.11"}
 	if _, err := client.CoreV1().Services("ns").Create(ctx, svc2, metav1.CreateOptions{}); err != nil {

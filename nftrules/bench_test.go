@@ -13,6 +13,7 @@ import (
 
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
+	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
@@ -70,6 +71,41 @@ func BenchmarkBuildDiffOneEndpointChange10kx10(b *testing.B) {
 			b.Fatalf("one endpoint change: %d objects", tx.Objects())
 		}
 		live = desired
+	}
+}
+
+// BenchmarkFakeColdSync1kx10 is what the fake kernel (nftfake) costs the
+// tests that use it: a first Sync of 1k Services x 10 endpoints, Build
+// excluded.
+func BenchmarkFakeColdSync1kx10(b *testing.B) {
+	built := nftrules.Build(scaleState(1000, 10))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := nftfake.New().Sync(context.Background(), built, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFakeSyncOneEndpointChange10kx10: a partial Sync of a changed
+// endpoint into a fake holding 10k Services x 10 endpoints, Build
+// included (as in BenchmarkBuildDiffOneEndpointChange10kx10).
+func BenchmarkFakeSyncOneEndpointChange10kx10(b *testing.B) {
+	ctx := context.Background()
+	st := scaleState(10000, 10)
+	builder := nftrules.NewBuilder()
+	kernel := nftfake.New()
+	if _, err := kernel.Sync(ctx, builder.Build(st), false); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	round := 0
+	for b.Loop() {
+		round++
+		changeOneEndpoint(st, 5000, round)
+		if res, err := kernel.Sync(ctx, builder.Build(st), false); err != nil || res.Objects > 8 {
+			b.Fatalf("one endpoint change: %+v, %v", res, err)
+		}
 	}
 }
 

@@ -2,13 +2,15 @@
 // Fake holds our tables and is driven like *nft.Reconciler (Sync, Verify,
 // WatchForeign, ReadLive, ReadLiveWithoutElements, Cleanup), so that the
 // proxier, --dump, --cleanup and the Builder's diffs are tested without
-// root and in microseconds. The kernel tests stay the proof with packets;
+// root, in milliseconds. The kernel tests stay the proof with packets;
 // the fake is for speed and for the edge cases a kernel cannot be made to
 // show on demand (a refused transaction, a failing sync, a foreign edit).
 //
 // Each transaction is applied as the kernel applies a netlink batch: op
 // by op, each seeing what the ops before it did, and atomically: if one op
-// is refused the state is unchanged and the error names the op, wrapping
+// is refused, the changes of the ops before it are undone (from a log, so
+// a transaction costs what it changes, not the size of the sets it
+// touches), the state is as before and the error names the op, wrapping
 // the errno the kernel answers with (errors.Is(err, unix.EBUSY)). Refused,
 // as by the kernel:
 //

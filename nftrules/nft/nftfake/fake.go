@@ -128,16 +128,16 @@ func (f *Fake) record(rec Record, tx *nft.Transaction) error {
 	return err
 }
 
-// commit applies every op of tx in order to a copy-on-write view of the
-// state and makes it the state only if the kernel accepted all of them.
+// commit applies every op of tx in order, and undoes them all if the
+// kernel refuses one.
 func (f *Fake) commit(tx *nft.Transaction) error {
 	x := f.kernel.begin()
 	for i, op := range tx.Ops {
 		if err := x.apply(op); err != nil {
+			x.rollback()
 			return fmt.Errorf("op %d of %d (%s): %w", i+1, len(tx.Ops), describe(op), err)
 		}
 	}
-	f.kernel.commit(x)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package nftfake
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
@@ -11,17 +10,12 @@ import (
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
-// kernel is the fake's nftables state: our table of each family. Objects
-// are shared between successive states and copied on first write within a
-// transaction (gen), so that a refused transaction leaves the committed
-// state untouched without copying every element of every set for it.
+// kernel is the fake's nftables state: our table of each family.
 type kernel struct {
-	gen    uint64 // of the last transaction begun
 	tables map[nft.Family]*table
 }
 
 type table struct {
-	gen    uint64
 	chains map[string]*chain
 	sets   map[string]*set
 	// chainUses and setUses count the rules and verdict elements naming a
@@ -32,7 +26,6 @@ type table struct {
 }
 
 type chain struct {
-	gen   uint64
 	base  *nft.BaseChain
 	rules []rule
 }
@@ -43,7 +36,6 @@ type rule struct {
 }
 
 type set struct {
-	gen   uint64
 	shape *nft.Set // the type as committed, without elements
 	elems map[string]nft.Element
 }
@@ -96,23 +88,55 @@ func refsOf(f nft.Family, r nft.Rule) []ref {
 	return out
 }
 
-// txn is one transaction being applied to a copy-on-write view of a
-// kernel state; commit makes it the state.
+// txn applies one transaction to the state in place and logs how to undo
+// each change, so that a refused transaction is rolled back: the cost is
+// that of the changes, not of the sets they touch.
 type txn struct {
-	gen    uint64
-	tables map[nft.Family]*table
+	k    *kernel
+	undo []func()
 }
 
 func (k *kernel) begin() *txn {
-	k.gen++
-	x := &txn{gen: k.gen, tables: maps.Clone(k.tables)}
-	if x.tables == nil {
-		x.tables = map[nft.Family]*table{}
+	if k.tables == nil {
+		k.tables = map[nft.Family]*table{}
 	}
-	return x
+	return &txn{k: k}
 }
 
-func (k *kernel) commit(x *txn) { k.tables = x.tables }
+func (x *txn) rollback() {
+	for i := len(x.undo) - 1; i >= 0; i-- {
+		x.undo[i]()
+	}
+}
+
+// put sets m[key] to v, or deletes it if del, undoably.
+func put[K comparable, V any](x *txn, m map[K]V, key K, v V, del bool) {
+	old, had := m[key]
+	if del {
+		delete(m, key)
+	} else {
+		m[key] = v
+	}
+	x.undo = append(x.undo, func() {
+		if had {
+			m[key] = old
+		} else {
+			delete(m, key)
+		}
+	})
+}
+
+// use adds delta to a use counter, undoably.
+func (x *txn) use(m map[string]int, name string, delta int) {
+	put(x, m, name, m[name]+delta, false)
+}
+
+// setRules replaces a chain's rules, undoably.
+func (x *txn) setRules(c *chain, rules []rule) {
+	old := c.rules
+	c.rules = rules
+	x.undo = append(x.undo, func() { c.rules = old })
+}
 
 // rejection is the error of an op the kernel refuses, with the errno the
 // kernel answers it with.
@@ -120,93 +144,63 @@ func rejection(errno unix.Errno, format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), errno)
 }
 
-// mutTable returns the family's table, writable in this transaction.
-func (x *txn) mutTable(f nft.Family) *table {
-	t := x.tables[f]
-	if t.gen != x.gen {
-		t = &table{gen: x.gen, chains: maps.Clone(t.chains), sets: maps.Clone(t.sets),
-			chainUses: maps.Clone(t.chainUses), setUses: maps.Clone(t.setUses)}
-		x.tables[f] = t
-	}
-	return t
-}
-
-func (x *txn) mutChain(t *table, name string) *chain {
-	c := t.chains[name]
-	if c.gen != x.gen {
-		c = &chain{gen: x.gen, base: c.base, rules: slices.Clone(c.rules)}
-		t.chains[name] = c
-	}
-	return c
-}
-
-func (x *txn) mutSet(t *table, name string) *set {
-	s := t.sets[name]
-	if s.gen != x.gen {
-		s = &set{gen: x.gen, shape: s.shape, elems: maps.Clone(s.elems)}
-		t.sets[name] = s
-	}
-	return s
-}
-
 // apply applies one op the way the kernel validates it within a batch:
 // in order, each op seeing what the ops before it did.
 func (x *txn) apply(op nft.Op) error {
 	f := op.Family
 	if op.Kind == nft.OpAddTable {
-		if _, ok := x.tables[f]; !ok {
-			x.tables[f] = &table{gen: x.gen, chains: map[string]*chain{}, sets: map[string]*set{},
-				chainUses: map[string]int{}, setUses: map[string]int{}}
+		if _, ok := x.k.tables[f]; !ok {
+			put(x, x.k.tables, f, &table{chains: map[string]*chain{}, sets: map[string]*set{},
+				chainUses: map[string]int{}, setUses: map[string]int{}}, false)
 		}
 		return nil
 	}
-	t, ok := x.tables[f]
+	t, ok := x.k.tables[f]
 	if !ok {
 		return rejection(unix.ENOENT, "no table %s %s", f, nft.TableName)
 	}
 	switch op.Kind {
 	case nft.OpDelTable:
-		delete(x.tables, f) // with everything in it
+		put(x, x.k.tables, f, nil, true) // with everything in it
 		return nil
 	case nft.OpAddSet:
-		return x.addSet(t, f, op.Set)
+		return x.addSet(t, op.Set)
 	case nft.OpDelSet:
-		return x.delSet(t, f, op.Set.Name)
+		return x.delSet(t, op.Set.Name)
 	case nft.OpAddChain:
-		return x.addChain(t, f, op.Chain)
+		return x.addChain(t, op.Chain)
 	case nft.OpFlushChain:
 		if t.chains[op.Chain.Name] == nil {
 			return rejection(unix.ENOENT, "no chain %s", op.Chain.Name)
 		}
-		t = x.mutTable(f)
-		c := x.mutChain(t, op.Chain.Name)
+		c := t.chains[op.Chain.Name]
 		for _, r := range c.rules {
-			release(t, r.refs)
+			x.release(t, r.refs)
 		}
-		c.rules = nil
+		x.setRules(c, nil)
 		return nil
 	case nft.OpDelChain:
-		return x.delChain(t, f, op.Chain.Name)
+		return x.delChain(t, op.Chain.Name)
 	case nft.OpAddRule:
 		return x.addRule(t, f, op.Chain.Name, *op.Rule)
 	case nft.OpAddElements:
-		return x.addElements(t, f, op.Set.Name, op.Elements)
+		return x.addElements(t, op.Set.Name, op.Elements)
 	case nft.OpDelElements:
-		return x.delElements(t, f, op.Set.Name, op.Elements)
+		return x.delElements(t, op.Set.Name, op.Elements)
 	}
 	return rejection(unix.EINVAL, "unknown op %d", op.Kind)
 }
 
 // addSet adds a set; adding one that exists keeps its elements, and is
 // refused when the type differs (the kernel does not change a set's type).
-func (x *txn) addSet(t *table, f nft.Family, s *nft.Set) error {
+func (x *txn) addSet(t *table, s *nft.Set) error {
 	if have, ok := t.sets[s.Name]; ok {
 		if !have.shape.SameShape(s) {
 			return rejection(unix.EEXIST, "set %s exists with another type", s.Name)
 		}
 		return nil
 	}
-	x.mutTable(f).sets[s.Name] = &set{gen: x.gen, shape: shapeOf(s), elems: map[string]nft.Element{}}
+	put(x, t.sets, s.Name, &set{shape: shapeOf(s), elems: map[string]nft.Element{}}, false)
 	return nil
 }
 
@@ -218,7 +212,7 @@ func shapeOf(s *nft.Set) *nft.Set {
 
 // delSet deletes a set no rule uses; its verdict elements release the
 // chains they name.
-func (x *txn) delSet(t *table, f nft.Family, name string) error {
+func (x *txn) delSet(t *table, name string) error {
 	s, ok := t.sets[name]
 	if !ok {
 		return rejection(unix.ENOENT, "no set %s", name)
@@ -226,18 +220,16 @@ func (x *txn) delSet(t *table, f nft.Family, name string) error {
 	if n := t.setUses[name]; n > 0 {
 		return rejection(unix.EBUSY, "set %s is used by %d rule(s)", name, n)
 	}
-	t = x.mutTable(f)
 	for _, e := range s.elems {
-		releaseVerdict(t, e)
+		x.releaseVerdict(t, e)
 	}
-	delete(t.sets, name)
-	delete(t.setUses, name)
+	put(x, t.sets, name, nil, true)
 	return nil
 }
 
 // addChain adds a chain; adding one that exists keeps its rules, and is
 // refused when it would change the hook of a chain.
-func (x *txn) addChain(t *table, f nft.Family, c *nft.Chain) error {
+func (x *txn) addChain(t *table, c *nft.Chain) error {
 	if have, ok := t.chains[c.Name]; ok {
 		if c.Base != nil && (have.base == nil || *have.base != *c.Base) {
 			return rejection(unix.EEXIST, "chain %s exists with another hook", c.Name)
@@ -249,14 +241,14 @@ func (x *txn) addChain(t *table, f nft.Family, c *nft.Chain) error {
 		b := *c.Base
 		base = &b
 	}
-	x.mutTable(f).chains[c.Name] = &chain{gen: x.gen, base: base}
+	put(x, t.chains, c.Name, &chain{base: base}, false)
 	return nil
 }
 
 // delChain deletes a chain without rules that nothing jumps to. (Recent
 // kernels delete a chain's rules with it; older ones refuse, as the fake
 // does: Diff flushes a chain before deleting it, which both accept.)
-func (x *txn) delChain(t *table, f nft.Family, name string) error {
+func (x *txn) delChain(t *table, name string) error {
 	c, ok := t.chains[name]
 	if !ok {
 		return rejection(unix.ENOENT, "no chain %s", name)
@@ -267,9 +259,7 @@ func (x *txn) delChain(t *table, f nft.Family, name string) error {
 	if n := t.chainUses[name]; n > 0 {
 		return rejection(unix.EBUSY, "chain %s is still jumped to by %d rule(s) or element(s)", name, n)
 	}
-	t = x.mutTable(f)
-	delete(t.chains, name)
-	delete(t.chainUses, name)
+	put(x, t.chains, name, nil, true)
 	return nil
 }
 
@@ -285,15 +275,10 @@ func (x *txn) addRule(t *table, f nft.Family, name string, r nft.Rule) error {
 			return err
 		}
 	}
-	t = x.mutTable(f)
-	c := x.mutChain(t, name)
-	c.rules = append(c.rules, rule{rule: r, refs: refs})
+	c := t.chains[name]
+	x.setRules(c, append(c.rules, rule{rule: r, refs: refs}))
 	for _, rf := range refs {
-		if rf.kind == refChain {
-			t.chainUses[rf.name]++
-		} else {
-			t.setUses[rf.name]++
-		}
+		x.use(t.uses(rf), rf.name, 1)
 	}
 	return nil
 }
@@ -330,32 +315,34 @@ func (t *table) checkTarget(name string) error {
 	return nil
 }
 
+// uses returns the use counters of the kind of object rf names.
+func (t *table) uses(rf ref) map[string]int {
+	if rf.kind == refChain {
+		return t.chainUses
+	}
+	return t.setUses
+}
+
 // release drops the uses a removed rule held.
-func release(t *table, refs []ref) {
+func (x *txn) release(t *table, refs []ref) {
 	for _, rf := range refs {
-		if rf.kind == refChain {
-			t.chainUses[rf.name]--
-		} else {
-			t.setUses[rf.name]--
-		}
+		x.use(t.uses(rf), rf.name, -1)
 	}
 }
 
-func releaseVerdict(t *table, e nft.Element) {
+func (x *txn) releaseVerdict(t *table, e nft.Element) {
 	if e.Verdict != nil && e.Verdict.Chain != "" {
-		t.chainUses[e.Verdict.Chain]--
+		x.use(t.chainUses, e.Verdict.Chain, -1)
 	}
 }
 
 // addElements adds elements of the set's type; an element that exists
 // with the same value is left alone, with another value refused.
-func (x *txn) addElements(t *table, f nft.Family, name string, els []nft.Element) error {
+func (x *txn) addElements(t *table, name string, els []nft.Element) error {
 	s, ok := t.sets[name]
 	if !ok {
 		return rejection(unix.ENOENT, "no set %s", name)
 	}
-	t = x.mutTable(f)
-	s = x.mutSet(t, name)
 	for _, e := range els {
 		key := e.KeyString()
 		if len(e.Key) != len(s.shape.Key) || (e.Verdict != nil) != s.shape.Verdict || (len(e.Data) > 0) != (len(s.shape.Data) > 0) {
@@ -371,28 +358,27 @@ func (x *txn) addElements(t *table, f nft.Family, name string, els []nft.Element
 			if err := t.checkTarget(e.Verdict.Chain); err != nil {
 				return fmt.Errorf("element %s of %s: %w", key, name, err)
 			}
-			t.chainUses[e.Verdict.Chain]++
+			x.use(t.chainUses, e.Verdict.Chain, 1)
 		}
-		s.elems[key] = e
+		put(x, s.elems, key, e, false)
 	}
 	return nil
 }
 
 // delElements deletes elements by key; each must exist.
-func (x *txn) delElements(t *table, f nft.Family, name string, els []nft.Element) error {
-	if _, ok := t.sets[name]; !ok {
+func (x *txn) delElements(t *table, name string, els []nft.Element) error {
+	s, ok := t.sets[name]
+	if !ok {
 		return rejection(unix.ENOENT, "no set %s", name)
 	}
-	t = x.mutTable(f)
-	s := x.mutSet(t, name)
 	for _, e := range els {
 		key := e.KeyString()
 		have, ok := s.elems[key]
 		if !ok {
 			return rejection(unix.ENOENT, "no element %s in %s", key, name)
 		}
-		releaseVerdict(t, have)
-		delete(s.elems, key)
+		x.releaseVerdict(t, have)
+		put(x, s.elems, key, nft.Element{}, true)
 	}
 	return nil
 }

@@ -114,9 +114,15 @@ func TestInformersRecordChanges(t *testing.T) {
 	if err := client.CoreV1().Services("ns").Delete(ctx, "c", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// One informer's handler sees its events in order: once d is
+	// recorded, c's deletion has been too (else it could be recorded after
+	// the Take below).
+	if _, err := client.CoreV1().Services("ns").Create(ctx, svcObj("d", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		s, e := tr.Pending()
-		return s == 1 && e == 2, nil
+		return s == 2 && e == 2, nil
 	})
 	if err != nil {
 		s, e := tr.Pending()

@@ -50,8 +50,9 @@ const indexByService = "service"
 // t. Nothing runs before Start.
 //
 // Their list and watch calls wait out an unreachable apiserver themselves
-// (see retry.go): client-go's reflector would back off for up to a minute
-// and see the apiserver's return that late.
+// and their watches survive a lost connection and an expired
+// resourceVersion (see retry.go, resume.go): client-go's reflector would
+// back off for up to a minute and see the apiserver's return that late.
 func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("informers: node name is required")
@@ -109,21 +110,21 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 
 // newInformer is a shared informer of one resource whose list and watch
 // calls (with tweak applied to their options) retry an unreachable
-// apiserver. Like client-go's generated informers, it streams the initial
+// apiserver and whose watches resume after they end. Like client-go's generated informers, it streams the initial
 // list (WatchList) only where the client supports it.
 func newInformer[L runtime.Object](client kubernetes.Interface, obj runtime.Object, tweak func(*metav1.ListOptions),
 	list func(context.Context, metav1.ListOptions) (L, error),
 	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), indexers cache.Indexers) cache.SharedIndexInformer {
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+	r := newResumer(obj,
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			tweak(&o)
 			return retryUnreachable(ctx, func() (runtime.Object, error) { return list(ctx, o) })
 		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			tweak(&o)
 			return retryUnreachable(ctx, func() (watch.Interface, error) { return watchFn(ctx, o) })
-		},
-	}
+		})
+	lw := &cache.ListWatch{ListWithContextFunc: r.List, WatchFuncWithContext: r.Watch}
 	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
 		cache.SharedIndexInformerOptions{Indexers: indexers})
 	// Keep only what the proxy reads (trim.go); set before Run, never fails.

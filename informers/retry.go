@@ -23,6 +23,17 @@ import (
 // informer while the apiserver is away; the reflector's backoff would
 // have tried every 30 to 60 s. After an outage the apiserver's return is
 // seen within 1.5 s.)
+//
+// Hiding failed calls is not enough: the reflector also waits whenever
+// its list-and-watch returns, which it does when a watch ends with an
+// error (the apiserver's connection broke) or with its resourceVersion
+// expired (a restarted apiserver's new watch cache), and each of those
+// steps the same backoff. Three restarts in two minutes had it asleep
+// through the third outage and 5 s past it. So the watch the reflector
+// gets outlives its connection (resume.go): re-opened from the last
+// resourceVersion delivered, and after an expiry relisted by us, the
+// differences delivered as watch events. The reflector's list-and-watch
+// returns only for errors an answering apiserver keeps returning.
 
 // Retry pacing of an unreachable apiserver.
 var (

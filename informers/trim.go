@@ -30,6 +30,19 @@ func trim(obj any) (any, error) {
 	return obj, nil
 }
 
+// keptLabels are the labels the cache keeps of obj (the map itself):
+// a slice's service-name label, the Node's zone label; a Service's were
+// only needed by the API server's label selector.
+func keptLabels(obj any) map[string]string {
+	switch o := obj.(type) {
+	case *discovery.EndpointSlice:
+		return o.Labels
+	case *v1.Node:
+		return o.Labels
+	}
+	return nil
+}
+
 // trimMeta keeps identity (Events refer to the object by UID and
 // resourceVersion; handlers compare resourceVersions), the given labels
 // and the deletion timestamp (healthz fails while the Node is being
@@ -45,7 +58,7 @@ func trimService(s *v1.Service) *v1.Service {
 	spec := s.Spec
 	spec.Selector = nil // endpoints come from EndpointSlices
 	return &v1.Service{
-		ObjectMeta: trimMeta(&s.ObjectMeta, nil), // labels: selected by the API server
+		ObjectMeta: trimMeta(&s.ObjectMeta, keptLabels(s)),
 		Spec:       spec,
 		Status:     v1.ServiceStatus{LoadBalancer: s.Status.LoadBalancer},
 	}
@@ -53,7 +66,7 @@ func trimService(s *v1.Service) *v1.Service {
 
 func trimSlice(s *discovery.EndpointSlice) *discovery.EndpointSlice {
 	out := &discovery.EndpointSlice{
-		ObjectMeta:  trimMeta(&s.ObjectMeta, s.Labels), // the service-name label
+		ObjectMeta:  trimMeta(&s.ObjectMeta, keptLabels(s)),
 		AddressType: s.AddressType,
 		Ports:       s.Ports,
 		Endpoints:   s.Endpoints,
@@ -115,7 +128,7 @@ func (in *interner) get(s *string) *string {
 
 func trimNode(n *v1.Node) *v1.Node {
 	return &v1.Node{
-		ObjectMeta: trimMeta(&n.ObjectMeta, n.Labels), // the zone label
+		ObjectMeta: trimMeta(&n.ObjectMeta, keptLabels(n)),
 		Spec:       v1.NodeSpec{Taints: n.Spec.Taints},
 		Status:     v1.NodeStatus{Addresses: n.Status.Addresses},
 	}

@@ -262,12 +262,13 @@ func (w *resumingWatch) relist(ctx context.Context) (string, error) {
 	}
 	w.r.mu.Unlock()
 	events = append(events, watch.Event{Type: watch.Bookmark, Object: w.tombstone("", knownObject{}, lm.GetResourceVersion())})
-	klog.InfoS("Relisted after the watch's resourceVersion expired", "type", w.r.objType, "objects", len(items), "changes", len(events)-1)
 	for _, ev := range events {
 		if !w.send(ctx, ev) {
 			return "", ctx.Err()
 		}
 	}
+	// Worded as the reflector's own line after a list (logs are read for it).
+	klog.InfoS("Caches populated by a relist: the watch's resourceVersion expired", "type", w.r.objType, "objects", len(items), "changes", len(events)-1)
 	w.r.mu.Lock()
 	w.r.known = now
 	w.r.mu.Unlock()

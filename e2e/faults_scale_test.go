@@ -49,11 +49,14 @@ const (
 func TestFaultScale(t *testing.T) {
 	services, churnFor, sampleEvery, settleLimit := 2000, 10*time.Second, 100, 30*time.Second
 	if os.Getenv("NFTPROXY_FAULT_SCALE") == "1" {
-		// A periodic full resync of 50,000 Services takes minutes on this
-		// machine and holds back the changes meanwhile (docs/reliability.md).
+		// Generous: the periodic check no longer holds changes back (they
+		// settled 1.2 s after the churn on 2026-12-01), but the machine is
+		// shared and a settle time is a figure here, not the property.
 		services, churnFor, sampleEvery, settleLimit = 50000, time.Minute, 1000, 10*time.Minute
 	}
-	l := startLab(t, lab.Options{Mode: lab.Routed, Nodes: 2, Prefix: "nftfs-"})
+	// The sync pacing users get (by cost), not the lab's fixed 250 ms:
+	// the figures are the users' ones.
+	l := startLab(t, lab.Options{Mode: lab.Routed, Nodes: 2, Prefix: "nftfs-", DefaultPacing: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Minute)
 	defer cancel()
 	deploy(t, ctx, l, pods{"client", 1, []string{"node-1"}}, pods{"web", scaleEndpoints, []string{"node-1"}})
@@ -167,10 +170,11 @@ func TestFaultScale(t *testing.T) {
 			partial = append(partial, s.duration)
 		}
 	}
+	checks, differed, leftOver := checkLines(logFrom(l, "node-1", churnLog))
 	rss, _ := peakRSS(l.ProxyPID("node-1"))
 	latency := histogramQuantiles(ctx, l, "node-1", "kubeproxy_network_programming_duration_seconds", 0.5, 0.99)
-	t.Logf("churn: %d endpoint changes in %v (%.0f/s, %d refused by the apiserver); %d syncs: partial %s, full %s; all programmed %v after the churn ended; network programming latency p50 %s p99 %s (whole run); /healthz and /livez meanwhile %v; peak RSS %.0f MiB",
-		ch.done, churnFor, float64(ch.done)/churnFor.Seconds(), ch.failed, len(partial)+len(full), durStats(partial), durStats(full), settled.Round(time.Millisecond), latency[0], latency[1], health.codes, rss)
+	t.Logf("churn: %d endpoint changes in %v (%.0f/s, %d refused by the apiserver); %d syncs: partial %s, full %s; periodic checks %s (%d found a difference, %d steps left for the next period); all programmed %v after the churn ended; network programming latency p50 %s p99 %s (whole run); /healthz and /livez meanwhile %v; peak RSS %.0f MiB",
+		ch.done, churnFor, float64(ch.done)/churnFor.Seconds(), ch.failed, len(partial)+len(full), durStats(partial), durStats(full), durStats(checks), differed, leftOver, settled.Round(time.Millisecond), latency[0], latency[1], health.codes, rss)
 	if ch.failed > ch.done/100 {
 		t.Errorf("the apiserver refused %d of %d changes: the churn did not happen", ch.failed, ch.done+ch.failed)
 	}
@@ -185,9 +189,9 @@ func TestFaultScale(t *testing.T) {
 	if v, err := metric(ctx, l, "node-1", "kubeproxy_sync_proxy_rules_nftables_sync_failures_total"); err != nil || v != 0 {
 		t.Errorf("failed transactions: %v (%v), want 0", v, err)
 	}
-	t.Logf("FIGURES scenario 6 (%d Services × %d endpoints): API load %v; cold start %v (informers %v, first sync %v, %d objects in %d messages); churn %d changes/s for %v: %d syncs, partial %s, full %s, settled %v after the last change; programming latency p50 %s p99 %s; health %v; peak RSS %.0f MiB; failed syncs 0",
+	t.Logf("FIGURES scenario 6 (%d Services × %d endpoints): API load %v; cold start %v (informers %v, first sync %v, %d objects in %d messages); churn %d changes/s for %v: %d syncs, partial %s, full %s, checks %s, settled %v after the last change; programming latency p50 %s p99 %s; health %v; peak RSS %.0f MiB; failed syncs 0",
 		services, scaleEndpoints, loadTime.Round(time.Second), coldStart.Round(time.Millisecond), informersSynced.Round(time.Millisecond), first.duration.Round(time.Millisecond), first.objects, first.messages,
-		scaleChangesPerS, churnFor, len(partial)+len(full), durStats(partial), durStats(full), settled.Round(time.Millisecond), latency[0], latency[1], health.codes, max(rss, rssCold))
+		scaleChangesPerS, churnFor, len(partial)+len(full), durStats(partial), durStats(full), durStats(checks), settled.Round(time.Millisecond), latency[0], latency[1], health.codes, max(rss, rssCold))
 }
 
 // scaleRun holds the loaded Services.
@@ -419,6 +423,23 @@ func syncLines(log string) []syncLine {
 		out = append(out, s)
 	}
 	return out
+}
+
+var checkRE = regexp.MustCompile(`"Checked the rules in the kernel" same=(true|false) duration="([^"]+)"`)
+
+// checkLines are the periodic checks of the kernel (runner.verify, -v=2):
+// their durations, how many found a difference, and how many of their
+// steps were left for the next period because our commits kept changing
+// what they read.
+func checkLines(log string) (took []time.Duration, differed, leftOver int) {
+	for _, m := range checkRE.FindAllStringSubmatch(log, -1) {
+		d, _ := time.ParseDuration(m[2])
+		took = append(took, d)
+		if m[1] == "false" {
+			differed++
+		}
+	}
+	return took, differed, strings.Count(log, "left for the next period")
 }
 
 // klogTime is the time of day of the first log line containing what

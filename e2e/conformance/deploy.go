@@ -91,13 +91,22 @@ func (c *cluster) waitProxy(ctx context.Context, ds, table string) error {
 	}
 	pods, _ := c.kubectl(ctx, "", "-n", "kube-system", "get", "pods", "-l", "k8s-app="+ds, "-o", "wide")
 	step("%s pods:\n%s", ds, pods)
+	// Ready is not programmed: kubeadm's kube-proxy DaemonSet has no
+	// readiness probe, so its pods are Ready a second after they start,
+	// before kube-proxy has listed anything or written its table.
 	for _, n := range c.l.Nodes() {
-		rules, err := c.l.NodeRules(n.Name)
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(rules, "table ip "+table) {
-			return fmt.Errorf("no %s table on %s:\n%s", ds, n.Name, rules)
+		for {
+			rules, err := c.l.NodeRules(n.Name)
+			if err != nil {
+				return err
+			}
+			if strings.Contains(rules, "table ip "+table) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no %s table on %s:\n%s", ds, n.Name, rules)
+			}
+			time.Sleep(time.Second)
 		}
 	}
 	return nil

@@ -67,7 +67,7 @@ func TestDiffRunsListsDifferencesFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(out.String(), "\n")
-	if n != 1 || !strings.HasPrefix(lines[1], "FAILED     passed      [sig-network] DNS should provide DNS for services") {
+	if n != 1 || lines[1] != "FAILED        1.5  passed        1.5  [sig-network] DNS should provide DNS for services [Conformance]" {
 		t.Errorf("%d differences:\n%s", n, out.String())
 	}
 }

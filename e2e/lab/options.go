@@ -45,6 +45,10 @@ type Options struct {
 	ProxyBinary string
 	// ProxyArgs are extra flags for every nftproxy (e.g. --masquerade-all).
 	ProxyArgs []string
+	// DefaultPacing runs nftproxy without the lab's --min-sync-period
+	// (LabMinSyncPeriod), i.e. with the sync pacing users get by default
+	// (by cost), for figures meant to be the users' ones.
+	DefaultPacing bool
 	// NoProxy starts no nftproxy (for checking the lab itself).
 	NoProxy bool
 	// RealKubelets makes a real-kubelet cluster instead of the namespace

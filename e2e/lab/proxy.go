@@ -101,18 +101,21 @@ func (l *Lab) StartProxyWith(ctx context.Context, node string, wait time.Duratio
 	if n.proxy != nil && !n.proxy.d.Proc.Exited() {
 		return fmt.Errorf("lab: nftproxy already runs on %s", node)
 	}
-	args := append([]string{l.bins.NFTProxy,
+	args := []string{l.bins.NFTProxy,
 		"--kubeconfig=" + l.proxyKubeconfig,
 		"--hostname-override=" + n.Name,
 		"--cluster-cidr=" + ClusterCIDRV4.String() + "," + ClusterCIDRV6.String(),
-		// The e2e suites assert that changes reach the data path within a
-		// second; with kube-proxy's default 1 s rate limit that would
-		// measure the limit, not nftproxy. ProxyArgs may override it.
-		"--min-sync-period=" + LabMinSyncPeriod.String(),
 		// What it records (route_localnet) stays in the lab, not in the
 		// host's /run/nftproxy.
 		"--state-dir=" + filepath.Join(l.work, "state-"+n.Name),
-		"-v=2"}, l.opts.ProxyArgs...)
+		"-v=2"}
+	if !l.opts.DefaultPacing {
+		// The e2e suites assert that changes reach the data path within a
+		// second; with kube-proxy's default 1 s rate limit that would
+		// measure the limit, not nftproxy. ProxyArgs may override it.
+		args = append(args, "--min-sync-period="+LabMinSyncPeriod.String())
+	}
+	args = append(args, l.opts.ProxyArgs...)
 	args = append(args, extra...)
 	d, err := l.startDaemon(n.NS, "nftproxy-"+n.Name, args...)
 	if err != nil {

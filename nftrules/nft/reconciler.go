@@ -47,8 +47,10 @@ type Reconciler struct {
 	opts   Options
 
 	mu sync.Mutex
-	// nft is the lasting connection (see conn); nil until first used.
-	nft *nftables.Conn
+	// nft is the lasting connection of reads (see conn), sock the lasting
+	// socket of batches (see batchConn); nil until first used.
+	nft  *nftables.Conn
+	sock *netlink.Conn
 	// applied is the ruleset of the last committed transaction; between full
 	// syncs it stands in for the live state (reading every rule back is
 	// slow). nil forces the next sync to read the kernel.
@@ -63,7 +65,8 @@ type Reconciler struct {
 	// change more than set elements (tables, sets, chains, rules).
 	commits, skeletonCommits uint64
 
-	// own are the port IDs of the sockets nft has used (WatchForeign).
+	// own are the port IDs of the sockets that sent our batches
+	// (WatchForeign).
 	own ownPorts
 }
 
@@ -73,10 +76,10 @@ func NewReconciler(layout Layout, opts Options) (*Reconciler, error) {
 	return &Reconciler{layout: layout, opts: opts}, nil
 }
 
-// Socket buffers for the batch socket. google/nftables asks for an ACK per
-// message; a cold sync of 10k Services is tens of thousands of messages, and
-// with default buffers the send fails ("message too long") or the ACKs
-// overflow the receive queue (ENOBUFS) after the kernel has committed.
+// Socket buffers of the reconciler's sockets. A batch is one datagram (a
+// cold sync of 10k Services is tens of MB): with default buffers its
+// sendmsg fails ("message too long"), and the answers of a batch or the
+// pages of a dump can overflow the receive queue (ENOBUFS).
 const batchSocketBuffer = 256 << 20
 
 func forceBuffers(c *netlink.Conn) error {
@@ -99,15 +102,20 @@ func forceBuffers(c *netlink.Conn) error {
 	return serr
 }
 
-// conn returns the reconciler's lasting nftables connection, opening it
-// when needed. One socket serves every read and batch: closing a netlink
-// socket makes the kernel wait for an RCU grace period, which cost 7-20 ms
-// per sync here, far more than a small transaction (about 70 µs).
+// The reconciler keeps two netlink sockets for its life: a lasting
+// google/nftables connection for reads (conn), and a socket of its own for
+// batches (batchConn), which the library's encoder never touches (see
+// encoder). Both last: closing a netlink socket that sent a batch makes the
+// kernel wait for an RCU grace period, which cost 7-20 ms per sync here,
+// far more than a small transaction (about 70 µs).
+
+// conn returns the lasting nftables connection of reads, opening it when
+// needed. It never writes: every change goes through batchConn.
 func (r *Reconciler) conn() (*nftables.Conn, error) {
 	if r.nft != nil {
 		return r.nft, nil
 	}
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers, r.own.recordPort)}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers)}
 	if r.opts.NetNSFd != 0 {
 		opts = append(opts, nftables.WithNetNSFd(r.opts.NetNSFd))
 	}
@@ -119,12 +127,34 @@ func (r *Reconciler) conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// dropConn closes the lasting connection after an error: whatever a failed
-// batch left behind (queued messages, unread ACKs) goes with it.
+// batchConn returns the lasting socket that sends our batches, opening it
+// when needed; its port ID is the one the watcher filters as ours.
+func (r *Reconciler) batchConn() (*netlink.Conn, error) {
+	if r.sock != nil {
+		return r.sock, nil
+	}
+	nl, err := r.dialNetfilter()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.own.recordPort(nl); err != nil {
+		nl.Close()
+		return nil, err
+	}
+	r.sock = nl
+	return nl, nil
+}
+
+// dropConn closes both sockets after an error: whatever a failed batch or
+// read left behind (unread answers) goes with them.
 func (r *Reconciler) dropConn() {
 	if r.nft != nil {
 		_ = r.nft.CloseLasting()
 		r.nft = nil
+	}
+	if r.sock != nil {
+		_ = r.sock.Close()
+		r.sock = nil
 	}
 }
 
@@ -223,18 +253,11 @@ func (r *Reconciler) Cleanup() error {
 	if err != nil {
 		return err
 	}
-	if len(live.Tables) == 0 {
-		return nil
-	}
-	c, err := r.conn()
-	if err != nil {
-		return err
-	}
+	tx := &Transaction{}
 	for _, f := range live.SortedFamilies() {
-		c.DelTable(nlTable(f))
+		tx.Ops = append(tx.Ops, Op{Kind: OpDelTable, Family: f})
 	}
-	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		r.dropConn()
+	if _, err := r.apply(tx); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("delete tables: %w", err)
 	}
 	return nil

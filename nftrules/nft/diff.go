@@ -74,17 +74,6 @@ func (tx *Transaction) Objects() int {
 	return n
 }
 
-// Count returns how many ops of a kind the transaction holds.
-func (tx *Transaction) Count(k OpKind) int {
-	n := 0
-	for _, op := range tx.Ops {
-		if op.Kind == k {
-			n++
-		}
-	}
-	return n
-}
-
 // Diff returns the minimal transaction that turns live into desired. Live
 // may be nil or partial (nothing programmed yet). Only our tables are ever
 // named in the result.

@@ -48,10 +48,7 @@ func apply(t testing.TB, rec *nft.Reconciler, st *model.State, full bool) nft.Sy
 
 func newReconciler(t testing.TB, ns *netkit.NS) *nft.Reconciler {
 	t.Helper()
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	return rec
 }
 

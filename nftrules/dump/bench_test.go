@@ -51,10 +51,7 @@ func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = ns.Delete() })
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	st := scaleState(10000, 10)
 	if _, err := rec.Sync(context.Background(), nftrules.Build(st), true); err != nil {
 		b.Fatal(err)

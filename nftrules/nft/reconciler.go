@@ -71,9 +71,9 @@ type Reconciler struct {
 }
 
 // NewReconciler returns a reconciler of the tables made by layout, in the
-// namespace in opts.
-func NewReconciler(layout Layout, opts Options) (*Reconciler, error) {
-	return &Reconciler{layout: layout, opts: opts}, nil
+// namespace in opts. Its netlink sockets open at first use.
+func NewReconciler(layout Layout, opts Options) *Reconciler {
+	return &Reconciler{layout: layout, opts: opts}
 }
 
 // Socket buffers of the reconciler's sockets. A batch is one datagram (a
@@ -156,15 +156,6 @@ func (r *Reconciler) dropConn() {
 		_ = r.sock.Close()
 		r.sock = nil
 	}
-}
-
-// Invalidate forgets the last applied state, so the next Sync reads the
-// kernel.
-func (r *Reconciler) Invalidate() {
-	r.mu.Lock()
-	r.applied = nil
-	r.epoch++
-	r.mu.Unlock()
 }
 
 // Sync makes the kernel match desired in one atomic transaction. With full

@@ -92,10 +92,7 @@ func newCLINode(t testing.TB, pods int) *cliNode {
 			[]netip.Addr{cliPod4(i), cliPod6(i)}, []netip.Addr{cliPodGW4, cliPodGW6}))
 		n.pods = append(n.pods, pod)
 	}
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: n.node.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: n.node.FD()})
 	t.Cleanup(func() { _ = rec.Close() })
 	n.rec = rec
 	return n

@@ -42,7 +42,7 @@ import (
 // ClusterIPs.
 func TestKernelNetlinkFaults(t *testing.T) {
 	tn := newTestNode(t, 3)
-	serveAll(t, tn, 8080)
+	tn.routed.ServeEcho(8080)
 	inj := &faultInjector{}
 	rec := nftrules.NewReconciler(nft.Options{NetNSFd: tn.node.FD(), WrapBatchIO: inj.wrap})
 	t.Cleanup(func() { rec.Close() })

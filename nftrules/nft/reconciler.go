@@ -241,7 +241,7 @@ func (r *Reconciler) ReadLive() (*Ruleset, error) {
 	return r.readLive()
 }
 
-// Close releases the netlink connection. Rules stay in the kernel.
+// Close releases the netlink sockets. Rules stay in the kernel.
 func (r *Reconciler) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

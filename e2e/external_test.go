@@ -242,6 +242,22 @@ func (s *externalSuite) spread(t *testing.T, from string, dst netip.AddrPort, n 
 	return pods, srcs
 }
 
+// spreadMasqueraded checks that dst, reached from External1 through node,
+// answers from all three web pods, each seeing an address of node (own).
+func (s *externalSuite) spreadMasqueraded(t *testing.T, what string, dst netip.AddrPort, node string, own map[netip.Addr]bool) {
+	t.Helper()
+	s.reach(t, lab.External1, dst, lab.TCP)
+	pods, srcs := s.spread(t, lab.External1, dst, spreadDials)
+	if len(pods) != 3 {
+		t.Errorf("%s %v via %s: answers %v, want web-0, web-1 and web-2", what, dst, node, pods)
+	}
+	for src := range srcs {
+		if !own[src] {
+			t.Errorf("%s %v via %s: a backend saw source %v, want an address of %s (masquerade)", what, dst, node, src, node)
+		}
+	}
+}
+
 // unanswered waits (up to settle) until dst no longer answers from
 // `from`, then requires three more dials in a row to fail the same way.
 // wantTimeout asks for a drop (no RST, no ICMP error); otherwise any
@@ -348,16 +364,7 @@ func (s *externalSuite) loadBalancerAndExternalIP(t *testing.T) {
 			{"load balancer IP", netip.AddrPortFrom(extVIP(1, false), lab.SvcPort)},
 			{"external IP", netip.AddrPortFrom(extVIP(3, false), lab.SvcPort)},
 		} {
-			s.reach(t, lab.External1, tg.dst, lab.TCP)
-			pods, srcs := s.spread(t, lab.External1, tg.dst, spreadDials)
-			if len(pods) != 3 {
-				t.Errorf("%s %v via %s: answers %v, want web-0, web-1 and web-2", tg.what, tg.dst, n.Name, pods)
-			}
-			for src := range srcs {
-				if !own[src] {
-					t.Errorf("%s %v via %s: a backend saw source %v, want an address of %s (masquerade)", tg.what, tg.dst, n.Name, src, n.Name)
-				}
-			}
+			s.spreadMasqueraded(t, tg.what, tg.dst, n.Name, own)
 			if ans, err := s.l.Dial(lab.External2, tg.dst, lab.UDP); err != nil {
 				t.Errorf("UDP %s %v via %s from %s: %v", tg.what, tg.dst, n.Name, lab.External2, err)
 			} else if !strings.HasPrefix(ans.Pod, "web-") {
@@ -467,16 +474,7 @@ func (s *externalSuite) ipv6(t *testing.T) {
 			{"IPv6 NodePort", netip.AddrPortFrom(n.IPv6, nodePort(t, s.web, "tcp"))},
 			{"IPv6 load balancer IP", netip.AddrPortFrom(extVIP(1, true), lab.SvcPort)},
 		} {
-			s.reach(t, lab.External1, tg.dst, lab.TCP)
-			pods, srcs := s.spread(t, lab.External1, tg.dst, spreadDials)
-			if len(pods) != 3 {
-				t.Errorf("%s %v via %s: answers %v, want web-0, web-1 and web-2", tg.what, tg.dst, n.Name, pods)
-			}
-			for src := range srcs {
-				if !own[src] {
-					t.Errorf("%s %v via %s: a backend saw source %v, want an address of %s (masquerade)", tg.what, tg.dst, n.Name, src, n.Name)
-				}
-			}
+			s.spreadMasqueraded(t, tg.what, tg.dst, n.Name, own)
 		}
 		udp := netip.AddrPortFrom(n.IPv6, nodePort(t, s.web, "udp"))
 		if ans, err := s.l.Dial(lab.External1, udp, lab.UDP); err != nil || !strings.HasPrefix(ans.Pod, "web-") {

@@ -186,10 +186,7 @@ func kernelView(l *lab.Lab, node string) (*dump.Dump, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		return nil, err
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	defer rec.Close()
 	var last error
 	for range 5 {

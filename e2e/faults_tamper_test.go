@@ -125,10 +125,7 @@ func TestFaultTamper(t *testing.T) {
 	fw.load(t)
 	fwBefore := fw.list(t)
 
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: node.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: node.FD()})
 	defer rec.Close()
 	baseline := readOurTables(t, rec)
 	d, err := kernelView(l, "node-1")

@@ -2,42 +2,20 @@ package nftrules_test
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/nftproxy/nftproxy/nftrules"
+	"github.com/nftproxy/nftproxy/nftrules/internal/fixture"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// scaleState returns n single-port TCP Services with eps ready endpoints
-// each, IPv4 only (as the upstream scale figures we compare with).
-func scaleState(n, eps int) *model.State {
-	st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs}
-	for i := 0; i < n; i++ {
-		sp := &model.ServicePort{
-			Name:       model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i)}, Protocol: v1.ProtocolTCP},
-			ID:         uint32(i + 1),
-			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})},
-			Port:       80,
-			Protocol:   v1.ProtocolTCP,
-		}
-		for j := 0; j < eps; j++ {
-			k := i*eps + j
-			sp.Endpoints = append(sp.Endpoints, model.Endpoint{
-				Addr: netip.AddrFrom4([4]byte{10, byte(128 + k>>16), byte(k >> 8), byte(k)}), Port: 8080, Ready: true})
-		}
-		st.Services = append(st.Services, sp)
-	}
-	return st
-}
+// scaleState is fixture.ScaleState on the kernel tests' cluster CIDRs.
+func scaleState(n, eps int) *model.State { return fixture.ScaleState(n, eps, clusterCIDRs) }
 
 // changeOneEndpoint moves one endpoint of Service i to a new address. Like
 // the proxier, it replaces the ServicePort value instead of editing it.

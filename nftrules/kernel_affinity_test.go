@@ -63,7 +63,7 @@ func addClientAddrs(t *testing.T, tn *testNode, first netip.Addr, n int) []netip
 
 func TestKernelSessionAffinity(t *testing.T) {
 	tn := newTestNode(t, 3)
-	serveAll(t, tn, 8080)
+	tn.routed.ServeEcho(8080)
 	// Ten client addresses outside the cluster.
 	clients := addClientAddrs(t, tn, netip.MustParseAddr("192.168.50.100"), 10)
 	vip := netip.MustParseAddrPort("10.96.0.30:80")

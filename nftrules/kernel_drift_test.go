@@ -20,7 +20,7 @@ import (
 // of it, after which real traffic flows again.
 func TestKernelFullSyncRepairsDrift(t *testing.T) {
 	tn := newTestNode(t, 3)
-	serveAll(t, tn, 8080)
+	tn.routed.ServeEcho(8080)
 	web := svc(1, "web", v1.ProtocolTCP, 80, []string{"10.96.0.10"}, 8080, 0, 1, 2)
 	st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs, Services: []*model.ServicePort{web}}
 	rec := newReconciler(t, tn.node)

@@ -81,7 +81,7 @@ func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a,
 func TestKernelExternalTraffic(t *testing.T) {
 	tn := newTestNode(t, 3)
 	tn.addSecondClient(t)
-	serveAll(t, tn, 8080)
+	tn.routed.ServeEcho(8080)
 	local := map[int]bool{0: true, 1: true}
 	st := &model.State{
 		NodeName:     "node",

@@ -42,12 +42,9 @@ import (
 // ClusterIPs.
 func TestKernelNetlinkFaults(t *testing.T) {
 	tn := newTestNode(t, 3)
-	serveAll(t, tn, 8080)
+	tn.routed.ServeEcho(8080)
 	inj := &faultInjector{}
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: tn.node.FD(), WrapBatchIO: inj.wrap})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: tn.node.FD(), WrapBatchIO: inj.wrap})
 	t.Cleanup(func() { rec.Close() })
 	m := &faultModel{st: &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs}}
 	stable := m.add(0, 1, 2)

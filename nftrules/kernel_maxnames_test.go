@@ -71,7 +71,7 @@ func TestKernelColdStartLongestNames(t *testing.T) {
 	}
 	st := fixture.MaxNamesState(services, affinityEndpoints, pods4, pods6)
 	st.NodeName, st.ClusterCIDRs, st.NodePortIPs = "node", clusterCIDRs, []netip.Addr{nodeAddr4, nodeAddr6}
-	serveAll(t, tn, 8080)
+	tn.routed.ServeEcho(8080)
 	for i := 0; i < affinityEndpoints; i++ {
 		reply := func(remote netip.AddrPort) string { return fmt.Sprintf("ep%d %s", i, remote.Addr()) }
 		for _, a := range []netip.Addr{podAddr4(i % 3), podAddr6(i % 3)} {

@@ -48,33 +48,8 @@ func apply(t testing.TB, rec *nft.Reconciler, st *model.State, full bool) nft.Sy
 
 func newReconciler(t testing.TB, ns *netkit.NS) *nft.Reconciler {
 	t.Helper()
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	return rec
-}
-
-// serveName starts TCP and UDP servers on every pod answering "podN <client address>".
-func serveAll(t *testing.T, tn *testNode, port uint16) {
-	t.Helper()
-	for i, pod := range tn.pods {
-		name := "pod" + string(rune('0'+i))
-		reply := func(remote netip.AddrPort) string { return name + " " + remote.Addr().Unmap().String() }
-		for _, a := range []netip.Addr{podAddr4(i), podAddr6(i)} {
-			ap := netip.AddrPortFrom(a, port)
-			c, err := pod.ServeTCP(ap, reply)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			u, err := pod.ServeUDP(ap, reply)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { u.Close() })
-		}
-	}
 }
 
 // who dials until every expected backend has answered (at most 60 tries)
@@ -104,7 +79,7 @@ func who(t *testing.T, from *netkit.NS, proto string, dst netip.AddrPort, want i
 
 func TestKernelClusterIPTraffic(t *testing.T) {
 	tn := newTestNode(t, 3)
-	serveAll(t, tn, 8080)
+	tn.routed.ServeEcho(8080)
 	st := &model.State{
 		NodeName:     "node",
 		ClusterCIDRs: clusterCIDRs,
@@ -150,7 +125,7 @@ func TestKernelClusterIPTraffic(t *testing.T) {
 			}
 			for src := range sources {
 				clientSeen := src == clientAddr4.String() || src == clientAddr6.String() ||
-					strings.HasPrefix(src, "10.244.1.1") && src != podGW4.String() || strings.HasPrefix(src, "fd44::1") && src != podGW6.String()
+					strings.HasPrefix(src, "10.244.1.1") && src != netkit.RoutedPodGateways[0].String() || strings.HasPrefix(src, "fd44::1") && src != netkit.RoutedPodGateways[1].String()
 				if tc.from == tn.node {
 					continue // the node's own address is its source either way
 				}

@@ -12,7 +12,7 @@ import (
 
 // NewReconciler returns a reconciler of nftproxy's tables (see
 // nft.NewReconciler), logging through klog unless opts has a Logger.
-func NewReconciler(opts nft.Options) (*nft.Reconciler, error) {
+func NewReconciler(opts nft.Options) *nft.Reconciler {
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = klog.Background()
 	}

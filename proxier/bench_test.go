@@ -66,10 +66,7 @@ func BenchmarkProxierOneEndpointChange10kx10(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	synced := make(chan proxier.SyncInfo, 16)
 	p, err := proxier.New(proxier.Config{NodeName: "node-a", SyncPeriod: time.Hour,
 		OnSync: func(si proxier.SyncInfo) { synced <- si }}, inf, tracker, rec)

@@ -141,10 +141,7 @@ func startKernelProxier(t *testing.T, ns *netkit.NS, client *fake.Clientset) (co
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	// As in production: stale and (after repairs) unNATed conntrack
 	// entries are deleted.
 	cleaner, err := conntrack.NewCleaner(ns.FD(), conntrack.Options{})

@@ -25,7 +25,11 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/nftproxy/nftproxy/e2e/lab"
+	"github.com/nftproxy/nftproxy/e2e/netkit"
 )
 
 type config struct {
@@ -321,4 +325,17 @@ func machineFacts() machine {
 		m.Memory = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")
 	}
 	return m
+}
+
+// benchClient is an unthrottled admin client whose connections are made
+// inside ns (the harness itself stays in the host namespace, which has no
+// route to the lab).
+func benchClient(kubeconfig string, ns *netkit.NS) (kubernetes.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 5000, 10000
+	cfg.Dial = lab.DialerIn(ns)
+	return kubernetes.NewForConfig(cfg)
 }

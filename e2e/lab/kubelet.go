@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 )
 
 // Ports the test server listens on in every pod.
@@ -238,7 +239,7 @@ func (l *Lab) createPodObject(ctx context.Context, p *Pod, labels map[string]str
 		PodIPs:    []corev1.PodIP{{IP: p.IPv4.String()}, {IP: p.IPv6.String()}},
 		StartTime: &now,
 		ContainerStatuses: []corev1.ContainerStatus{{
-			Name: "server", Image: "nftproxy.local/testserver:lab", Ready: true, Started: ptr(true),
+			Name: "server", Image: "nftproxy.local/testserver:lab", Ready: true, Started: ptr.To(true),
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
 		}},
 	}
@@ -363,5 +364,3 @@ func (l *Lab) pod(name string) (*Pod, error) {
 	}
 	return p, nil
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -237,6 +237,13 @@ func (l *Lab) AdminKubeconfig() (string, error) {
 // Binaries returns the paths of the programs the lab runs.
 func (l *Lab) Binaries() Binaries { return l.bins }
 
+// ProxyKubeconfig is the kubeconfig every node's nftproxy runs with: the
+// nftproxy ServiceAccount, bound to the RBAC of manifests/rbac.yaml.
+func (l *Lab) ProxyKubeconfig() string { return l.proxyKubeconfig }
+
+// ProxyBinary is the nftproxy binary the lab runs.
+func (l *Lab) ProxyBinary() string { return l.bins.NFTProxy }
+
 // WorkDir is the fixed work directory of labs with prefix: fixed, so the
 // next run finds (and removes) what a crashed run left.
 func WorkDir(prefix string) string {

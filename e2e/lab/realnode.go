@@ -3,10 +3,11 @@ package lab
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,12 +55,7 @@ func holderScript(p nodePaths) string {
 	for _, m := range hostMountPoints(p) {
 		fmt.Fprintf(&b, "mount --bind %q %q\n", m[0], m[1])
 	}
-	keys := make([]string, 0, len(kubeletSysctls))
-	for k := range kubeletSysctls {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(kubeletSysctls)) {
 		fmt.Fprintf(&b, "mount --bind %q %q\n", filepath.Join(p.sysctlDir, strings.ReplaceAll(k, "/", ".")), "/proc/sys/"+k)
 	}
 	fmt.Fprintf(&b, "touch %q\nexec sleep infinity\n", filepath.Join(p.dir, "mounts.ready"))

@@ -17,6 +17,8 @@
 //     inside a namespace.
 //   - SCTP (sctp.go): the kernel here has no SCTP sockets, so SCTP INIT
 //     packets are built by hand and sent/captured on raw sockets.
+//   - RoutedNode (node.go): the small routed node (client, node, pods)
+//     the kernel tests of nftrules and proxier/app run on.
 //   - Daemons (proc.go): long-running processes inside a namespace whose
 //     own PID is known, so they can be stopped reliably.
 //

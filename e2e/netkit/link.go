@@ -62,15 +62,6 @@ func (n *NS) fastNeigh(ifname string) error {
 	return nil
 }
 
-// SetUp brings interface ifname up.
-func (n *NS) SetUp(ifname string) error {
-	err := n.withHandle(func(h *netlink.Handle) error { return setUp(h, ifname) })
-	if err != nil {
-		return fmt.Errorf("netkit: in %s: %w", n.Name, err)
-	}
-	return nil
-}
-
 func setUp(h *netlink.Handle, ifname string) error {
 	l, err := h.LinkByName(ifname)
 	if err != nil {

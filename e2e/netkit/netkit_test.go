@@ -37,11 +37,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	RequireRoot(t)
-}
-
 // newNS creates a uniquely named test namespace removed at test end.
 func newNS(t *testing.T, role string) *NS {
 	t.Helper()
@@ -85,7 +80,7 @@ func pair(t *testing.T) (a, b *NS) {
 }
 
 func TestTCPUDPRoundTrip(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	a, b := pair(t)
 	for _, tc := range []struct {
@@ -123,7 +118,7 @@ func TestTCPUDPRoundTrip(t *testing.T) {
 }
 
 func TestRefused(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	a, _ := pair(t)
 	for _, dst := range []netip.Addr{bV4.Addr(), bV6.Addr()} {
@@ -140,7 +135,7 @@ func TestRefused(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	a, b := pair(t)
 	if out, err := b.Exec("nft", "add table inet t; add chain inet t in { type filter hook input priority 0; policy drop; }"); err != nil {
@@ -158,7 +153,7 @@ func TestTimeout(t *testing.T) {
 }
 
 func TestSCTPInitCaptured(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	a, b := pair(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -212,7 +207,7 @@ func TestSCTPChecksum(t *testing.T) {
 // conntrack (nf_conntrack_checksum=1) marks an SCTP packet with a bad
 // checksum invalid and a good INIT new.
 func TestSCTPChecksumConntrack(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	a, b := pair(t)
 	if out, err := b.Exec("nft", "add table inet t; add chain inet t pre { type filter hook prerouting priority 0; }; "+
@@ -246,7 +241,7 @@ func TestSCTPChecksumConntrack(t *testing.T) {
 }
 
 func TestStartStop(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	n := newNS(t, "proc")
 	log := filepath.Join(t.TempDir(), "sleep.log")
@@ -289,7 +284,7 @@ func TestStartStop(t *testing.T) {
 }
 
 func TestCleanupPrefix(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	// A private prefix so parallel tests' namespaces are not touched.
 	prefix := fmt.Sprintf("%scleanup-%d-", testPrefix, os.Getpid())
@@ -328,7 +323,7 @@ func TestCleanupPrefix(t *testing.T) {
 }
 
 func TestNewRefusesExisting(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	n := newNS(t, "dup")
 	if _, err := New(n.Name); err == nil {
@@ -342,7 +337,7 @@ func TestNewRefusesExisting(t *testing.T) {
 }
 
 func TestBridgeRoutesForwarding(t *testing.T) {
-	needRoot(t)
+	RequireRoot(t)
 	t.Parallel()
 	// client -- router -- (bridge br0) -- server, routed v4 and v6.
 	client, router, server := newNS(t, "cli"), newNS(t, "rtr"), newNS(t, "srv")

@@ -2,41 +2,21 @@ package dump_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/netip"
 	"testing"
 
-	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/dump"
+	"github.com/nftproxy/nftproxy/nftrules/internal/fixture"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// scaleState returns n single-port TCP Services with eps ready endpoints
-// each, IPv4 only: the scale of nftrules' benchmarks (bench_test.go there).
+// scaleState is the scale of nftrules' benchmarks (fixture.ScaleState).
 func scaleState(n, eps int) *model.State {
-	st := &model.State{NodeName: "node", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
-	for i := 0; i < n; i++ {
-		sp := &model.ServicePort{
-			Name:       model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i)}, Protocol: v1.ProtocolTCP},
-			ID:         uint32(i + 1),
-			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})},
-			Port:       80,
-			Protocol:   v1.ProtocolTCP,
-		}
-		for j := 0; j < eps; j++ {
-			k := i*eps + j
-			sp.Endpoints = append(sp.Endpoints, model.Endpoint{
-				Addr: netip.AddrFrom4([4]byte{10, byte(128 + k>>16), byte(k >> 8), byte(k)}), Port: 8080, Ready: true})
-		}
-		st.Services = append(st.Services, sp)
-	}
-	return st
+	return fixture.ScaleState(n, eps, []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")})
 }
 
 // programmed10kx10 programs 10k Services x 10 endpoints into a fresh
@@ -51,10 +31,7 @@ func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = ns.Delete() })
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	st := scaleState(10000, 10)
 	if _, err := rec.Sync(context.Background(), nftrules.Build(st), true); err != nil {
 		b.Fatal(err)

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"reflect"
 	"sort"
 	"sync"
-	"unsafe"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -44,30 +42,31 @@ const nlaHeaderLen = 4
 // errNotSent marks errors found while queueing: nothing reached the kernel.
 var errNotSent = errors.New("transaction not sent")
 
-// apply queues every op of tx on one connection and sends them as one
-// batch. Every queueing error is checked before Flush: v0.3.0 forgets some
-// of them and would otherwise send an incomplete batch (#323).
+// apply encodes every op of tx and sends them as one batch on the
+// reconciler's socket. Every encoding error is checked before anything is
+// sent: v0.3.0's Flush forgets some of them and would otherwise send an
+// incomplete batch (#323).
 func (r *Reconciler) apply(tx *Transaction) (int, error) {
-	c, err := r.conn()
+	msgs, firstMsg, err := encodeTx(tx)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	firstMsg, err := queueTx(c, tx)
+	n := len(msgs)
+	if n == 0 {
+		return 0, nil
+	}
+	nl, err := r.batchConn()
 	if err != nil {
-		r.dropConn() // with the messages queued so far
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	n := len(*queuedMessages(c))
-	// The op a failing message (0-based) was queued for.
 	opOf := func(msg int) string {
-		i := sort.Search(len(firstMsg), func(i int) bool { return firstMsg[i] > msg }) - 1
-		if i < 0 {
-			return "?"
+		if i := opAt(firstMsg, msg); i >= 0 {
+			op := tx.Ops[i]
+			return fmt.Sprintf("%s %s%s", op.Kind, op.Family, opTarget(op))
 		}
-		op := tx.Ops[i]
-		return fmt.Sprintf("%s %s%s", op.Kind, op.Family, opTarget(op))
+		return "?"
 	}
-	if _, err := sendBatch(c, r.opts.WrapBatchIO, opOf); err != nil {
+	if err := sendBatch(nl, msgs, r.opts.WrapBatchIO, opOf); err != nil {
 		r.dropConn()
 		if errors.Is(err, errNotSent) {
 			return 0, err
@@ -77,24 +76,37 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 	return n, nil
 }
 
-// queueTx queues every op of tx and checks that no queued message can have
-// overflowed a netlink attribute length. It returns the index of each op's
-// first message.
-func queueTx(c *nftables.Conn, tx *Transaction) ([]int, error) {
-	msgs := queuedMessages(c)
+// encodeTx encodes every op of tx and checks that no message can have
+// overflowed a netlink attribute length. It returns the messages and the
+// index of each op's first message.
+func encodeTx(tx *Transaction) ([]netlink.Message, []int, error) {
+	e, err := newEncoder(len(tx.Ops)) // element ops may take more
+	if err != nil {
+		return nil, nil, err
+	}
 	first := make([]int, len(tx.Ops))
 	for i, op := range tx.Ops {
-		before := len(*msgs)
-		first[i] = before
-		err := queue(c, op)
-		if err == nil {
-			err = checkMessageSizes((*msgs)[before:])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
+		first[i] = e.next()
+		if err := encodeOp(e, op); err != nil {
+			return nil, nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
 		}
 	}
-	return first, nil
+	if err := e.flush(); err != nil {
+		return nil, nil, err
+	}
+	for m := range e.msgs {
+		if err := checkMessageSize(e.msgs[m]); err != nil {
+			op := tx.Ops[opAt(first, m)]
+			return nil, nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
+		}
+	}
+	return e.msgs, first, nil
+}
+
+// opAt returns the index of the op whose messages include message msg,
+// given each op's first message; -1 if none.
+func opAt(first []int, msg int) int {
+	return sort.Search(len(first), func(i int) bool { return first[i] > msg }) - 1
 }
 
 // opTarget names what an op changes, for errors.
@@ -114,21 +126,28 @@ func opTarget(op Op) string {
 	return ""
 }
 
-// checkMessageSizes fails for a message whose payload is too large to be
+// checkMessageSize fails for a message whose payload is too large to be
 // sure that no attribute length in it wrapped (see maxMessageData). Element
 // lists are split to stay far below; a rule would need thousands of
 // expressions to get there.
-func checkMessageSizes(msgs []netlink.Message) error {
-	for _, m := range msgs {
-		if len(m.Data) > maxMessageData {
-			return fmt.Errorf("netlink message (type %d) of %d bytes: its attributes may exceed the 16-bit netlink attribute length (%d bytes); not sent",
-				m.Header.Type&0xff, len(m.Data), maxMessageData)
-		}
+func checkMessageSize(m netlink.Message) error {
+	if len(m.Data) > maxMessageData {
+		return fmt.Errorf("netlink message (type %d) of %d bytes: its attributes may exceed the 16-bit netlink attribute length (%d bytes); not sent",
+			m.Header.Type&0xff, len(m.Data), maxMessageData)
 	}
 	return nil
 }
 
-func queue(c *nftables.Conn, op Op) error {
+// encodeOp encodes op into e: one message queued by the library, or ours
+// for elements.
+func encodeOp(e *encoder, op Op) error {
+	if op.Kind == OpAddElements || op.Kind == OpDelElements {
+		if err := e.flush(); err != nil { // the library's messages come first
+			return err
+		}
+		return encodeElements(e, op)
+	}
+	c := e.c
 	f := op.Family
 	switch op.Kind {
 	case OpDelTable:
@@ -143,9 +162,16 @@ func queue(c *nftables.Conn, op Op) error {
 		if err := c.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", op.Set.Name, err)
 		}
-		if isIndexMap(op.Set) {
-			return setLastSetUserData(c, indexMapUserData(f, op.Set))
+		if err := e.queued(); err != nil {
+			return err
 		}
+		if isIndexMap(op.Set) {
+			if err := e.flush(); err != nil {
+				return err
+			}
+			return setLastSetUserData(e, indexMapUserData(f, op.Set))
+		}
+		return nil
 	case OpDelSet:
 		ns, err := nlSet(f, op.Set)
 		if err != nil {
@@ -169,22 +195,20 @@ func queue(c *nftables.Conn, op Op) error {
 			Exprs:    exprs,
 			UserData: ruleUserData(ruleIdentity(f, *op.Rule)),
 		})
-	case OpAddElements, OpDelElements:
-		return queueElements(c, op)
 	default:
 		return fmt.Errorf("unknown op %d", op.Kind)
 	}
-	return nil
+	return e.queued()
 }
 
 // listBuffers hold element lists while they are encoded (one message's
 // worth, reused from op to op instead of grown anew for each).
 var listBuffers = sync.Pool{New: func() any { b := make([]byte, 0, maxElemListBytes+1024); return &b }}
 
-// queueElements queues an element op as as many messages as it takes to
-// keep each element list under maxElemListBytes, encoding the elements
+// encodeElements encodes an element op into as many messages as it takes
+// to keep each element list under maxElemListBytes, encoding the elements
 // itself (elemmsg.go) into the messages google/nftables would queue.
-func queueElements(c *nftables.Conn, op Op) error {
+func encodeElements(e *encoder, op Op) error {
 	ns, err := nlSet(op.Family, op.Set)
 	if err != nil {
 		return err
@@ -193,27 +217,26 @@ func queueElements(c *nftables.Conn, op Op) error {
 	defer listBuffers.Put(buf)
 	w := &elemMsgWriter{f: op.Family, set: op.Set, ns: ns, add: op.Kind == OpAddElements, list: (*buf)[:0]}
 	defer func() { *buf = w.list }()
-	msgs := queuedMessages(c)
 	size := nlaHeaderLen // the list attribute's own header
-	for _, e := range op.Elements {
-		item, err := w.encodeItem(e)
+	for _, el := range op.Elements {
+		item, err := w.encodeItem(el)
 		if err != nil {
 			return err
 		}
 		n := entryLen(item)
 		if nlaHeaderLen+n > maxElemListBytes {
 			return fmt.Errorf("element %s : %s encodes to %d bytes, more than one netlink message carries (%d)",
-				e.KeyString(), e.ValueString(), n, maxElemListBytes-nlaHeaderLen)
+				el.KeyString(), el.ValueString(), n, maxElemListBytes-nlaHeaderLen)
 		}
 		if size+n > maxElemListBytes {
-			*msgs = append(*msgs, w.message())
+			e.msgs = append(e.msgs, w.message())
 			size = nlaHeaderLen
 		}
 		w.appendEntry(item)
 		size += n
 	}
 	if w.n > 0 {
-		*msgs = append(*msgs, w.message())
+		e.msgs = append(e.msgs, w.message())
 	}
 	return nil
 }
@@ -221,25 +244,17 @@ func queueElements(c *nftables.Conn, op Op) error {
 // nlaLen returns the aligned size of an attribute with a payload of n bytes.
 func nlaLen(n int) int { return nlaHeaderLen + (n+3)&^3 }
 
-// queuedMessages exposes the batch google/nftables has queued. v0.3.0 has
-// no way to attach the "typeof" user data nft needs to print and reload a
-// map keyed by a numgen result; we add it to the queued NEWSET message
-// instead. The field is pinned by the module version; TestEndpointMapTypeof
-// fails if it ever changes.
-func queuedMessages(c *nftables.Conn) *[]netlink.Message {
-	v := reflect.ValueOf(c).Elem().FieldByName("messages")
-	return (*[]netlink.Message)(unsafe.Pointer(v.UnsafeAddr()))
-}
-
-// setLastSetUserData replaces the user data of the last queued NEWSET.
-func setLastSetUserData(c *nftables.Conn, udata []byte) error {
-	msgs := queuedMessages(c)
-	if len(*msgs) == 0 {
-		return errors.New("no queued message to attach set user data to")
+// setLastSetUserData replaces the user data of the last NEWSET encoded.
+// v0.3.0 has no way to attach the "typeof" user data nft needs to print
+// and reload a map keyed by a numgen result; we add it to the encoded
+// message instead (TestEndpointMapTypeof).
+func setLastSetUserData(e *encoder, udata []byte) error {
+	if len(e.msgs) == 0 {
+		return errors.New("no encoded message to attach set user data to")
 	}
-	m := &(*msgs)[len(*msgs)-1]
+	m := &e.msgs[len(e.msgs)-1]
 	if m.Header.Type&0xff != unix.NFT_MSG_NEWSET {
-		return fmt.Errorf("last queued message is type %d, not NEWSET", m.Header.Type&0xff)
+		return fmt.Errorf("last encoded message is type %d, not NEWSET", m.Header.Type&0xff)
 	}
 	const nfgenHeader = 4
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_USERDATA, Data: udata}})

@@ -4,17 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"reflect"
 	"syscall"
-	"unsafe"
 
-	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// sendBatch sends the messages queued on c as one nftables batch and
-// reads the kernel's verdict, instead of google/nftables' Flush.
+// sendBatch sends msgs on nl as one nftables batch and reads the kernel's
+// verdict, instead of google/nftables' Flush.
 //
 // Flush (v0.3.0) asks for an ACK on every message and reads them one
 // recvmsg at a time into fresh buffers, after copying every queued message
@@ -29,19 +26,12 @@ import (
 // sendmsg returns every answer is already queued, in order. nft reads its
 // batches' answers the same way (select with a zero timeout).
 //
-// It returns the number of messages sent (batch markers excluded);
 // describe names the op of a message (by 0-based index) in errors; wrap,
 // when not nil, is the test seam of Options.WrapBatchIO.
-func sendBatch(c *nftables.Conn, wrap func(BatchIO) BatchIO, describe func(msg int) string) (int, error) {
-	if err := connError(c); err != nil {
-		return 0, fmt.Errorf("%w: %v", errNotSent, err)
-	}
-	queued := queuedMessages(c)
-	msgs := *queued
-	*queued = nil
+func sendBatch(nl *netlink.Conn, msgs []netlink.Message, wrap func(BatchIO) BatchIO, describe func(msg int) string) error {
 	n := len(msgs)
 	if n == 0 {
-		return 0, nil
+		return nil
 	}
 	size := 2 * nlmsgLen(4) // batch begin and end
 	for _, m := range msgs {
@@ -64,18 +54,18 @@ func sendBatch(c *nftables.Conn, wrap func(BatchIO) BatchIO, describe func(msg i
 	}
 	marker(unix.NFNL_MSG_BATCH_END, uint32(n+2))
 
-	raw, err := batchSocket(c)
+	raw, err := nl.SyscallConn()
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", errNotSent, err)
+		return fmt.Errorf("%w: netlink socket: %v", errNotSent, err)
 	}
 	var io BatchIO = socketIO{raw}
 	if wrap != nil {
 		io = wrap(io)
 	}
 	if err := io.Send(buf); err != nil {
-		return 0, fmt.Errorf("%w: sendmsg of a %d-byte batch: %v", errNotSent, len(buf), err)
+		return fmt.Errorf("%w: sendmsg of a %d-byte batch: %v", errNotSent, len(buf), err)
 	}
-	return n, readBatchAnswers(io, uint32(n+1), describe)
+	return readBatchAnswers(io, uint32(n+1), describe)
 }
 
 // BatchIO carries one encoded nftables batch to the kernel and its answers
@@ -182,22 +172,4 @@ func putNlmsg(b []byte, typ, flags uint16, seq uint32, data []byte) []byte {
 		b = append(b, 0)
 	}
 	return b
-}
-
-// batchSocket returns the raw socket of c's lasting connection, and
-// connError the serialization error google/nftables keeps until Flush.
-// Like queuedMessages, both read fields pinned by the module version
-// (v0.3.0); TestSendBatch fails if they change.
-func batchSocket(c *nftables.Conn) (syscall.RawConn, error) {
-	v := reflect.ValueOf(c).Elem().FieldByName("nlconn")
-	nl := *(**netlink.Conn)(unsafe.Pointer(v.UnsafeAddr()))
-	if nl == nil {
-		return nil, errors.New("nftables connection is not lasting")
-	}
-	return nl.SyscallConn()
-}
-
-func connError(c *nftables.Conn) error {
-	v := reflect.ValueOf(c).Elem().FieldByName("err")
-	return *(*error)(unsafe.Pointer(v.UnsafeAddr()))
 }

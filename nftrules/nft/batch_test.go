@@ -13,8 +13,8 @@ import (
 
 // TestKernelSendBatch: a batch that the kernel accepts is committed and
 // acknowledged; a batch with one bad message is refused as a whole, the
-// error names the op of that message, and the connection answers the next
-// question cleanly (no answer of the batch is left unread).
+// error names the op of that message, and the batch socket carries the
+// next batch cleanly (no answer of the refused one is left unread).
 func TestKernelSendBatch(t *testing.T) {
 	netkit.RequireRoot(t)
 	_ = netkit.CleanupPrefix("nftk-batch-")
@@ -23,23 +23,28 @@ func TestKernelSendBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Delete()
-	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(ns.FD()), nftables.WithSockOptions(forceBuffers))
+	r := &Reconciler{opts: Options{NetNSFd: ns.FD()}}
+	defer r.Close()
+	c, err := r.conn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseLasting()
+	sock, err := r.batchConn()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	good := &Chain{Name: "good"}
 	tx := &Transaction{Ops: []Op{{Kind: OpAddTable, Family: IPv4}, {Kind: OpAddChain, Family: IPv4, Chain: good}}}
 	for i := 0; i < 3000; i++ { // enough messages that per-message ACKs would have queued thousands
 		tx.Ops = append(tx.Ops, Op{Kind: OpAddRule, Family: IPv4, Chain: good, Rule: &Rule{Stmts: []Stmt{ReturnStmt}}})
 	}
-	first, err := queueTx(c, tx)
-	if err != nil {
-		t.Fatal(err)
+	msgs, _, err := encodeTx(tx)
+	if err != nil || len(msgs) != len(tx.Ops) {
+		t.Fatalf("good batch: %d messages, %v", len(msgs), err)
 	}
-	if n, err := sendBatch(c, nil, func(int) string { return "" }); err != nil || n != len(tx.Ops) {
-		t.Fatalf("good batch: %d messages, %v", n, err)
+	if err := sendBatch(sock, msgs, nil, func(int) string { return "" }); err != nil {
+		t.Fatalf("good batch: %v", err)
 	}
 	if chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4); err != nil || len(chains) != 1 {
 		t.Fatalf("after the good batch: chains %v, %v", chains, err)
@@ -51,10 +56,11 @@ func TestKernelSendBatch(t *testing.T) {
 		{Kind: OpAddRule, Family: IPv4, Chain: &Chain{Name: "missing"}, Rule: &Rule{Stmts: []Stmt{ReturnStmt}}},
 		{Kind: OpAddRule, Family: IPv4, Chain: good, Rule: &Rule{Stmts: []Stmt{ReturnStmt}}},
 	}}
-	if first, err = queueTx(c, bad); err != nil {
+	msgs, first, err := encodeTx(bad)
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = sendBatch(c, nil, func(msg int) string {
+	err = sendBatch(sock, msgs, nil, func(msg int) string {
 		for i := len(first) - 1; i >= 0; i-- {
 			if first[i] <= msg {
 				return "op " + bad.Ops[i].Chain.Name
@@ -72,5 +78,15 @@ func TestKernelSendBatch(t *testing.T) {
 	rules, err := c.GetRules(nlTable(IPv4), nlChain(IPv4, good))
 	if err != nil || len(rules) != 3000 {
 		t.Fatalf("rules of good: %d, %v", len(rules), err)
+	}
+	next := &Transaction{Ops: []Op{{Kind: OpAddChain, Family: IPv4, Chain: &Chain{Name: "next"}}}}
+	if msgs, _, err = encodeTx(next); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendBatch(sock, msgs, nil, func(int) string { return "next" }); err != nil {
+		t.Fatalf("the batch after the refused one: %v", err)
+	}
+	if chains, err = c.ListChainsOfTableFamily(nftables.TableFamilyIPv4); err != nil || len(chains) != 2 {
+		t.Fatalf("after the next batch: chains %v, %v; want good and next", chains, err)
 	}
 }

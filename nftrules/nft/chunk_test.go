@@ -11,18 +11,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// queueForTest queues tx on a connection without a socket, as apply does,
-// and returns the queued messages.
+// queueForTest encodes tx as apply does and returns its messages.
 func queueForTest(t *testing.T, tx *Transaction) []netlink.Message {
 	t.Helper()
-	c, err := nftables.New() // not lasting: no socket until Flush
+	msgs, _, err := encodeTx(tx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := queueTx(c, tx); err != nil {
+	return msgs
+}
+
+// newTestEncoder is newEncoder, failing t on error.
+func newTestEncoder(t *testing.T) *encoder {
+	t.Helper()
+	e, err := newEncoder(1)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return *queuedMessages(c)
+	return e
 }
 
 // elemListAttr returns the set name of an element message and the length
@@ -77,11 +83,11 @@ func TestElementMessagesMatchLibrary(t *testing.T) {
 		}
 		for _, tc := range sets {
 			for _, kind := range []OpKind{OpAddElements, OpDelElements} {
-				ours, _ := nftables.New()
-				if err := queueElements(ours, Op{Kind: kind, Family: f, Set: tc.set, Elements: tc.els}); err != nil {
+				ours := newTestEncoder(t)
+				if err := encodeElements(ours, Op{Kind: kind, Family: f, Set: tc.set, Elements: tc.els}); err != nil {
 					t.Fatal(err)
 				}
-				lib, _ := nftables.New()
+				lib := newTestEncoder(t)
 				ns, err := nlSet(f, tc.set)
 				if err != nil {
 					t.Fatal(err)
@@ -95,15 +101,22 @@ func TestElementMessagesMatchLibrary(t *testing.T) {
 					nes = append(nes, ne)
 				}
 				if kind == OpAddElements {
-					err = lib.SetAddElements(ns, nes)
+					err = lib.c.SetAddElements(ns, nes)
 				} else {
-					err = lib.SetDeleteElements(ns, nes)
+					err = lib.c.SetDeleteElements(ns, nes)
+				}
+				if err == nil {
+					lib.pending++
+					err = lib.flush()
 				}
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, want := *queuedMessages(ours), *queuedMessages(lib)
-				if len(got) != 1 || len(want) != 1 || got[0].Header != want[0].Header || !bytes.Equal(got[0].Data, want[0].Data) {
+				got, want := ours.msgs, lib.msgs
+				if len(got) != 1 || len(want) != 1 {
+					t.Fatalf("%s %s %s: %d messages ours, %d the library's; want 1 each", kind, f, tc.set.Name, len(got), len(want))
+				}
+				if got[0].Header != want[0].Header || !bytes.Equal(got[0].Data, want[0].Data) {
 					t.Errorf("%s %s %s:\nours    %v %x\nlibrary %v %x", kind, f, tc.set.Name, got[0].Header, got[0].Data, want[0].Header, want[0].Data)
 				}
 			}
@@ -129,10 +142,14 @@ func TestOversizedMessagesAreErrors(t *testing.T) {
 		{Op{Kind: OpDelElements, Family: IPv6, Set: set, Elements: []Element{huge}}, "delete elements ip6 set m: element 1 : goto ccc"},
 		{Op{Kind: OpAddRule, Family: IPv4, Chain: chain, Rule: &Rule{Stmts: stmts}}, "add rule ip chain long rule \"counter counter"},
 	} {
-		c, _ := nftables.New()
-		_, err := queueTx(c, &Transaction{Ops: []Op{tc.op}})
+		_, _, err := encodeTx(&Transaction{Ops: []Op{tc.op}})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got error %.300v, want one containing %q", tc.op.Kind, err, tc.want)
 		}
 	}
+}
+
+// dispatchKey is the key of a service-ips element (as nftrules makes it).
+func dispatchKey(ip netip.Addr, p Protocol, port uint16) []Value {
+	return []Value{AddrValue(ip), NumValue(uint32(p)), NumValue(uint32(port))}
 }

@@ -1,6 +1,10 @@
 package nft
 
-import "sort"
+import (
+	"maps"
+	"slices"
+	"sort"
+)
 
 // OpKind is a verb of a transaction.
 type OpKind int
@@ -68,17 +72,6 @@ func (tx *Transaction) Objects() int {
 		if op.Kind == OpAddElements || op.Kind == OpDelElements {
 			n += len(op.Elements)
 		} else {
-			n++
-		}
-	}
-	return n
-}
-
-// Count returns how many ops of a kind the transaction holds.
-func (tx *Transaction) Count(k OpKind) int {
-	n := 0
-	for _, op := range tx.Ops {
-		if op.Kind == k {
 			n++
 		}
 	}
@@ -295,7 +288,7 @@ func diffElementsIndexed(have, want *Set) (add, del []Element) {
 		return want.distinctElements(), nil
 	}
 	wantEls := want.transientIndex()
-	for _, k := range sortedKeys(wantEls) {
+	for _, k := range slices.Sorted(maps.Keys(wantEls)) {
 		w := wantEls[k]
 		h, ok := haveEls[k]
 		if ok && h.Equal(w) {
@@ -306,7 +299,7 @@ func diffElementsIndexed(have, want *Set) (add, del []Element) {
 		}
 		add = append(add, w)
 	}
-	for _, k := range sortedKeys(haveEls) {
+	for _, k := range slices.Sorted(maps.Keys(haveEls)) {
 		if _, ok := wantEls[k]; !ok {
 			del = append(del, haveEls[k])
 		}
@@ -378,15 +371,6 @@ func (s *Set) holds(key string) bool {
 		return false
 	}
 	return s.refs.get(key) > 0
-}
-
-func sortedKeys(m map[string]Element) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // transientIndex is Elements without keeping the map: a desired ruleset

@@ -13,6 +13,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Layout is what the generic layer must be told about the contents of our
+// tables because the kernel does not record it. google/nftables v0.3.0
+// cannot read nft's typeof user data and misreports the key type of
+// verdict maps (#319), so a set read back is typed from the layout that
+// made it; and only the layout knows which sets the packet path fills.
+// nftrules implements it for nftproxy's tables.
+type Layout interface {
+	// Set returns an empty set of the given name and family, with the type
+	// the layout gives it; false for a name the layout never makes (such a
+	// set is read back typeless, so that Diff recreates the table).
+	Set(f Family, name string) (*Set, bool)
+	// PacketPathSet reports whether the packet path fills the named set
+	// (update @set): its element changes are not foreign changes.
+	PacketPathSet(name string) bool
+}
+
 // Options configure a Reconciler.
 type Options struct {
 	// NetNSFd, when non-zero, is an fd of the network namespace to program
@@ -47,8 +63,10 @@ type Reconciler struct {
 	opts   Options
 
 	mu sync.Mutex
-	// nft is the lasting connection (see conn); nil until first used.
-	nft *nftables.Conn
+	// nft is the lasting connection of reads (see conn), sock the lasting
+	// socket of batches (see batchConn); nil until first used.
+	nft  *nftables.Conn
+	sock *netlink.Conn
 	// applied is the ruleset of the last committed transaction; between full
 	// syncs it stands in for the live state (reading every rule back is
 	// slow). nil forces the next sync to read the kernel.
@@ -63,20 +81,21 @@ type Reconciler struct {
 	// change more than set elements (tables, sets, chains, rules).
 	commits, skeletonCommits uint64
 
-	// own are the port IDs of the sockets nft has used (WatchForeign).
+	// own are the port IDs of the sockets that sent our batches
+	// (WatchForeign).
 	own ownPorts
 }
 
 // NewReconciler returns a reconciler of the tables made by layout, in the
-// namespace in opts.
-func NewReconciler(layout Layout, opts Options) (*Reconciler, error) {
-	return &Reconciler{layout: layout, opts: opts}, nil
+// namespace in opts. Its netlink sockets open at first use.
+func NewReconciler(layout Layout, opts Options) *Reconciler {
+	return &Reconciler{layout: layout, opts: opts}
 }
 
-// Socket buffers for the batch socket. google/nftables asks for an ACK per
-// message; a cold sync of 10k Services is tens of thousands of messages, and
-// with default buffers the send fails ("message too long") or the ACKs
-// overflow the receive queue (ENOBUFS) after the kernel has committed.
+// Socket buffers of the reconciler's sockets. A batch is one datagram (a
+// cold sync of 10k Services is tens of MB): with default buffers its
+// sendmsg fails ("message too long"), and the answers of a batch or the
+// pages of a dump can overflow the receive queue (ENOBUFS).
 const batchSocketBuffer = 256 << 20
 
 func forceBuffers(c *netlink.Conn) error {
@@ -99,15 +118,20 @@ func forceBuffers(c *netlink.Conn) error {
 	return serr
 }
 
-// conn returns the reconciler's lasting nftables connection, opening it
-// when needed. One socket serves every read and batch: closing a netlink
-// socket makes the kernel wait for an RCU grace period, which cost 7-20 ms
-// per sync here, far more than a small transaction (about 70 µs).
+// The reconciler keeps two netlink sockets for its life: a lasting
+// google/nftables connection for reads (conn), and a socket of its own for
+// batches (batchConn), which the library's encoder never touches (see
+// encoder). Both last: closing a netlink socket that sent a batch makes the
+// kernel wait for an RCU grace period, which cost 7-20 ms per sync here,
+// far more than a small transaction (about 70 µs).
+
+// conn returns the lasting nftables connection of reads, opening it when
+// needed. It never writes: every change goes through batchConn.
 func (r *Reconciler) conn() (*nftables.Conn, error) {
 	if r.nft != nil {
 		return r.nft, nil
 	}
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers, r.own.recordPort)}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers)}
 	if r.opts.NetNSFd != 0 {
 		opts = append(opts, nftables.WithNetNSFd(r.opts.NetNSFd))
 	}
@@ -119,22 +143,35 @@ func (r *Reconciler) conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// dropConn closes the lasting connection after an error: whatever a failed
-// batch left behind (queued messages, unread ACKs) goes with it.
+// batchConn returns the lasting socket that sends our batches, opening it
+// when needed; its port ID is the one the watcher filters as ours.
+func (r *Reconciler) batchConn() (*netlink.Conn, error) {
+	if r.sock != nil {
+		return r.sock, nil
+	}
+	nl, err := r.dialNetfilter()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.own.recordPort(nl); err != nil {
+		nl.Close()
+		return nil, err
+	}
+	r.sock = nl
+	return nl, nil
+}
+
+// dropConn closes both sockets after an error: whatever a failed batch or
+// read left behind (unread answers) goes with them.
 func (r *Reconciler) dropConn() {
 	if r.nft != nil {
 		_ = r.nft.CloseLasting()
 		r.nft = nil
 	}
-}
-
-// Invalidate forgets the last applied state, so the next Sync reads the
-// kernel.
-func (r *Reconciler) Invalidate() {
-	r.mu.Lock()
-	r.applied = nil
-	r.epoch++
-	r.mu.Unlock()
+	if r.sock != nil {
+		_ = r.sock.Close()
+		r.sock = nil
+	}
 }
 
 // Sync makes the kernel match desired in one atomic transaction. With full
@@ -204,7 +241,7 @@ func (r *Reconciler) ReadLive() (*Ruleset, error) {
 	return r.readLive()
 }
 
-// Close releases the netlink connection. Rules stay in the kernel.
+// Close releases the netlink sockets. Rules stay in the kernel.
 func (r *Reconciler) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -223,18 +260,11 @@ func (r *Reconciler) Cleanup() error {
 	if err != nil {
 		return err
 	}
-	if len(live.Tables) == 0 {
-		return nil
-	}
-	c, err := r.conn()
-	if err != nil {
-		return err
-	}
+	tx := &Transaction{}
 	for _, f := range live.SortedFamilies() {
-		c.DelTable(nlTable(f))
+		tx.Ops = append(tx.Ops, Op{Kind: OpDelTable, Family: f})
 	}
-	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		r.dropConn()
+	if _, err := r.apply(tx); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("delete tables: %w", err)
 	}
 	return nil

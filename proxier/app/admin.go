@@ -124,15 +124,10 @@ type ourTables interface {
 	Cleanup() error
 }
 
-// openNftables opens the netlink connection a one-shot command reads (or
-// cleans) our tables with; closeNftables closes it when the command ends.
-func openNftables() (*nft.Reconciler, error) {
-	rec, err := nftrules.NewReconciler(nft.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("opening nftables: %w", err)
-	}
-	return rec, nil
-}
+// openNftables returns what a one-shot command reads (or cleans) our
+// tables with; its netlink sockets open at first use, and closeNftables
+// closes them when the command ends.
+func openNftables() *nft.Reconciler { return nftrules.NewReconciler(nft.Options{}) }
 
 func closeNftables(rec *nft.Reconciler) {
 	if err := rec.Close(); err != nil {

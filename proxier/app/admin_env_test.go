@@ -21,84 +21,41 @@ import (
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// The CLI kernel tests run the nftproxy binary inside network namespaces
-// that form a small node (the same shape as nftrules' kernel tests):
+// The CLI kernel tests run the nftproxy binary inside a netkit.RoutedNode
+// (the same shape as nftrules' kernel tests):
 //
 //	client (192.168.60.2, fd60::2) ── node (192.168.60.1, fd60::1) ─┬─ pod0 (10.244.1.10, fd44::10)
 //	                                                                 ├─ pod1 (10.244.1.11, fd44::11)
 //	                                                                 └─ pod2 (10.244.1.12, fd44::12)
-//
-// The client is outside the cluster CIDRs 10.244.0.0/16 and fd44::/64.
 var (
 	cliClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd44::/64")}
 	cliNode4        = netip.MustParseAddr("192.168.60.1")
 	cliNode6        = netip.MustParseAddr("fd60::1")
 	cliClient4      = netip.MustParseAddr("192.168.60.2")
 	cliClient6      = netip.MustParseAddr("fd60::2")
-	cliPodGW4       = netip.MustParseAddr("10.244.1.1")
-	cliPodGW6       = netip.MustParseAddr("fd44::1")
 )
 
-func cliPod4(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("10.244.1.%d", 10+i)) }
-func cliPod6(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd44::%d", 10+i)) }
+func cliPod4(i int) netip.Addr { return netkit.RoutedPodAddrs(i)[0] }
+func cliPod6(i int) netip.Addr { return netkit.RoutedPodAddrs(i)[1] }
 
 type cliNode struct {
+	routed       *netkit.RoutedNode
 	node, client *netkit.NS
 	pods         []*netkit.NS
 	rec          *nft.Reconciler
-}
-
-// newNamespace creates a namespace removed when the test ends.
-func newNamespace(t testing.TB, role string) *netkit.NS {
-	t.Helper()
-	id := strings.NewReplacer("/", "-", "_", "").Replace(t.Name())
-	if len(id) > 10 {
-		id = id[len(id)-10:]
-	}
-	name := "nftcli-" + id + "-" + role
-	_ = netkit.CleanupPrefix(name)
-	ns, err := netkit.New(name)
-	if err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-	if os.Getenv("KEEP") == "" {
-		t.Cleanup(func() { _ = ns.Delete() })
-	}
-	return ns
 }
 
 // newCLINode builds the topology above with n pods and a reconciler
 // programming the node namespace.
 func newCLINode(t testing.TB, pods int) *cliNode {
 	t.Helper()
-	netkit.RequireRoot(t)
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	n := &cliNode{node: newNamespace(t, "node"), client: newNamespace(t, "client")}
-	must(n.node.EnableForwarding())
-	must(netkit.Link(n.node, "eth0", []netip.Prefix{netip.PrefixFrom(cliNode4, 24), netip.PrefixFrom(cliNode6, 64)},
-		n.client, "eth0", []netip.Prefix{netip.PrefixFrom(cliClient4, 24), netip.PrefixFrom(cliClient6, 64)}))
-	must(n.client.AddDefaultRoute(cliNode4))
-	must(n.client.AddDefaultRoute(cliNode6))
-	must(n.node.AddDefaultRoute(cliClient4))
-	must(n.node.AddDefaultRoute(cliClient6))
-	for i := 0; i < pods; i++ {
-		pod := newNamespace(t, fmt.Sprintf("pod%d", i))
-		must(netkit.ConnectRoutedPod(n.node, fmt.Sprintf("veth%d", i), pod,
-			[]netip.Addr{cliPod4(i), cliPod6(i)}, []netip.Addr{cliPodGW4, cliPodGW6}))
-		n.pods = append(n.pods, pod)
-	}
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: n.node.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := netkit.NewRoutedNode(t, "nftcli-", netkit.RoutedNodeAddrs{
+		Node:   [2]netip.Addr{cliNode4, cliNode6},
+		Client: [2]netip.Addr{cliClient4, cliClient6},
+	}, pods)
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: r.Node.FD()})
 	t.Cleanup(func() { _ = rec.Close() })
-	n.rec = rec
-	return n
+	return &cliNode{routed: r, node: r.Node, client: r.Client, pods: r.Pods, rec: rec}
 }
 
 // program makes the node's tables match st, as the proxier would.

@@ -169,7 +169,7 @@ func TestKernelDump(t *testing.T) {
 		if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		scratch := newNamespace(t, "scratch")
+		scratch := n.routed.NewNS("scratch")
 		if o, err := scratch.Exec("nft", "-c", "-f", file); err != nil {
 			t.Fatalf("nft -c -f rejects the dump: %v\n%s\n%s", err, o, out)
 		}
@@ -288,23 +288,7 @@ func TestKernelTraceMatchesTraffic(t *testing.T) {
 	n := newCLINode(t, 3)
 	st := cliState()
 	n.program(t, st)
-	for i, pod := range n.pods {
-		name := fmt.Sprintf("pod%d", i)
-		reply := func(remote netip.AddrPort) string { return name + " " + remote.Addr().Unmap().String() }
-		for _, a := range []netip.Addr{cliPod4(i), cliPod6(i)} {
-			ap := netip.AddrPortFrom(a, 8080)
-			c, err := pod.ServeTCP(ap, reply)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			u, err := pod.ServeUDP(ap, reply)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { u.Close() })
-		}
-	}
+	n.routed.ServeEcho(8080)
 	// backend maps a reply's pod name to the address:port it serves on in
 	// the destination's family.
 	backend := func(pod string, v6 bool) string {

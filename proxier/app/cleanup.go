@@ -33,10 +33,7 @@ func runCleanup(out io.Writer, stateDir string, force bool) error {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	defer lock.Release()
-	rec, err := openNftables()
-	if err != nil {
-		return err
-	}
+	rec := openNftables()
 	defer closeNftables(rec)
 	return cleanupWith(out, rec, stateDir)
 }

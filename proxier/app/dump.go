@@ -26,10 +26,7 @@ const apiTimeout = 30 * time.Second
 
 // runDump prints our live tables in the current network namespace.
 func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) error {
-	rec, err := openNftables()
-	if err != nil {
-		return err
-	}
+	rec := openNftables()
 	defer closeNftables(rec)
 	return dumpTo(ctx, out, o, rec, func(ctx context.Context) (*model.State, error) { return desiredFromAPI(ctx, opts) })
 }

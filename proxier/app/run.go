@@ -68,10 +68,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	defer ob.stop()
-	rec, err := nftrules.NewReconciler(nft.Options{})
-	if err != nil {
-		return fmt.Errorf("opening nftables: %w", err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{})
 	defer func() {
 		if err := rec.Close(); err != nil {
 			klog.ErrorS(err, "Closing nftables connection")

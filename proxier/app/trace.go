@@ -78,10 +78,7 @@ func runTrace(out io.Writer, req traceRequest) error {
 			req.pkt.Path = trace.LocalOut
 		}
 	}
-	rec, err := openNftables()
-	if err != nil {
-		return err
-	}
+	rec := openNftables()
 	defer closeNftables(rec)
 	return traceWith(out, req.pkt, rec)
 }

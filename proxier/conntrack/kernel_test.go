@@ -47,11 +47,9 @@ func newLab(t *testing.T) *lab {
 		}
 		t.Cleanup(func() { srv.Close() })
 	}
-	rec, err := nftrules.NewReconciler(nft.Options{NetNSFd: node.FD()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: node.FD()})
 	l := &lab{t: t, node: node, client: client, pods: pods, rec: rec, b: nftrules.NewBuilder()}
+	var err error
 	l.cleaner, err = conntrack.NewCleaner(node.FD(), conntrack.Options{OnResult: func(r conntrack.Result) {
 		if r.Err != nil {
 			t.Errorf("cleanup: %v", r.Err)

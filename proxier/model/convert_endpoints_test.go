@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
 )
 
 func TestServicePortsEndpoints(t *testing.T) {
@@ -75,7 +76,7 @@ func TestServicePortsEndpoints(t *testing.T) {
 		{
 			name: "duplicate: a ready copy wins, else the first slice's",
 			slices: []*discovery.EndpointSlice{
-				testSlice("a", v4, http8080, testEndpoint("10.0.0.1", conds(ptr(false), ptr(true), ptr(true)))),
+				testSlice("a", v4, http8080, testEndpoint("10.0.0.1", conds(ptr.To(false), ptr.To(true), ptr.To(true)))),
 				testSlice("b", v4, http8080, testEndpoint("10.0.0.1", onNode("n1", "z1"))),
 				testSlice("c", v4, http8080, testEndpoint("10.0.0.1", onNode("n2", "z2"))),
 			},
@@ -89,9 +90,9 @@ func TestServicePortsEndpoints(t *testing.T) {
 			slices: []*discovery.EndpointSlice{
 				testSlice("s", v4, http8080,
 					testEndpoint("10.0.0.1"), // nil conditions
-					testEndpoint("10.0.0.2", conds(ptr(false), ptr(true), ptr(true)), onNode("n1", "z1")),
-					testEndpoint("10.0.0.3", conds(ptr(false), nil, nil)),
-					testEndpoint("10.0.0.4", conds(ptr(false), ptr(false), ptr(false))),
+					testEndpoint("10.0.0.2", conds(ptr.To(false), ptr.To(true), ptr.To(true)), onNode("n1", "z1")),
+					testEndpoint("10.0.0.3", conds(ptr.To(false), nil, nil)),
+					testEndpoint("10.0.0.4", conds(ptr.To(false), ptr.To(false), ptr.To(false))),
 					testEndpoint("10.0.0.5", func(e *discovery.Endpoint) {
 						e.Hints = &discovery.EndpointHints{
 							ForZones: []discovery.ForZone{{Name: "z2"}, {Name: "z1"}},
@@ -137,7 +138,7 @@ func TestServicePortsEndpoints(t *testing.T) {
 				testSlice("s", v4, []discovery.EndpointPort{
 					slicePort("http", tcp, 0),
 					slicePort("http", tcp, 70000),
-					{Name: ptr("http"), Protocol: ptr(tcp)}, // nil port
+					{Name: ptr.To("http"), Protocol: ptr.To(tcp)}, // nil port
 					slicePort("dns", "ICMP", 53),
 					slicePort("dns", udp, 5353),
 				}, testEndpoint("10.0.0.1")),

@@ -63,8 +63,6 @@ func onNode(node, zone string) func(*discovery.Endpoint) {
 	return func(e *discovery.Endpoint) { e.NodeName = &node; e.Zone = &zone }
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func addrs(ss ...string) []netip.Addr {
 	var out []netip.Addr
 	for _, s := range ss {

@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 )
 
 // netip values have unexported fields: compare them with ==.
@@ -122,7 +123,7 @@ func TestServicePortsService(t *testing.T) {
 			name: "ClientIP affinity with explicit timeout",
 			svc: testService(func(s *v1.Service) {
 				s.Spec.SessionAffinity = v1.ServiceAffinityClientIP
-				s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr(int32(60))}}
+				s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To(int32(60))}}
 			}),
 			want: []*ServicePort{wantPort("http", tcp, 80, func(sp *ServicePort) {
 				sp.SessionAffinityClientIP, sp.AffinityTimeoutSeconds = true, 60
@@ -132,7 +133,7 @@ func TestServicePortsService(t *testing.T) {
 			name: "out-of-range affinity timeout falls back to the default",
 			svc: testService(func(s *v1.Service) {
 				s.Spec.SessionAffinity = v1.ServiceAffinityClientIP
-				s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr(int32(0))}}
+				s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To(int32(0))}}
 			}),
 			want: []*ServicePort{wantPort("http", tcp, 80, func(sp *ServicePort) {
 				sp.SessionAffinityClientIP, sp.AffinityTimeoutSeconds = true, 10800
@@ -142,7 +143,7 @@ func TestServicePortsService(t *testing.T) {
 		{
 			name: "timeout without ClientIP affinity is ignored",
 			svc: testService(func(s *v1.Service) {
-				s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr(int32(60))}}
+				s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To(int32(60))}}
 			}),
 			want: []*ServicePort{wantPort("http", tcp, 80)},
 		},
@@ -157,8 +158,8 @@ func TestServicePortsService(t *testing.T) {
 				s.Spec.HealthCheckNodePort = 32000
 				s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{
 					{IP: "203.0.113.7"},
-					{IP: "203.0.113.5", IPMode: ptr(v1.LoadBalancerIPModeVIP)},
-					{IP: "203.0.113.6", IPMode: ptr(v1.LoadBalancerIPModeProxy)},
+					{IP: "203.0.113.5", IPMode: ptr.To(v1.LoadBalancerIPModeVIP)},
+					{IP: "203.0.113.6", IPMode: ptr.To(v1.LoadBalancerIPModeProxy)},
 					{Hostname: "lb.example.com"},
 				}
 			}),
@@ -198,7 +199,7 @@ func TestServicePortsService(t *testing.T) {
 		{
 			name: "ITP Local",
 			svc: testService(func(s *v1.Service) {
-				s.Spec.InternalTrafficPolicy = ptr(v1.ServiceInternalTrafficPolicyLocal)
+				s.Spec.InternalTrafficPolicy = ptr.To(v1.ServiceInternalTrafficPolicyLocal)
 			}),
 			want: []*ServicePort{wantPort("http", tcp, 80, func(sp *ServicePort) { sp.InternalPolicyLocal = true })},
 		},

@@ -8,6 +8,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // fuzzInput decodes API objects from the fuzzer's bytes. Every choice takes
@@ -46,7 +47,7 @@ func (in *fuzzInput) pick(pool []string) string {
 	return pool[i]
 }
 
-// ptr returns nil or a pointer to a value decode chooses.
+// fuzzPtr returns nil or a pointer to a value decode chooses.
 func fuzzPtr[T any](in *fuzzInput, decode func() T) *T {
 	if in.intn(4) == 0 {
 		return nil
@@ -201,7 +202,7 @@ func (in *fuzzInput) endpoints() []discovery.Endpoint {
 			if base&1 == 1 {
 				addr = fmt.Sprintf("fd00:244::%x", k)
 			}
-			out[i] = discovery.Endpoint{Addresses: []string{addr}, Conditions: discovery.EndpointConditions{Ready: ptr(i%3 != 0)}}
+			out[i] = discovery.Endpoint{Addresses: []string{addr}, Conditions: discovery.EndpointConditions{Ready: ptr.To(i%3 != 0)}}
 		}
 		return out
 	}

@@ -7,12 +7,12 @@ package schematest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 )
@@ -80,12 +80,7 @@ func Validate(root, schema map[string]any, doc any) []string {
 					errs = append(errs, fmt.Sprintf("%s: required %q missing", path, r))
 				}
 			}
-			keys := make([]string, 0, len(obj))
-			for k := range obj {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(obj)) {
 				ps, ok := props[k].(map[string]any)
 				if !ok {
 					if s["additionalProperties"] == false {

@@ -277,11 +277,7 @@ func (fw *hostFirewall) load(t *testing.T) {
 // list is the table's listing, to compare byte for byte.
 func (fw *hostFirewall) list(t *testing.T) string {
 	t.Helper()
-	out, err := fw.ns.Exec("nft", "list", "table", "inet", "firewalld")
-	if err != nil {
-		t.Fatalf("listing the host firewall: %v\n%s", err, out)
-	}
-	return string(out)
+	return fw.ns.NftList(t, "table", "inet", "firewalld")
 }
 
 // readOurTables reads our tables from the kernel, failing the test on error.

@@ -164,7 +164,7 @@ func TestKernelSessionAffinity(t *testing.T) {
 			t.Errorf("after a full resync the client reached %v, want %s", seen, before)
 		}
 	})
-	listing := nftList(t, tn.node)
+	listing := tn.node.NftList(t, "ruleset")
 	for _, want := range []string{"flags dynamic,timeout", "update @aff-", "numgen random mod 3 offset 16384 vmap @endpoint-chains-0", "typeof numgen random mod 1 : verdict"} {
 		if !strings.Contains(listing, want) {
 			t.Errorf("nft listing lacks %q:\n%s", want, listing)

@@ -104,7 +104,7 @@ func TestKernelColdStartLongestNames(t *testing.T) {
 		t.Errorf("kernel differs from the desired ruleset: %d ops, first %s %s", len(tx.Ops), tx.Ops[0].Kind, tx.Ops[0].Family)
 	}
 	listStart := time.Now()
-	listing := nftList(t, tn.node)
+	listing := tn.node.NftList(t, "ruleset")
 	t.Logf("nft list ruleset: %d bytes in %v", len(listing), time.Since(listStart).Round(time.Millisecond))
 	var aff *model.ServicePort
 	var plain []*model.ServicePort // the long-named Services without affinity

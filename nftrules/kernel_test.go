@@ -264,7 +264,7 @@ func TestKernelRulesetIsNftReadable(t *testing.T) {
 	st.Services = append(st.Services, lb, np, sticky)
 	rec := newReconciler(t, tn.node)
 	apply(t, rec, st, true)
-	listing := nftList(t, tn.node)
+	listing := tn.node.NftList(t, "ruleset")
 	for _, want := range []string{
 		"typeof numgen random mod 1 : ip daddr . tcp dport",
 		"ip daddr . meta l4proto . th dport vmap @service-ips",
@@ -342,13 +342,7 @@ func TestKernelForeignTablesUntouched(t *testing.T) {
 	if out, err := tn.node.Exec("nft", "-f", file); err != nil {
 		t.Fatalf("load foreign table: %v\n%s", err, out)
 	}
-	listForeign := func() string {
-		out, err := tn.node.Exec("nft", "list", "table", "ip", "other")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		return string(out)
-	}
+	listForeign := func() string { return tn.node.NftList(t, "table", "ip", "other") }
 	before := listForeign()
 	rec := newReconciler(t, tn.node)
 	apply(t, rec, &model.State{Services: []*model.ServicePort{svc(1, "web", v1.ProtocolTCP, 80, []string{"10.96.0.10"}, 80, 0)}}, true)
@@ -361,7 +355,7 @@ func TestKernelForeignTablesUntouched(t *testing.T) {
 	if after := listForeign(); after != before {
 		t.Errorf("foreign table changed:\n%s\nvs\n%s", before, after)
 	}
-	if l := nftList(t, tn.node); strings.Contains(l, nft.TableName) {
+	if l := tn.node.NftList(t, "ruleset"); strings.Contains(l, nft.TableName) {
 		t.Errorf("our table survived cleanup:\n%s", l)
 	}
 }

@@ -70,13 +70,3 @@ func newTestNode(t testing.TB, pods int) *testNode {
 	}, pods)
 	return &testNode{routed: n, node: n.Node, client: n.Client, pods: n.Pods}
 }
-
-// nftList returns `nft list ruleset` of a namespace.
-func nftList(t testing.TB, ns *netkit.NS) string {
-	t.Helper()
-	out, err := ns.Exec("nft", "list", "ruleset")
-	if err != nil {
-		t.Fatalf("nft list ruleset in %s: %v\n%s", ns.Name, err, out)
-	}
-	return string(out)
-}

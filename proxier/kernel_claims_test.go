@@ -27,14 +27,14 @@ import (
 //	pod0 (victim)  ─┼─ node: nftproxy (informers over a fake clientset)
 //	pod1 (attacker)─┘
 func TestKernelClusterIPCannotBeTaken(t *testing.T) {
-	node := kernelNamespace(t, "nftk-claims-node")
+	node := netkit.NewTestNS(t, "nftk-claims-node")
 	if err := node.EnableForwarding(); err != nil {
 		t.Fatal(err)
 	}
 	// A default route into a namespace that does not forward, so that a
 	// ClusterIP without endpoints is routed and meets the reject rule
 	// instead of failing routing, and nothing leaves the lab.
-	sink := kernelNamespace(t, "nftk-claims-sink")
+	sink := netkit.NewTestNS(t, "nftk-claims-sink")
 	if err := netkit.Link(node, "eth0", []netip.Prefix{netip.MustParsePrefix("192.168.50.1/24")},
 		sink, "eth0", []netip.Prefix{netip.MustParsePrefix("192.168.50.2/24")}); err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestKernelClusterIPCannotBeTaken(t *testing.T) {
 	pods := make([]*netkit.NS, 3)
 	podIP := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 244, 1, byte(10 + i)}) }
 	for i := range pods {
-		pods[i] = kernelNamespace(t, fmt.Sprintf("nftk-claims-pod%d", i))
+		pods[i] = netkit.NewTestNS(t, fmt.Sprintf("nftk-claims-pod%d", i))
 		if err := netkit.ConnectRoutedPod(node, fmt.Sprintf("veth%d", i), pods[i], []netip.Addr{podIP(i)}, []netip.Addr{gw}); err != nil {
 			t.Fatal(err)
 		}

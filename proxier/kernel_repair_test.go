@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +43,7 @@ const hostFirewall = "flush ruleset\n" +
 
 func newRepairNode(t *testing.T, prefix string) *repairNode {
 	t.Helper()
-	mk := func(role string) *netkit.NS { return kernelNamespace(t, prefix+"-"+role) }
+	mk := func(role string) *netkit.NS { return netkit.NewTestNS(t, prefix+"-"+role) }
 	n := &repairNode{node: mk("node"), client: mk("client"), firewall: filepath.Join(t.TempDir(), "firewall.nft")}
 	pod := mk("pod")
 	node4, client4 := netip.MustParseAddr("192.168.70.1"), netip.MustParseAddr("192.168.70.2")
@@ -120,15 +119,7 @@ func (n *repairNode) repairs() ([]time.Time, int) {
 // listForeign lists the node's tables other than ours.
 func (n *repairNode) listForeign(t *testing.T) string {
 	t.Helper()
-	var b strings.Builder
-	for _, tb := range [][]string{{"ip", "filter"}, {"ip6", "kube-proxy"}} {
-		out, err := n.node.Exec("nft", "list", "table", tb[0], tb[1])
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		b.Write(out)
-	}
-	return b.String()
+	return n.node.NftList(t, "table", "ip", "filter") + n.node.NftList(t, "table", "ip6", "kube-proxy")
 }
 
 // TestKernelRepairsForeignChanges breaks our tables in the ways a firewall

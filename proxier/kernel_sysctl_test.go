@@ -18,13 +18,7 @@ import (
 // kube-proxy does before it creates its proxier (the upstream e2e test
 // "KubeProxy should set TCP CLOSE_WAIT timeout" reads the result).
 func TestKernelNewSetsConntrackSysctls(t *testing.T) {
-	netkit.RequireRoot(t)
-	_ = netkit.CleanupPrefix("nftk-pxsysctl-")
-	node, err := netkit.New("nftk-pxsysctl-node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Delete() })
+	node := netkit.NewTestNS(t, "nftk-pxsysctl-node")
 	const path = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait"
 	hostBefore, err := os.ReadFile(path)
 	if err != nil {

@@ -31,7 +31,7 @@ import (
 // changes within a second. The lab e2e suite does the same against a real
 // kube-apiserver.
 func TestKernelFollowsAPIObjects(t *testing.T) {
-	ns := kernelNamespace(t, "nftk-proxier")
+	ns := netkit.NewTestNS(t, "nftk-proxier")
 	client := fake.NewClientset(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}})
 	ctx, rec, _ := startKernelProxier(t, ns, client)
 
@@ -99,20 +99,6 @@ func TestKernelFollowsAPIObjects(t *testing.T) {
 	if _, ok := live.Tables[nft.IPv4].Chains[nftrules.ServiceChainName(mustName("default", "web", "http"))]; ok {
 		t.Error("the deleted Service's chain is still in the kernel")
 	}
-}
-
-// kernelNamespace returns a new network namespace named name (leftovers
-// of a crashed run removed first), deleted when the test ends.
-func kernelNamespace(t *testing.T, name string) *netkit.NS {
-	t.Helper()
-	netkit.RequireRoot(t)
-	_ = netkit.CleanupPrefix(name)
-	ns, err := netkit.New(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Delete() })
-	return ns
 }
 
 // proxierRun records what a proxier started by startKernelProxier did.

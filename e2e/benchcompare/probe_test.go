@@ -11,13 +11,7 @@ import (
 // present, absent, missing table, both families, and that an answer never leaves a stray
 // reply for the next question (an ACK after a found element once did).
 func TestProbe(t *testing.T) {
-	netkit.RequireRoot(t)
-	_ = netkit.CleanupPrefix("nftbc-probe-")
-	ns, err := netkit.New("nftbc-probe-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Delete()
+	ns := netkit.NewTestNS(t, "nftbc-probe-a")
 	if out, err := ns.Exec("nft", "add table ip t; add set ip t s { type ipv4_addr . ipv4_addr; }; add element ip t s { 10.0.0.1 . 10.0.0.1 }; "+
 		"add table ip6 t; add set ip6 t s { type ipv6_addr . ipv6_addr; }; add element ip6 t s { fd00::1 . fd00::1 }"); err != nil {
 		t.Fatalf("%v: %s", err, out)

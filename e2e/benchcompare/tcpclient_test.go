@@ -15,13 +15,7 @@ import (
 // from a new backend is found once the rule points at it, and never
 // before.
 func TestTCPClient(t *testing.T) {
-	netkit.RequireRoot(t)
-	_ = netkit.CleanupPrefix("nftbc-tcp-")
-	ns, err := netkit.New("nftbc-tcp-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Delete()
+	ns := netkit.NewTestNS(t, "nftbc-tcp-a")
 	a, b := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
 	for _, addr := range []netip.Addr{a, b} {
 		if err := ns.AddAddr("lo", netip.PrefixFrom(addr, 32)); err != nil {

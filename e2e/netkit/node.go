@@ -3,7 +3,6 @@ package netkit
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 )
@@ -82,16 +81,7 @@ func NewRoutedNode(t testing.TB, prefix string, addrs RoutedNodeAddrs, pods int)
 // NewNS creates another namespace of the node's test (see NewRoutedNode).
 func (n *RoutedNode) NewNS(role string) *NS {
 	n.t.Helper()
-	name := n.prefix + n.id + "-" + role
-	_ = CleanupPrefix(name)
-	ns, err := New(name)
-	if err != nil {
-		n.t.Fatalf("create namespace %s: %v", name, err)
-	}
-	if os.Getenv("KEEP") == "" {
-		n.t.Cleanup(func() { _ = ns.Delete() })
-	}
-	return ns
+	return newTestNS(n.t, n.prefix+n.id+"-"+role)
 }
 
 // ServeEcho starts TCP and UDP servers on port on both addresses of every

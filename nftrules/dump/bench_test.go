@@ -23,14 +23,7 @@ func scaleState(n, eps int) *model.State {
 // network namespace and returns a reconciler reading it.
 func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State) {
 	b.Helper()
-	netkit.RequireRoot(b)
-	name := "nftdump-bench"
-	_ = netkit.CleanupPrefix(name)
-	ns, err := netkit.New(name)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = ns.Delete() })
+	ns := netkit.NewTestNS(b, "nftdump-bench")
 	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	st := scaleState(10000, 10)
 	if _, err := rec.Sync(context.Background(), nftrules.Build(st), true); err != nil {

@@ -11,14 +11,7 @@ import (
 // TestKernelViewMatchesBuild: checkViewOfLiveTables on tables read back
 // from the kernel.
 func TestKernelViewMatchesBuild(t *testing.T) {
-	netkit.RequireRoot(t)
-	name := "nftdump-view"
-	_ = netkit.CleanupPrefix(name)
-	ns, err := netkit.New(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Delete() })
+	ns := netkit.NewTestNS(t, "nftdump-view")
 	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	checkViewOfLiveTables(t, rec)
 }

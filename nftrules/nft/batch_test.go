@@ -16,13 +16,7 @@ import (
 // error names the op of that message, and the batch socket carries the
 // next batch cleanly (no answer of the refused one is left unread).
 func TestKernelSendBatch(t *testing.T) {
-	netkit.RequireRoot(t)
-	_ = netkit.CleanupPrefix("nftk-batch-")
-	ns, err := netkit.New("nftk-batch-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Delete()
+	ns := netkit.NewTestNS(t, "nftk-batch-a")
 	r := &Reconciler{opts: Options{NetNSFd: ns.FD()}}
 	defer r.Close()
 	c, err := r.conn()

@@ -200,13 +200,10 @@ func TestKernelDump(t *testing.T) {
 // kernel's hash order, neither of which is part of the ruleset's meaning.
 func normalizedListing(t *testing.T, ns *netkit.NS, family string) string {
 	t.Helper()
-	out, err := ns.Exec("nft", "list", "table", family, nft.TableName)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	out := ns.NftList(t, "table", family, nft.TableName)
 	var blocks []string
 	var cur []string
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		switch {
 		case strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, "\t\t") && strings.HasSuffix(line, "{"):
 			cur = []string{line}
@@ -410,15 +407,7 @@ func TestKernelCleanupCLI(t *testing.T) {
 	}
 	n.program(t, cliState())
 	listForeign := func() string {
-		var b strings.Builder
-		for _, tb := range [][]string{{"ip", "other"}, {"ip6", "kube-proxy"}} {
-			out, err := n.node.Exec("nft", "list", "table", tb[0], tb[1])
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-			b.Write(out)
-		}
-		return b.String()
+		return n.node.NftList(t, "table", "ip", "other") + n.node.NftList(t, "table", "ip6", "kube-proxy")
 	}
 	before := listForeign()
 	// nftproxy had set route_localnet (0 before) for localhost NodePorts.

@@ -47,13 +47,7 @@ type Entry struct {
 // when tb ends.
 func testNamespace(tb testing.TB, name string) (*netkit.NS, *Creator) {
 	tb.Helper()
-	netkit.RequireRoot(tb)
-	_ = netkit.CleanupPrefix(name)
-	ns, err := netkit.New(name)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = ns.Delete() })
+	ns := netkit.NewTestNS(tb, name)
 	cr, err := NewCreator(ns.FD())
 	if err != nil {
 		tb.Fatal(err)

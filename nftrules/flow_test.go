@@ -7,11 +7,11 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/trace"
 	"github.com/nftproxy/nftproxy/proxier/model"
+	"github.com/nftproxy/nftproxy/proxier/model/modeltest"
 )
 
 // Packet-flow specifications: what happens to the first packet of a
@@ -81,20 +81,7 @@ func makePacket(src, proto, dst string, path trace.Path) trace.Packet {
 // with the given ID, protocol, port, comma-separated ClusterIPs and
 // endpoints.
 func servicePort(id uint32, name, proto string, port uint16, clusterIPs string, eps ...model.Endpoint) *model.ServicePort {
-	nsName, portName, _ := strings.Cut(name, ":")
-	ns, n, _ := strings.Cut(nsName, "/")
-	p := v1.Protocol(strings.ToUpper(proto))
-	sp := &model.ServicePort{
-		Name:      model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: ns, Name: n}, Port: portName, Protocol: p},
-		ID:        id,
-		Port:      port,
-		Protocol:  p,
-		Endpoints: eps,
-	}
-	for _, ip := range strings.Split(clusterIPs, ",") {
-		sp.ClusterIPs = append(sp.ClusterIPs, netip.MustParseAddr(ip))
-	}
-	return sp
+	return modeltest.ServicePort(id, name, v1.Protocol(strings.ToUpper(proto)), port, clusterIPs, eps...)
 }
 
 // Endpoint conditions, as EndpointSlices report them.

@@ -9,31 +9,20 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/dump"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
+	"github.com/nftproxy/nftproxy/proxier/model/modeltest"
 )
 
 // port returns the service port "ns/name:portname" with endpoints "addr:port".
 func port(id uint32, name string, proto v1.Protocol, p uint16, clusterIPs string, eps ...string) *model.ServicePort {
-	nsName, portName, _ := strings.Cut(name, ":")
-	ns, n, _ := strings.Cut(nsName, "/")
-	sp := &model.ServicePort{
-		Name:     model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: ns, Name: n}, Port: portName, Protocol: proto},
-		ID:       id,
-		Port:     p,
-		Protocol: proto,
-	}
-	for _, ip := range strings.Split(clusterIPs, ",") {
-		sp.ClusterIPs = append(sp.ClusterIPs, netip.MustParseAddr(ip))
-	}
+	sp := modeltest.ServicePort(id, name, proto, p, clusterIPs)
 	for _, e := range eps {
-		ap := netip.MustParseAddrPort(e)
-		sp.Endpoints = append(sp.Endpoints, model.Endpoint{Addr: ap.Addr(), Port: ap.Port(), Ready: true, Serving: true})
+		sp.Endpoints = append(sp.Endpoints, modeltest.Ready(e))
 	}
 	return sp
 }

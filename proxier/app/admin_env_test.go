@@ -12,13 +12,13 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier/model"
+	"github.com/nftproxy/nftproxy/proxier/model/modeltest"
 )
 
 // The CLI kernel tests run the nftproxy binary inside a netkit.RoutedNode
@@ -69,20 +69,10 @@ func (n *cliNode) program(t testing.TB, st *model.State) {
 // cliPort returns a service port "ns/name:port" with ready endpoints on
 // the given pods (both families), listening on targetPort.
 func cliPort(id uint32, name string, proto v1.Protocol, port uint16, clusterIPs string, targetPort uint16, pods ...int) *model.ServicePort {
-	nsName, portName, _ := strings.Cut(name, ":")
-	ns, n, _ := strings.Cut(nsName, "/")
-	sp := &model.ServicePort{
-		Name:     model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: ns, Name: n}, Port: portName, Protocol: proto},
-		ID:       id,
-		Port:     port,
-		Protocol: proto,
-	}
-	for _, ip := range strings.Split(clusterIPs, ",") {
-		sp.ClusterIPs = append(sp.ClusterIPs, netip.MustParseAddr(ip))
-	}
+	sp := modeltest.ServicePort(id, name, proto, port, clusterIPs)
 	for _, p := range pods {
 		for _, a := range []netip.Addr{cliPod4(p), cliPod6(p)} {
-			sp.Endpoints = append(sp.Endpoints, model.Endpoint{Addr: a, Port: targetPort, Ready: true, Serving: true})
+			sp.Endpoints = append(sp.Endpoints, modeltest.ReadyAt(netip.AddrPortFrom(a, targetPort)))
 		}
 	}
 	return sp

@@ -3,8 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -121,7 +119,7 @@ func TestFaultTamper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw := &hostFirewall{ns: node, path: filepath.Join(t.TempDir(), "firewalld.nft")}
+	fw := &hostFirewall{ns: node}
 	fw.load(t)
 	fwBefore := fw.list(t)
 
@@ -259,19 +257,13 @@ func TestFaultTamper(t *testing.T) {
 
 // hostFirewall is the host's own table in node-1 (firewalldTable).
 type hostFirewall struct {
-	ns   *netkit.NS
-	path string
+	ns *netkit.NS
 }
 
 // load creates the table as a firewall service would (nft -f).
 func (fw *hostFirewall) load(t *testing.T) {
 	t.Helper()
-	if err := os.WriteFile(fw.path, []byte(firewalldTable), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := fw.ns.Exec("nft", "-f", fw.path); err != nil {
-		t.Fatalf("loading the host firewall: %v\n%s", err, out)
-	}
+	fw.ns.NftLoad(t, firewalldTable)
 }
 
 // list is the table's listing, to compare byte for byte.

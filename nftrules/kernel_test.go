@@ -335,13 +335,7 @@ func TestKernelLargeMapsAreComplete(t *testing.T) {
 func TestKernelForeignTablesUntouched(t *testing.T) {
 	tn := newTestNode(t, 0)
 	foreign := "table ip other {\n\tchain c {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tip daddr 10.96.0.10 counter\n\t}\n}\n"
-	file := filepath.Join(t.TempDir(), "foreign.nft")
-	if err := os.WriteFile(file, []byte(foreign), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := tn.node.Exec("nft", "-f", file); err != nil {
-		t.Fatalf("load foreign table: %v\n%s", err, out)
-	}
+	tn.node.NftLoad(t, foreign)
 	listForeign := func() string { return tn.node.NftList(t, "table", "ip", "other") }
 	before := listForeign()
 	rec := newReconciler(t, tn.node)

@@ -2,6 +2,7 @@ package netkit
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -40,4 +41,18 @@ func (n *NS) NftList(t testing.TB, args ...string) string {
 		t.Fatalf("nft list %v in %s: %v\n%s", args, n.Name, err, out)
 	}
 	return string(out)
+}
+
+// NftLoad runs `nft -f` on ruleset in the namespace, failing t if nft
+// refuses it: how the tests make the tables of a firewall or of another
+// proxy that ours must leave alone.
+func (n *NS) NftLoad(t testing.TB, ruleset string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "ruleset.nft")
+	if err := os.WriteFile(file, []byte(ruleset), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.Exec("nft", "-f", file); err != nil {
+		t.Fatalf("nft -f in %s: %v\n%s\n%s", n.Name, err, out, ruleset)
+	}
 }

@@ -398,13 +398,7 @@ func TestKernelTraceMatchesTraffic(t *testing.T) {
 func TestKernelCleanupCLI(t *testing.T) {
 	n := newCLINode(t, 0)
 	foreign := "table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.96.0.10 }\n\t}\n\tchain c {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tip daddr @s counter\n\t}\n}\ntable ip6 kube-proxy {\n\tchain services {\n\t}\n}\n"
-	file := filepath.Join(t.TempDir(), "foreign.nft")
-	if err := os.WriteFile(file, []byte(foreign), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := n.node.Exec("nft", "-f", file); err != nil {
-		t.Fatalf("load foreign tables: %v\n%s", err, out)
-	}
+	n.node.NftLoad(t, foreign)
 	n.program(t, cliState())
 	listForeign := func() string {
 		return n.node.NftList(t, "table", "ip", "other") + n.node.NftList(t, "table", "ip6", "kube-proxy")

@@ -12,6 +12,8 @@
 // Building blocks:
 //
 //   - NS (ns.go): create, delete, enter (Do), run commands (Exec), sysctls.
+//   - Tests (testns.go): one test's namespace (NewTestNS), and nft run in
+//     a namespace (NftList, NftLoad).
 //   - Links (link.go): veth pairs, bridges, addresses, routes, forwarding.
 //   - Traffic (serve.go): TCP/UDP servers and clients whose sockets live
 //     inside a namespace.

@@ -291,8 +291,10 @@ func decodeValues(ts []Datatype, b []byte) ([]Value, error) {
 			n = 16
 		case TypeInetProto:
 			n = 1
-		case TypeInetService, TypeIndex:
-			n = map[Datatype]int{TypeInetService: 2, TypeIndex: 4}[t]
+		case TypeInetService:
+			n = 2
+		case TypeIndex:
+			n = 4
 		}
 		if len(b) < n {
 			return nil, fmt.Errorf("element too short for %s", t)

@@ -122,6 +122,19 @@ func appendValue(b []byte, t Datatype, v Value, concat bool) ([]byte, error) {
 		}
 		a := v.Addr.As16()
 		return append(b, a[:]...), nil
+	case TypeIndex:
+		return binary.NativeEndian.AppendUint32(b, v.Num), nil
+	case TypeInetProto, TypeInetService:
+		n := len(b)
+		if t == TypeInetProto {
+			b = append(b, byte(v.Num))
+		} else {
+			b = binary.BigEndian.AppendUint16(b, uint16(v.Num))
+		}
+		for concat && (len(b)-n)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b, nil
 	}
 	return encodeValueAppend(b, t, v, concat)
 }

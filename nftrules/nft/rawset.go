@@ -47,10 +47,65 @@ func (s *Set) decodeRaw() {
 	}
 }
 
+// getRaw is Get of a set read from the kernel: the key is encoded and only
+// its element's value decoded.
+func (s *Set) getRaw(key []Value) (data []Value, verdict *Verdict, ok bool) {
+	var buf [80]byte
+	k, err := appendValues(buf[:0], s.Key, key)
+	if err != nil {
+		return nil, nil, false // a value of another type: not in the set
+	}
+	r, ok := s.raw[string(k)]
+	if !ok {
+		return nil, nil, false
+	}
+	var e Element
+	_ = decodeElementValue(s, &e, r.val) // checked by readRaw
+	return e.Data, e.Verdict, true
+}
+
+// eachRaw is Each of a set read from the kernel.
+func (s *Set) eachRaw(fn func(Element)) {
+	for k, r := range s.raw {
+		fn(rawToElement(s, []byte(k), r))
+	}
+}
+
+// sortedRaw is SortedElements of a set read from the kernel, without the
+// indexes decodeRaw builds: each element is decoded and rendered once.
+// Two kernel keys that render alike (different padding bytes) give one
+// element, the last in byte order, as decodeRaw's Put does.
+func (s *Set) sortedRaw() []Element {
+	type keyed struct {
+		text, raw string
+		e         Element
+	}
+	all := make([]keyed, 0, len(s.raw))
+	for k, r := range s.raw {
+		e := rawToElement(s, []byte(k), r)
+		all = append(all, keyed{text: e.KeyString(), raw: k, e: e})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].text != all[j].text {
+			return all[i].text < all[j].text
+		}
+		return all[i].raw < all[j].raw
+	})
+	out := make([]Element, 0, len(all))
+	for i, k := range all {
+		if i+1 < len(all) && all[i+1].text == k.text {
+			continue
+		}
+		out = append(out, k.e)
+	}
+	return out
+}
+
 // readRaw stores the elements of a set read from the kernel, checking
 // that each decodes.
 func readRaw(er *elementReader, ns *nftables.Set, s *Set) error {
 	s.raw = map[string]rawElement{}
+	var vals valueArena
 	keyLen, dataLen := encodedLen(s.Key), encodedLen(s.Data)
 	return er.each(ns, func(key, val []byte) error {
 		switch {
@@ -63,11 +118,26 @@ func readRaw(er *elementReader, ns *nftables.Set, s *Set) error {
 		}
 		var v []byte
 		if len(val) > 0 {
-			v = bytes.Clone(val)
+			v = vals.clone(val)
 		}
 		s.raw[string(key)] = rawElement{val: v}
 		return nil
 	})
+}
+
+// valueArena copies element values into shared chunks: one allocation per
+// chunk instead of one per element (most values are 8-byte endpoints).
+type valueArena struct{ chunk []byte }
+
+const valueArenaChunk = 16 << 10
+
+func (a *valueArena) clone(b []byte) []byte {
+	if cap(a.chunk)-len(a.chunk) < len(b) {
+		a.chunk = make([]byte, 0, max(valueArenaChunk, len(b)))
+	}
+	n := len(a.chunk)
+	a.chunk = append(a.chunk, b...)
+	return a.chunk[n:len(a.chunk):len(a.chunk)]
 }
 
 // diffRaw is diffElements for a set read from the kernel (have) against

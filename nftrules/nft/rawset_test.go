@@ -50,22 +50,7 @@ func TestDiffRawMatchesIndexed(t *testing.T) {
 					kernel.Put(k.el(i, 0))
 				}
 			}
-			raw := k.mk()
-			raw.raw = map[string]rawElement{}
-			for _, e := range kernel.SortedElements() {
-				key, err := appendValues(nil, raw.Key, e.Key)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var val []byte
-				switch {
-				case raw.Verdict:
-					val = rawVerdict(*e.Verdict)
-				case len(raw.Data) > 0:
-					val, _ = appendValues(nil, raw.Data, e.Data)
-				}
-				raw.raw[string(key)] = rawElement{val: val}
-			}
+			raw := rawCopy(t, kernel, k.mk())
 			// The desired set, grouped by owner, some values changed and
 			// (hairpin) some keys under two owners.
 			want := k.mk()
@@ -93,6 +78,108 @@ func TestDiffRawMatchesIndexed(t *testing.T) {
 			if !sameElements(gotAdd, wantAdd) || !sameElements(gotDel, wantDel) {
 				t.Fatalf("%s round %d:\nraw     add %v del %v\nindexed add %v del %v", k.name, round,
 					render(gotAdd), render(gotDel), render(wantAdd), render(wantDel))
+			}
+		}
+	}
+}
+
+// rawCopy fills into with the elements of kernel as readRaw stores them.
+func rawCopy(t *testing.T, kernel, into *Set) *Set {
+	t.Helper()
+	into.raw = map[string]rawElement{}
+	for _, e := range kernel.SortedElements() {
+		key, err := appendValues(nil, into.Key, e.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var val []byte
+		switch {
+		case into.Verdict:
+			val = rawVerdict(*e.Verdict)
+		case len(into.Data) > 0:
+			val, _ = appendValues(nil, into.Data, e.Data)
+		}
+		into.raw[string(key)] = rawElement{val: val}
+	}
+	return into
+}
+
+// TestRawReadersMatchDecoded: Get, Each, Len and SortedElements of
+// a set read from the kernel, which decode elements one at a time, give
+// what the decoded and indexed set gives, present and absent keys alike.
+func TestRawReadersMatchDecoded(t *testing.T) {
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
+	mk := func() *Set {
+		return &Set{Name: "service-ips", Key: []Datatype{TypeIPv4Addr, TypeInetProto, TypeInetService}, Verdict: true}
+	}
+	kernel := mk()
+	for i := 0; i < 300; i += 3 {
+		kernel.Put(Element{Key: dispatchKey(addr(i), TCP, uint16(i)), Verdict: &Verdict{Kind: Goto, Chain: fmt.Sprint("svc-", i)}})
+	}
+	raw := rawCopy(t, kernel, mk())
+	if raw.Len() != kernel.Len() || raw.raw == nil {
+		t.Fatalf("Len %d (raw kept: %v), want %d", raw.Len(), raw.raw != nil, kernel.Len())
+	}
+	var each []Element
+	raw.Each(func(e Element) { each = append(each, e) })
+	if !sameElements(each, kernel.SortedElements()) {
+		t.Fatalf("Each gives %v", render(each))
+	}
+	if got, want := render(raw.SortedElements()), render(kernel.SortedElements()); !slices.Equal(got, want) {
+		t.Fatalf("SortedElements gives %v, want %v", got, want)
+	}
+	for i := 0; i < 300; i++ {
+		key := dispatchKey(addr(i), TCP, uint16(i))
+		_, v, gotOK := raw.Get(key...)
+		want, wantOK := kernel.Lookup(Element{Key: key}.KeyString())
+		got := Element{Key: key, Verdict: v}
+		if gotOK != wantOK || (gotOK && !sameElements([]Element{got}, []Element{want})) {
+			t.Fatalf("Get(%v) = %v %v, want %v %v", key, render([]Element{got}), gotOK, render([]Element{want}), wantOK)
+		}
+	}
+	if _, _, ok := raw.Get(AddrValue(addr(0))); ok {
+		t.Fatal("Get found a key of the wrong shape")
+	}
+	if raw.raw == nil {
+		t.Fatal("reading decoded and indexed the raw set")
+	}
+
+	eps := &Set{Name: "endpoints-tcp-0", Key: []Datatype{TypeIndex}, Data: []Datatype{TypeIPv4Addr, TypeInetService}, Proto: TCP}
+	for i := 0; i < 100; i += 2 {
+		eps.Put(Element{Key: []Value{NumValue(uint32(i))}, Data: []Value{AddrValue(addr(i)), NumValue(uint32(8000 + i))}})
+	}
+	rawEps := rawCopy(t, eps, &Set{Name: eps.Name, Key: eps.Key, Data: eps.Data, Proto: eps.Proto})
+	for i := uint32(0); i < 100; i++ {
+		data, _, gotOK := rawEps.Get(NumValue(i))
+		want, wantOK := eps.Lookup(fmt.Sprint(i))
+		if gotOK != wantOK || joinValues(data) != joinValues(want.Data) {
+			t.Fatalf("Get(%d) = %v %v, want %v %v", i, data, gotOK, want.Data, wantOK)
+		}
+	}
+}
+
+// TestAppendValueMatchesEncodeValue: the allocation-free encoding of
+// every field type is encodeValue's, alone and as part of a
+// concatenation (padded to 4 bytes).
+func TestAppendValueMatchesEncodeValue(t *testing.T) {
+	for _, c := range []struct {
+		t Datatype
+		v Value
+	}{
+		{TypeIPv4Addr, AddrValue(netip.MustParseAddr("10.1.2.3"))},
+		{TypeIPv6Addr, AddrValue(netip.MustParseAddr("fd00::1"))},
+		{TypeInetProto, NumValue(6)},
+		{TypeInetService, NumValue(8080)},
+		{TypeIndex, NumValue(0x01020304)},
+	} {
+		for _, concat := range []bool{false, true} {
+			want, err := encodeValue(c.t, c.v, concat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := appendValue([]byte{0xff}, c.t, c.v, concat)
+			if err != nil || !slices.Equal(got, append([]byte{0xff}, want...)) {
+				t.Errorf("appendValue(%s, %v, concat %v) = %x, %v; want ff%x", c.t, c.v, concat, got, err, want)
 			}
 		}
 	}

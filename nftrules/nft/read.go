@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -52,10 +53,10 @@ func (r *Reconciler) readLiveWith(c *nftables.Conn, skip map[string]bool) (*Rule
 			return nil, fmt.Errorf("list table %s %s: %w", f, TableName, err)
 		}
 		t := rs.Table(f)
-		if err := readChains(c, nt, t); err != nil {
+		if err := readChains(er, t); err != nil {
 			return nil, err
 		}
-		if err := r.readRules(t); err != nil {
+		if err := readRules(er, t); err != nil {
 			return nil, err
 		}
 		if err := readSets(c, er, r.layout, nt, t); err != nil {
@@ -73,94 +74,109 @@ var hooksByNum = map[nftables.ChainHook]Hook{
 	*nftables.ChainHookPostrouting: Postrouting,
 }
 
-func readChains(c *nftables.Conn, nt *nftables.Table, t *Table) error {
-	chains, err := c.ListChainsOfTableFamily(nt.Family)
+// readChains reads the table's chains and their hooks over the element
+// reader's socket (v0.3.0's ListChains receives 4 KiB at a time and
+// allocates a Chain with its pointers per chain).
+func readChains(er *elementReader, t *Table) error {
+	err := er.dump(unix.NFT_MSG_GETCHAIN, byte(nlFamily(t.Family)), nil, func(b []byte) error {
+		var table, name, typ []byte
+		var hook *BaseChain
+		err := walkAttrs(b, func(at uint16, p []byte) error {
+			switch at {
+			case unix.NFTA_CHAIN_TABLE:
+				table = bytes.TrimRight(p, "\x00")
+			case unix.NFTA_CHAIN_NAME:
+				name = bytes.TrimRight(p, "\x00")
+			case unix.NFTA_CHAIN_TYPE:
+				typ = bytes.TrimRight(p, "\x00")
+			case unix.NFTA_CHAIN_HOOK:
+				hook = &BaseChain{}
+				return walkAttrs(p, func(ht uint16, h []byte) error {
+					if len(h) != 4 {
+						return nil
+					}
+					switch ht {
+					case unix.NFTA_HOOK_HOOKNUM:
+						hook.Hook = hooksByNum[nftables.ChainHook(bigEndian.Uint32(h))]
+					case unix.NFTA_HOOK_PRIORITY:
+						hook.Priority = int(int32(bigEndian.Uint32(h)))
+					}
+					return nil
+				})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("decode chain: %w", err)
+		}
+		if string(table) != TableName {
+			return nil
+		}
+		ch := t.Chain(string(name))
+		if hook != nil {
+			hook.Type = ChainType(typ)
+			ch.Base = hook
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("list chains of %s: %w", t.Family, err)
 	}
-	for _, nc := range chains {
-		if nc.Table.Name != TableName {
-			continue
-		}
-		ch := t.Chain(nc.Name)
-		if nc.Hooknum != nil {
-			ch.Base = &BaseChain{Type: ChainType(nc.Type), Hook: hooksByNum[*nc.Hooknum]}
-			if nc.Priority != nil {
-				ch.Base.Priority = int(*nc.Priority)
-			}
-		}
-	}
 	return nil
 }
 
-// readRules dumps every rule of the table in one request (GetRules of
-// v0.3.0 needs one request per chain and decodes every expression).
-func (r *Reconciler) readRules(t *Table) error {
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
-	if err != nil {
-		return fmt.Errorf("dial netlink: %w", err)
-	}
-	defer nl.Close()
-	if err := forceBuffers(nl); err != nil {
-		return err
-	}
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(TableName + "\x00")}})
-	if err != nil {
-		return err
-	}
-	req := netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: append([]byte{byte(nlFamily(t.Family)), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	}
-	msgs, err := nl.Execute(req)
-	if err != nil {
-		return fmt.Errorf("dump rules of %s: %w", t.Family, err)
-	}
-	for _, m := range msgs {
-		chain, identity, err := parseRuleMessage(m)
+// readRules dumps every rule of the table in one request over the element
+// reader's socket (GetRules of v0.3.0 needs one request per chain and
+// decodes every expression; a 4 KiB receive buffer, as mdlayher/netlink's
+// Execute uses, makes the kernel restart its walk of the table's rules for
+// every 4 KiB message), keeping of each rule its chain and identity.
+func readRules(er *elementReader, t *Table) error {
+	err := er.dump(unix.NFT_MSG_GETRULE, byte(nlFamily(t.Family)), []netlink.Attribute{
+		{Type: unix.NFTA_RULE_TABLE, Data: []byte(TableName + "\x00")},
+	}, func(b []byte) error {
+		chain, identity, err := parseRuleMessage(b)
 		if err != nil {
 			return err
 		}
-		ch, ok := t.Chains[chain]
-		if !ok {
-			continue
+		if ch, ok := t.Chains[string(chain)]; ok {
+			ch.Rules = append(ch.Rules, Rule{Stmts: []Stmt{Opaque{Text: identity}}})
 		}
-		ch.Rules = append(ch.Rules, Rule{Stmts: []Stmt{Opaque{Text: identity}}})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("dump rules of %s: %w", t.Family, err)
 	}
 	return nil
 }
 
-func parseRuleMessage(m netlink.Message) (chain, identity string, err error) {
-	if len(m.Data) < 4 {
-		return "", "", fmt.Errorf("short rule message")
-	}
-	ad, err := netlink.NewAttributeDecoder(m.Data[4:])
-	if err != nil {
-		return "", "", fmt.Errorf("decode rule: %w", err)
-	}
-	identity = "<rule not written by nftproxy>"
+// notOurs is the identity of a rule without our user data.
+const notOurs = "<rule not written by nftproxy>"
+
+// parseRuleMessage reads a rule's chain (in place in b) and identity from
+// the attributes of an NFT_MSG_NEWRULE message, not its expressions.
+func parseRuleMessage(b []byte) (chain []byte, identity string, err error) {
 	var handle uint64
-	for ad.Next() {
-		switch ad.Type() {
+	found := false
+	err = walkAttrs(b, func(typ uint16, p []byte) error {
+		switch typ {
 		case unix.NFTA_RULE_CHAIN:
-			chain = ad.String()
+			chain = bytes.TrimRight(p, "\x00")
 		case unix.NFTA_RULE_HANDLE:
-			ad.ByteOrder = bigEndian
-			handle = ad.Uint64()
-			ad.ByteOrder = nativeEndian
-		case unix.NFTA_RULE_USERDATA:
-			if id, ok := identityFromUserData(ad.Bytes()); ok {
-				identity = id
+			if len(p) == 8 {
+				handle = bigEndian.Uint64(p)
 			}
+		case unix.NFTA_RULE_USERDATA:
+			identity, found = identityFromUserData(p)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("decode rule: %w", err)
 	}
-	if identity == "<rule not written by nftproxy>" {
-		identity = fmt.Sprintf("%s (handle %d)", identity, handle)
+	if !found {
+		identity = fmt.Sprintf("%s (handle %d)", notOurs, handle)
 	}
-	return chain, identity, ad.Err()
+	return chain, identity, nil
 }
 
 func readSets(c *nftables.Conn, er *elementReader, layout Layout, nt *nftables.Table, t *Table) error {
@@ -224,19 +240,21 @@ func elementFromNL(s *Set, ne nftables.SetElement) (Element, error) {
 		return Element{}, err
 	}
 	e := Element{Key: key}
+	return e, decodeElementValue(s, &e, ne.Val)
+}
+
+// decodeElementValue decodes the data or verdict of an element of s.
+func decodeElementValue(s *Set, e *Element, val []byte) error {
+	var err error
 	switch {
 	case s.Verdict:
-		v, err := decodeVerdict(ne.Val)
-		if err != nil {
-			return e, fmt.Errorf("element %s: %w", e.KeyString(), err)
+		if e.Verdict, err = decodeVerdict(val); err != nil {
+			return fmt.Errorf("element %s: %w", e.KeyString(), err)
 		}
-		e.Verdict = v
 	case len(s.Data) > 0:
-		if e.Data, err = decodeValues(s.Data, ne.Val); err != nil {
-			return e, err
-		}
+		e.Data, err = decodeValues(s.Data, val)
 	}
-	return e, nil
+	return err
 }
 
 var (
@@ -247,18 +265,16 @@ var (
 // decodeVerdict decodes the NFTA_DATA_VERDICT attributes of a verdict map
 // element; v0.3.0 hands them over undecoded in SetElement.Val.
 func decodeVerdict(b []byte) (*Verdict, error) {
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return nil, fmt.Errorf("decode verdict: %w", err)
-	}
-	ad.ByteOrder = binary.BigEndian
 	var v Verdict
 	found := false
-	for ad.Next() {
-		switch ad.Type() {
+	err := walkAttrs(b, func(typ uint16, p []byte) error {
+		switch typ {
 		case unix.NFTA_VERDICT_CODE:
+			if len(p) != 4 {
+				return fmt.Errorf("verdict code of %d bytes", len(p))
+			}
 			found = true
-			switch int32(ad.Uint32()) {
+			switch int32(bigEndian.Uint32(p)) {
 			case 1: // NF_ACCEPT
 				v.Kind = Accept
 			case 0: // NF_DROP
@@ -273,10 +289,11 @@ func decodeVerdict(b []byte) (*Verdict, error) {
 				v.Kind = VerdictKind("unknown")
 			}
 		case unix.NFTA_VERDICT_CHAIN:
-			v.Chain = ad.String()
+			v.Chain = string(bytes.TrimRight(p, "\x00"))
 		}
-	}
-	if err := ad.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("decode verdict: %w", err)
 	}
 	if !found {

@@ -70,22 +70,34 @@ func (er *elementReader) Close() error { return er.nl.Close() }
 // each calls fn with the key and data bytes of every element of a set,
 // decoding the dump in place (the slices are only valid during fn).
 func (er *elementReader) each(s *nftables.Set, fn func(key, val []byte) error) error {
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+	err := er.dump(unix.NFT_MSG_GETSETELEM, byte(s.Table.Family), []netlink.Attribute{
 		{Type: unix.NFTA_SET_TABLE, Data: []byte(s.Table.Name + "\x00")},
 		{Type: unix.NFTA_SET_NAME, Data: []byte(s.Name + "\x00")},
-	})
+	}, func(b []byte) error { return eachElement(b, fn) })
+	if err != nil {
+		return fmt.Errorf("elements of %s: %w", s.Name, err)
+	}
+	return nil
+}
+
+// dump sends one nftables dump request and calls fn with the attributes of
+// every message of the answer, in place in the receive buffer (valid only
+// during fn). Reading into the large buffer keeps the kernel's messages
+// large: see elementDumpBuffer.
+func (er *elementReader) dump(msgType uint16, family byte, attrs []netlink.Attribute, fn func(attrs []byte) error) error {
+	data, err := netlink.MarshalAttributes(attrs)
 	if err != nil {
 		return err
 	}
 	req, err := er.nl.Send(netlink.Message{
 		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
 			Flags: netlink.Request | netlink.Dump,
 		},
-		Data: append([]byte{byte(s.Table.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
+		Data: append([]byte{family, unix.NFNETLINK_V0, 0, 0}, data...),
 	})
 	if err != nil {
-		return fmt.Errorf("request elements of %s: %w", s.Name, err)
+		return fmt.Errorf("request: %w", err)
 	}
 	raw, err := er.nl.SyscallConn()
 	if err != nil {
@@ -102,11 +114,11 @@ func (er *elementReader) each(s *nftables.Set, fn func(key, val []byte) error) e
 			err = rerr
 		}
 		if err != nil {
-			return fmt.Errorf("receive elements of %s: %w", s.Name, err)
+			return fmt.Errorf("receive: %w", err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(er.buf[:n])
 		if err != nil {
-			return fmt.Errorf("elements of %s: %w", s.Name, err)
+			return err
 		}
 		for _, m := range msgs {
 			if m.Header.Seq != req.Header.Sequence {
@@ -118,16 +130,16 @@ func (er *elementReader) each(s *nftables.Set, fn func(key, val []byte) error) e
 			case unix.NLMSG_ERROR:
 				if len(m.Data) >= 4 {
 					if errno := -int32(nativeEndian.Uint32(m.Data)); errno != 0 {
-						return fmt.Errorf("elements of %s: %w", s.Name, syscall.Errno(errno))
+						return syscall.Errno(errno)
 					}
 				}
 				return nil
 			}
 			if len(m.Data) < 4 {
-				return fmt.Errorf("elements of %s: short message", s.Name)
+				return errors.New("short message")
 			}
-			if err := eachElement(m.Data[4:], fn); err != nil {
-				return fmt.Errorf("elements of %s: %w", s.Name, err)
+			if err := fn(m.Data[4:]); err != nil {
+				return err
 			}
 		}
 	}

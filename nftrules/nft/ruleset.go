@@ -251,11 +251,44 @@ func (s *Set) Lookup(key string) (Element, bool) {
 	return e, ok
 }
 
-// Len returns the number of distinct elements.
-func (s *Set) Len() int { return len(s.Elements()) }
+// Get reports whether the set holds an element with the given key and
+// returns its data (data maps) or verdict (verdict maps). A set read from
+// the kernel decodes that value alone (Lookup would decode and index every
+// element).
+func (s *Set) Get(key ...Value) (data []Value, verdict *Verdict, ok bool) {
+	if s.raw != nil {
+		return s.getRaw(key)
+	}
+	e, ok := s.Lookup(joinValues(key))
+	return e.Data, e.Verdict, ok
+}
+
+// Each calls fn for every element, in no particular order. A set read
+// from the kernel decodes one element at a time and keeps none.
+func (s *Set) Each(fn func(Element)) {
+	if s.raw != nil {
+		s.eachRaw(fn)
+		return
+	}
+	for _, e := range s.Elements() {
+		fn(e)
+	}
+}
+
+// Len returns the number of distinct elements (of a set read from the
+// kernel: of elements the kernel holds, without decoding them).
+func (s *Set) Len() int {
+	if s.raw != nil {
+		return len(s.raw)
+	}
+	return len(s.Elements())
+}
 
 // SortedElements returns the elements ordered by key rendering.
 func (s *Set) SortedElements() []Element {
+	if s.raw != nil {
+		return s.sortedRaw()
+	}
 	els := s.Elements()
 	keys := make([]string, 0, len(els))
 	for k := range els {

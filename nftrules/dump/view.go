@@ -181,14 +181,15 @@ type tableView struct {
 	t        *nft.Table
 	rules    map[string][]nft.Rule // nil Stmts: unreadable rule
 	resolved map[string]*resolution
-	used     map[string]map[string]bool // endpoint map -> keys used
+	used     map[string]map[uint32]bool // endpoint map -> keys used
 }
 
 func (v *viewer) table(t *nft.Table) Table {
 	f := t.Family
 	tv := Table{Family: string(f), Name: t.Name, Chains: len(t.Chains), Sets: len(t.Sets)}
-	w := &tableView{t: t, rules: map[string][]nft.Rule{}, resolved: map[string]*resolution{}, used: map[string]map[string]bool{}}
-	for _, c := range t.SortedChains() {
+	w := &tableView{t: t, rules: make(map[string][]nft.Rule, len(t.Chains)), resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
+	chains := t.SortedChains()
+	for _, c := range chains {
 		tv.Rules += len(c.Rules)
 		rules := make([]nft.Rule, len(c.Rules))
 		for i, r := range c.Rules {
@@ -238,11 +239,11 @@ func (v *viewer) table(t *nft.Table) Table {
 	referenced := map[string]bool{}
 	for _, s := range t.Sets {
 		if s.Verdict {
-			for _, e := range s.Elements() {
+			s.Each(func(e nft.Element) {
 				if e.Verdict != nil && e.Verdict.Chain != "" {
 					referenced[e.Verdict.Chain] = true
 				}
-			}
+			})
 		}
 	}
 	for _, rules := range w.rules {
@@ -254,7 +255,7 @@ func (v *viewer) table(t *nft.Table) Table {
 			}
 		}
 	}
-	for _, c := range t.SortedChains() {
+	for _, c := range chains {
 		if _, _, _, named := parseChainName(c.Name); named && !referenced[c.Name] {
 			tv.Problems = append(tv.Problems, fmt.Sprintf("chain %s: nothing jumps to it", c.Name))
 		}
@@ -333,7 +334,7 @@ func (v *viewer) frontend(w *tableView, s *nft.Set, e nft.Element, k DispatchKey
 }
 
 func inSet(s *nft.Set, a netip.Addr) bool {
-	_, ok := s.Lookup(nft.Element{Key: []nft.Value{nft.AddrValue(a)}}.KeyString())
+	_, _, ok := s.Get(nft.AddrValue(a))
 	return ok
 }
 
@@ -377,13 +378,27 @@ func (w *tableView) resolve(chain string, depth int) *resolution {
 		r.problems = append(r.problems, fmt.Sprintf("chain %s: chains nested too deep", chain))
 		return r
 	}
-	seen := map[Endpoint]bool{}
+	// A chain leads to a handful of endpoints: a linear search finds
+	// duplicates at less cost than a map per chain, up to a point.
+	var seen map[Endpoint]bool
 	add := func(eps ...Endpoint) {
 		for _, e := range eps {
-			if !seen[e] {
+			switch {
+			case seen != nil:
+				if seen[e] {
+					continue
+				}
 				seen[e] = true
-				r.endpoints = append(r.endpoints, e)
+			case slices.Contains(r.endpoints, e):
+				continue
+			case len(r.endpoints) == 32:
+				seen = make(map[Endpoint]bool, 64)
+				for _, o := range r.endpoints {
+					seen[o] = true
+				}
+				seen[e] = true
 			}
+			r.endpoints = append(r.endpoints, e)
 		}
 	}
 	merge := func(sub *resolution) {
@@ -406,17 +421,17 @@ func (w *tableView) resolve(chain string, depth int) *resolution {
 				if j == 0 {
 					r.problems = append(r.problems, fmt.Sprintf("chain %s: dnat without a meta l4proto match", chain))
 				}
-				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nft.Element) {
+				w.mapRange(r, s.Map, s.Offset, s.Count, func(key uint32, e nft.Element) {
 					if len(e.Data) != 2 || !e.Data[0].Addr.IsValid() || e.Data[1].Num > 0xffff {
-						r.problems = append(r.problems, fmt.Sprintf("@%s entry %s has value %q", s.Map, e.KeyString(), e.ValueString()))
+						r.problems = append(r.problems, fmt.Sprintf("@%s entry %d has value %q", s.Map, key, e.ValueString()))
 						return
 					}
 					add(Endpoint{Address: e.Data[0].Addr.String(), Port: uint16(e.Data[1].Num)})
 				})
 			case nft.NumgenVmap:
-				w.mapRange(r, s.Map, s.Offset, s.Count, func(e nft.Element) {
+				w.mapRange(r, s.Map, s.Offset, s.Count, func(key uint32, e nft.Element) {
 					if e.Verdict == nil || e.Verdict.Chain == "" {
-						r.problems = append(r.problems, fmt.Sprintf("@%s entry %s has verdict %q", s.Map, e.KeyString(), e.ValueString()))
+						r.problems = append(r.problems, fmt.Sprintf("@%s entry %d has verdict %q", s.Map, key, e.ValueString()))
 						return
 					}
 					merge(w.resolve(e.Verdict.Chain, depth+1))
@@ -441,9 +456,10 @@ func (w *tableView) resolve(chain string, depth int) *resolution {
 	return r
 }
 
-// mapRange calls fn for entries offset..offset+count-1 of a map, noting
-// the first range as the frontend's map and reporting missing entries.
-func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, fn func(nft.Element)) {
+// mapRange calls fn for entries offset..offset+count-1 of a map (with the
+// entry's value, not its key), noting the first range as the frontend's
+// map and reporting missing entries.
+func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, fn func(uint32, nft.Element)) {
 	if r.m == "" {
 		r.m, r.firstKey = name, offset
 	}
@@ -459,17 +475,17 @@ func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, f
 		return
 	}
 	if w.used[name] == nil {
-		w.used[name] = map[string]bool{}
+		w.used[name] = map[uint32]bool{}
 	}
 	for i := uint32(0); i < count; i++ {
-		key := nft.Element{Key: []nft.Value{nft.NumValue(offset + i)}}.KeyString()
-		e, ok := m.Lookup(key)
+		key := offset + i
+		data, verdict, ok := m.Get(nft.NumValue(key))
 		if !ok {
-			r.problems = append(r.problems, fmt.Sprintf("@%s has no entry %s (want %d..%d)", name, key, offset, offset+count-1))
+			r.problems = append(r.problems, fmt.Sprintf("@%s has no entry %d (want %d..%d)", name, key, offset, offset+count-1))
 			continue
 		}
 		w.used[name][key] = true
-		fn(e)
+		fn(key, nft.Element{Data: data, Verdict: verdict})
 	}
 }
 

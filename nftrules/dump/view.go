@@ -162,18 +162,27 @@ var chainNamers = map[string]func(model.ServicePortName) string{
 // service or external chain. truncated is set when the name was cut
 // (nftrules keeps at most 96 characters of it).
 func parseChainName(chain string) (identity string, name model.ServicePortName, truncated, ok bool) {
-	prefix, rest, found := strings.Cut(chain, "-")
-	namer, known := chainNamers[prefix]
-	if !found || !known || len(rest) < 9 || rest[8] != '-' {
+	namer, identity, ok := chainIdentity(chain)
+	if !ok {
 		return "", name, false, false
 	}
-	identity = rest[9:]
 	parts := strings.SplitN(identity, "/", 4)
 	for len(parts) < 4 {
 		parts = append(parts, "")
 	}
 	name = model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: parts[0], Name: parts[1]}, Port: parts[3], Protocol: v1.Protocol(strings.ToUpper(parts[2]))}
 	return identity, name, namer(name) != chain, true
+}
+
+// chainIdentity splits the name of a service or external chain (ok false
+// for other chains) without checking its hash.
+func chainIdentity(chain string) (namer func(model.ServicePortName) string, identity string, ok bool) {
+	prefix, rest, found := strings.Cut(chain, "-")
+	namer, known := chainNamers[prefix]
+	if !found || !known || len(rest) < 9 || rest[8] != '-' {
+		return nil, "", false
+	}
+	return namer, rest[9:], true
 }
 
 // tableView holds one table's parsed rules while it is viewed.
@@ -256,7 +265,7 @@ func (v *viewer) table(t *nft.Table) Table {
 		}
 	}
 	for _, c := range chains {
-		if _, _, _, named := parseChainName(c.Name); named && !referenced[c.Name] {
+		if _, _, named := chainIdentity(c.Name); named && !referenced[c.Name] {
 			tv.Problems = append(tv.Problems, fmt.Sprintf("chain %s: nothing jumps to it", c.Name))
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -24,8 +25,19 @@ import (
 // apiTimeout bounds the API reads of --dump (list and sync the informers).
 const apiTimeout = 30 * time.Second
 
+// dumpMemoryLimit is the heap size at which --dump starts collecting
+// garbage (see runDump).
+const dumpMemoryLimit = 256 << 20
+
 // runDump prints our live tables in the current network namespace.
 func runDump(ctx context.Context, out io.Writer, o *opsOptions, opts *options) error {
+	// A one-shot command whose heap is mostly live until it prints (the
+	// kernel's objects, then their view): collecting as it grows cost a
+	// fifth of its CPU at 10k Services (0.50-0.56 s against 0.39-0.43 s
+	// with GOGC=off) and freed little (peak RSS 84 MB against 104 MB).
+	// Collect only near a bound.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(dumpMemoryLimit))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	rec := openNftables()
 	defer closeNftables(rec)
 	return dumpTo(ctx, out, o, rec, func(ctx context.Context) (*model.State, error) { return desiredFromAPI(ctx, opts) })

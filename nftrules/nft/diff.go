@@ -201,6 +201,11 @@ func diffTable(tx *Transaction, have, want *Table) []Op {
 		changed = append(changed, wc)
 	}
 	sortChains(changed)
+	n := len(want.Sets) * 2
+	for _, wc := range changed {
+		n += 1 + len(wc.Rules)
+	}
+	tx.Ops = slices.Grow(tx.Ops, n) // a cold sync: 30,000 ops at 10k Services
 	for _, wc := range changed {
 		if _, exists := have.Chains[wc.Name]; exists {
 			tx.Ops = append(tx.Ops, Op{Kind: OpFlushChain, Family: f, Chain: wc})
@@ -390,8 +395,12 @@ func (s *Set) transientIndex() map[string]Element {
 }
 
 // distinctElements lists every element of s once: by owner (sorted), in
-// each owner's order. Keys are rendered only for sets whose owners share
-// keys (refs); in the others each key has one owner.
+// each owner's order. In sets whose owners share keys (refs) only a key
+// counted more than once can repeat: the others are looked up in the
+// counts by their rendering in a buffer, and only shared keys are kept
+// to skip their repeats (at 10k Services x 10 endpoints the hairpin set's
+// 100,000 keys, rendered and kept, were 8 MB of a cold sync's
+// allocations).
 func (s *Set) distinctElements() []Element {
 	if !s.owned() {
 		return s.SortedElements()
@@ -401,18 +410,21 @@ func (s *Set) distinctElements() []Element {
 	sort.Strings(owners)
 	out := make([]Element, 0, s.groupedLen())
 	var seen map[string]bool
-	if s.refs != nil {
-		seen = make(map[string]bool, s.refs.len())
-	}
+	var kb [128]byte
 	for _, o := range owners {
 		g, _ := s.groups.get(o)
 		for _, e := range g {
-			if seen != nil {
-				k := e.KeyString()
-				if seen[k] {
-					continue
+			if s.refs != nil {
+				k := appendJoined(kb[:0], e.Key)
+				if s.refs.getBytes(k) > 1 {
+					if seen[string(k)] {
+						continue
+					}
+					if seen == nil {
+						seen = map[string]bool{}
+					}
+					seen[string(k)] = true
 				}
-				seen[k] = true
 			}
 			out = append(out, e)
 		}

@@ -107,6 +107,14 @@ func (k *keyCounts) get(key string) int {
 	return k.base[key]
 }
 
+// getBytes is get of a key held in a byte slice (no string allocated).
+func (k *keyCounts) getBytes(key []byte) int {
+	if c, ok := k.overlay[string(key)]; ok {
+		return c
+	}
+	return k.base[string(key)]
+}
+
 func (k *keyCounts) put(key string, c int) {
 	was := k.get(key)
 	switch {

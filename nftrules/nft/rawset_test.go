@@ -207,3 +207,26 @@ func render(els []Element) []string {
 }
 
 func sameElements(a, b []Element) bool { return slices.Equal(render(a), render(b)) }
+
+// TestColdDiffListsSharedKeysOnce: against an empty kernel set, a set whose
+// owners share keys (the hairpin set) is added with every key once, in
+// owner order, however many owners hold it.
+func TestColdDiffListsSharedKeysOnce(t *testing.T) {
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}) }
+	el := func(i int) Element { return Element{Key: []Value{AddrValue(addr(i)), AddrValue(addr(i))}} }
+	want := &Set{Name: "hairpin", Key: []Datatype{TypeIPv4Addr, TypeIPv4Addr}, SharedKeys: true,
+		groups: &ownerGroups{}, refs: &keyCounts{}}
+	for o, g := range [][]Element{{el(1), el(2)}, {el(2), el(3)}, {el(4)}, {el(2), el(1), el(5)}} {
+		want.groups.set(fmt.Sprint("owner-", o), g)
+		want.refs.add(g)
+	}
+	add, del := diffElements(nil, want)
+	got := make([]string, len(add))
+	for i, e := range add {
+		got[i] = e.KeyString()
+	}
+	wantKeys := []string{"10.1.0.1 . 10.1.0.1", "10.1.0.2 . 10.1.0.2", "10.1.0.3 . 10.1.0.3", "10.1.0.4 . 10.1.0.4", "10.1.0.5 . 10.1.0.5"}
+	if len(del) != 0 || !slices.Equal(got, wantKeys) {
+		t.Fatalf("cold diff adds %v, deletes %v; want %v and nothing", got, render(del), wantKeys)
+	}
+}

@@ -395,14 +395,19 @@ func (e Element) ValueString() string {
 // are rendered for every element a Build or Diff looks at).
 func joinValues(vs []Value) string {
 	var buf [128]byte
-	b := buf[:0]
+	return string(appendJoined(buf[:0], vs))
+}
+
+// appendJoined appends what joinValues returns (for map lookups by a
+// rendered key without allocating it).
+func appendJoined(b []byte, vs []Value) []byte {
 	for i, v := range vs {
 		if i > 0 {
 			b = append(b, " . "...)
 		}
 		b = v.appendTo(b)
 	}
-	return string(b)
+	return b
 }
 
 // Equal reports whether two elements have the same key and value.

@@ -156,8 +156,7 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *frag
 
 	base := sp.ID << IndexBits
 	epMap := EndpointMapName(proto, sp.ID)
-	hairpinned := map[netip.Addr]bool{} // one pod may serve several ports
-	var aff *affinity                   // session affinity: per-endpoint chains instead of the map
+	var aff *affinity // session affinity: per-endpoint chains instead of the map
 	if sp.SessionAffinityClientIP {
 		aff = newAffinity(fr, sp, proto, base)
 	}
@@ -169,31 +168,30 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *frag
 	}
 	// One allocation for the elements of each set and one for all their
 	// fields, instead of three per endpoint: most of a large ruleset is
-	// endpoint elements.
+	// endpoint elements. An endpoint's fields are laid out as [index,
+	// addr, addr, port]: the map entry's key is the index and its data the
+	// last two, the hairpin key the two addresses (elements are immutable:
+	// their fields may overlap), four Values instead of five.
 	n := int(nc + nl)
-	vals := make([]nft.Value, 0, 5*n)
-	take := func(vs ...nft.Value) []nft.Value {
-		i := len(vals)
-		vals = append(vals, vs...)
-		return vals[i:len(vals):len(vals)]
-	}
+	vals := make([]nft.Value, 0, 4*n)
+	field := func(i int) []nft.Value { return vals[i : i+1 : i+1] }
+	pair := func(i int) []nft.Value { return vals[i : i+2 : i+2] }
 	if aff == nil {
 		fr.reserve(epMap, n)
 	}
 	fr.reserve(SetHairpin, n)
+	hairpinned := newAddrSet(n) // one pod may serve several ports
 	put := func(eps []model.Endpoint, off uint32) {
 		for i, ep := range eps {
+			at := len(vals)
+			vals = append(vals, nft.NumValue(base+off+uint32(i)), nft.AddrValue(ep.Addr), nft.AddrValue(ep.Addr), nft.NumValue(uint32(ep.Port)))
 			if aff != nil {
 				aff.endpoint(ep, off+uint32(i))
 			} else {
-				fr.put(epMap, nft.Element{
-					Key:  take(nft.NumValue(base + off + uint32(i))),
-					Data: take(nft.AddrValue(ep.Addr), nft.NumValue(uint32(ep.Port))),
-				})
+				fr.put(epMap, nft.Element{Key: field(at), Data: pair(at + 2)})
 			}
-			if !hairpinned[ep.Addr] {
-				hairpinned[ep.Addr] = true
-				fr.put(SetHairpin, nft.Element{Key: take(nft.AddrValue(ep.Addr), nft.AddrValue(ep.Addr))})
+			if hairpinned.add(ep.Addr) {
+				fr.put(SetHairpin, nft.Element{Key: pair(at + 1)})
 			}
 		}
 	}
@@ -476,4 +474,37 @@ func ProtocolOf(p v1.Protocol) (nft.Protocol, bool) {
 		return nft.SCTP, true
 	}
 	return 0, false
+}
+
+// addrSet is a set of addresses sized for a service port's endpoints: a
+// linear search for the usual handful (no map per service port in every
+// Build), a map for many.
+type addrSet struct {
+	few  []netip.Addr
+	many map[netip.Addr]bool
+}
+
+const addrSetLinear = 16
+
+func newAddrSet(n int) *addrSet {
+	if n > addrSetLinear {
+		return &addrSet{many: make(map[netip.Addr]bool, n)}
+	}
+	return &addrSet{few: make([]netip.Addr, 0, n)}
+}
+
+// add adds a and reports whether it was not there yet.
+func (s *addrSet) add(a netip.Addr) bool {
+	if s.many != nil {
+		if s.many[a] {
+			return false
+		}
+		s.many[a] = true
+		return true
+	}
+	if slices.Contains(s.few, a) {
+		return false
+	}
+	s.few = append(s.few, a)
+	return true
 }

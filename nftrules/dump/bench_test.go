@@ -83,6 +83,7 @@ func BenchmarkKernelDump10kx10(b *testing.B) {
 		}
 	})
 	b.Run("json", func(b *testing.B) {
+		defer reportCPU(b)()
 		for b.Loop() {
 			live, err := rec.ReadLiveWithoutElements(nftrules.SetHairpin)
 			if err != nil {
@@ -94,6 +95,7 @@ func BenchmarkKernelDump10kx10(b *testing.B) {
 		}
 	})
 	b.Run("nft", func(b *testing.B) {
+		defer reportCPU(b)()
 		for b.Loop() {
 			live, err := rec.ReadLive()
 			if err != nil {
@@ -130,6 +132,7 @@ func BenchmarkKernelDump10kx10(b *testing.B) {
 	// With API comparison: the desired side (Build of the API's State and
 	// its view) on top of the kernel view.
 	b.Run("text+compare", func(b *testing.B) {
+		defer reportCPU(b)()
 		for b.Loop() {
 			live, err := rec.ReadLiveWithoutElements(nftrules.SetHairpin)
 			if err != nil {

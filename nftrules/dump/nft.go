@@ -2,7 +2,6 @@ package dump
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -66,12 +65,16 @@ func safeElements(s *nft.Set, drop func(nft.Element)) *nft.Set {
 	bad := func(e nft.Element) bool {
 		return e.Verdict != nil && e.Verdict.Chain != "" && !nft.IsName(e.Verdict.Chain)
 	}
-	els := s.SortedElements()
-	if !s.Verdict || !slices.ContainsFunc(els, bad) {
+	if !s.Verdict {
+		return s
+	}
+	found := false
+	s.Each(func(e nft.Element) { found = found || bad(e) }) // no sorting: the usual answer is no
+	if !found {
 		return s
 	}
 	c := &nft.Set{Name: s.Name, Key: s.Key, Data: s.Data, Verdict: s.Verdict, Proto: s.Proto, Comment: s.Comment, Dynamic: s.Dynamic, Timeout: s.Timeout}
-	for _, e := range els {
+	for _, e := range s.SortedElements() {
 		if bad(e) {
 			drop(e)
 		} else {

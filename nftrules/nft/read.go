@@ -35,7 +35,11 @@ func (r *Reconciler) readLiveSkipping(skip map[string]bool) (_ *Ruleset, err err
 	return r.readLiveWith(c, skip)
 }
 
-// readLiveWith is readLiveSkipping over connection c.
+// readLiveWith is readLiveSkipping over connection c. A table's chains and
+// rules are read beside its sets, over a socket of their own: the kernel
+// builds each dump inside our recvmsg calls, so on an idle core the two
+// halves overlap (at 10k Services x 10 endpoints the rules are about 4.6 MB
+// of dump and the sets' elements about 5 MB).
 func (r *Reconciler) readLiveWith(c *nftables.Conn, skip map[string]bool) (*Ruleset, error) {
 	er, err := r.newElementReader()
 	if err != nil {
@@ -43,6 +47,11 @@ func (r *Reconciler) readLiveWith(c *nftables.Conn, skip map[string]bool) (*Rule
 	}
 	defer er.Close()
 	er.skip = skip
+	cr, err := r.newElementReader()
+	if err != nil {
+		return nil, err
+	}
+	defer cr.Close()
 	rs := NewRuleset()
 	for _, f := range Families {
 		nt, err := c.ListTableOfFamily(TableName, nlFamily(f))
@@ -53,13 +62,17 @@ func (r *Reconciler) readLiveWith(c *nftables.Conn, skip map[string]bool) (*Rule
 			return nil, fmt.Errorf("list table %s %s: %w", f, TableName, err)
 		}
 		t := rs.Table(f)
-		if err := readChains(er, t); err != nil {
-			return nil, err
-		}
-		if err := readRules(er, t); err != nil {
-			return nil, err
-		}
-		if err := readSets(c, er, r.layout, nt, t); err != nil {
+		// The goroutine writes only t.Chains, readSets only t.Sets.
+		chains := make(chan error, 1)
+		go func() {
+			err := readChains(cr, t)
+			if err == nil {
+				err = readRules(cr, t)
+			}
+			chains <- err
+		}()
+		serr := readSets(c, er, r.layout, nt, t)
+		if err := errors.Join(<-chains, serr); err != nil {
 			return nil, err
 		}
 	}

@@ -43,12 +43,14 @@ func (s *Set) render(b *strings.Builder, f Family) {
 		fmt.Fprintf(b, "\t\tcomment %q\n", s.Comment)
 	}
 	if s.Len() > 0 {
-		els := s.SortedElements()
-		parts := make([]string, len(els))
-		for i, e := range els {
-			parts[i] = s.renderElement(e)
+		b.WriteString("\t\telements = { ")
+		for i, e := range s.SortedElements() {
+			if i > 0 {
+				b.WriteString(",\n\t\t\t     ")
+			}
+			b.WriteString(s.renderElement(e))
 		}
-		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(parts, ",\n\t\t\t     "))
+		b.WriteString(" }\n")
 	}
 	b.WriteString("\t}\n")
 }

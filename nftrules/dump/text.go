@@ -2,6 +2,7 @@ package dump
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,11 +26,51 @@ func (d *Dump) Filter(namespace, name string) {
 	d.Services = kept
 }
 
-// WriteJSON writes the dump as indented JSON (docs/dump-schema.md).
+// WriteJSON writes the dump as indented JSON (docs/dump-schema.md), the
+// bytes json.Encoder with a two-space indent writes. The Service ports
+// are marshalled one at a time: encoding/json marshals a whole value and
+// then indents it, two copies of a document that is 16 MB at 10,000
+// Services.
 func (d *Dump) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(d); err != nil {
+	if d.Services == nil { // "services": null, nothing to stream
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(d); err != nil {
+			return fmt.Errorf("write JSON dump: %w", err)
+		}
+		return nil
+	}
+	head := *d
+	head.Services = []ServicePort{}
+	b, err := json.MarshalIndent(&head, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write JSON dump: %w", err)
+	}
+	// The document ends with the (empty) services array: `[]` and `}`.
+	const tail = "[]\n}"
+	if !bytes.HasSuffix(b, []byte(tail)) {
+		return fmt.Errorf("write JSON dump: services are not the last field")
+	}
+	bw := bufio.NewWriterSize(w, 1<<16)
+	bw.Write(b[:len(b)-len(tail)])
+	if len(d.Services) == 0 {
+		bw.WriteString(tail)
+	} else {
+		bw.WriteString("[\n    ")
+		for i := range d.Services {
+			if i > 0 {
+				bw.WriteString(",\n    ")
+			}
+			sp, err := json.MarshalIndent(&d.Services[i], "    ", "  ")
+			if err != nil {
+				return fmt.Errorf("write JSON dump: %w", err)
+			}
+			bw.Write(sp)
+		}
+		bw.WriteString("\n  ]\n}")
+	}
+	bw.WriteByte('\n')
+	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write JSON dump: %w", err)
 	}
 	return nil

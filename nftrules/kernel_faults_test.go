@@ -1,6 +1,7 @@
 package nftrules_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -263,8 +264,8 @@ type refused struct {
 	answer []byte
 }
 
-func (r *refused) Send(batch []byte) error {
-	first := batch[:unix.NLMSG_HDRLEN]
+func (r *refused) Send(batch [][]byte) error {
+	first := batch[0][:unix.NLMSG_HDRLEN]
 	r.answer = binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+4+len(first)))
 	r.answer = binary.NativeEndian.AppendUint16(r.answer, unix.NLMSG_ERROR)
 	r.answer = binary.NativeEndian.AppendUint16(r.answer, 0)
@@ -290,7 +291,7 @@ type racedBy struct {
 	before func() error
 }
 
-func (r *racedBy) Send(batch []byte) error {
+func (r *racedBy) Send(batch [][]byte) error {
 	if err := r.before(); err != nil {
 		return fmt.Errorf("the other writer: %w", err)
 	}
@@ -304,9 +305,9 @@ type shortSend struct {
 	keepEnd bool
 }
 
-func (s *shortSend) Send(batch []byte) error {
+func (s *shortSend) Send(batch [][]byte) error {
 	var msgs [][]byte
-	for b := batch; len(b) >= unix.NLMSG_HDRLEN; {
+	for b := bytes.Join(batch, nil); len(b) >= unix.NLMSG_HDRLEN; {
 		l := int(binary.NativeEndian.Uint32(b)+unix.NLMSG_ALIGNTO-1) &^ (unix.NLMSG_ALIGNTO - 1)
 		msgs, b = append(msgs, b[:l]), b[l:]
 	}
@@ -319,5 +320,5 @@ func (s *shortSend) Send(batch []byte) error {
 	if s.keepEnd {
 		out = append(out, msgs[len(msgs)-1]...)
 	}
-	return s.BatchIO.Send(out)
+	return s.BatchIO.Send([][]byte{out})
 }

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -47,11 +46,11 @@ var errNotSent = errors.New("transaction not sent")
 // sent: v0.3.0's Flush forgets some of them and would otherwise send an
 // incomplete batch (#323).
 func (r *Reconciler) apply(tx *Transaction) (int, error) {
-	msgs, firstMsg, err := encodeTx(tx)
+	batch, firstMsg, err := encodeTx(tx)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	n := len(msgs)
+	n := batch.messages()
 	if n == 0 {
 		return 0, nil
 	}
@@ -66,7 +65,7 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 		}
 		return "?"
 	}
-	if err := sendBatch(nl, msgs, r.opts.WrapBatchIO, opOf); err != nil {
+	if err := sendBatch(nl, batch, r.opts.WrapBatchIO, opOf); err != nil {
 		r.dropConn()
 		if errors.Is(err, errNotSent) {
 			return 0, err
@@ -76,11 +75,11 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 	return n, nil
 }
 
-// encodeTx encodes every op of tx and checks that no message can have
-// overflowed a netlink attribute length. It returns the messages and the
-// index of each op's first message.
-func encodeTx(tx *Transaction) ([]netlink.Message, []int, error) {
-	e, err := newEncoder(len(tx.Ops)) // element ops may take more
+// encodeTx encodes every op of tx into one batch; no message of it can
+// have overflowed a netlink attribute length (batchBuf.add). It returns
+// the batch and the index of each op's first message.
+func encodeTx(tx *Transaction) (*batchBuf, []int, error) {
+	e, err := newEncoder()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -92,15 +91,11 @@ func encodeTx(tx *Transaction) ([]netlink.Message, []int, error) {
 		}
 	}
 	if err := e.flush(); err != nil {
-		return nil, nil, err
+		// A library message too large for the batch: name its op.
+		op := tx.Ops[opAt(first, e.next()-e.pending)]
+		return nil, nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
 	}
-	for m := range e.msgs {
-		if err := checkMessageSize(e.msgs[m]); err != nil {
-			op := tx.Ops[opAt(first, m)]
-			return nil, nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
-		}
-	}
-	return e.msgs, first, nil
+	return e.b, first, nil
 }
 
 // opAt returns the index of the op whose messages include message msg,
@@ -126,24 +121,19 @@ func opTarget(op Op) string {
 	return ""
 }
 
-// checkMessageSize fails for a message whose payload is too large to be
-// sure that no attribute length in it wrapped (see maxMessageData). Element
-// lists are split to stay far below; a rule would need thousands of
-// expressions to get there.
-func checkMessageSize(m netlink.Message) error {
-	if len(m.Data) > maxMessageData {
-		return fmt.Errorf("netlink message (type %d) of %d bytes: its attributes may exceed the 16-bit netlink attribute length (%d bytes); not sent",
-			m.Header.Type&0xff, len(m.Data), maxMessageData)
-	}
-	return nil
-}
-
 // encodeOp encodes op into e: one message queued by the library, or ours
-// for elements.
+// for rules and elements. A message too large to be sure that no
+// attribute length in it wrapped (see maxMessageData) is an error (element
+// lists are split to stay far below; a rule would need thousands of
+// expressions to get there).
 func encodeOp(e *encoder, op Op) error {
-	if op.Kind == OpAddElements || op.Kind == OpDelElements {
+	switch op.Kind {
+	case OpAddElements, OpDelElements, OpAddRule:
 		if err := e.flush(); err != nil { // the library's messages come first
 			return err
+		}
+		if op.Kind == OpAddRule {
+			return e.addRule(op.Family, op.Chain.Name, *op.Rule)
 		}
 		return encodeElements(e, op)
 	}
@@ -184,17 +174,6 @@ func encodeOp(e *encoder, op Op) error {
 		c.FlushChain(nlChain(f, op.Chain))
 	case OpDelChain:
 		c.DelChain(nlChain(f, op.Chain))
-	case OpAddRule:
-		exprs, err := compileRule(f, *op.Rule)
-		if err != nil {
-			return fmt.Errorf("chain %s: %w", op.Chain.Name, err)
-		}
-		c.AddRule(&nftables.Rule{
-			Table:    nlTable(f),
-			Chain:    nlChain(f, op.Chain),
-			Exprs:    exprs,
-			UserData: ruleUserData(ruleIdentity(f, *op.Rule)),
-		})
 	default:
 		return fmt.Errorf("unknown op %d", op.Kind)
 	}
@@ -229,14 +208,16 @@ func encodeElements(e *encoder, op Op) error {
 				el.KeyString(), el.ValueString(), n, maxElemListBytes-nlaHeaderLen)
 		}
 		if size+n > maxElemListBytes {
-			e.msgs = append(e.msgs, w.message())
+			if err := w.flushTo(e.b); err != nil {
+				return err
+			}
 			size = nlaHeaderLen
 		}
 		w.appendEntry(item)
 		size += n
 	}
 	if w.n > 0 {
-		e.msgs = append(e.msgs, w.message())
+		return w.flushTo(e.b)
 	}
 	return nil
 }
@@ -249,21 +230,22 @@ func nlaLen(n int) int { return nlaHeaderLen + (n+3)&^3 }
 // and reload a map keyed by a numgen result; we add it to the encoded
 // message instead (TestEndpointMapTypeof).
 func setLastSetUserData(e *encoder, udata []byte) error {
-	if len(e.msgs) == 0 {
+	typ, flags, data, ok := e.b.lastMessage()
+	if !ok {
 		return errors.New("no encoded message to attach set user data to")
 	}
-	m := &e.msgs[len(e.msgs)-1]
-	if m.Header.Type&0xff != unix.NFT_MSG_NEWSET {
-		return fmt.Errorf("last encoded message is type %d, not NEWSET", m.Header.Type&0xff)
+	if typ&0xff != unix.NFT_MSG_NEWSET {
+		return fmt.Errorf("last encoded message is type %d, not NEWSET", typ&0xff)
 	}
 	const nfgenHeader = 4
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_USERDATA, Data: udata}})
 	if err != nil {
 		return err
 	}
-	kept := withoutAttr(m.Data[nfgenHeader:], unix.NFTA_SET_USERDATA)
-	m.Data = append(append(append([]byte{}, m.Data[:nfgenHeader]...), kept...), attrs...)
-	return nil
+	kept := withoutAttr(data[nfgenHeader:], unix.NFTA_SET_USERDATA)
+	m := append(append(append([]byte{}, data[:nfgenHeader]...), kept...), attrs...)
+	e.b.dropLast()
+	return e.b.add(typ, flags, m)
 }
 
 // withoutAttr returns raw netlink attributes without those of type typ

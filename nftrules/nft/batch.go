@@ -10,50 +10,34 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sendBatch sends msgs on nl as one nftables batch and reads the kernel's
-// verdict, instead of google/nftables' Flush.
+// sendBatch sends an encoded batch (batchbuf.go) on nl in one sendmsg
+// and reads the kernel's verdict, instead of google/nftables' Flush.
 //
 // Flush (v0.3.0) asks for an ACK on every message and reads them one
 // recvmsg at a time into fresh buffers, after copying every queued message
 // into a second buffer: a cold sync of 10k Services × 10 endpoints (20,000
 // messages, tens of MB) allocated about 190 MB just to send and confirm
 // (BenchmarkKernelColdApply10kx10), most of it while the queued messages
-// were still alive. Here the batch is written once into a buffer of its
-// exact size, the messages are released as they are copied, and only the
-// last message asks for an ACK: the kernel processes a batch synchronously
-// within sendmsg, reporting every failing message (errors are sent with or
-// without NLM_F_ACK) and then acknowledging the last one, so that when
-// sendmsg returns every answer is already queued, in order. nft reads its
-// batches' answers the same way (select with a zero timeout).
+// were still alive. Here the messages were encoded straight into the
+// batch's chunks, which go to the kernel as the iovecs of one sendmsg,
+// and only the last message asks for an ACK: the kernel processes a batch
+// synchronously within sendmsg, reporting every failing message (errors
+// are sent with or without NLM_F_ACK) and then acknowledging the last one,
+// so that when sendmsg returns every answer is already queued, in order.
+// nft reads its batches' answers the same way (select with a zero
+// timeout).
 //
 // describe names the op of a message (by 0-based index) in errors; wrap,
 // when not nil, is the test seam of Options.WrapBatchIO.
-func sendBatch(nl *netlink.Conn, msgs []netlink.Message, wrap func(BatchIO) BatchIO, describe func(msg int) string) error {
-	n := len(msgs)
+func sendBatch(nl *netlink.Conn, b *batchBuf, wrap func(BatchIO) BatchIO, describe func(msg int) string) error {
+	n := b.messages()
 	if n == 0 {
 		return nil
 	}
-	size := 2 * nlmsgLen(4) // batch begin and end
-	for _, m := range msgs {
-		size += nlmsgLen(len(m.Data))
+	chunks, err := b.finish()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	buf := make([]byte, 0, size)
-	marker := func(typ uint16, seq uint32) {
-		buf = putNlmsg(buf, typ, uint16(netlink.Request), seq, []byte{unix.AF_UNSPEC, 0, 0, unix.NFNL_SUBSYS_NFTABLES})
-	}
-	// Sequence numbers identify the messages in the kernel's answers: 1
-	// for the batch begin, 2.. for the messages.
-	marker(unix.NFNL_MSG_BATCH_BEGIN, 1)
-	for i := range msgs {
-		flags := msgs[i].Header.Flags &^ netlink.Acknowledge
-		if i == n-1 {
-			flags |= netlink.Acknowledge
-		}
-		buf = putNlmsg(buf, uint16(msgs[i].Header.Type), uint16(flags), uint32(i+2), msgs[i].Data)
-		msgs[i] = netlink.Message{} // copied: let it go
-	}
-	marker(unix.NFNL_MSG_BATCH_END, uint32(n+2))
-
 	raw, err := nl.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("%w: netlink socket: %v", errNotSent, err)
@@ -62,8 +46,12 @@ func sendBatch(nl *netlink.Conn, msgs []netlink.Message, wrap func(BatchIO) Batc
 	if wrap != nil {
 		io = wrap(io)
 	}
-	if err := io.Send(buf); err != nil {
-		return fmt.Errorf("%w: sendmsg of a %d-byte batch: %v", errNotSent, len(buf), err)
+	if err := io.Send(chunks); err != nil {
+		size := 0
+		for _, c := range chunks {
+			size += len(c)
+		}
+		return fmt.Errorf("%w: sendmsg of a %d-byte batch: %v", errNotSent, size, err)
 	}
 	return readBatchAnswers(io, uint32(n+1), describe)
 }
@@ -74,9 +62,9 @@ func sendBatch(nl *netlink.Conn, msgs []netlink.Message, wrap func(BatchIO) Batc
 // inject the netlink faults a busy kernel or a broken socket produces
 // (nftrules/kernel_faults_test.go).
 type BatchIO interface {
-	// Send sends the whole batch (begin and end markers included) in one
-	// sendmsg.
-	Send(batch []byte) error
+	// Send sends the whole batch (begin and end markers included, the
+	// messages in order across the chunks, none split) in one sendmsg.
+	Send(batch [][]byte) error
 	// Recv reads one datagram of answers without waiting; an error wrapping
 	// EAGAIN means nothing more is queued.
 	Recv(buf []byte) (int, error)
@@ -85,10 +73,10 @@ type BatchIO interface {
 // socketIO is the BatchIO of a netlink socket.
 type socketIO struct{ raw syscall.RawConn }
 
-func (s socketIO) Send(batch []byte) error {
+func (s socketIO) Send(batch [][]byte) error {
 	var serr error
 	if err := s.raw.Write(func(fd uintptr) bool {
-		serr = unix.Sendmsg(int(fd), batch, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
+		_, serr = unix.SendmsgBuffers(int(fd), batch, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
 		return !errors.Is(serr, unix.EAGAIN)
 	}); err != nil {
 		return err

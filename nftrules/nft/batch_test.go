@@ -34,8 +34,8 @@ func TestKernelSendBatch(t *testing.T) {
 		tx.Ops = append(tx.Ops, Op{Kind: OpAddRule, Family: IPv4, Chain: good, Rule: &Rule{Stmts: []Stmt{ReturnStmt}}})
 	}
 	msgs, _, err := encodeTx(tx)
-	if err != nil || len(msgs) != len(tx.Ops) {
-		t.Fatalf("good batch: %d messages, %v", len(msgs), err)
+	if err != nil || msgs.messages() != len(tx.Ops) {
+		t.Fatalf("good batch: %d messages, %v", msgs.messages(), err)
 	}
 	if err := sendBatch(sock, msgs, nil, func(int) string { return "" }); err != nil {
 		t.Fatalf("good batch: %v", err)

@@ -14,17 +14,17 @@ import (
 // queueForTest encodes tx as apply does and returns its messages.
 func queueForTest(t *testing.T, tx *Transaction) []netlink.Message {
 	t.Helper()
-	msgs, _, err := encodeTx(tx)
+	b, _, err := encodeTx(tx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return msgs
+	return batchMessages(t, b)
 }
 
 // newTestEncoder is newEncoder, failing t on error.
 func newTestEncoder(t *testing.T) *encoder {
 	t.Helper()
-	e, err := newEncoder(1)
+	e, err := newEncoder()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestElementMessagesMatchLibrary(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, want := ours.msgs, lib.msgs
+				got, want := batchMessages(t, ours.b), batchMessages(t, lib.b)
 				if len(got) != 1 || len(want) != 1 {
 					t.Fatalf("%s %s %s: %d messages ours, %d the library's; want 1 each", kind, f, tc.set.Name, len(got), len(want))
 				}

@@ -27,6 +27,7 @@ type elemMsgWriter struct {
 	list []byte // encoded list entries, reused between messages
 	n    int    // entries in list
 	item []byte // scratch for one entry
+	head []byte // scratch for a message's attributes before the list
 }
 
 // attr appends a netlink attribute (length unpadded, payload padded).
@@ -159,30 +160,25 @@ func (w *elemMsgWriter) appendEntry(item []byte) {
 	w.list = append(w.list, item...) // item is already a multiple of 4
 }
 
-// message returns the queued message of the list so far and resets it.
-func (w *elemMsgWriter) message() netlink.Message {
+// flushTo adds the message of the list so far to the batch and resets
+// the list.
+func (w *elemMsgWriter) flushTo(b *batchBuf) error {
 	name, table := w.ns.Name, w.ns.Table.Name
-	size := 4 + nlaLen(len(name)+1) + nlaLen(4) + nlaLen(len(table)+1) + nlaHeaderLen + len(w.list)
-	b := make([]byte, 0, size)
-	b = append(b, byte(nlFamily(w.f)), unix.NFNETLINK_V0, 0, 0)
-	b = attr(b, unix.NFTA_SET_NAME, append([]byte(name), 0))
-	b = attr(b, unix.NFTA_LOOKUP_SET_ID, binary.BigEndian.AppendUint32(nil, w.ns.ID))
-	b = attr(b, unix.NFTA_SET_TABLE, append([]byte(table), 0))
-	b = binary.NativeEndian.AppendUint16(b, uint16(nlaHeaderLen+len(w.list)))
-	b = binary.NativeEndian.AppendUint16(b, unix.NFTA_SET_ELEM_LIST_ELEMENTS|unix.NLA_F_NESTED)
-	b = append(b, w.list...)
+	h := w.head[:0]
+	h = append(h, byte(nlFamily(w.f)), unix.NFNETLINK_V0, 0, 0)
+	h = attrString(h, unix.NFTA_SET_NAME, name)
+	h = attrU32(h, unix.NFTA_LOOKUP_SET_ID, w.ns.ID)
+	h = attrString(h, unix.NFTA_SET_TABLE, table)
+	h = binary.NativeEndian.AppendUint16(h, uint16(nlaHeaderLen+len(w.list)))
+	h = binary.NativeEndian.AppendUint16(h, unix.NFTA_SET_ELEM_LIST_ELEMENTS|unix.NLA_F_NESTED)
+	w.head = h
 	typ := unix.NFT_MSG_NEWSETELEM
 	if !w.add {
 		typ = unix.NFT_MSG_DELSETELEM
 	}
+	err := b.add(netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8|typ), netlink.Request|netlink.Acknowledge|netlink.Create, h, w.list)
 	w.list, w.n = w.list[:0], 0
-	return netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ),
-			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
-		},
-		Data: b,
-	}
+	return err
 }
 
 // verdictKinds maps our verdicts to the kernel's codes.

@@ -40,10 +40,11 @@ func TestEncodeTxMessagesInOpOrder(t *testing.T) {
 		tx.Ops = append(tx.Ops, Op{Kind: OpAddRule, Family: IPv4, Chain: chain, Rule: &Rule{Stmts: []Stmt{ReturnStmt}}})
 		want = append(want, []int{unix.NFT_MSG_NEWRULE})
 	}
-	msgs, first, err := encodeTx(tx)
+	b, first, err := encodeTx(tx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	msgs := batchMessages(t, b)
 	next := 0
 	for i, types := range want {
 		if first[i] != next {

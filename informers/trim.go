@@ -68,12 +68,12 @@ func trimSlice(s *discovery.EndpointSlice) *discovery.EndpointSlice {
 	out := &discovery.EndpointSlice{
 		ObjectMeta:  trimMeta(&s.ObjectMeta, keptLabels(s)),
 		AddressType: s.AddressType,
-		Ports:       s.Ports,
-		Endpoints:   s.Endpoints,
+		Ports:       exact(s.Ports),
+		Endpoints:   exact(s.Endpoints),
 	}
-	// In place: the decoded slice is ours alone until it is stored. The
-	// pointer fields every endpoint carries (conditions, node, zone) point
-	// to shared values instead of 100,000 copies of true and "node-1".
+	// The pointer fields every endpoint carries (conditions, node, zone)
+	// point to shared values instead of 100,000 copies of true and
+	// "node-1".
 	for i := range out.Endpoints {
 		e := &out.Endpoints[i]
 		e.TargetRef, e.Hostname, e.DeprecatedTopology = nil, nil, nil
@@ -82,6 +82,17 @@ func trimSlice(s *discovery.EndpointSlice) *discovery.EndpointSlice {
 		e.NodeName, e.Zone = names.get(e.NodeName), names.get(e.Zone)
 	}
 	return out
+}
+
+// exact returns s in an array of its length: the protobuf decoder grows
+// repeated fields by appending, so a slice of 10 endpoints arrives in an
+// array of 16 (96 B each), and the cache would keep the difference for
+// the object's life.
+func exact[T any](s []T) []T {
+	if s == nil {
+		return nil
+	}
+	return append(make([]T, 0, len(s)), s...)
 }
 
 // Cached objects are never modified, so their pointers may be shared.

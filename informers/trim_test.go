@@ -13,7 +13,8 @@ import (
 )
 
 // TestTrimKeepsWhatTheProxyReads converts objects before and after trim:
-// the model must not change, and what is dropped must be gone.
+// the model must not change, what is dropped must be gone, and endpoint
+// lists are kept at their exact size.
 func TestTrimKeepsWhatTheProxyReads(t *testing.T) {
 	meta := metav1.ObjectMeta{
 		Namespace: "ns", Name: "web", UID: "u1", ResourceVersion: "7", Labels: map[string]string{"app": "web"},
@@ -70,6 +71,12 @@ func TestTrimKeepsWhatTheProxyReads(t *testing.T) {
 	}
 	if sl.Endpoints[0].Conditions.Ready != sl.Endpoints[1].Conditions.Serving {
 		t.Error("condition pointers are not shared")
+	}
+	grown := slice.DeepCopy()
+	grown.Endpoints = append(make([]discovery.Endpoint, 0, 16), grown.Endpoints...) // as the protobuf decoder leaves it
+	tg, _ := trim(grown)
+	if eps := tg.(*discovery.EndpointSlice).Endpoints; cap(eps) != len(eps) {
+		t.Errorf("the cache keeps %d endpoints in an array of %d", len(eps), cap(eps))
 	}
 
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"topology.kubernetes.io/zone": "z1"},

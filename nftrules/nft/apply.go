@@ -78,6 +78,11 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 // encodeTx encodes every op of tx into one batch; no message of it can
 // have overflowed a netlink attribute length (batchBuf.add). It returns
 // the batch and the index of each op's first message.
+//
+// It spends tx: each op's element list is dropped once its elements are in
+// the batch, so that a cold sync holds the transaction about once (the
+// lists shrink as the batch grows) rather than as lists and batch at once.
+// What errors name of an op (kind, family, set, chain, rule) stays.
 func encodeTx(tx *Transaction) (*batchBuf, []int, error) {
 	e, err := newEncoder()
 	if err != nil {
@@ -89,6 +94,7 @@ func encodeTx(tx *Transaction) (*batchBuf, []int, error) {
 		if err := encodeOp(e, op); err != nil {
 			return nil, nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
 		}
+		tx.Ops[i].Elements = nil
 	}
 	if err := e.flush(); err != nil {
 		// A library message too large for the batch: name its op.

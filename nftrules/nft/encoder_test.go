@@ -12,7 +12,7 @@ import (
 // encodings and ours comes out as the messages of its ops in op order,
 // each op's first message where encodeTx says (across the encoder's
 // periodic flushes too), an index map's NEWSET carrying nft's typeof user
-// data.
+// data; the ops' element lists are released once encoded.
 func TestEncodeTxMessagesInOpOrder(t *testing.T) {
 	chain := &Chain{Name: "c"}
 	ips := &Set{Name: "ips", Key: []Datatype{TypeIPv4Addr}}
@@ -59,6 +59,11 @@ func TestEncodeTxMessagesInOpOrder(t *testing.T) {
 	}
 	if len(msgs) != next {
 		t.Errorf("%d messages, want %d", len(msgs), next)
+	}
+	for i, op := range tx.Ops {
+		if op.Elements != nil {
+			t.Errorf("op %d (%s) still holds its %d elements after encoding: the transaction is held twice", i, op.Kind, len(op.Elements))
+		}
 	}
 	if udata := indexMapUserData(IPv4, idx); !bytes.Contains(msgs[2].Data, udata) || bytes.Contains(msgs[1].Data, udata) {
 		t.Errorf("the typeof user data is not on the index map's NEWSET alone")

@@ -70,10 +70,13 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	core, disc := client.CoreV1(), client.DiscoveryV1()
 	// No periodic resync: the proxier's own full sync covers drift, and a
 	// resync would only re-deliver unchanged objects.
+	// Only the indexes we query: Services are read by key or all at once,
+	// slices by Service (an index holds a set of keys per value, 10,000
+	// of them at 10,000 Services; a namespace index was never read).
 	svcInf := newInformer(client, &v1.Service{}, byLabel, core.Services(metav1.NamespaceAll).List, core.Services(metav1.NamespaceAll).Watch,
-		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		cache.Indexers{})
 	sliceInf := newInformer(client, &discovery.EndpointSlice{}, byLabel, disc.EndpointSlices(metav1.NamespaceAll).List, disc.EndpointSlices(metav1.NamespaceAll).Watch,
-		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc, indexByService: sliceServiceIndex})
+		cache.Indexers{indexByService: sliceServiceIndex})
 	nodeInf := newInformer(client, &v1.Node{}, byName, core.Nodes().List, core.Nodes().Watch, cache.Indexers{})
 
 	regs := make([]cache.ResourceEventHandlerRegistration, 0, 3)

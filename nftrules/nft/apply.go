@@ -128,18 +128,21 @@ func opTarget(op Op) string {
 }
 
 // encodeOp encodes op into e: one message queued by the library, or ours
-// for rules and elements. A message too large to be sure that no
+// for rules, regular chains and elements. A message too large to be sure that no
 // attribute length in it wrapped (see maxMessageData) is an error (element
 // lists are split to stay far below; a rule would need thousands of
 // expressions to get there).
 func encodeOp(e *encoder, op Op) error {
-	switch op.Kind {
-	case OpAddElements, OpDelElements, OpAddRule:
+	ours := op.Kind == OpAddElements || op.Kind == OpDelElements || op.Kind == OpAddRule || (op.Kind == OpAddChain && op.Chain.Base == nil)
+	if ours {
 		if err := e.flush(); err != nil { // the library's messages come first
 			return err
 		}
-		if op.Kind == OpAddRule {
+		switch op.Kind {
+		case OpAddRule:
 			return e.addRule(op.Family, op.Chain.Name, *op.Rule)
+		case OpAddChain:
+			return e.addRegularChain(op.Family, op.Chain.Name)
 		}
 		return encodeElements(e, op)
 	}

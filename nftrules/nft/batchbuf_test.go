@@ -166,3 +166,26 @@ func TestRuleMessagesMatchLibrary(t *testing.T) {
 		}
 	}
 }
+
+// TestChainMessagesMatchLibrary: the NEWCHAIN messages we encode for
+// regular chains are byte for byte v0.3.0's AddChain's, in both families.
+func TestChainMessagesMatchLibrary(t *testing.T) {
+	for _, f := range Families {
+		for _, name := range []string{"services", "svc-" + strings.Repeat("c", 110), "ext-abc"} {
+			ours := newTestEncoder(t)
+			if err := encodeOp(ours, Op{Kind: OpAddChain, Family: f, Chain: &Chain{Name: name}}); err != nil {
+				t.Fatal(err)
+			}
+			lib := newTestEncoder(t)
+			lib.c.AddChain(nlChain(f, &Chain{Name: name}))
+			lib.pending++
+			if err := lib.flush(); err != nil {
+				t.Fatal(err)
+			}
+			got, want := batchMessages(t, ours.b), batchMessages(t, lib.b)
+			if len(got) != 1 || len(want) != 1 || got[0].Header != want[0].Header || !bytes.Equal(got[0].Data, want[0].Data) {
+				t.Errorf("%s chain %s:\nours    %v\nlibrary %v", f, name, got, want)
+			}
+		}
+	}
+}

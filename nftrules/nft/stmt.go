@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -145,12 +146,16 @@ type DNATToEndpoint struct {
 	Map    string
 }
 
+// Render is rendered for every service chain's rule identity (its user
+// data), so it is built by appending rather than by fmt.
 func (s DNATToEndpoint) Render(f Family) string {
-	off := ""
+	b := make([]byte, 0, 64+len(s.Map))
+	b = append(append(append(b, "dnat "...), f...), " to numgen random mod "...)
+	b = strconv.AppendUint(b, uint64(s.Count), 10)
 	if s.Offset != 0 {
-		off = fmt.Sprintf(" offset %d", s.Offset)
+		b = strconv.AppendUint(append(b, " offset "...), uint64(s.Offset), 10)
 	}
-	return fmt.Sprintf("dnat %s to numgen random mod %d%s map @%s", f, s.Count, off, s.Map)
+	return string(append(append(b, " map @"...), s.Map...))
 }
 
 // Masquerade source-NATs to the outgoing interface's address, with a fully

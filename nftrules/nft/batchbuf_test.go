@@ -138,6 +138,8 @@ func TestRuleMessagesMatchLibrary(t *testing.T) {
 			{NumgenVmap{Count: 3, Offset: 7, Map: "endpoint-chains-0"}},
 			{Counter{}, DropStmt},
 			{GotoChain(long)},
+			{SetLookup{Fields: dispatch, Set: long}, VmapLookup{Fields: dispatch, Map: long}}, // identity deflated
+			{VmapLookup{Fields: dispatch, Map: scrambled(600)}},                               // identity hashed
 		}
 		for _, stmts := range rules {
 			r := Rule{Stmts: stmts}
@@ -165,6 +167,17 @@ func TestRuleMessagesMatchLibrary(t *testing.T) {
 			}
 		}
 	}
+}
+
+// scrambled returns n letters that do not deflate to 240 bytes.
+func scrambled(n int) string {
+	b := make([]byte, n)
+	x := uint32(1)
+	for i := range b {
+		x = x*1103515245 + 12345
+		b[i] = 'a' + byte(x>>16)%26
+	}
+	return string(b)
 }
 
 // TestChainMessagesMatchLibrary: the NEWCHAIN messages we encode for

@@ -53,7 +53,11 @@ func renderFields(fields []Field, f Family) string {
 // MatchL4Proto matches the transport protocol: "meta l4proto tcp".
 type MatchL4Proto struct{ Proto Protocol }
 
-func (s MatchL4Proto) Render(Family) string { return "meta l4proto " + s.Proto.String() }
+func (s MatchL4Proto) Render(f Family) string { return string(s.appendRender(nil, f)) }
+
+func (s MatchL4Proto) appendRender(b []byte, _ Family) []byte {
+	return append(append(b, "meta l4proto "...), s.Proto.String()...)
+}
 
 // MatchPrefix matches a source or destination address against a prefix:
 // "ip saddr != 10.244.0.0/16".
@@ -146,16 +150,17 @@ type DNATToEndpoint struct {
 	Map    string
 }
 
-// Render is rendered for every service chain's rule identity (its user
-// data), so it is built by appending rather than by fmt.
-func (s DNATToEndpoint) Render(f Family) string {
-	b := make([]byte, 0, 64+len(s.Map))
+func (s DNATToEndpoint) Render(f Family) string { return string(s.appendRender(nil, f)) }
+
+// appendRender renders without fmt: every service chain's rule identity
+// (its user data) holds this statement.
+func (s DNATToEndpoint) appendRender(b []byte, f Family) []byte {
 	b = append(append(append(b, "dnat "...), f...), " to numgen random mod "...)
 	b = strconv.AppendUint(b, uint64(s.Count), 10)
 	if s.Offset != 0 {
 		b = strconv.AppendUint(append(b, " offset "...), uint64(s.Offset), 10)
 	}
-	return string(append(append(b, " map @"...), s.Map...))
+	return append(append(b, " map @"...), s.Map...)
 }
 
 // Masquerade source-NATs to the outgoing interface's address, with a fully

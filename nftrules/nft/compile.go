@@ -180,15 +180,21 @@ func netipMask(bits, size int) []byte {
 }
 
 func compileDNAT(f Family, s DNATToEndpoint) []expr.Any {
-	nfproto, protoReg := uint32(unix.NFPROTO_IPV4), uint32(reg32Base+1)
-	if f == IPv6 {
-		nfproto, protoReg = unix.NFPROTO_IPV6, 2 // 128-bit register 2 follows the 16-byte address
-	}
+	nfproto, protoReg := dnatRegs(f)
 	return []expr.Any{
 		&expr.Numgen{Register: reg1, Modulus: s.Count, Type: unix.NFT_NG_RANDOM, Offset: s.Offset},
 		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: s.Map},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto, RegAddrMin: reg1, RegProtoMin: protoReg},
 	}
+}
+
+// dnatRegs returns the NAT family of a table of family f and the register
+// the endpoint map's port lands in, after the address.
+func dnatRegs(f Family) (nfproto, protoReg uint32) {
+	if f == IPv6 {
+		return unix.NFPROTO_IPV6, 2 // 128-bit register 2 follows the 16-byte address
+	}
+	return unix.NFPROTO_IPV4, reg32Base + 1
 }
 
 // loadFields loads the fields of a concatenation into consecutive registers.

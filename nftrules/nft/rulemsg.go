@@ -27,28 +27,72 @@ const (
 
 // addRule appends the NEWRULE message of rule r in chain to the batch.
 func (e *encoder) addRule(f Family, chain string, r Rule) error {
-	exprs, err := compileRule(f, r)
-	if err != nil {
-		return fmt.Errorf("chain %s: %w", chain, err)
-	}
 	fam := byte(nlFamily(f))
 	b := append(e.scratch[:0], fam, unix.NFNETLINK_V0, 0, 0)
 	b = attrString(b, unix.NFTA_RULE_TABLE, TableName)
 	b = attrString(b, unix.NFTA_RULE_CHAIN, chain)
 	b, list := nest(b, unix.NLA_F_NESTED|unix.NFTA_RULE_EXPRESSIONS)
-	for _, x := range exprs {
-		var elem int
-		b, elem = nest(b, unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM)
-		if b, err = appendExpr(b, fam, x); err != nil {
+	for _, st := range r.Stmts {
+		var err error
+		if b, err = appendStmt(b, f, st); err != nil {
 			return fmt.Errorf("chain %s rule %q: %w", chain, r.Render(f), err)
 		}
-		b = closeNest(b, elem)
 	}
 	b = closeNest(b, list)
 	b = appendRuleUserData(b, f, r)
 	e.scratch = b
 	return e.b.add(ruleMsgType, ruleMsgFlags, b)
 }
+
+// appendStmt appends the expressions of one statement, each a list
+// element. The two statements of every service chain's rule are encoded
+// without building google/nftables expressions first (compileStmt's
+// shapes: TestRuleMessagesMatchLibrary compares them); the others are
+// compiled and then encoded.
+func appendStmt(b []byte, f Family, st Stmt) ([]byte, error) {
+	switch st := st.(type) {
+	case MatchL4Proto:
+		proto := [1]byte{byte(st.Proto)}
+		b, e := beginExpr(b, "meta")
+		b = endExpr(appendMeta(b, expr.MetaKeyL4PROTO, false, reg1), e)
+		b, e = beginExpr(b, "cmp")
+		return endExpr(appendCmp(b, expr.CmpOpEq, reg1, proto[:]), e), nil
+	case DNATToEndpoint:
+		nfproto, protoReg := dnatRegs(f)
+		b, e := beginExpr(b, "numgen")
+		b = endExpr(appendNumgen(b, reg1, st.Count, unix.NFT_NG_RANDOM, st.Offset), e)
+		b, e = beginExpr(b, "lookup")
+		b = endExpr(appendLookup(b, reg1, reg1, true, false, st.Map, 0), e)
+		b, e = beginExpr(b, "nat")
+		return endExpr(appendNAT(b, expr.NATTypeDestNAT, nfproto, reg1, protoReg, false), e), nil
+	}
+	exprs, err := compileStmt(f, st)
+	if err != nil {
+		return nil, err
+	}
+	fam := byte(nlFamily(f))
+	for _, x := range exprs {
+		var elem int
+		b, elem = nest(b, unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM)
+		if b, err = appendExpr(b, fam, x); err != nil {
+			return nil, err
+		}
+		b = closeNest(b, elem)
+	}
+	return b, nil
+}
+
+// beginExpr opens a list element holding an expression named name and
+// its NFTA_EXPR_DATA; endExpr closes both.
+func beginExpr(b []byte, name string) ([]byte, [2]int) {
+	var e [2]int
+	b, e[0] = nest(b, unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM)
+	b = attrString(b, unix.NFTA_EXPR_NAME, name)
+	b, e[1] = nest(b, unix.NLA_F_NESTED|unix.NFTA_EXPR_DATA)
+	return b, e
+}
+
+func endExpr(b []byte, e [2]int) []byte { return closeNest(closeNest(b, e[1]), e[0]) }
 
 // appendRuleUserData appends NFTA_RULE_USERDATA holding the rule's
 // identity, ruleUserData(ruleIdentity(f, r)), rendering the text in place
@@ -124,71 +168,100 @@ func attrU32(b []byte, typ uint16, v uint32) []byte {
 
 // appendExpr appends one expression's NFTA_EXPR_NAME and NFTA_EXPR_DATA.
 func appendExpr(b []byte, fam byte, x expr.Any) ([]byte, error) {
-	var data int
+	var name string
 	switch x := x.(type) {
 	case *expr.Meta:
-		b = attrString(b, unix.NFTA_EXPR_NAME, "meta")
-		b, data = nest(b, unix.NLA_F_NESTED|unix.NFTA_EXPR_DATA)
-		b = attrU32(b, unix.NFTA_META_KEY, uint32(x.Key))
-		reg := uint16(unix.NFTA_META_DREG)
-		if x.SourceRegister {
-			reg = unix.NFTA_META_SREG
-		}
-		b = attrU32(b, reg, x.Register)
+		name = "meta"
 	case *expr.Cmp:
-		b = attrString(b, unix.NFTA_EXPR_NAME, "cmp")
-		b, data = nest(b, unix.NLA_F_NESTED|unix.NFTA_EXPR_DATA)
-		b = attrU32(b, unix.NFTA_CMP_SREG, x.Register)
-		b = attrU32(b, unix.NFTA_CMP_OP, uint32(x.Op))
-		var val int
-		b, val = nest(b, unix.NLA_F_NESTED|unix.NFTA_CMP_DATA)
-		b = attr(b, unix.NFTA_DATA_VALUE, x.Data)
-		b = closeNest(b, val)
+		name = "cmp"
 	case *expr.Numgen:
 		if x.Type != unix.NFT_NG_RANDOM && x.Type != unix.NFT_NG_INCREMENTAL {
 			return marshalExpr(b, fam, x)
 		}
-		b = attrString(b, unix.NFTA_EXPR_NAME, "numgen")
-		b, data = nest(b, unix.NLA_F_NESTED|unix.NFTA_EXPR_DATA)
-		b = attrU32(b, unix.NFTA_NG_DREG, x.Register)
-		b = attrU32(b, unix.NFTA_NG_MODULUS, x.Modulus)
-		b = attrU32(b, unix.NFTA_NG_TYPE, x.Type)
-		b = attrU32(b, unix.NFTA_NG_OFFSET, x.Offset)
+		name = "numgen"
 	case *expr.Lookup:
-		b = attrString(b, unix.NFTA_EXPR_NAME, "lookup")
-		b, data = nest(b, unix.NLA_F_NESTED|unix.NFTA_EXPR_DATA)
-		if x.SourceRegister != 0 {
-			b = attrU32(b, unix.NFTA_LOOKUP_SREG, x.SourceRegister)
-		}
-		if x.IsDestRegSet {
-			b = attrU32(b, unix.NFTA_LOOKUP_DREG, x.DestRegister)
-		}
-		if x.Invert {
-			b = attrU32(b, unix.NFTA_LOOKUP_FLAGS, unix.NFT_LOOKUP_F_INV)
-		}
-		b = attrString(b, unix.NFTA_LOOKUP_SET, x.SetName)
-		b = attrU32(b, unix.NFTA_LOOKUP_SET_ID, x.SetID)
+		name = "lookup"
 	case *expr.NAT:
 		if x.RegAddrMax != 0 || x.RegProtoMax != 0 || x.Random || x.FullyRandom || x.Persistent || x.Prefix {
 			return marshalExpr(b, fam, x)
 		}
-		b = attrString(b, unix.NFTA_EXPR_NAME, "nat")
-		b, data = nest(b, unix.NLA_F_NESTED|unix.NFTA_EXPR_DATA)
-		b = attrU32(b, unix.NFTA_NAT_TYPE, uint32(x.Type))
-		b = attrU32(b, unix.NFTA_NAT_FAMILY, x.Family)
-		if x.RegAddrMin != 0 {
-			b = attrU32(b, unix.NFTA_NAT_REG_ADDR_MIN, x.RegAddrMin)
-		}
-		if x.RegProtoMin != 0 {
-			b = attrU32(b, unix.NFTA_NAT_REG_PROTO_MIN, x.RegProtoMin)
-		}
-		if x.Specified {
-			b = attrU32(b, unix.NFTA_NAT_FLAGS, expr.NF_NAT_RANGE_PROTO_SPECIFIED)
-		}
+		name = "nat"
 	default:
 		return marshalExpr(b, fam, x)
 	}
+	b = attrString(b, unix.NFTA_EXPR_NAME, name)
+	b, data := nest(b, unix.NLA_F_NESTED|unix.NFTA_EXPR_DATA)
+	switch x := x.(type) {
+	case *expr.Meta:
+		b = appendMeta(b, x.Key, x.SourceRegister, x.Register)
+	case *expr.Cmp:
+		b = appendCmp(b, x.Op, x.Register, x.Data)
+	case *expr.Numgen:
+		b = appendNumgen(b, x.Register, x.Modulus, x.Type, x.Offset)
+	case *expr.Lookup:
+		b = appendLookup(b, x.SourceRegister, x.DestRegister, x.IsDestRegSet, x.Invert, x.SetName, x.SetID)
+	case *expr.NAT:
+		b = appendNAT(b, x.Type, x.Family, x.RegAddrMin, x.RegProtoMin, x.Specified)
+	}
 	return closeNest(b, data), nil
+}
+
+// The expression data below is v0.3.0's marshalData of each, attribute
+// for attribute.
+
+func appendMeta(b []byte, key expr.MetaKey, sreg bool, reg uint32) []byte {
+	b = attrU32(b, unix.NFTA_META_KEY, uint32(key))
+	if sreg {
+		return attrU32(b, unix.NFTA_META_SREG, reg)
+	}
+	return attrU32(b, unix.NFTA_META_DREG, reg)
+}
+
+func appendCmp(b []byte, op expr.CmpOp, reg uint32, data []byte) []byte {
+	b = attrU32(b, unix.NFTA_CMP_SREG, reg)
+	b = attrU32(b, unix.NFTA_CMP_OP, uint32(op))
+	b, val := nest(b, unix.NLA_F_NESTED|unix.NFTA_CMP_DATA)
+	b = attr(b, unix.NFTA_DATA_VALUE, data)
+	return closeNest(b, val)
+}
+
+func appendNumgen(b []byte, reg, mod, typ, off uint32) []byte {
+	b = attrU32(b, unix.NFTA_NG_DREG, reg)
+	b = attrU32(b, unix.NFTA_NG_MODULUS, mod)
+	b = attrU32(b, unix.NFTA_NG_TYPE, typ)
+	return attrU32(b, unix.NFTA_NG_OFFSET, off)
+}
+
+func appendLookup(b []byte, sreg, dreg uint32, hasDreg, invert bool, set string, id uint32) []byte {
+	if sreg != 0 {
+		b = attrU32(b, unix.NFTA_LOOKUP_SREG, sreg)
+	}
+	if hasDreg {
+		b = attrU32(b, unix.NFTA_LOOKUP_DREG, dreg)
+	}
+	if invert {
+		b = attrU32(b, unix.NFTA_LOOKUP_FLAGS, unix.NFT_LOOKUP_F_INV)
+	}
+	b = attrString(b, unix.NFTA_LOOKUP_SET, set)
+	return attrU32(b, unix.NFTA_LOOKUP_SET_ID, id)
+}
+
+// appendNAT covers the NAT expressions without ranges' maxima and without
+// random, persistent or prefix flags (appendExpr leaves those to the
+// library).
+func appendNAT(b []byte, typ expr.NATType, family, regAddr, regProto uint32, specified bool) []byte {
+	b = attrU32(b, unix.NFTA_NAT_TYPE, uint32(typ))
+	b = attrU32(b, unix.NFTA_NAT_FAMILY, family)
+	if regAddr != 0 {
+		b = attrU32(b, unix.NFTA_NAT_REG_ADDR_MIN, regAddr)
+	}
+	if regProto != 0 {
+		b = attrU32(b, unix.NFTA_NAT_REG_PROTO_MIN, regProto)
+	}
+	if specified {
+		b = attrU32(b, unix.NFTA_NAT_FLAGS, expr.NF_NAT_RANGE_PROTO_SPECIFIED)
+	}
+	return b
 }
 
 // marshalExpr appends the library's encoding of an expression.

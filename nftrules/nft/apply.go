@@ -128,10 +128,10 @@ func opTarget(op Op) string {
 }
 
 // encodeOp encodes op into e: one message queued by the library, or ours
-// for rules, regular chains and elements. A message too large to be sure that no
-// attribute length in it wrapped (see maxMessageData) is an error (element
-// lists are split to stay far below; a rule would need thousands of
-// expressions to get there).
+// for rules, regular chains and elements. A message too large to be sure
+// that no attribute length in it wrapped (see maxMessageData) is an error
+// (element lists are split to stay far below; a rule would need thousands
+// of expressions to get there).
 func encodeOp(e *encoder, op Op) error {
 	ours := op.Kind == OpAddElements || op.Kind == OpDelElements || op.Kind == OpAddRule || (op.Kind == OpAddChain && op.Chain.Base == nil)
 	if ours {

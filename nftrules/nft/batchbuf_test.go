@@ -3,11 +3,13 @@ package nft
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -167,6 +169,20 @@ func TestRuleMessagesMatchLibrary(t *testing.T) {
 			}
 		}
 	}
+}
+
+// compileRule returns the expressions of a rule: what the library is
+// given to encode, for comparison.
+func compileRule(f Family, r Rule) ([]expr.Any, error) {
+	var out []expr.Any
+	for _, s := range r.Stmts {
+		e, err := compileStmt(f, s)
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", r.Render(f), err)
+		}
+		out = append(out, e...)
+	}
+	return out, nil
 }
 
 // scrambled returns n letters that do not deflate to 240 bytes.

@@ -23,19 +23,9 @@ const (
 	reg32Base  = 8
 )
 
-// compileRule returns the expressions of a rule in a table of family f.
-func compileRule(f Family, r Rule) ([]expr.Any, error) {
-	var out []expr.Any
-	for _, s := range r.Stmts {
-		e, err := compileStmt(f, s)
-		if err != nil {
-			return nil, fmt.Errorf("rule %q: %w", r.Render(f), err)
-		}
-		out = append(out, e...)
-	}
-	return out, nil
-}
-
+// compileStmt returns the expressions of one statement in a table of
+// family f (rulemsg.go encodes them; the statements of a service chain's
+// rule it encodes directly, in these same shapes).
 func compileStmt(f Family, s Stmt) ([]expr.Any, error) {
 	switch s := s.(type) {
 	case MatchL4Proto:

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/internal/fixture"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
@@ -14,16 +16,24 @@ import (
 	"github.com/nftproxy/nftproxy/proxier/model"
 )
 
-// scaleState is fixture.ScaleState on the kernel tests' cluster CIDRs.
-func scaleState(n, eps int) *model.State { return fixture.ScaleState(n, eps, clusterCIDRs) }
+// scaleState is fixture.ScaleState on the kernel tests' cluster CIDRs,
+// numbered as the proxier numbers its States (model.Delta).
+func scaleState(n, eps int) *model.State {
+	st := fixture.ScaleState(n, eps, clusterCIDRs)
+	st.Gen = 1
+	return st
+}
 
 // changeOneEndpoint moves one endpoint of Service i to a new address. Like
-// the proxier, it replaces the ServicePort value instead of editing it.
+// the proxier, it replaces the ServicePort value instead of editing it,
+// and names the changed Service in the next State's Delta.
 func changeOneEndpoint(st *model.State, i, round int) {
 	sp := *st.Services[i]
 	sp.Endpoints = append([]model.Endpoint(nil), sp.Endpoints...)
 	sp.Endpoints[0].Addr = netip.AddrFrom4([4]byte{10, 250, byte(round >> 8), byte(round)})
 	st.Services[i] = &sp
+	st.Delta = &model.Delta{Since: st.Gen, Changed: []types.NamespacedName{sp.Name.NamespacedName}}
+	st.Gen++
 }
 
 func BenchmarkBuild10kx10(b *testing.B) {

@@ -150,7 +150,7 @@ func step(r *rand.Rand, st *model.State, w *world) {
 			w.mutate(r)
 		}
 	}
-	w.state(st)
+	w.state(st, true)
 }
 
 // fuzzWorlds runs fn, as a fuzz target, on a world and State decoded from
@@ -244,7 +244,7 @@ func FuzzDiff(f *testing.F) {
 		for n := r.IntN(16); n > 0; n-- {
 			step(r, st, w.world)
 		}
-		w.state(st)
+		w.state(st, true)
 		a := *st // step replaces st.Services and the config slices, never edits them
 		for n := r.IntN(16); n > 0; n-- {
 			step(r, st, w.world)

@@ -190,6 +190,8 @@ type Proxier struct {
 	claims *claims.Resolver
 	// changedKeys are the Services changed since flat was made.
 	changedKeys map[types.NamespacedName]bool
+	// stateGen is the Gen of the last State made (model.Delta).
+	stateGen uint64
 
 	nodeZone string
 	nodeIPs  []netip.Addr

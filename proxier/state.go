@@ -1,7 +1,6 @@
 package proxier
 
 import (
-	"cmp"
 	"fmt"
 	"maps"
 	"reflect"
@@ -36,7 +35,7 @@ func (p *Proxier) loadAll() error {
 	// Converting in sorted order makes IDs a function of the set of
 	// Services: after a restart on a stable cluster they match the rules
 	// already in the kernel, so the first full sync changes little.
-	slices.SortFunc(keys, compareKeys)
+	slices.SortFunc(keys, model.CompareServices)
 	for _, k := range keys {
 		p.convert(k)
 	}
@@ -59,7 +58,7 @@ func (p *Proxier) applyChanges(c informers.Changes) int {
 		keys[k] = struct{}{}
 	}
 	// Sorted, so that IDs do not depend on map iteration order.
-	for _, k := range slices.SortedFunc(maps.Keys(keys), compareKeys) {
+	for _, k := range slices.SortedFunc(maps.Keys(keys), model.CompareServices) {
 		p.convert(k)
 	}
 	if c.Node {
@@ -181,8 +180,14 @@ func (p *Proxier) refreshNode() {
 // States; none of them is ever modified after being handed out.
 func (p *Proxier) state() *model.State {
 	p.resolveClaims()
+	// delta tells the Builder which Services changed since the last
+	// State, when flat is that State's list patched (not rebuilt).
+	var delta *model.Delta
+	if p.flat != nil && (!p.flatStale || len(p.changedKeys) <= maxPatchedKeys) {
+		delta = &model.Delta{Since: p.stateGen, Changed: slices.SortedFunc(maps.Keys(p.changedKeys), model.CompareServices)}
+	}
 	if p.flat != nil && p.flatStale && len(p.changedKeys) <= maxPatchedKeys {
-		p.flat = patchFlat(p.flat, p.changedKeys, p.claims.Ports)
+		p.flat = patchFlat(p.flat, delta.Changed, p.claims.Ports)
 		p.flatStale = false
 	}
 	p.changedKeys = nil
@@ -196,14 +201,17 @@ func (p *Proxier) state() *model.State {
 		// The programmed ports: conflicting claims removed.
 		// Ports of a Service are sorted by Name and Names sort by
 		// namespace/name first, so sorting the Services sorts the ports.
-		slices.SortFunc(keys, compareKeys)
+		slices.SortFunc(keys, model.CompareServices)
 		flat := make([]*model.ServicePort, 0, n)
 		for _, k := range keys {
 			flat = append(flat, p.claims.Ports(k)...)
 		}
 		p.flat, p.flatStale = flat, false
 	}
+	p.stateGen++
 	return &model.State{
+		Gen:           p.stateGen,
+		Delta:         delta,
 		NodeName:      p.cfg.NodeName,
 		NodeZone:      p.nodeZone,
 		NodeIPs:       p.nodeIPs,
@@ -239,14 +247,13 @@ const maxPatchedKeys = 64
 // ports of the changed Services are replaced by ports(Service) (none if the
 // Service is gone): O(len(old)) pointer copies instead of sorting every
 // Service again on each change.
-func patchFlat(old []*model.ServicePort, changed map[types.NamespacedName]bool, ports func(types.NamespacedName) []*model.ServicePort) []*model.ServicePort {
-	keys := slices.SortedFunc(maps.Keys(changed), compareKeys)
+func patchFlat(old []*model.ServicePort, keys []types.NamespacedName, ports func(types.NamespacedName) []*model.ServicePort) []*model.ServicePort {
 	out := make([]*model.ServicePort, 0, len(old)+len(keys))
 	i := 0
 	for _, k := range keys {
 		// old is sorted by Service, ports of one Service are adjacent.
 		j, _ := slices.BinarySearchFunc(old[i:], k, func(sp *model.ServicePort, k types.NamespacedName) int {
-			return compareKeys(sp.Name.NamespacedName, k)
+			return model.CompareServices(sp.Name.NamespacedName, k)
 		})
 		out = append(out, old[i:i+j]...)
 		i += j
@@ -256,10 +263,6 @@ func patchFlat(old []*model.ServicePort, changed map[types.NamespacedName]bool, 
 		out = append(out, ports(k)...)
 	}
 	return append(out, old[i:]...)
-}
-
-func compareKeys(a, b types.NamespacedName) int {
-	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
 // report logs rejections and passes them on for Events.

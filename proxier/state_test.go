@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -13,7 +14,9 @@ import (
 )
 
 // TestStateSplicesChangesLikeAFullSort changes random Services and checks
-// that the spliced list state() keeps equals a fresh sort every time.
+// that the spliced list state() keeps equals a fresh sort every time, and
+// that each State's Delta names every Service whose ports differ from the
+// previous State's (what lets the Builder look at those only).
 func TestStateSplicesChangesLikeAFullSort(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	p := &Proxier{services: map[types.NamespacedName][]*model.ServicePort{}, ids: newIDAllocator(1 << 20), claims: claims.New(claims.Options{})}
@@ -26,15 +29,50 @@ func TestStateSplicesChangesLikeAFullSort(t *testing.T) {
 		}
 		return out
 	}
+	var prev *model.State
 	for step := 0; step < 300; step++ {
 		for c := r.IntN(5); c >= 0; c-- {
 			k := types.NamespacedName{Namespace: fmt.Sprint("ns", r.IntN(4)), Name: fmt.Sprint("s", r.IntN(40))}
 			p.setService(k, ports(k))
 		}
-		got := p.state().Services
+		st := p.state()
+		got := st.Services
 		fresh := &Proxier{services: p.services, claims: p.claims, flatStale: true}
 		if want := fresh.state().Services; !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: spliced list differs from a full sort", step)
 		}
+		if prev != nil {
+			if st.Delta == nil || st.Delta.Since != prev.Gen || st.Gen == prev.Gen {
+				t.Fatalf("step %d: State %d has Delta %+v, want one since State %d", step, st.Gen, st.Delta, prev.Gen)
+			}
+			for k := range differingServices(prev.Services, got) {
+				if !slices.Contains(st.Delta.Changed, k) {
+					t.Fatalf("step %d: Service %s changed but Delta names only %v", step, k, st.Delta.Changed)
+				}
+			}
+		}
+		prev = st
 	}
+}
+
+// differingServices names the Services whose service ports (by identity)
+// differ between two States' lists.
+func differingServices(a, b []*model.ServicePort) map[types.NamespacedName]bool {
+	ports := func(l []*model.ServicePort) map[types.NamespacedName][]*model.ServicePort {
+		m := map[types.NamespacedName][]*model.ServicePort{}
+		for _, sp := range l {
+			m[sp.Name.NamespacedName] = append(m[sp.Name.NamespacedName], sp)
+		}
+		return m
+	}
+	pa, pb := ports(a), ports(b)
+	out := map[types.NamespacedName]bool{}
+	for _, m := range []map[types.NamespacedName][]*model.ServicePort{pa, pb} {
+		for k := range m {
+			if !slices.Equal(pa[k], pb[k]) {
+				out[k] = true
+			}
+		}
+	}
+	return out
 }

@@ -6,9 +6,11 @@ import "maps"
 // goes from one Build to the next. The derived ruleset shares every chain,
 // set and element group it does not change with its parent (a set is
 // copied when first changed, and only its small overlay of changed groups:
-// see ownerGroups), so a derivation that changes one Service costs the
-// same among 10 or 10,000. It records what it changed, so that
-// Diff(parent, derived) looks there only.
+// see ownerGroups), and shares the tables' chain and set maps themselves
+// until it changes them: a chain put back with the rules it had (a
+// Service's endpoints changed, its chains did not) changes nothing, so an
+// endpoint change copies no map of the size of the table. It records what
+// it changed, so that Diff(parent, derived) looks there only.
 //
 // Neither the parent nor the derived ruleset may be changed otherwise: both
 // share their objects with each other.
@@ -16,6 +18,13 @@ type Derivation struct {
 	rs *Ruleset
 	// copied names, per family, the sets already copied from the parent.
 	copied map[Family]map[string]bool
+	// chains are the chains put (nil: deleted) per family, applied to
+	// the tables by Ruleset: a chain deleted and put back unchanged, as
+	// a Builder does for a changed Service, is no change.
+	chains map[Family]map[string]*Chain
+	// ownSets marks the families whose set map is no longer the parent's.
+	ownSets map[Family]bool
+	done    bool
 }
 
 // tableDelta names what a Derivation changed in one table.
@@ -27,46 +36,87 @@ type tableDelta struct {
 
 // Derive starts a ruleset derived from rs; see Derivation.
 func (rs *Ruleset) Derive() *Derivation {
-	d := &Derivation{rs: NewRuleset(), copied: map[Family]map[string]bool{}}
+	d := &Derivation{rs: NewRuleset(), copied: map[Family]map[string]bool{},
+		chains: map[Family]map[string]*Chain{}, ownSets: map[Family]bool{}}
 	d.rs.parent = rs
+	// rs is now diffed against its successors, no longer against its own
+	// parent: dropping that link keeps a Builder's rulesets from
+	// forming a chain back to its first, each holding its own copy of
+	// the tables' maps.
+	rs.parent = nil
 	d.rs.delta = map[Family]*tableDelta{}
 	for f, t := range rs.Tables {
-		d.rs.Tables[f] = &Table{
-			Family: t.Family, Name: t.Name,
-			Chains: maps.Clone(t.Chains),
-			Sets:   maps.Clone(t.Sets),
-		}
+		d.rs.Tables[f] = &Table{Family: t.Family, Name: t.Name, Chains: t.Chains, Sets: t.Sets}
 		d.rs.delta[f] = &tableDelta{owners: map[string]bool{}, chains: map[string]bool{}, sets: map[string]bool{}}
 		d.copied[f] = map[string]bool{}
+		d.chains[f] = map[string]*Chain{}
 	}
 	return d
 }
 
 // Ruleset returns the derived ruleset. Only families of the parent exist.
-func (d *Derivation) Ruleset() *Ruleset { return d.rs }
+// No change may follow.
+func (d *Derivation) Ruleset() *Ruleset {
+	if d.done {
+		return d.rs
+	}
+	d.done = true
+	for f, put := range d.chains {
+		t := d.rs.Tables[f]
+		copied := false
+		for name, c := range put {
+			old := t.Chains[name]
+			if c == old || (c != nil && old != nil && sameChain(f, old, c)) {
+				continue
+			}
+			if !copied {
+				t.Chains, copied = maps.Clone(t.Chains), true
+			}
+			if c == nil {
+				delete(t.Chains, name)
+			} else {
+				t.Chains[name] = c
+			}
+			d.rs.delta[f].chains[name] = true
+		}
+	}
+	return d.rs
+}
+
+// sameChain reports whether two chains are the same in the kernel.
+func sameChain(f Family, a, b *Chain) bool {
+	if (a.Base == nil) != (b.Base == nil) || (a.Base != nil && *a.Base != *b.Base) {
+		return false
+	}
+	return sameRules(f, a, b)
+}
 
 // PutChain adds or replaces a chain of family f.
-func (d *Derivation) PutChain(f Family, c *Chain) {
-	d.rs.Tables[f].Chains[c.Name] = c
-	d.rs.delta[f].chains[c.Name] = true
-}
+func (d *Derivation) PutChain(f Family, c *Chain) { d.chains[f][c.Name] = c }
 
 // DeleteChain removes a chain of family f.
-func (d *Derivation) DeleteChain(f Family, name string) {
-	delete(d.rs.Tables[f].Chains, name)
-	d.rs.delta[f].chains[name] = true
-}
+func (d *Derivation) DeleteChain(f Family, name string) { d.chains[f][name] = nil }
 
 // PutSet adds or replaces a set of family f, with its elements.
 func (d *Derivation) PutSet(f Family, s *Set) {
-	d.rs.Tables[f].Sets[s.Name] = s
+	d.sets(f)[s.Name] = s
 	d.rs.delta[f].sets[s.Name] = true
 }
 
 // DeleteSet removes a set of family f.
 func (d *Derivation) DeleteSet(f Family, name string) {
-	delete(d.rs.Tables[f].Sets, name)
+	delete(d.sets(f), name)
 	d.rs.delta[f].sets[name] = true
+}
+
+// sets returns the set map of family f to change, copying the parent's
+// first.
+func (d *Derivation) sets(f Family) map[string]*Set {
+	t := d.rs.Tables[f]
+	if !d.ownSets[f] {
+		t.Sets, d.ownSets[f] = maps.Clone(t.Sets), true
+	}
+	return t.Sets
 }
 
 // SetGroup makes els the elements owner contributes to a set of family f,
@@ -99,14 +149,13 @@ func (d *Derivation) DeleteGroup(f Family, set, owner string) int {
 // mutableSet returns the named set, copying it first if it is still shared
 // with the parent, or making it with newSet.
 func (d *Derivation) mutableSet(f Family, name string, newSet func(Family, string) *Set) *Set {
-	t := d.rs.Tables[f]
 	d.rs.delta[f].sets[name] = true
 	copied := d.copied[f]
-	s, ok := t.Sets[name]
+	s, ok := d.rs.Tables[f].Sets[name]
 	if !ok {
 		s = newSet(f, name)
 		s.groups = &ownerGroups{}
-		t.Sets[name] = s
+		d.sets(f)[name] = s
 		copied[name] = true
 	} else if !copied[name] {
 		c := *s
@@ -114,7 +163,7 @@ func (d *Derivation) mutableSet(f Family, name string, newSet func(Family, strin
 		c.refs = s.refs.fork()
 		c.index = nil
 		s = &c
-		t.Sets[name] = s
+		d.sets(f)[name] = s
 		copied[name] = true
 	}
 	if s.SharedKeys && s.refs == nil {

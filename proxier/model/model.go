@@ -4,6 +4,7 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 
@@ -33,6 +34,28 @@ type State struct {
 	NoIPv6 bool
 	// Services are the service ports to program, sorted by Name.
 	Services []*ServicePort
+
+	// Gen numbers the States of one producer (0: not numbered), and
+	// Delta, when set, says how this State differs from an earlier one:
+	// together they let a Builder that built that State look at the
+	// changed Services only instead of every service port.
+	Gen   uint64
+	Delta *Delta
+}
+
+// Delta describes a State as a change of the producer's State Since: only
+// the service ports of the Services in Changed were added, replaced (a new
+// *ServicePort value) or removed; every other service port is the same
+// value and every other field is equal.
+type Delta struct {
+	Since   uint64
+	Changed []types.NamespacedName
+}
+
+// CompareServices orders Services as State.Services is sorted: by
+// namespace, then name.
+func CompareServices(a, b types.NamespacedName) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
 // ServicePortName identifies one port of one Service.

@@ -95,7 +95,7 @@ func (b *Builder) buildAll(d *nft.Derivation, st *model.State) {
 func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 	now := make([][]*model.ServicePort, len(st.Delta.Changed))
 	for i, k := range st.Delta.Changed {
-		now[i] = portsOf(st.Services, k)
+		now[i] = st.PortsOf(k)
 		for _, sp := range slices.Clone(b.bySvc[k]) {
 			if !slices.Contains(now[i], sp) {
 				b.remove(d, sp)
@@ -109,20 +109,6 @@ func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 			}
 		}
 	}
-}
-
-// portsOf returns the service ports of Service k in sorted, which is
-// sorted by Name.
-func portsOf(sorted []*model.ServicePort, k types.NamespacedName) []*model.ServicePort {
-	byService := func(sp *model.ServicePort, k types.NamespacedName) int {
-		return model.CompareServices(sp.Name.NamespacedName, k)
-	}
-	i, _ := slices.BinarySearchFunc(sorted, k, byService)
-	j := i
-	for j < len(sorted) && sorted[j].Name.NamespacedName == k {
-		j++
-	}
-	return sorted[i:j]
 }
 
 // add builds the fragments of a service port new to the Builder.

@@ -63,6 +63,17 @@ func TestProxierReportsEndpointsOverLimit(t *testing.T) {
 		t.Errorf("second sync: EndpointsOverLimit %d, %d reports; want 616, 1", got, n)
 	}
 
+	// Another Service changes: big's finding stands (only the changed
+	// Service is looked at), neither lost nor reported again.
+	e.create(service("small", "10.96.0.2"))
+	e.recorded(1, 0)
+	if err := e.p.sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := e.lastSync().EndpointsOverLimit, len(tooMany()); got != 616 || n != 1 {
+		t.Errorf("after another Service changed: EndpointsOverLimit %d, %d reports; want 616, 1", got, n)
+	}
+
 	// Back under the limit.
 	if err := e.client.DiscoveryV1().EndpointSlices("ns").Delete(ctx, "big-16", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

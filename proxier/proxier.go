@@ -215,7 +215,9 @@ type Proxier struct {
 	onIdle func()
 	// overLimit holds what was reported for each service port with more
 	// endpoints than fit (checkEndpointLimits), to report changes only.
-	overLimit map[model.ServicePortName]string
+	overLimit map[model.ServicePortName]overLimit
+	// limitsChecked is the Gen of the State checkEndpointLimits saw last.
+	limitsChecked uint64
 	// foreign are the changes of other processes not yet repaired.
 	foreign foreignChanges
 }

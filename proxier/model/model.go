@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -50,6 +51,18 @@ type State struct {
 type Delta struct {
 	Since   uint64
 	Changed []types.NamespacedName
+}
+
+// PortsOf returns the service ports of Service k in st.Services (which is
+// sorted by Name), by binary search.
+func (st *State) PortsOf(k types.NamespacedName) []*ServicePort {
+	byService := func(sp *ServicePort, k types.NamespacedName) int { return CompareServices(sp.Name.NamespacedName, k) }
+	i, _ := slices.BinarySearchFunc(st.Services, k, byService)
+	j := i
+	for j < len(st.Services) && st.Services[j].Name.NamespacedName == k {
+		j++
+	}
+	return st.Services[i:j]
 }
 
 // CompareServices orders Services as State.Services is sorted: by

@@ -1,0 +1,55 @@
+package proxier
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nftproxy/nftproxy/proxier/model"
+)
+
+// BenchmarkSyncScans50kx10 is what the proxier's own per-sync steps over
+// all service ports cost at 50,000 Services x 10 endpoints when one
+// Service changed: the endpoint limit check, over all service ports and
+// over the changed Service only (model.Delta), and the spliced list (the
+// Builder's share is BenchmarkKernelOneEndpointChange*).
+func BenchmarkSyncScans50kx10(b *testing.B) {
+	flat := make([]*model.ServicePort, 0, 50000)
+	for i := range 50000 {
+		sp := &model.ServicePort{ID: uint32(i + 1), Protocol: v1.ProtocolTCP, Port: 80,
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})}}
+		sp.Name.NamespacedName = types.NamespacedName{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i)}
+		for e := range 10 {
+			sp.Endpoints = append(sp.Endpoints, model.Endpoint{Addr: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(e)}), Port: 8080, Ready: true, Serving: true})
+		}
+		flat = append(flat, sp)
+	}
+	st := &model.State{NodeName: "node", Services: flat}
+	changed := []types.NamespacedName{flat[25000].Name.NamespacedName}
+	same := func(types.NamespacedName) []*model.ServicePort { return []*model.ServicePort{flat[25000]} }
+	b.Run("checkEndpointLimits-all", func(b *testing.B) {
+		p := &Proxier{}
+		for b.Loop() {
+			p.checkEndpointLimits(st)
+		}
+	})
+	b.Run("checkEndpointLimits-delta", func(b *testing.B) {
+		p := &Proxier{}
+		st.Gen = 1
+		p.checkEndpointLimits(st)
+		for b.Loop() {
+			st.Delta = &model.Delta{Since: st.Gen, Changed: changed}
+			st.Gen++
+			p.checkEndpointLimits(st)
+		}
+	})
+	b.Run("patchFlat", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			patchFlat(flat, changed, same)
+		}
+	})
+}

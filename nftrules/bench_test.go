@@ -44,15 +44,26 @@ func BenchmarkBuild10kx10(b *testing.B) {
 	}
 }
 
+// BenchmarkBuildDiffOneEndpointChange* is our side of one endpoint change
+// (Build and Diff, no kernel) at 1k, 10k and 50k Services: issue 11 wants
+// it independent of the number of Services.
+func BenchmarkBuildDiffOneEndpointChange1kx10(b *testing.B) { benchBuildDiffOneEndpointChange(b, 1000) }
 func BenchmarkBuildDiffOneEndpointChange10kx10(b *testing.B) {
-	st := scaleState(10000, 10)
+	benchBuildDiffOneEndpointChange(b, 10000)
+}
+func BenchmarkBuildDiffOneEndpointChange50kx10(b *testing.B) {
+	benchBuildDiffOneEndpointChange(b, 50000)
+}
+
+func benchBuildDiffOneEndpointChange(b *testing.B, n int) {
+	st := scaleState(n, 10)
 	builder := nftrules.NewBuilder()
 	live := builder.Build(st)
 	b.ReportAllocs()
 	round := 0
 	for b.Loop() {
 		round++
-		changeOneEndpoint(st, 5000, round)
+		changeOneEndpoint(st, n/2, round)
 		desired := builder.Build(st)
 		tx := nft.Diff(live, desired)
 		if tx.Objects() > 8 {

@@ -190,8 +190,10 @@ type Proxier struct {
 	claims *claims.Resolver
 	// changedKeys are the Services changed since flat was made.
 	changedKeys map[types.NamespacedName]bool
-	// stateGen is the Gen of the last State made (model.Delta).
-	stateGen uint64
+	// stateGen is the Gen of the last State made, and stateNode that
+	// State without its service ports (model.Delta).
+	stateGen  uint64
+	stateNode model.State
 
 	nodeZone string
 	nodeIPs  []netip.Addr

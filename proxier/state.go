@@ -209,9 +209,8 @@ func (p *Proxier) state() *model.State {
 		p.flat, p.flatStale = flat, false
 	}
 	p.stateGen++
-	return &model.State{
+	st := &model.State{
 		Gen:           p.stateGen,
-		Delta:         delta,
 		NodeName:      p.cfg.NodeName,
 		NodeZone:      p.nodeZone,
 		NodeIPs:       p.nodeIPs,
@@ -221,6 +220,16 @@ func (p *Proxier) state() *model.State {
 		NodePortIPs:   p.nodePortIPs,
 		Services:      p.flat,
 	}
+	// A Delta promises that only the named Services changed: not after
+	// a node change (zone, addresses), which every service port's rules
+	// and endpoint selection may depend on.
+	node := *st
+	node.Services, node.Gen = nil, 0
+	if delta != nil && reflect.DeepEqual(node, p.stateNode) {
+		st.Delta = delta
+	}
+	p.stateNode = node
+	return st
 }
 
 // resolveClaims settles conflicting addresses and NodePorts among the

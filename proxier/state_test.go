@@ -53,6 +53,16 @@ func TestStateSplicesChangesLikeAFullSort(t *testing.T) {
 		}
 		prev = st
 	}
+
+	// A node change: the next State names no changed Services, so that
+	// nothing builds from the previous one's findings.
+	p.nodeZone = "zone-b"
+	if st := p.state(); st.Delta != nil {
+		t.Fatalf("State after a node change has Delta %+v, want none", st.Delta)
+	}
+	if st := p.state(); st.Delta == nil || len(st.Delta.Changed) != 0 {
+		t.Fatalf("State after an unchanged one has Delta %+v, want one naming no Service", st.Delta)
+	}
 }
 
 // differingServices names the Services whose service ports (by identity)

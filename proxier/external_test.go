@@ -143,6 +143,15 @@ func TestProxierExternalState(t *testing.T) {
 	want = []healthcheck.Service{{Name: nn("lb"), Port: 32000, LocalEndpoints: 0}}
 	e.eventually("health check with 0 local endpoints", func() bool { got, _ := hc.last(); return reflect.DeepEqual(got, want) })
 
+	// Another Service appears: lb's health check stays as it was.
+	calls := func() int { hc.mu.Lock(); defer hc.mu.Unlock(); return len(hc.calls) }
+	before := calls()
+	e.create(service("other", "10.96.0.99"))
+	e.eventually("a sync after another Service appeared", func() bool { return calls() > before })
+	if got, _ := hc.last(); !reflect.DeepEqual(got, want) {
+		t.Errorf("after another Service appeared: health checks %+v, want %+v", got, want)
+	}
+
 	// The Service becomes ETP Cluster: no health check node port.
 	lb2 := lb.DeepCopy()
 	lb2.ResourceVersion = "2"

@@ -2,6 +2,7 @@ package proxier
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -137,29 +138,37 @@ func (p *Proxier) refreshNodePortIPs() {
 // syncHealthChecks tells the health check server the health check node
 // ports of st, the addresses to serve them on (the NodePort addresses) and
 // their ready local endpoints (distinct addresses over the Service's
-// ports, as upstream counts them).
+// ports, as upstream counts them). It keeps the service ports with a
+// health check node port per Service: given st.Delta from the State it saw
+// last, it looks at the changed Services only, not at every service port.
 func (p *Proxier) syncHealthChecks(st *model.State) {
 	if p.cfg.HealthChecks == nil {
 		return
 	}
-	var out []healthcheck.Service
-	byName := map[types.NamespacedName]int{}
-	var ports [][]*model.ServicePort
-	for _, sp := range st.Services {
-		if sp.HealthCheckNodePort == 0 {
-			continue
-		}
-		i, ok := byName[sp.Name.NamespacedName]
-		if !ok {
-			i = len(out)
-			byName[sp.Name.NamespacedName] = i
-			out = append(out, healthcheck.Service{Name: sp.Name.NamespacedName, Port: sp.HealthCheckNodePort})
-			ports = append(ports, nil)
-		}
-		ports[i] = append(ports[i], sp)
+	withCheck := func(ports []*model.ServicePort) []*model.ServicePort {
+		return slices.DeleteFunc(slices.Clone(ports), func(sp *model.ServicePort) bool { return sp.HealthCheckNodePort == 0 })
 	}
-	for i := range out {
-		out[i].LocalEndpoints = endpoints.LocalReady(st.NodeName, ports[i])
+	if st.Delta != nil && p.hcSeen != 0 && st.Delta.Since == p.hcSeen {
+		for _, k := range st.Delta.Changed {
+			if ports := withCheck(st.PortsOf(k)); len(ports) > 0 {
+				p.hcPorts[k] = ports
+			} else {
+				delete(p.hcPorts, k)
+			}
+		}
+	} else {
+		p.hcPorts = map[types.NamespacedName][]*model.ServicePort{}
+		for _, sp := range withCheck(st.Services) {
+			k := sp.Name.NamespacedName
+			p.hcPorts[k] = append(p.hcPorts[k], sp)
+		}
+	}
+	p.hcSeen = st.Gen
+	var out []healthcheck.Service
+	for _, k := range slices.SortedFunc(maps.Keys(p.hcPorts), model.CompareServices) {
+		ports := p.hcPorts[k]
+		out = append(out, healthcheck.Service{Name: k, Port: ports[0].HealthCheckNodePort,
+			LocalEndpoints: endpoints.LocalReady(st.NodeName, ports)})
 	}
 	p.cfg.HealthChecks.Sync(st.NodePortIPs, out)
 }

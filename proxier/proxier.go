@@ -194,6 +194,10 @@ type Proxier struct {
 	// State without its service ports (model.Delta).
 	stateGen  uint64
 	stateNode model.State
+	// hcPorts are the service ports with a health check node port per
+	// Service, as of the State with Gen hcSeen (syncHealthChecks).
+	hcPorts map[types.NamespacedName][]*model.ServicePort
+	hcSeen  uint64
 
 	nodeZone string
 	nodeIPs  []netip.Addr

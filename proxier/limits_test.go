@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -29,6 +30,12 @@ func TestProxierReportsEndpointsOverLimit(t *testing.T) {
 		e.create(slice(fmt.Sprintf("big-%d", s), "big", addrs...))
 	}
 	e.recorded(1, 1)
+	// The change is recorded at the first slice's event: wait for the
+	// informer's cache to hold all 17 before converting.
+	e.eventually("17 slices in the cache", func() bool {
+		slices, err := e.p.src.EndpointSlices(types.NamespacedName{Namespace: "ns", Name: "big"})
+		return err == nil && len(slices) == 17
+	})
 	ctx := context.Background()
 	if err := e.p.loadAll(); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,8 @@ type ChangeSource interface {
 
 // Metrics holds the collectors. Its methods are safe for concurrent use.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg   *prometheus.Registry
+	local localCounts
 
 	syncDuration        prometheus.Histogram
 	fullSyncDuration    prometheus.Histogram
@@ -220,7 +221,7 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 	if info.State != nil {
 		m.servicePorts.Set(float64(len(info.State.Services)))
 		m.overLimit.Set(float64(info.EndpointsOverLimit))
-		internal, external := noLocalEndpoints(info.State)
+		internal, external := m.local.update(info.State)
 		m.noLocalEndpoints.WithLabelValues("internal").Set(float64(internal))
 		m.noLocalEndpoints.WithLabelValues("external").Set(float64(external))
 	}

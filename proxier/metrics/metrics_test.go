@@ -19,6 +19,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/clock"
@@ -317,4 +318,45 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 		}
 	}
 	return n == len(labels)
+}
+
+// TestNoLocalEndpointsFollowsTheDelta: a State whose Delta names the
+// Services changed since the State counted last updates their share of
+// the no-local-endpoints count only; the others' shares stand.
+func TestNoLocalEndpointsFollowsTheDelta(t *testing.T) {
+	m := metrics.New(nil)
+	local := pmodel.Endpoint{Addr: netip.MustParseAddr("10.244.0.5"), Port: 80, NodeName: node, Ready: true}
+	remote := pmodel.Endpoint{Addr: netip.MustParseAddr("10.244.1.5"), Port: 80, NodeName: "node-b", Ready: true}
+	port := func(name string, ep pmodel.Endpoint) *pmodel.ServicePort {
+		sp := &pmodel.ServicePort{InternalPolicyLocal: true, Endpoints: []pmodel.Endpoint{ep}}
+		sp.Name.Namespace, sp.Name.Name = "ns", name
+		return sp
+	}
+	a, b := port("a", remote), port("b", remote)
+	internal := func(st *pmodel.State) float64 {
+		t.Helper()
+		m.ObserveSync(proxier.SyncInfo{State: st, Start: time.Now(), Duration: time.Millisecond})
+		return value(t, scrape(t, m), "kubeproxy_sync_proxy_rules_no_local_endpoints_total", map[string]string{"traffic_policy": "internal"})
+	}
+	if got := internal(&pmodel.State{NodeName: node, Gen: 1, Services: []*pmodel.ServicePort{a, b}}); got != 2 {
+		t.Fatalf("a and b without local endpoints: %g, want 2", got)
+	}
+	changed := func(since uint64, names ...string) *pmodel.Delta {
+		d := &pmodel.Delta{Since: since}
+		for _, n := range names {
+			d.Changed = append(d.Changed, types.NamespacedName{Namespace: "ns", Name: n})
+		}
+		return d
+	}
+	a2 := port("a", local)
+	if got := internal(&pmodel.State{NodeName: node, Gen: 2, Delta: changed(1, "a"), Services: []*pmodel.ServicePort{a2, b}}); got != 1 {
+		t.Fatalf("a got a local endpoint: %g, want 1 (b)", got)
+	}
+	if got := internal(&pmodel.State{NodeName: node, Gen: 3, Delta: changed(2, "b"), Services: []*pmodel.ServicePort{a2}}); got != 0 {
+		t.Fatalf("b removed: %g, want 0", got)
+	}
+	// A Delta from a State not counted last: everything is counted.
+	if got := internal(&pmodel.State{NodeName: node, Gen: 9, Delta: changed(7), Services: []*pmodel.ServicePort{a, b}}); got != 2 {
+		t.Fatalf("after a gap: %g, want 2", got)
+	}
 }

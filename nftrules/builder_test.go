@@ -87,6 +87,9 @@ func (w *world) setService(k types.NamespacedName, sp *model.ServicePort) {
 // looks at those only.
 func (w *world) state(st *model.State, delta bool) {
 	changed, _ := w.claims.Resolve()
+	if w.touched == nil {
+		w.touched = map[types.NamespacedName]bool{}
+	}
 	for _, k := range changed {
 		w.touched[k] = true
 	}

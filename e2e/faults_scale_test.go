@@ -170,11 +170,11 @@ func TestFaultScale(t *testing.T) {
 			partial = append(partial, s.duration)
 		}
 	}
-	checks, differed, leftOver := checkLines(logFrom(l, "node-1", churnLog))
+	checks := checkLines(logFrom(l, "node-1", churnLog))
 	rss, _ := peakRSS(l.ProxyPID("node-1"))
 	latency := histogramQuantiles(ctx, l, "node-1", "kubeproxy_network_programming_duration_seconds", 0.5, 0.99)
-	t.Logf("churn: %d endpoint changes in %v (%.0f/s, %d refused by the apiserver); %d syncs: partial %s, full %s; periodic checks %s (%d found a difference, %d steps left for the next period); all programmed %v after the churn ended; network programming latency p50 %s p99 %s (whole run); /healthz and /livez meanwhile %v; peak RSS %.0f MiB",
-		ch.done, churnFor, float64(ch.done)/churnFor.Seconds(), ch.failed, len(partial)+len(full), durStats(partial), durStats(full), durStats(checks), differed, leftOver, settled.Round(time.Millisecond), latency[0], latency[1], health.codes, rss)
+	t.Logf("churn: %d endpoint changes in %v (%.0f/s, %d refused by the apiserver); %d syncs: partial %s, full %s; periodic checks %s (%d found a difference, %d left a step unchecked; %d objects re-read under the lock, syncs held at most %v); all programmed %v after the churn ended; network programming latency p50 %s p99 %s (whole run); /healthz and /livez meanwhile %v; peak RSS %.0f MiB",
+		ch.done, churnFor, float64(ch.done)/churnFor.Seconds(), ch.failed, len(partial)+len(full), durStats(partial), durStats(full), durStats(checks.took), checks.differed, checks.leftOver, checks.confirmed, checks.longestHold, settled.Round(time.Millisecond), latency[0], latency[1], health.codes, rss)
 	if ch.failed > ch.done/100 {
 		t.Errorf("the apiserver refused %d of %d changes: the churn did not happen", ch.failed, ch.done+ch.failed)
 	}
@@ -189,9 +189,9 @@ func TestFaultScale(t *testing.T) {
 	if v, err := metric(ctx, l, "node-1", "kubeproxy_sync_proxy_rules_nftables_sync_failures_total"); err != nil || v != 0 {
 		t.Errorf("failed transactions: %v (%v), want 0", v, err)
 	}
-	t.Logf("FIGURES scenario 6 (%d Services × %d endpoints): API load %v; cold start %v (informers %v, first sync %v, %d objects in %d messages); churn %d changes/s for %v: %d syncs, partial %s, full %s, checks %s, settled %v after the last change; programming latency p50 %s p99 %s; health %v; peak RSS %.0f MiB; failed syncs 0",
+	t.Logf("FIGURES scenario 6 (%d Services × %d endpoints): API load %v; cold start %v (informers %v, first sync %v, %d objects in %d messages); churn %d changes/s for %v: %d syncs, partial %s, full %s, checks %s (%d unchecked, syncs held at most %v), settled %v after the last change; programming latency p50 %s p99 %s; health %v; peak RSS %.0f MiB; failed syncs 0",
 		services, scaleEndpoints, loadTime.Round(time.Second), coldStart.Round(time.Millisecond), informersSynced.Round(time.Millisecond), first.duration.Round(time.Millisecond), first.objects, first.messages,
-		scaleChangesPerS, churnFor, len(partial)+len(full), durStats(partial), durStats(full), durStats(checks), settled.Round(time.Millisecond), latency[0], latency[1], health.codes, max(rss, rssCold))
+		scaleChangesPerS, churnFor, len(partial)+len(full), durStats(partial), durStats(full), durStats(checks.took), checks.leftOver, checks.longestHold, settled.Round(time.Millisecond), latency[0], latency[1], health.codes, max(rss, rssCold))
 }
 
 // scaleRun holds the loaded Services.
@@ -425,21 +425,34 @@ func syncLines(log string) []syncLine {
 	return out
 }
 
-var checkRE = regexp.MustCompile(`"Checked the rules in the kernel" same=(true|false) duration="([^"]+)"`)
+var checkRE = regexp.MustCompile(`"Checked the rules in the kernel" result="(same|differs|unchecked)" step="[^"]*" confirmedUnderLock=(\d+) longestLockHold="([^"]+)" duration="([^"]+)"`)
 
-// checkLines are the periodic checks of the kernel (runner.verify, -v=2):
-// their durations, how many found a difference, and how many of their
-// steps were left for the next period because our commits kept changing
-// what they read.
-func checkLines(log string) (took []time.Duration, differed, leftOver int) {
+// checkStats are the periodic checks of the kernel (runner.verify, -v=2).
+type checkStats struct {
+	took               []time.Duration
+	differed, leftOver int // found a difference; left a step unchecked
+	confirmed          int // objects re-read under the lock, in all checks
+	longestHold        time.Duration
+}
+
+// checkLines reads the checks' log lines.
+func checkLines(log string) checkStats {
+	var cs checkStats
 	for _, m := range checkRE.FindAllStringSubmatch(log, -1) {
-		d, _ := time.ParseDuration(m[2])
-		took = append(took, d)
-		if m[1] == "false" {
-			differed++
+		d, _ := time.ParseDuration(m[4])
+		cs.took = append(cs.took, d)
+		switch m[1] {
+		case "differs":
+			cs.differed++
+		case "unchecked":
+			cs.leftOver++
 		}
+		n, _ := strconv.Atoi(m[2])
+		cs.confirmed += n
+		h, _ := time.ParseDuration(m[3])
+		cs.longestHold = max(cs.longestHold, h)
 	}
-	return took, differed, strings.Count(log, "left for the next period")
+	return cs
 }
 
 // klogTime is the time of day of the first log line containing what

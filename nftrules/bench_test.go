@@ -239,9 +239,9 @@ func benchVerify(b *testing.B, n int) {
 		}
 	}()
 	for b.Loop() {
-		same, err := rec.Verify(context.Background())
-		if err != nil || !same {
-			b.Fatalf("Verify = %v, %v with nothing drifted", same, err)
+		res, err := rec.Verify(context.Background())
+		if err != nil || res.Outcome != nft.VerifySame {
+			b.Fatalf("Verify = %+v, %v with nothing drifted", res, err)
 		}
 	}
 	close(stop)

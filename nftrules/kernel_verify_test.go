@@ -24,38 +24,44 @@ func TestKernelVerifyFindsDrift(t *testing.T) {
 	st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs, Services: []*model.ServicePort{web}}
 	rec := newReconciler(t, tn.node)
 	ctx := context.Background()
-	verify := func(want bool, what string) {
+	verify := func(want nft.VerifyOutcome, what string) {
 		t.Helper()
-		if same, err := rec.Verify(ctx); err != nil || same != want {
-			t.Fatalf("%s: Verify = %v, %v; want %v", what, same, err, want)
+		if res, err := rec.Verify(ctx); err != nil || res.Outcome != want {
+			t.Fatalf("%s: Verify = %+v, %v; want %v", what, res, err, want)
 		}
 	}
-	if same, err := rec.Verify(ctx); err != nil || same {
-		t.Fatalf("before any sync: Verify = %v, %v; want false (nothing applied)", same, err)
-	}
+	verify(nft.VerifyDiffers, "before any sync (nothing applied)")
 	apply(t, rec, st, true)
-	verify(true, "after the cold sync")
+	verify(nft.VerifySame, "after the cold sync")
 	web2 := svc(1, "web", v1.ProtocolTCP, 80, []string{"10.96.0.10"}, 8080, 0, 1)
 	st2 := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs, Services: []*model.ServicePort{web2}}
 	apply(t, rec, st2, false)
-	verify(true, "after a partial sync removing an endpoint")
+	verify(nft.VerifySame, "after a partial sync removing an endpoint")
 
+	for _, drift := range drifts(web) {
+		if out, err := tn.node.Exec(drift...); err != nil {
+			t.Fatalf("%v: %v\n%s", drift, err, out)
+		}
+		verify(nft.VerifyDiffers, drift[1]+" "+drift[len(drift)-2])
+		apply(t, rec, st2, true) // the full sync repairs it
+		verify(nft.VerifySame, "after the repair of "+drift[1])
+	}
+}
+
+// drifts are nft commands that change our tables behind the reconciler's
+// back, each of another kind: a chain's rules, a base chain, a set's
+// elements (removed or added), an extra chain, an extra set. web is a
+// Service with ID 1 and its first endpoint.
+func drifts(web *model.ServicePort) [][]string {
 	chain := nftrules.ServiceChainName(web.Name)
 	epMap := nftrules.EndpointMapName(nft.TCP, 1)
-	for _, drift := range [][]string{
+	return [][]string{
 		{"nft", "flush", "chain", "ip", "nftproxy", chain},
 		{"nft", "add", "rule", "ip", "nftproxy", nftrules.ChainServices, "ip", "daddr", "10.96.0.10", "drop"},
 		{"nft", "delete", "element", "ip", "nftproxy", epMap, "{ 16385 }"},
 		{"nft", "add", "element", "ip", "nftproxy", epMap, "{ 16390 : 10.0.0.99 . 8080 }"},
 		{"nft", "add", "chain", "ip", "nftproxy", "intruder"},
 		{"nft", "add", "set", "ip", "nftproxy", "intruder", "{ type ipv4_addr; }"},
-	} {
-		if out, err := tn.node.Exec(drift...); err != nil {
-			t.Fatalf("%v: %v\n%s", drift, err, out)
-		}
-		verify(false, drift[1]+" "+drift[len(drift)-2])
-		apply(t, rec, st2, true) // the full sync repairs it
-		verify(true, "after the repair of "+drift[1])
 	}
 }
 
@@ -94,8 +100,8 @@ func TestKernelVerifyBesideSyncs(t *testing.T) {
 				return
 			default:
 			}
-			if same, err := rec.Verify(ctx); err != nil || !same {
-				checks <- fmt.Errorf("check %d beside the syncs: %v, %v", n, same, err)
+			if res, err := rec.Verify(ctx); err != nil || res.Outcome != nft.VerifySame {
+				checks <- fmt.Errorf("check %d beside the syncs: %+v, %v", n, res, err)
 				return
 			}
 			n++

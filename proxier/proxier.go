@@ -46,7 +46,7 @@ type Reconciler interface {
 // gets its periodic full syncs as checks beside the partial syncs
 // (runner.verify).
 type verifier interface {
-	Verify(ctx context.Context) (same bool, err error)
+	Verify(ctx context.Context) (nft.VerifyResult, error)
 }
 
 // Config of a Proxier.
@@ -74,6 +74,9 @@ type Config struct {
 	Clock clock.Clock
 	// OnSync, if set, is called after every attempted sync (metrics).
 	OnSync func(SyncInfo)
+	// OnCheck, if set, is called after every check of the kernel (see
+	// SyncPeriod) with its outcome, or its error (metrics).
+	OnCheck func(nft.VerifyResult, error)
 	// OnReject, if set, is called for each piece of input that was left
 	// out (Events). It runs on the sync goroutine and must not block.
 	OnReject func(model.Rejection)
@@ -279,6 +282,7 @@ func (p *Proxier) Run(ctx context.Context) error {
 	}
 	if v, ok := p.rec.(verifier); ok {
 		r.verify = v.Verify
+		r.checked = p.cfg.OnCheck
 	}
 	if p.onIdle != nil {
 		r.idle = func(time.Time) { p.onIdle() }

@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // initialRetryDelay is the first delay after a failed sync; it doubles on
@@ -17,6 +19,12 @@ const initialRetryDelay = time.Second
 // the current gap) doubles the gap, up to the sync period, so that two
 // writers fighting over our tables cost a few syncs, not a storm.
 const repairMinGap = 250 * time.Millisecond
+
+// uncheckedRetry is how soon a check that left a step unchecked
+// (nft.VerifyUnchecked: our own syncs changed more objects during its read
+// than it re-reads under the lock) runs again, instead of one period later:
+// churn that large is short, and drift must not wait for it to end.
+const uncheckedRetry = 2 * time.Second
 
 // runner calls fn when woken, as often as its limiter admits (pacing.go),
 // and every fullInterval checks the kernel (verify) or, without verify,
@@ -42,10 +50,13 @@ type runner struct {
 	fn           func(ctx context.Context, full bool) error
 	// verify, if set, replaces the periodic full sync: it checks the
 	// kernel beside the partial syncs instead of holding them back
-	// (nftrules.Reconciler.Verify) and reports false when something
-	// differs, which a full sync then repairs. At 50,000 Services a full
-	// sync takes seconds, and every change made meanwhile waited for it.
-	verify func(ctx context.Context) (same bool, err error)
+	// (nft.Reconciler.Verify); a difference is repaired by a full sync,
+	// and a check that left a step unchecked runs again after
+	// uncheckedRetry. At 50,000 Services a full sync takes seconds, and
+	// every change made meanwhile waited for it.
+	verify func(ctx context.Context) (nft.VerifyResult, error)
+	// checked, if set, is told the outcome of every check (metrics).
+	checked func(nft.VerifyResult, error)
 	// idle, if set, is called when the runner is about to block with its
 	// timer armed for wakeAt: tests use it to know when the fake clock may
 	// be moved.
@@ -82,8 +93,8 @@ func (r *runner) run(ctx context.Context) {
 					verifying = true
 					go func() {
 						began := r.clock.Now()
-						same, err := r.verify(ctx)
-						verified <- verifyResult{same, err, r.clock.Since(began)}
+						res, err := r.verify(ctx)
+						verified <- verifyResult{res, err, r.clock.Since(began)}
 					}()
 				}
 				nextFull = now.Add(r.fullInterval)
@@ -145,16 +156,16 @@ func (r *runner) run(ctx context.Context) {
 			repair = true
 		case v := <-verified:
 			verifying = false
-			if v.err == nil {
-				klog.V(2).InfoS("Checked the rules in the kernel", "same", v.same, "duration", v.took)
+			if ctx.Err() != nil {
+				break
 			}
-			if v.err != nil && ctx.Err() == nil {
-				klog.ErrorS(v.err, "Checking the rules in the kernel failed; running a full sync")
-			} else if !v.same {
-				klog.InfoS("The rules in the kernel differ from those applied; running a full sync")
+			if r.checked != nil {
+				r.checked(v.res, v.err)
 			}
-			if !v.same || v.err != nil {
+			if retry := r.checkDone(v); retry {
 				pending, full = true, true
+			} else if v.res.Outcome == nft.VerifyUnchecked {
+				nextFull = earlier(nextFull, r.clock.Now().Add(min(uncheckedRetry, r.fullInterval)))
 			}
 		case <-t.C():
 		}
@@ -163,9 +174,36 @@ func (r *runner) run(ctx context.Context) {
 }
 
 type verifyResult struct {
-	same bool
+	res  nft.VerifyResult
 	err  error
 	took time.Duration // logged: at 50,000 Services a check takes seconds
+}
+
+// checkDone logs a check's outcome and reports whether a full sync must
+// repair (or, after an error, re-read) the kernel.
+func (r *runner) checkDone(v verifyResult) (fullSync bool) {
+	if v.err != nil {
+		klog.ErrorS(v.err, "Checking the rules in the kernel failed; running a full sync", "step", v.res.Step)
+		return true
+	}
+	klog.V(2).InfoS("Checked the rules in the kernel", "result", v.res.Outcome, "step", v.res.Step,
+		"confirmedUnderLock", v.res.Confirmed, "longestLockHold", v.res.Held, "duration", v.took)
+	switch v.res.Outcome {
+	case nft.VerifyDiffers:
+		klog.InfoS("The rules in the kernel differ from those applied; running a full sync", "step", v.res.Step)
+		return true
+	case nft.VerifyUnchecked:
+		klog.InfoS("Part of the rules in the kernel could not be checked: our own syncs changed too much of it meanwhile; checking again soon",
+			"step", v.res.Step, "after", min(uncheckedRetry, r.fullInterval))
+	}
+	return false
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func later(a, b time.Time) time.Time {

@@ -2,8 +2,11 @@ package proxier
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
 
 // The default pacing (no min sync period set): syncs paced by their
@@ -94,31 +97,44 @@ func TestAdaptiveRunnerWaitsAtMostASecond(t *testing.T) {
 
 // The periodic check (verify) runs beside partial syncs: a change made
 // while it reads the kernel is synced at once, and only a check that
-// finds a difference (or fails) is followed by a full sync.
+// finds a difference (or fails) is followed by a full sync. A check that
+// left part of the kernel unchecked runs again after uncheckedRetry, not
+// one period later, and every outcome is reported (metrics).
 func TestRunnerChecksTheKernelBesidePartialSyncs(t *testing.T) {
-	results := make(chan bool)
+	results := make(chan nft.VerifyOutcome)
 	started := make(chan struct{}, 10)
+	var reported []nft.VerifyOutcome // read once the runner is idle
 	h := startRunnerWith(t, 0, nil, func(r *runner) {
 		r.adaptive, r.fullInterval = true, 30*time.Second
-		r.verify = func(ctx context.Context) (bool, error) {
+		r.verify = func(ctx context.Context) (nft.VerifyResult, error) {
 			started <- struct{}{}
 			select {
-			case same := <-results:
-				return same, nil
+			case o := <-results:
+				return nft.VerifyResult{Outcome: o, Step: "tables"}, nil
 			case <-ctx.Done():
-				return false, ctx.Err()
+				return nft.VerifyResult{}, ctx.Err()
 			}
 		}
+		r.checked = func(res nft.VerifyResult, _ error) { reported = append(reported, res.Outcome) }
 	})
 	h.stepFiring(30 * time.Second)
 	<-started // the check is reading the kernel...
 	h.signal()
 	h.wantCalls(call{full: true}, call{at: 30 * time.Second}) // ...and the change is synced meanwhile
-	h.act(func() { results <- true })
+	h.act(func() { results <- nft.VerifySame })
 	h.wantCalls(call{full: true}, call{at: 30 * time.Second}) // the kernel matched: no full sync
 
 	h.stepFiring(30 * time.Second)
 	<-started
-	h.act(func() { results <- false })
-	h.wantCalls(call{full: true}, call{at: 30 * time.Second}, call{full: true, at: time.Minute})
+	h.act(func() { results <- nft.VerifyUnchecked })
+	if next := time.Unix(0, h.wakeAt.Load()).Sub(h.clk.Now()); next != uncheckedRetry {
+		t.Fatalf("after an unchecked step the next check is in %v, want %v", next, uncheckedRetry)
+	}
+	h.stepToTimer()
+	<-started // checked again, with no full sync in between
+	h.act(func() { results <- nft.VerifyDiffers })
+	h.wantCalls(call{full: true}, call{at: 30 * time.Second}, call{full: true, at: time.Minute + uncheckedRetry})
+	if want := []nft.VerifyOutcome{nft.VerifySame, nft.VerifyUnchecked, nft.VerifyDiffers}; !slices.Equal(reported, want) {
+		t.Errorf("reported outcomes %v, want %v", reported, want)
+	}
 }

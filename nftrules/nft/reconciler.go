@@ -43,6 +43,11 @@ type Options struct {
 	// (an error after the kernel committed, a refused batch, a short
 	// send) into the real reconciler.
 	WrapBatchIO func(BatchIO) BatchIO
+	// AfterVerifyRead is a test seam, nil in production: Verify calls it
+	// after each read it makes without the lock, before it decides whether
+	// a commit came between, so that tests can interleave Syncs with
+	// every read.
+	AfterVerifyRead func()
 }
 
 // SyncResult describes one sync.

@@ -105,6 +105,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		AdaptiveSync:      !o.minSyncPeriod.set,
 		SyncPeriod:        o.syncPeriod,
 		OnSync:            onSync,
+		OnCheck:           ob.metrics.ObserveCheck,
 		OnReject:          ob.events.Reject,
 		Watcher:           rec, // repair what other processes change in our tables
 		ConntrackSysctls:  &o.conntrack,

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 )
 
@@ -43,6 +44,8 @@ type Metrics struct {
 
 	repairs, foreignChanges prometheus.Counter
 	repairDelay             prometheus.Histogram
+	checks                  *prometheus.CounterVec
+	checkLockHold           prometheus.Histogram
 }
 
 // syncBuckets are kube-proxy's buckets for sync durations (1 ms to 16 s).
@@ -130,6 +133,15 @@ func New(changes ChangeSource) *Metrics {
 			Help:    "Time from the first unrepaired change another process made to nftproxy's tables to the end of the sync that repaired it, in seconds.",
 			Buckets: syncBuckets,
 		}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nftproxy_kernel_checks_total",
+			Help: "Periodic checks of nftproxy's tables in the kernel against the rules applied, by result: same, differs (a full sync repairs it), unchecked (a part changed by nftproxy's own syncs too much to be compared; checked again soon) or error.",
+		}, []string{"result"}),
+		checkLockHold: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "nftproxy_kernel_check_lock_hold_seconds",
+			Help:    "Longest time a periodic check held syncs back while it re-read objects that nftproxy's syncs changed during its reads, per check that did, in seconds.",
+			Buckets: syncBuckets,
+		}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -137,11 +149,14 @@ func New(changes ChangeSource) *Metrics {
 		m.syncDuration, m.fullSyncDuration, m.partialSyncDuration, m.networkProgramming,
 		m.lastSync, m.syncFailures, m.noLocalEndpoints, m.healthz, m.livez,
 		m.objects, m.messages, m.servicePorts, m.conntrackDeleted, m.overLimit,
-		m.repairs, m.foreignChanges, m.repairDelay,
+		m.repairs, m.foreignChanges, m.repairDelay, m.checks, m.checkLockHold,
 	)
 	// Both label values exist from the start, as in kube-proxy.
 	m.noLocalEndpoints.WithLabelValues("internal")
 	m.noLocalEndpoints.WithLabelValues("external")
+	for _, r := range []string{"same", "differs", "unchecked", "error"} {
+		m.checks.WithLabelValues(r)
+	}
 	if changes != nil {
 		m.reg.MustRegister(changeCollectors(changes)...)
 	}
@@ -190,6 +205,19 @@ func unixSeconds(t time.Time) float64 {
 		return 0
 	}
 	return float64(t.UnixNano()) / 1e9
+}
+
+// ObserveCheck records one check of the kernel; use it as
+// proxier.Config.OnCheck.
+func (m *Metrics) ObserveCheck(res nft.VerifyResult, err error) {
+	if err != nil {
+		m.checks.WithLabelValues("error").Inc()
+		return
+	}
+	m.checks.WithLabelValues(res.Outcome.String()).Inc()
+	if res.Confirmed > 0 {
+		m.checkLockHold.Observe(res.Held.Seconds())
+	}
 }
 
 // ObserveSync records one sync attempt; use it as (or from)

@@ -26,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/nftproxy/nftproxy/informers"
+	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier"
 	"github.com/nftproxy/nftproxy/proxier/metrics"
@@ -241,6 +242,28 @@ func TestObserveRepairs(t *testing.T) {
 	h := fams["nftproxy_repair_delay_seconds"].Metric[0].GetHistogram()
 	if h.GetSampleCount() != 1 || math.Abs(h.GetSampleSum()-0.1) > 1e-6 {
 		t.Errorf("repair delay: %d samples summing to %gs, want one of 0.1s", h.GetSampleCount(), h.GetSampleSum())
+	}
+}
+
+// Checks of the kernel are counted by result, "unchecked" included (a
+// check that could not compare part of the kernel is not counted as a
+// success), and the lock holds of those that re-read objects are timed.
+func TestObserveChecks(t *testing.T) {
+	m := metrics.New(nil)
+	m.ObserveCheck(nft.VerifyResult{Outcome: nft.VerifySame}, nil)
+	m.ObserveCheck(nft.VerifyResult{Outcome: nft.VerifySame, Confirmed: 12, Held: 3 * time.Millisecond}, nil)
+	m.ObserveCheck(nft.VerifyResult{Outcome: nft.VerifyUnchecked, Step: "tables"}, nil)
+	m.ObserveCheck(nft.VerifyResult{Outcome: nft.VerifyDiffers, Step: "tables"}, nil)
+	m.ObserveCheck(nft.VerifyResult{}, errors.New("netlink"))
+	fams := scrape(t, m)
+	for result, want := range map[string]float64{"same": 2, "unchecked": 1, "differs": 1, "error": 1} {
+		if got := value(t, fams, "nftproxy_kernel_checks_total", map[string]string{"result": result}); got != want {
+			t.Errorf("checks with result %s: %g, want %g", result, got, want)
+		}
+	}
+	h := fams["nftproxy_kernel_check_lock_hold_seconds"].Metric[0].GetHistogram()
+	if h.GetSampleCount() != 1 || math.Abs(h.GetSampleSum()-0.003) > 1e-9 {
+		t.Errorf("lock holds: %d samples summing to %gs, want one of 0.003s", h.GetSampleCount(), h.GetSampleSum())
 	}
 }
 

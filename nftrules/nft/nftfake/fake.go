@@ -171,12 +171,16 @@ func (f *Fake) takeFailure() error {
 }
 
 // Verify reports whether the state still equals the last synced ruleset,
-// like (*nft.Reconciler).Verify: false, nil when it differs (a Foreign
-// change) or nothing is synced.
-func (f *Fake) Verify(context.Context) (bool, error) {
+// like (*nft.Reconciler).Verify: VerifyDiffers when it differs (a Foreign
+// change) or nothing is synced. The fake compares everything at once, so
+// it never leaves a step unchecked.
+func (f *Fake) Verify(context.Context) (nft.VerifyResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.applied != nil && f.kernel.compare(f.applied) == nil, nil
+	if f.applied == nil || f.kernel.compare(f.applied) != nil {
+		return nft.VerifyResult{Outcome: nft.VerifyDiffers, Step: "tables"}, nil
+	}
+	return nft.VerifyResult{Outcome: nft.VerifySame}, nil
 }
 
 // ReadLive returns our tables as the reconciler reads them back from a

@@ -76,8 +76,8 @@ func TestFakeSyncDumpsWhatItApplied(t *testing.T) {
 	if res, err := f.Sync(ctx, base(t), true); err != nil || !res.Full || res.Objects != 0 {
 		t.Errorf("full sync with an affinity entry: %+v, %v", res, err)
 	}
-	if same, err := f.Verify(ctx); !same || err != nil {
-		t.Errorf("Verify = %v, %v", same, err)
+	if res, err := f.Verify(ctx); res.Outcome != nft.VerifySame || err != nil {
+		t.Errorf("Verify = %v, %v", res.Outcome, err)
 	}
 	if n := f.Ruleset().Tables[ip].Sets[affinity.Name].Len(); n != 1 {
 		t.Errorf("affinity entries: %d, want 1", n)
@@ -197,8 +197,8 @@ func TestFakeForeignChangeIsReportedAndRepaired(t *testing.T) {
 	if len(seen) != 1 || seen[0].Writer() != "nft[4711]" || seen[0].Objects != 1 {
 		t.Errorf("watcher saw %+v", seen)
 	}
-	if same, err := f.Verify(ctx); same || err != nil {
-		t.Errorf("Verify after a foreign change = %v, %v", same, err)
+	if res, err := f.Verify(ctx); res.Outcome != nft.VerifyDiffers || err != nil {
+		t.Errorf("Verify after a foreign change = %v, %v", res.Outcome, err)
 	}
 	// A refused foreign transaction is no change.
 	if err := f.Foreign(nft.ForeignChange{}, del); err == nil || len(seen) != 1 {
@@ -207,8 +207,8 @@ func TestFakeForeignChangeIsReportedAndRepaired(t *testing.T) {
 	if res, err := f.Sync(ctx, base(t), true); err != nil || res.Objects != 1 {
 		t.Errorf("repair: %+v, %v", res, err)
 	}
-	if same, _ := f.Verify(ctx); !same {
-		t.Error("Verify after the repair = false")
+	if res, _ := f.Verify(ctx); res.Outcome != nft.VerifySame {
+		t.Errorf("Verify after the repair = %v", res.Outcome)
 	}
 	// After ctx ends the watcher is dropped (asynchronously: poll).
 	cancel()

@@ -79,7 +79,7 @@ func diffRawKeys(have, want *Set, limit int) (keys []string, over bool) {
 			}
 			k, err := appendValues(kbuf[:0], want.Key, e.Key)
 			if err != nil {
-				add(string(k)) // cannot be in the kernel: compared under the lock
+				add(string(k)) // unencodable: its re-read fails, and the error makes a full sync
 				continue
 			}
 			r, ok := have.raw[string(k)]

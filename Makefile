@@ -25,6 +25,9 @@
 #                   CONFORMANCE_VIA=sonobuoy: through sonobuoy run/retrieve/
 #                   results with locally built sonobuoy and conformance images.
 #   make conformance-down  stop a kept or crashed conformance cluster
+#   make conformance-build  only build what make conformance needs (same
+#                   CONFORMANCE_PROXY/CONFORMANCE_VIA), no cluster: fills
+#                   the caches, e.g. ahead of a first run or in CI
 #   make bench-compare  nftproxy vs upstream kube-proxy (nftables, iptables)
 #                   as real processes against a real apiserver: control
 #                   plane at 1k and 10k Services, data plane at 1, 1k, 10k
@@ -45,7 +48,7 @@ BENCH_OUT ?= docs/bench/bench-compare.json
 CONFORMANCE_PROXY ?= nftproxy
 CONFORMANCE_VIA ?= e2e
 
-.PHONY: build test unit e2e fault-scale demo demo-down bench bench-compare bench-readme conformance conformance-down
+.PHONY: build test unit e2e fault-scale demo demo-down bench bench-compare bench-readme conformance conformance-down conformance-build
 
 build:
 	$(GO) build -o $(BIN)/nftproxy .
@@ -103,6 +106,9 @@ conformance:
 
 conformance-down:
 	$(GO) run ./e2e/conformance down
+
+conformance-build:
+	$(GO) run ./e2e/conformance -proxy $(CONFORMANCE_PROXY) -via $(CONFORMANCE_VIA) build
 
 bench-compare:
 	mkdir -p $(dir $(BENCH_OUT))

@@ -10,6 +10,7 @@
 //
 //	conformance [-focus RE] [-skip RE] [-results DIR] [-keep] [-nodes N]
 //	conformance up      # cluster + nftproxy + CoreDNS, left running
+//	conformance build   # only build what a run with these flags needs
 //	conformance down    # make conformance-down: stop a kept or crashed run
 //	conformance diff NAME_A DIR_A NAME_B DIR_B   # two runs side by side
 package main
@@ -63,6 +64,8 @@ func main() {
 	case "up":
 		o.keep = true
 		err = run(o, false)
+	case "build":
+		err = buildOnly(o)
 	case "diff": // conformance diff NAME_A DIR_A NAME_B DIR_B
 		if flag.NArg() != 5 {
 			err = errors.New("usage: conformance diff NAME_A DIR_A NAME_B DIR_B")
@@ -74,7 +77,7 @@ func main() {
 			fmt.Printf("conformance: cluster %s stopped, namespaces, mounts and cgroups removed\n", prefix)
 		}
 	default:
-		err = fmt.Errorf("unknown command %q (want none, up or down)", flag.Arg(0))
+		err = fmt.Errorf("unknown command %q (want none, up, build, down or diff)", flag.Arg(0))
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "conformance: %v\n", err)
@@ -87,44 +90,13 @@ func step(format string, args ...any) {
 }
 
 func run(o options, tests bool) (err error) {
-	if o.proxy != "nftproxy" && o.proxy != "kube-proxy" {
-		return fmt.Errorf("-proxy %q: want nftproxy or kube-proxy", o.proxy)
-	}
-	if o.via != "e2e" && o.via != "sonobuoy" {
-		return fmt.Errorf("-via %q: want e2e or sonobuoy", o.via)
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("needs root (network namespaces, containerd, kubelet)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-	defer cancel()
 	begin := time.Now()
-	if err := installPackages(); err != nil {
-		return err
-	}
-	root, err := lab.FindRepoRoot()
+	ctx, cancel, root, err := prepare(o)
 	if err != nil {
 		return err
 	}
-	cache, err := lab.DefaultCacheDir()
-	if err != nil {
-		return err
-	}
-	// Builds first (each cached), one at a time: the machine is small.
-	step("building what is missing (cache %s)", cache)
-	t := time.Now()
-	bins, err := lab.EnsureClusterBinaries(ctx, root, cache, os.Stdout)
-	if err != nil {
-		return err
-	}
-	var e2eTest, ginkgo string
-	if tests {
-		if e2eTest, ginkgo, err = lab.EnsureE2EBinaries(ctx, root, cache, os.Stdout); err != nil {
-			return err
-		}
-	}
-	// Leftovers of a crashed run go before the images are staged in the
-	// fixed work dir.
+	defer cancel()
+	// Leftovers of a crashed run go before anything is staged.
 	if err := lab.Down(prefix); err != nil {
 		return err
 	}
@@ -133,27 +105,14 @@ func run(o options, tests bool) (err error) {
 		return err
 	}
 	defer os.RemoveAll(stage)
-	images, err := lab.EnsureImages(ctx, root, cache, stage, os.Stdout)
+	b, err := buildAll(ctx, o, root, stage, tests)
 	if err != nil {
 		return err
 	}
-	if o.proxy == "kube-proxy" {
-		archive, err := lab.EnsureKubeProxyImage(ctx, root, cache, stage, os.Stdout)
-		if err != nil {
-			return err
-		}
-		images.Archives = append(images.Archives, archive)
-	}
-	var kit lab.SonobuoyKit
-	if tests && o.via == "sonobuoy" {
-		if kit, err = lab.EnsureSonobuoy(ctx, root, cache, stage, e2eTest, ginkgo, bins.Kubectl, os.Stdout); err != nil {
-			return err
-		}
-		images.Archives = append(images.Archives, kit.Archives...)
-	}
-	step("builds ready in %s", time.Since(t).Round(time.Second))
+	images, kit := b.images, b.kit
+	e2eTest, ginkgo := b.e2eTest, b.ginkgo
 
-	t = time.Now()
+	t := time.Now()
 	l, err := lab.Start(ctx, lab.Options{Prefix: prefix, Nodes: o.nodes, RealKubelets: true,
 		Images: images.Archives, KeepWorkDir: true, Log: os.Stdout})
 	if err != nil {
@@ -227,6 +186,30 @@ func run(o options, tests bool) (err error) {
 		err = fmt.Errorf("%d of %d tests failed", sum.failed, sum.total())
 	}
 	return err
+}
+
+// prepare checks the flags and root, installs the missing Debian
+// packages (the cluster's, and the tools the test images carry) and finds
+// the repository; the context ends at -timeout.
+func prepare(o options) (context.Context, context.CancelFunc, string, error) {
+	if o.proxy != "nftproxy" && o.proxy != "kube-proxy" {
+		return nil, nil, "", fmt.Errorf("-proxy %q: want nftproxy or kube-proxy", o.proxy)
+	}
+	if o.via != "e2e" && o.via != "sonobuoy" {
+		return nil, nil, "", fmt.Errorf("-via %q: want e2e or sonobuoy", o.via)
+	}
+	if os.Geteuid() != 0 {
+		return nil, nil, "", errors.New("needs root (network namespaces, containerd, kubelet)")
+	}
+	if err := installPackages(); err != nil {
+		return nil, nil, "", err
+	}
+	root, err := lab.FindRepoRoot()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	return ctx, cancel, root, nil
 }
 
 // installPackages installs the Debian packages the cluster and the test

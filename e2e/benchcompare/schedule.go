@@ -17,7 +17,9 @@ type step struct {
 // the size is also a data-plane one) and at the default 1 s (lone,
 // 100 ms-apart, connection and burst changes); at a data-plane-only size
 // it runs once for the data plane. kube-proxy iptables mode is skipped
-// above iptMax.
+// above iptMax. With several runs, run r starts with the r-th proxy:
+// the first proxy after a load meets a busier machine (the apiserver and
+// etcd still settling), so no proxy should always be the one that does.
 func schedule(c *config, defs []*proxy) []step {
 	sizes := slices.Concat(c.sizes, c.dpSizes)
 	slices.Sort(sizes)
@@ -25,12 +27,13 @@ func schedule(c *config, defs []*proxy) []step {
 	var out []step
 	for _, n := range sizes {
 		control, dp := slices.Contains(c.sizes, n), slices.Contains(c.dpSizes, n)
-		for _, d := range defs {
-			if d.name == "kube-proxy iptables" && n > c.iptMax {
-				continue
-			}
-			budget := syncBudget(d, n)
-			for r := 0; r < c.runs; r++ {
+		for r := 0; r < c.runs; r++ {
+			for i := range defs {
+				d := defs[(i+r)%len(defs)]
+				if d.name == "kube-proxy iptables" && n > c.iptMax {
+					continue
+				}
+				budget := syncBudget(d, n)
 				if !control {
 					out = append(out, step{d, plan{n: n, syncBudget: budget, dataPlane: true}})
 					continue

@@ -34,6 +34,14 @@ func TestSchedule(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	c = &config{dpSizes: []int{1}, runs: 3, iptMax: 1000}
+	got = nil
+	for _, s := range schedule(c, defs) {
+		got = append(got, s.proxy.name)
+	}
+	if want := "nftproxy,kube-proxy iptables,kube-proxy iptables,nftproxy,nftproxy,kube-proxy iptables"; strings.Join(got, ",") != want {
+		t.Errorf("runs must take turns at going first: got %s, want %s", strings.Join(got, ","), want)
+	}
 	c = &config{sizes: []int{500}, iptMax: 1000, runs: 1, burst: 1000, noMinSync1: true}
 	if s := schedule(c, defs[:1]); len(s) != 1 || s[0].plan.burst != 500 {
 		t.Errorf("a burst at N=500 must change each Service once: %+v", s)

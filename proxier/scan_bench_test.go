@@ -14,7 +14,8 @@ import (
 // BenchmarkSyncScans50kx10 is what the proxier's own per-sync steps over
 // all service ports cost at 50,000 Services x 10 endpoints when one
 // Service changed: the endpoint limit check, over all service ports and
-// over the changed Service only (model.Delta), and the spliced list (the
+// over the changed Service only (model.Delta), the conntrack cleanup's
+// look for changed UDP service ports (the same two ways), and the spliced list (the
 // Builder's share is BenchmarkKernelOneEndpointChange*).
 func BenchmarkSyncScans50kx10(b *testing.B) {
 	flat := make([]*model.ServicePort, 0, 50000)
@@ -46,6 +47,28 @@ func BenchmarkSyncScans50kx10(b *testing.B) {
 			p.checkEndpointLimits(st)
 		}
 	})
+	// One UDP service port in ten, as a cluster with DNS and a few UDP
+	// Services might have; the change is to a TCP Service.
+	for i := 0; i < len(flat); i += 10 {
+		udp := *flat[i]
+		udp.Protocol = v1.ProtocolUDP
+		flat[i] = &udp
+	}
+	cleanup := func(b *testing.B, delta bool) {
+		p := &Proxier{cfg: Config{Conntrack: &fakeCleaner{}}}
+		st := &model.State{NodeName: "node", Services: flat, Gen: 1}
+		p.cleanConntrack(st)
+		b.ReportAllocs()
+		for b.Loop() {
+			st = &model.State{NodeName: "node", Services: flat, Gen: st.Gen + 1}
+			if delta {
+				st.Delta = &model.Delta{Since: st.Gen - 1, Changed: changed}
+			}
+			p.cleanConntrack(st)
+		}
+	}
+	b.Run("cleanConntrack-all", func(b *testing.B) { cleanup(b, false) })
+	b.Run("cleanConntrack-delta", func(b *testing.B) { cleanup(b, true) })
 	b.Run("patchFlat", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

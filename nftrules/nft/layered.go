@@ -1,0 +1,151 @@
+package nft
+
+// layered is a copy-on-write map from string keys to V for values that a
+// chain of derived rulesets changes a few at a time: a large base shared
+// by every ruleset derived from it, frozen maps of later changes above it
+// (newest last, also shared), and this ruleset's own top map, the only one
+// written. A fork freezes the top and shares every map: it copies none of
+// them, so its cost does not depend on how many keys the map holds.
+//
+// Frozen maps are merged in the background of forks, each merge writing a
+// new map and never an old one: two neighbours when the older one is no
+// more than twice as large (so there are O(log n) of them, and each change
+// is copied O(log n) times), and all of them into a new base once they hold
+// more than an eighth of its size (so the base, O(n) to rebuild, is
+// rebuilt once per n/8 changed keys). A fork therefore costs, amortized,
+// O(k log n) map writes for k keys changed per ruleset, where the overlay
+// it replaces copied 64 + 16·√n entries on every fork.
+//
+// Deleted keys are recorded as values that are not live; they shadow the
+// maps below them and are dropped when merged into the base. The zero
+// value is an empty map.
+type layered[V layerValue] struct {
+	base   map[string]V   // shared: never written
+	frozen []map[string]V // shared, never written; oldest first
+	top    map[string]V   // this ruleset's own changes
+	upper  int            // entries in frozen and top (keys counted once per map)
+}
+
+// layerValue is a value of a layered map; a value that is not live marks
+// its key deleted.
+type layerValue interface{ live() bool }
+
+// get returns the value of key from the newest map holding it.
+func (l *layered[V]) get(key string) (V, bool) {
+	if v, ok := l.top[key]; ok {
+		return v, true
+	}
+	for i := len(l.frozen) - 1; i >= 0; i-- {
+		if v, ok := l.frozen[i][key]; ok {
+			return v, true
+		}
+	}
+	v, ok := l.base[key]
+	return v, ok
+}
+
+// getBytes is get of a key held in a byte slice (no string allocated).
+func (l *layered[V]) getBytes(key []byte) (V, bool) {
+	if v, ok := l.top[string(key)]; ok {
+		return v, true
+	}
+	for i := len(l.frozen) - 1; i >= 0; i-- {
+		if v, ok := l.frozen[i][string(key)]; ok {
+			return v, true
+		}
+	}
+	v, ok := l.base[string(key)]
+	return v, ok
+}
+
+// put sets key in the top map.
+func (l *layered[V]) put(key string, v V) {
+	if l.top == nil {
+		l.top = map[string]V{}
+	}
+	if _, ok := l.top[key]; !ok {
+		l.upper++
+	}
+	l.top[key] = v
+}
+
+// each calls fn for the newest value of every key whose value is live, in
+// no particular order.
+func (l *layered[V]) each(fn func(key string, v V)) {
+	shadow := l.top
+	if len(l.frozen) > 0 {
+		shadow = l.merged(false)
+	}
+	for k, v := range l.base {
+		if _, changed := shadow[k]; !changed {
+			fn(k, v)
+		}
+	}
+	for k, v := range shadow {
+		if v.live() {
+			fn(k, v)
+		}
+	}
+}
+
+// merged returns the newest value of every key above the base in one new
+// map; with intoBase the base's keys too, and only live values.
+func (l *layered[V]) merged(intoBase bool) map[string]V {
+	size := l.upper
+	if intoBase {
+		size += len(l.base)
+	}
+	out := make(map[string]V, size)
+	if intoBase {
+		for k, v := range l.base {
+			out[k] = v
+		}
+	}
+	for _, m := range append(l.frozen[:len(l.frozen):len(l.frozen)], l.top) {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	if intoBase {
+		for k, v := range out {
+			if !v.live() {
+				delete(out, k)
+			}
+		}
+	}
+	return out
+}
+
+// fork returns a copy that can be changed without changing l: l's top
+// becomes a frozen map shared by both.
+func (l *layered[V]) fork() layered[V] {
+	c := layered[V]{base: l.base, upper: l.upper}
+	if len(l.top) == 0 && len(l.frozen) == 0 {
+		return c
+	}
+	if l.upper > maxUpper(len(l.base)) {
+		c.base, c.upper = l.merged(true), 0
+		return c
+	}
+	c.frozen = append(l.frozen[:len(l.frozen):len(l.frozen)], l.top)
+	if len(l.top) == 0 {
+		c.frozen = c.frozen[:len(c.frozen)-1]
+	}
+	for n := len(c.frozen); n >= 2 && len(c.frozen[n-2]) <= 2*len(c.frozen[n-1]); n = len(c.frozen) {
+		m := make(map[string]V, len(c.frozen[n-2])+len(c.frozen[n-1]))
+		for _, src := range c.frozen[n-2:] {
+			for k, v := range src {
+				m[k] = v
+			}
+		}
+		c.upper -= len(c.frozen[n-2]) + len(c.frozen[n-1]) - len(m)
+		// A new slice: the parent's frozen list is shared.
+		c.frozen = append(c.frozen[:n-2:n-2], m)
+	}
+	return c
+}
+
+// maxUpper is the number of entries above a base of n past which a fork
+// merges everything into a new base: rebuilding the base costs O(n), so
+// it must wait for a number of changes proportional to n.
+func maxUpper(n int) int { return 1024 + n/8 }

@@ -50,6 +50,7 @@ type config struct {
 	cacheDir   string
 	profileDir string
 	hold       bool
+	idleMax    time.Duration
 }
 
 type namedBin struct{ name, path string }
@@ -75,6 +76,7 @@ func parseFlags() (*config, error) {
 	flag.BoolVar(&c.noMinSync1, "no-default-min-sync", false, "skip the runs at the default --min-sync-period=1s")
 	flag.IntVar(&c.workers, "workers", 16, "concurrent writes while loading")
 	flag.StringVar(&c.profileDir, "profile", "", "directory for heap profiles of the nftproxy runs (run with --profiling; after the first sync and at the end)")
+	flag.DurationVar(&c.idleMax, "idle-max", time.Minute, "longest wait, before each proxy's change and data-plane windows, for its CPU to stop growing (2 s) and the 1-minute load to come back near its value before the benchmark (0: a fixed 2 s pause)")
 	flag.BoolVar(&c.hold, "hold", false, "leave the lab (prefix nftbench-held-) running with its load after the runs, for experiments; stop it with -down")
 	down := flag.Bool("down", false, "stop a lab left by -hold, and exit")
 	renderFrom := flag.String("render", "", "rewrite the generated blocks of README.md and docs/performance.md (and the plots) from this JSON results file, and exit")
@@ -258,6 +260,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	h := &harness{
 		env: &nodeEnv{node: node, probe: pr}, kubeconfig: kubeconfig, profileDir: c.profileDir, logDir: l.WorkDirPath() + "/logs", m: c.m, log: logf,
+		quietLoad: rep.Machine.LoadAvg, idleMax: c.idleMax,
 		loader: &loader{client: client, etcd: lab.NewEtcdWriter(cp), m: c.m, workers: c.workers, log: logf, dualStack: c.dualStack},
 	}
 	steps := schedule(c, defs)

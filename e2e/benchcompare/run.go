@@ -41,6 +41,15 @@ type runResult struct {
 	SysAtSyncS   float64 `json:"sysCPUAtSyncSeconds"`
 	CPUS         float64 `json:"cpuSeconds"`
 	CPUChildrenS float64 `json:"cpuChildrenSeconds,omitempty"`
+	// CPUPhaseS is the CPU (user+system, the proxy's and its waited-for
+	// children's) spent in each phase of the run: firstSync (start to the
+	// rules in the kernel), idle (the waits for idle), changes (lone,
+	// connection-target and 100 ms-apart changes), burst, dataPlane.
+	CPUPhaseS map[string]float64 `json:"cpuSecondsByPhase,omitempty"`
+	// The waits for idle before the change windows and the data-plane
+	// window (idle.go).
+	IdleBeforeChanges   *idleWait `json:"idleBeforeChanges,omitempty"`
+	IdleBeforeDataPlane *idleWait `json:"idleBeforeDataPlane,omitempty"`
 
 	// Lone changes: one at a time, the next one after the previous was
 	// seen (plus a pause). Stream: changes every 100 ms regardless.
@@ -92,6 +101,10 @@ type harness struct {
 	nextChange int // changedAddr counter: every change is a new address
 	profileDir string
 	log        func(format string, args ...any)
+	// quietLoad is the 1-minute load before the benchmark loaded
+	// anything; idleMax caps each wait for idle (0: a fixed 2 s pause).
+	quietLoad float64
+	idleMax   time.Duration
 }
 
 // flushNode removes every table of the node namespace: each run starts
@@ -126,6 +139,8 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 	}
 	defer proc.Stop(10 * time.Second)
 	children := watchChildren(proc.PID)
+	cpu := newPhaseCPU(proc.PID)
+	defer func() { res.CPUPhaseS = cpu.by }()
 	childrenDone := false
 	defer func() {
 		if !childrenDone {
@@ -156,10 +171,17 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 	res.CPUAtSyncS, res.SysAtSyncS = user+sys, sys
 	h.log("  %s N=%d min-sync-period=%s: rules in the kernel %.2f s after start, peak RSS %.0f MB, CPU %.2f s",
 		p.name, pl.n, pl.minSync, res.StartToKernelS, res.RSSAtSyncMB, res.CPUAtSyncS)
+	cpu.end("firstSync")
 	h.saveProfile(p, pl, "sync")
 	// Let a proxy finish what follows its first sync (kube-proxy runs a
-	// second, partial one) before changes are timed.
-	time.Sleep(2 * time.Second)
+	// second, partial one), and the machine the load's aftermath, before
+	// changes are timed.
+	if pl.lone+pl.conn+pl.stream+pl.burst > 0 {
+		w := h.waitIdle(ctx, proc)
+		res.IdleBeforeChanges = &w
+		h.logIdle(p, pl, "changes", w)
+		cpu.end("idle")
+	}
 
 	for c := 0; c < pl.lone; c++ {
 		lat, api, err := h.change(ctx, proc, p, pl.n, c)
@@ -197,20 +219,29 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 			p.name, pl.n, pl.minSync, median(res.StreamMs), p99(res.StreamMs))
 	}
 
+	if pl.lone+pl.conn+pl.stream > 0 {
+		cpu.end("changes")
+	}
 	if pl.burst > 0 {
 		if res.Burst, err = h.burst(ctx, proc, p, pl.n, pl.burst, time.Second); err != nil {
 			return fmt.Errorf("burst: %w", err)
 		}
 		h.log("  %s N=%d min-sync-period=%s: burst of %d changes sent in %.2f s, all in the kernel %.2f s after the first",
 			p.name, pl.n, pl.minSync, res.Burst.Changes, res.Burst.SendSpanS, res.Burst.AllInKernelS)
+		cpu.end("burst")
 	}
 	if pl.dataPlane {
+		w := h.waitIdle(ctx, proc)
+		res.IdleBeforeDataPlane = &w
+		h.logIdle(p, pl, "the data plane", w)
+		cpu.end("idle")
 		if res.DataPlane, err = h.measureDataPlane(ctx, proc, p); err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
 		dp := res.DataPlane
 		h.log("  %s N=%d: connect through the ClusterIP p50 %.3f ms p99 %.3f ms (direct p50 %.3f ms), %.0f connections/s",
 			p.name, pl.n, median(dp.ConnectMs), p99(dp.ConnectMs), median(dp.DirectMs), dp.PerSecond)
+		cpu.end("dataPlane")
 	}
 
 	h.saveProfile(p, pl, "end")

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+// The gate opens once the proxy's CPU has been flat for 2 s and the load
+// is back within 25 % + 0.5 of the quiet load; it gives up at the cap;
+// samples are taken every 250 ms (synthetic here: no clock involved).
+func TestIdleGate(t *testing.T) {
+	type sample struct {
+		cpu, load float64
+	}
+	flat := func(n int, cpu, load float64) []sample {
+		out := make([]sample, n)
+		for i := range out {
+			out[i] = sample{cpu, load}
+		}
+		return out
+	}
+	busy := func(n int, from, load float64) []sample {
+		out := make([]sample, n)
+		for i := range out {
+			out[i] = sample{from + 0.2*float64(i), load} // 80 % of a core
+		}
+		return out
+	}
+	cat := func(parts ...[]sample) []sample {
+		var out []sample
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name     string
+		samples  []sample
+		wantAt   int // index of the sample that ends the wait (-1: none)
+		wantIdle bool
+	}{
+		{"already idle: after 2 s of samples", flat(20, 5, 1.0), 8, true},
+		{"busy for 3 s, then flat: 2 s after the last growth", cat(busy(12, 5, 1.0), flat(20, 7.2, 1.0)), 11 + 8, true},
+		{"a scrape's few ms of CPU do not count as busy", cat(flat(4, 5, 1.0), flat(10, 5.01, 1.0)), 8, true},
+		{"CPU flat but the load still high: waits for the load", cat(flat(12, 5, 4.0), flat(4, 5, 2.0), flat(4, 5, 1.7)), 16, true},
+		{"never idle: gives up at the cap (60 s)", busy(400, 0, 1.0), 240, false},
+		{"CPU flat, load never back: gives up at the cap", flat(400, 5, 9.0), 240, false},
+	} {
+		g := newIdleGate(1.0, 60*time.Second)
+		got, idle := -1, false
+		for i, s := range c.samples {
+			if done, ok := g.observe(time.Duration(i)*250*time.Millisecond, s.cpu, s.load); done {
+				got, idle = i, ok
+				break
+			}
+		}
+		if got != c.wantAt || idle != c.wantIdle {
+			t.Errorf("%s: wait ended at sample %d (idle %t), want %d (idle %t)", c.name, got, idle, c.wantAt, c.wantIdle)
+		}
+	}
+}
+
+// Each phase gets the CPU spent since the previous phase ended; a phase
+// met twice (the waits for idle) adds up.
+func TestPhaseCPU(t *testing.T) {
+	p := &phaseCPU{by: map[string]float64{}}
+	for _, s := range []struct {
+		phase string
+		cpu   float64
+	}{{"firstSync", 3}, {"idle", 3.5}, {"changes", 4.25}, {"idle", 4.5}, {"dataPlane", 6}} {
+		p.add(s.phase, s.cpu)
+	}
+	want := map[string]float64{"firstSync": 3, "idle": 0.75, "changes": 0.75, "dataPlane": 1.5}
+	for k, v := range want {
+		if p.by[k] != v {
+			t.Errorf("%s: %v CPU seconds, want %v", k, p.by[k], v)
+		}
+	}
+	if len(p.by) != len(want) {
+		t.Errorf("phases %v, want %v", p.by, want)
+	}
+}

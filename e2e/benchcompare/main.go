@@ -158,6 +158,10 @@ type report struct {
 	// DualStack: every Service had an IPv6 ClusterIP and slice too.
 	DualStack bool        `json:"dualStack,omitempty"`
 	Runs      []runResult `json:"runs"`
+	// Statistic says what Summary's figures are; Summary is written from
+	// Runs with every write (and ignored when read back).
+	Statistic string        `json:"statistic"`
+	Summary   []summaryLine `json:"summary"`
 }
 
 type machine struct {
@@ -296,6 +300,7 @@ func run(ctx context.Context, c *config) error {
 }
 
 func writeJSON(path string, rep *report) error {
+	rep.Statistic, rep.Summary = statNote(rep), summarize(rep)
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return err

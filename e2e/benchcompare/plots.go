@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// plotSpec is one panel: a figure's median (or p99) against N.
+// plotSpec is one panel: a figure's median (or p99) against N, the
+// median over the runs of each run's statistic (acrossRuns).
 type plotSpec struct {
 	key, title, yLabel string
 	stat               func([]float64) float64
@@ -53,7 +54,7 @@ func panels(rows []*row, specs []plotSpec) []panel {
 			if i == len(p.lines) {
 				p.lines = append(p.lines, series{name: r.proxy})
 			}
-			p.lines[i].pts = append(p.lines[i].pts, point{float64(r.n), sp.stat(v)})
+			p.lines[i].pts = append(p.lines[i].pts, point{float64(r.n), acrossRuns(v, sp.stat)})
 		}
 		if len(p.lines) > 0 {
 			out = append(out, p)

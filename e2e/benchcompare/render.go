@@ -85,7 +85,7 @@ func readmeBlock(rep *report) string {
 	}
 	fmt.Fprintf(&b, "%s\n\n", runFacts(rep))
 	if pick >= 0 {
-		fmt.Fprintf(&b, "**%d Services × %d endpoints** (medians, p99 after the slash; latencies from the EndpointSlice write):\n\n", tables[pick].n, rep.Runs[0].M)
+		fmt.Fprintf(&b, "**%d Services × %d endpoints** (%s; latencies from the EndpointSlice write):\n\n", tables[pick].n, rep.Runs[0].M, statNote(rep))
 		markdownTable(&b, tables[pick])
 	}
 	if dp := dataPlaneBySize(rows); dp != "" {
@@ -136,7 +136,7 @@ func dataPlaneBySize(rows []*row) string {
 func resultsBlock(rep *report, plots []string) string {
 	rows := aggregate(rep)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n", runFacts(rep))
+	fmt.Fprintf(&b, "%s Figures: %s.\n", runFacts(rep), statNote(rep))
 	for _, t := range sideBySideTables(rows, nil) {
 		fmt.Fprintf(&b, "\n**N = %d Services × %d endpoints**\n\n", t.n, rep.Runs[0].M)
 		markdownTable(&b, t)

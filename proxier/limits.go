@@ -27,14 +27,15 @@ import (
 // looked at: the others' findings stand.
 func (p *Proxier) checkEndpointLimits(st *model.State) int {
 	over := map[model.ServicePortName]overLimit{}
-	ports := st.Services
+	ports := st.All()
 	if st.Delta != nil && p.limitsChecked != 0 && st.Delta.Since == p.limitsChecked {
 		changed := map[types.NamespacedName]bool{}
-		ports = nil
+		var changedPorts []*model.ServicePort
 		for _, k := range st.Delta.Changed {
 			changed[k] = true
-			ports = append(ports, st.PortsOf(k)...)
+			changedPorts = append(changedPorts, st.PortsOf(k)...)
 		}
+		ports = slices.Values(changedPorts)
 		for name, o := range p.overLimit {
 			if !changed[name.NamespacedName] {
 				over[name] = o
@@ -42,7 +43,7 @@ func (p *Proxier) checkEndpointLimits(st *model.State) int {
 		}
 	}
 	p.limitsChecked = st.Gen
-	for _, sp := range ports {
+	for sp := range ports {
 		dropped := nftrules.EndpointsOverLimit(st, sp)
 		if len(dropped) == 0 {
 			continue

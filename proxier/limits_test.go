@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,7 +90,7 @@ func TestProxierReportsEndpointsOverLimit(t *testing.T) {
 	if err := e.p.sync(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if st := e.lastSync(); st.EndpointsOverLimit != 0 || len(st.State.Services[0].Endpoints) != 16000 {
-		t.Errorf("after removing a slice: EndpointsOverLimit %d, %d endpoints; want 0, 16000", st.EndpointsOverLimit, len(st.State.Services[0].Endpoints))
+	if st := e.lastSync(); st.EndpointsOverLimit != 0 || len(slices.Collect(st.State.All())[0].Endpoints) != 16000 {
+		t.Errorf("after removing a slice: EndpointsOverLimit %d, %d endpoints; want 0, 16000", st.EndpointsOverLimit, len(slices.Collect(st.State.All())[0].Endpoints))
 	}
 }

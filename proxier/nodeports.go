@@ -158,7 +158,7 @@ func (p *Proxier) syncHealthChecks(st *model.State) {
 		}
 	} else {
 		p.hcPorts = map[types.NamespacedName][]*model.ServicePort{}
-		for _, sp := range withCheck(st.Services) {
+		for _, sp := range withCheck(slices.Collect(st.All())) {
 			k := sp.Name.NamespacedName
 			p.hcPorts[k] = append(p.hcPorts[k], sp)
 		}

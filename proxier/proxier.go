@@ -183,9 +183,9 @@ type Proxier struct {
 	// services caches the converted ports of each Service, IDs assigned,
 	// so that a change reconverts only the Services it touches.
 	services map[types.NamespacedName][]*model.ServicePort
-	// flat is State.Services, rebuilt only when services changed; each
-	// State gets the slice as it was, never a mutated one.
-	flat      []*model.ServicePort
+	// flat is State.List, patched or rebuilt only when services
+	// changed; a patch makes a new list, so each State keeps its own.
+	flat      *model.PortList
 	flatStale bool
 	// claims decides which service port keeps an address or NodePort
 	// that several claim, and holds the ports to program instead of the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,7 +187,7 @@ func nn(name string) types.NamespacedName { return types.NamespacedName{Namespac
 // summarize renders a State's services as "ns/name/tcp/port#ID:endpoints".
 func summarize(st *model.State) []string {
 	var out []string
-	for _, sp := range st.Services {
+	for sp := range st.All() {
 		out = append(out, fmt.Sprintf("%s#%d:%d", sp.Name, sp.ID, len(sp.Endpoints)))
 	}
 	return out
@@ -229,7 +230,8 @@ func TestProxierProgramsEvents(t *testing.T) {
 	}
 	e.eventually("endpoint sync", func() bool {
 		s := e.lastSync().State
-		return len(s.Services) == 1 && len(s.Services[0].Endpoints) == 2
+		ports := slices.Collect(s.All())
+		return len(ports) == 1 && len(ports[0].Endpoints) == 2
 	})
 	last := e.lastSync()
 	if last.Full || last.Converted != 1 || last.OldestChange.Before(before) {
@@ -242,13 +244,13 @@ func TestProxierProgramsEvents(t *testing.T) {
 	// A second Service gets the next ID; deleting the first frees ID 1,
 	// which a third Service then reuses.
 	e.create(service("b", "10.96.0.2"))
-	e.eventually("b programmed", func() bool { return len(e.lastSync().State.Services) == 2 })
+	e.eventually("b programmed", func() bool { return e.lastSync().State.Len() == 2 })
 	if err := e.client.CoreV1().Services("ns").Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e.eventually("a removed", func() bool { return len(e.lastSync().State.Services) == 1 })
+	e.eventually("a removed", func() bool { return e.lastSync().State.Len() == 1 })
 	e.create(service("c", "10.96.0.3"))
-	e.eventually("c programmed", func() bool { return len(e.lastSync().State.Services) == 2 })
+	e.eventually("c programmed", func() bool { return e.lastSync().State.Len() == 2 })
 	if got, want := summarize(e.lastSync().State), []string{"ns/b/tcp/http#2:0", "ns/c/tcp/http#1:0"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("services = %v, want %v", got, want)
 	}
@@ -288,7 +290,7 @@ func TestProxierCoalescesBursts(t *testing.T) {
 	gate <- struct{}{} // the burst: one single sync
 
 	e.eventually("burst synced", func() bool { return e.syncCount() == 3 })
-	if n := len(e.lastSync().State.Services); n != 21 {
+	if n := e.lastSync().State.Len(); n != 21 {
 		t.Errorf("burst sync has %d services, want 21", n)
 	}
 	if s, ep := e.tracker.Pending(); s != 0 || ep != 0 || len(rec.Records()) != 3 {
@@ -386,8 +388,8 @@ func TestProxierFailedSyncIsRetriedFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	retry := e.lastSync()
-	if !retry.Full || len(retry.State.Services) != 1 {
-		t.Errorf("retry: full=%v services=%d; want a full sync with the change", retry.Full, len(retry.State.Services))
+	if !retry.Full || retry.State.Len() != 1 {
+		t.Errorf("retry: full=%v services=%d; want a full sync with the change", retry.Full, retry.State.Len())
 	}
 	if retry.OldestChange.IsZero() || !retry.OldestChange.Equal(failed.OldestChange) {
 		t.Errorf("retry lost the pending change time: %v vs %v", retry.OldestChange, failed.OldestChange)

@@ -15,7 +15,7 @@ import (
 // all service ports cost at 50,000 Services x 10 endpoints when one
 // Service changed: the endpoint limit check, over all service ports and
 // over the changed Service only (model.Delta), the conntrack cleanup's
-// look for changed UDP service ports (the same two ways), and the spliced list (the
+// look for changed UDP service ports (the same two ways), and the patched list (the
 // Builder's share is BenchmarkKernelOneEndpointChange*).
 func BenchmarkSyncScans50kx10(b *testing.B) {
 	flat := make([]*model.ServicePort, 0, 50000)
@@ -69,10 +69,19 @@ func BenchmarkSyncScans50kx10(b *testing.B) {
 	}
 	b.Run("cleanConntrack-all", func(b *testing.B) { cleanup(b, false) })
 	b.Run("cleanConntrack-delta", func(b *testing.B) { cleanup(b, true) })
+	// The State's list with the changed Service's ports replaced: as one
+	// flat slice (before model.PortList), and as a PortList.
 	b.Run("patchFlat", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			patchFlat(flat, changed, same)
+			model.PatchSorted(flat, changed, same)
+		}
+	})
+	b.Run("PortList.Patch", func(b *testing.B) {
+		l := model.NewPortList(flat)
+		b.ReportAllocs()
+		for b.Loop() {
+			l = l.Patch(changed, same)
 		}
 	})
 }

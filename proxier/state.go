@@ -187,7 +187,7 @@ func (p *Proxier) state() *model.State {
 		delta = &model.Delta{Since: p.stateGen, Changed: slices.SortedFunc(maps.Keys(p.changedKeys), model.CompareServices)}
 	}
 	if p.flat != nil && p.flatStale && len(p.changedKeys) <= maxPatchedKeys {
-		p.flat = patchFlat(p.flat, delta.Changed, p.claims.Ports)
+		p.flat = p.flat.Patch(delta.Changed, p.claims.Ports)
 		p.flatStale = false
 	}
 	p.changedKeys = nil
@@ -206,7 +206,7 @@ func (p *Proxier) state() *model.State {
 		for _, k := range keys {
 			flat = append(flat, p.claims.Ports(k)...)
 		}
-		p.flat, p.flatStale = flat, false
+		p.flat, p.flatStale = model.NewPortList(flat), false
 	}
 	p.stateGen++
 	st := &model.State{
@@ -218,13 +218,13 @@ func (p *Proxier) state() *model.State {
 		MasqueradeAll: p.cfg.MasqueradeAll,
 		NoIPv6:        p.cfg.NoIPv6,
 		NodePortIPs:   p.nodePortIPs,
-		Services:      p.flat,
+		List:          p.flat,
 	}
 	// A Delta promises that only the named Services changed: not after
 	// a node change (zone, addresses), which every service port's rules
 	// and endpoint selection may depend on.
 	node := *st
-	node.Services, node.Gen = nil, 0
+	node.List, node.Gen = nil, 0
 	if delta != nil && reflect.DeepEqual(node, p.stateNode) {
 		st.Delta = delta
 	}
@@ -248,31 +248,9 @@ func (p *Proxier) resolveClaims() {
 	}
 }
 
-// maxPatchedKeys bounds the changed Services state() splices into the
-// previous sorted list; more changes re-sort everything.
+// maxPatchedKeys bounds the changed Services state() patches into the
+// previous list; more changes re-sort everything.
 const maxPatchedKeys = 64
-
-// patchFlat returns a copy of the sorted service-port list old in which the
-// ports of the changed Services are replaced by ports(Service) (none if the
-// Service is gone): O(len(old)) pointer copies instead of sorting every
-// Service again on each change.
-func patchFlat(old []*model.ServicePort, keys []types.NamespacedName, ports func(types.NamespacedName) []*model.ServicePort) []*model.ServicePort {
-	out := make([]*model.ServicePort, 0, len(old)+len(keys))
-	i := 0
-	for _, k := range keys {
-		// old is sorted by Service, ports of one Service are adjacent.
-		j, _ := slices.BinarySearchFunc(old[i:], k, func(sp *model.ServicePort, k types.NamespacedName) int {
-			return model.CompareServices(sp.Name.NamespacedName, k)
-		})
-		out = append(out, old[i:i+j]...)
-		i += j
-		for i < len(old) && old[i].Name.NamespacedName == k {
-			i++
-		}
-		out = append(out, ports(k)...)
-	}
-	return append(out, old[i:]...)
-}
 
 // report logs rejections and passes them on for Events.
 func (p *Proxier) report(rs []model.Rejection) {

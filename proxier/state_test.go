@@ -30,22 +30,39 @@ func TestStateSplicesChangesLikeAFullSort(t *testing.T) {
 		return out
 	}
 	var prev *model.State
+	type stateAt struct {
+		st    *model.State
+		ports []*model.ServicePort
+	}
+	var history []stateAt
 	for step := 0; step < 300; step++ {
 		for c := r.IntN(5); c >= 0; c-- {
 			k := types.NamespacedName{Namespace: fmt.Sprint("ns", r.IntN(4)), Name: fmt.Sprint("s", r.IntN(40))}
 			p.setService(k, ports(k))
 		}
 		st := p.state()
-		got := st.Services
+		got := slices.Collect(st.All())
 		fresh := &Proxier{services: p.services, claims: p.claims, flatStale: true}
-		if want := fresh.state().Services; !reflect.DeepEqual(got, want) {
-			t.Fatalf("step %d: spliced list differs from a full sort", step)
+		if want := slices.Collect(fresh.state().All()); !reflect.DeepEqual(got, want) || st.Len() != len(want) {
+			t.Fatalf("step %d: patched list differs from a full sort", step)
 		}
+		for _, k := range deltaKeys(st) {
+			if want := p.claims.Ports(k); !slices.Equal(st.PortsOf(k), want) {
+				t.Fatalf("step %d: PortsOf(%s) = %v, want %v", step, k, st.PortsOf(k), want)
+			}
+		}
+		// Earlier States keep the list they were made with.
+		for _, h := range history {
+			if !reflect.DeepEqual(slices.Collect(h.st.All()), h.ports) {
+				t.Fatalf("step %d: the list of an earlier State changed", step)
+			}
+		}
+		history = append(history[max(0, len(history)-20):], stateAt{st, got})
 		if prev != nil {
 			if st.Delta == nil || st.Delta.Since != prev.Gen || st.Gen == prev.Gen {
 				t.Fatalf("step %d: State %d has Delta %+v, want one since State %d", step, st.Gen, st.Delta, prev.Gen)
 			}
-			for k := range differingServices(prev.Services, got) {
+			for k := range differingServices(slices.Collect(prev.All()), got) {
 				if !slices.Contains(st.Delta.Changed, k) {
 					t.Fatalf("step %d: Service %s changed but Delta names only %v", step, k, st.Delta.Changed)
 				}
@@ -85,4 +102,11 @@ func differingServices(a, b []*model.ServicePort) map[types.NamespacedName]bool 
 		}
 	}
 	return out
+}
+
+func deltaKeys(st *model.State) []types.NamespacedName {
+	if st.Delta == nil {
+		return nil
+	}
+	return st.Delta.Changed
 }

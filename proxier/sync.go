@@ -52,10 +52,10 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 		// What the kernel holds is now unknown: re-read it next time.
 		p.needFull = true
 		p.foreign.restore(foreign)
-		return fmt.Errorf("syncing rules (full=%t, %d service ports): %w", full, len(st.Services), err)
+		return fmt.Errorf("syncing rules (full=%t, %d service ports): %w", full, st.Len(), err)
 	}
 	p.needFull, p.dirty, p.pendingSince = false, false, time.Time{}
-	klog.V(2).InfoS("Synced rules", "full", full, "servicePorts", len(st.Services),
+	klog.V(2).InfoS("Synced rules", "full", full, "servicePorts", st.Len(),
 		"servicesConverted", converted, "objects", res.Objects, "messages", res.Messages, "duration", info.Duration)
 	return nil
 }

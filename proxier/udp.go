@@ -69,7 +69,7 @@ func (p *Proxier) cleanConntrack(st *model.State) {
 		}
 	} else {
 		next.ports = map[types.NamespacedName][]*model.ServicePort{}
-		for _, sp := range st.Services {
+		for sp := range st.All() {
 			if sp.Protocol == v1.ProtocolUDP {
 				k := sp.Name.NamespacedName
 				next.ports[k] = append(next.ports[k], sp)

@@ -23,7 +23,7 @@ func Compare(live, desired *Dump, st *model.State, withMasquerade bool) {
 	live.Node = st.NodeName
 
 	api := map[string]*model.ServicePort{}
-	for _, sp := range st.Services {
+	for sp := range st.All() {
 		api[nameKey(sp.Name.Namespace, sp.Name.Name, sp.Name.Port, strings.ToUpper(string(sp.Protocol)))] = sp
 	}
 	want := map[string]*ServicePort{}

@@ -39,7 +39,7 @@ type Names map[DispatchKey]PortRef
 // NamesOf returns the frontends of every Service port of a State.
 func NamesOf(st *model.State) Names {
 	n := Names{}
-	for _, sp := range st.Services {
+	for sp := range st.All() {
 		p, ok := nftrules.ProtocolOf(sp.Protocol)
 		if !ok {
 			continue

@@ -62,7 +62,7 @@ func checkDumpHasState(t *testing.T, d *dump.Dump, st *model.State) {
 			t.Errorf("table %s: problems %v drift %v", tb.Family, tb.Problems, tb.Drift)
 		}
 	}
-	for _, sp := range st.Services {
+	for sp := range st.All() {
 		for _, ip := range sp.ClusterIPs {
 			f := nft.FamilyOf(ip)
 			var want []string
@@ -123,7 +123,7 @@ func TestKernelDump(t *testing.T) {
 
 	t.Run("text names every Service, address and endpoint", func(t *testing.T) {
 		out := mustRunCLI(t, n.node, "--dump")
-		for _, sp := range st.Services {
+		for sp := range st.All() {
 			if len(sp.Endpoints) > 0 {
 				name := sp.Name.Namespace + "/" + sp.Name.Name
 				if sp.Name.Port != "" {

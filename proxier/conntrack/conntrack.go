@@ -76,7 +76,7 @@ func NewIndex(st *model.State) *Index {
 	for _, ip := range st.NodePortIPs {
 		ix.nodePortIPs[ip.Unmap()] = true
 	}
-	for _, sp := range st.Services {
+	for sp := range st.All() {
 		if sp.Protocol != v1.ProtocolUDP {
 			continue
 		}

@@ -3,6 +3,7 @@ package conntrack_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +29,7 @@ func TestKernelRepairDeletesFlowsThatMissedDNAT(t *testing.T) {
 		t.Fatalf("before the breakage: %q", backend)
 	}
 
-	chain := nftrules.ServiceChainName(st.Services[0].Name)
+	chain := nftrules.ServiceChainName(slices.Collect(st.All())[0].Name)
 	if out, err := l.node.Exec("nft", "flush", "chain", "ip", "nftproxy", chain); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

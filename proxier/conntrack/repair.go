@@ -34,7 +34,7 @@ var ipProtos = map[v1.Protocol]uint8{v1.ProtocolTCP: unix.IPPROTO_TCP, v1.Protoc
 // families the ruleset programs it in.
 func frontendsOf(st *model.State) map[frontKey]struct{} {
 	out := map[frontKey]struct{}{}
-	for _, sp := range st.Services {
+	for sp := range st.All() {
 		proto, ok := ipProtos[sp.Protocol]
 		if !ok {
 			continue

@@ -40,7 +40,7 @@ func (c *localCounts) update(st *model.State) (internal, external int) {
 		}
 	} else {
 		c.bySvc, c.total = map[types.NamespacedName][2]int{}, [2]int{}
-		for _, sp := range st.Services {
+		for sp := range st.All() {
 			k := sp.Name.NamespacedName
 			i, e := noLocalEndpoints([]*model.ServicePort{sp}, st.NodeName)
 			old := c.bySvc[k]

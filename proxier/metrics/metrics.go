@@ -247,7 +247,7 @@ func (m *Metrics) ObserveSync(info proxier.SyncInfo) {
 	m.objects.Observe(float64(info.Result.Objects))
 	m.messages.Observe(float64(info.Result.Messages))
 	if info.State != nil {
-		m.servicePorts.Set(float64(len(info.State.Services)))
+		m.servicePorts.Set(float64(info.State.Len()))
 		m.overLimit.Set(float64(info.EndpointsOverLimit))
 		internal, external := m.local.update(info.State)
 		m.noLocalEndpoints.WithLabelValues("internal").Set(float64(internal))

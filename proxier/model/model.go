@@ -6,6 +6,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -33,8 +34,11 @@ type State struct {
 	// NoIPv6 is set when this node's kernel has no IPv6: only the IPv4
 	// table is programmed (upstream runs single-stack there too).
 	NoIPv6 bool
-	// Services are the service ports to program, sorted by Name.
+	// Services are the service ports to program, sorted by Name; or,
+	// when List is set (the proxier's States), List holds them and
+	// Services is nil. Read them through Len, All and PortsOf.
 	Services []*ServicePort
+	List     *PortList
 
 	// Gen numbers the States of one producer (0: not numbered), and
 	// Delta, when set, says how this State differs from an earlier one:
@@ -53,16 +57,28 @@ type Delta struct {
 	Changed []types.NamespacedName
 }
 
-// PortsOf returns the service ports of Service k in st.Services (which is
-// sorted by Name), by binary search.
+// PortsOf returns the service ports of Service k, by binary search.
 func (st *State) PortsOf(k types.NamespacedName) []*ServicePort {
-	byService := func(sp *ServicePort, k types.NamespacedName) int { return CompareServices(sp.Name.NamespacedName, k) }
-	i, _ := slices.BinarySearchFunc(st.Services, k, byService)
-	j := i
-	for j < len(st.Services) && st.Services[j].Name.NamespacedName == k {
-		j++
+	if st.List != nil {
+		return st.List.Of(k)
 	}
-	return st.Services[i:j]
+	return portsOf(st.Services, k)
+}
+
+// Len returns the number of service ports.
+func (st *State) Len() int {
+	if st.List != nil {
+		return st.List.Len()
+	}
+	return len(st.Services)
+}
+
+// All yields the service ports in order.
+func (st *State) All() iter.Seq[*ServicePort] {
+	if st.List != nil {
+		return st.List.All()
+	}
+	return slices.Values(st.Services)
 }
 
 // CompareServices orders Services as State.Services is sorted: by

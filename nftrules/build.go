@@ -94,12 +94,14 @@ func buildSkeleton(t *nft.Table, st *model.State) {
 }
 
 // fragment is what one service port contributes to one family's table:
-// its chains and, per set, its elements. Fragments are immutable once built.
+// its chains and, per set, its elements. Once added to a ruleset
+// (addFragment) it keeps the names of those sets instead of the elements.
 type fragment struct {
 	chains []*nft.Chain
 	// sets are the service port's own sets (session affinity).
 	sets     []*nft.Set
 	elements map[string][]nft.Element
+	inSets   []string
 }
 
 // reserve makes room for n elements of a set.

@@ -27,7 +27,7 @@ func Build(st *model.State) *nft.Ruleset { return NewBuilder().Build(st) }
 type Builder struct {
 	last   *nft.Ruleset
 	config model.State // st without Services: what every fragment depends on
-	frags  map[*model.ServicePort]*memo
+	frags  map[*model.ServicePort]memo
 	// bySvc lists the service ports in frags per Service, for Builds
 	// that look at changed Services only (model.Delta).
 	bySvc map[types.NamespacedName][]*model.ServicePort
@@ -35,10 +35,20 @@ type Builder struct {
 	built uint64 // the Gen of the State built last
 }
 
-// memo is what one service port produced, and when it was last seen.
+// memo is what one service port produced (per family, in the order of
+// nft.Families), and when it was last seen. It is kept for every service
+// port between syncs: a small value, not a map.
 type memo struct {
 	gen      uint64
-	byFamily map[nft.Family]*fragment
+	byFamily [2]*fragment
+}
+
+// familyIndex is f's place in memo.byFamily.
+func familyIndex(f nft.Family) int {
+	if f == nft.IPv6 {
+		return 1
+	}
+	return 0
 }
 
 // NewBuilder returns a Builder with nothing built yet.
@@ -75,6 +85,7 @@ func (b *Builder) buildAll(d *nft.Derivation, st *model.State) {
 	for sp := range st.All() {
 		if m, ok := b.frags[sp]; ok {
 			m.gen = b.gen
+			b.frags[sp] = m
 		} else {
 			added = append(added, sp)
 		}
@@ -113,10 +124,10 @@ func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 
 // add builds the fragments of a service port new to the Builder.
 func (b *Builder) add(d *nft.Derivation, st *model.State, sp *model.ServicePort) {
-	m := &memo{gen: b.gen, byFamily: map[nft.Family]*fragment{}}
+	m := memo{gen: b.gen}
 	for _, f := range FamiliesOf(st) {
 		if fr := serviceFragment(st, sp, f); fr != nil {
-			m.byFamily[f] = fr
+			m.byFamily[familyIndex(f)] = fr
 			addFragment(d, f, ServiceChainName(sp.Name), fr)
 		}
 	}
@@ -127,8 +138,10 @@ func (b *Builder) add(d *nft.Derivation, st *model.State, sp *model.ServicePort)
 
 // remove takes a service port's fragments out.
 func (b *Builder) remove(d *nft.Derivation, sp *model.ServicePort) {
-	for f, fr := range b.frags[sp].byFamily {
-		removeFragment(d, f, ServiceChainName(sp.Name), fr)
+	for i, fr := range b.frags[sp].byFamily {
+		if fr != nil {
+			removeFragment(d, nft.Families[i], ServiceChainName(sp.Name), fr)
+		}
 	}
 	delete(b.frags, sp)
 	k := sp.Name.NamespacedName
@@ -142,7 +155,7 @@ func (b *Builder) remove(d *nft.Derivation, sp *model.ServicePort) {
 // reset forgets every fragment and starts again from the skeleton.
 func (b *Builder) reset(cfg model.State) {
 	b.config = cfg
-	b.frags = map[*model.ServicePort]*memo{}
+	b.frags = map[*model.ServicePort]memo{}
 	b.bySvc = map[types.NamespacedName][]*model.ServicePort{}
 	b.built = 0
 	b.last = nft.NewRuleset()
@@ -160,6 +173,10 @@ func FamiliesOf(st *model.State) []nft.Family {
 	return nft.Families
 }
 
+// addFragment puts a fragment's objects into the derived ruleset. The
+// ruleset keeps the elements (packed, see nft.Derivation.SetGroup); the
+// fragment keeps only the names of the sets they went to, for
+// removeFragment.
 func addFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
 	for _, c := range fr.chains {
 		d.PutChain(f, c)
@@ -167,9 +184,12 @@ func addFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
 	for _, s := range fr.sets {
 		d.PutSet(f, s)
 	}
+	fr.inSets = make([]string, 0, len(fr.elements))
 	for name, els := range fr.elements {
 		d.SetGroup(f, name, owner, els, newShardMap)
+		fr.inSets = append(fr.inSets, name)
 	}
+	fr.elements = nil
 }
 
 func removeFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
@@ -179,7 +199,7 @@ func removeFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment)
 	for _, s := range fr.sets {
 		d.DeleteSet(f, s.Name)
 	}
-	for name := range fr.elements {
+	for _, name := range fr.inSets {
 		if d.DeleteGroup(f, name, owner) == 0 && isShardMap(name) {
 			d.DeleteSet(f, name) // the shard's last service port is gone
 		}

@@ -121,17 +121,20 @@ func (d *Derivation) sets(f Family) map[string]*Set {
 
 // SetGroup makes els the elements owner contributes to a set of family f,
 // replacing what it contributed before. newSet makes the (empty) set when
-// the ruleset has none of that name. els is kept, not copied.
+// the ruleset has none of that name. els is kept packed (elemGroup), or
+// as it is when its values do not fit the set's types: the caller must
+// not change it.
 func (d *Derivation) SetGroup(f Family, set, owner string, els []Element, newSet func(Family, string) *Set) {
 	s := d.mutableSet(f, set, newSet)
 	d.rs.delta[f].owners[owner] = true
+	g := packGroup(s, els)
 	if s.SharedKeys {
 		if prev, ok := s.groups.get(owner); ok {
-			s.refs.remove(prev)
+			s.refs.remove(s, prev)
 		}
-		s.refs.add(els)
+		s.refs.add(s, g)
 	}
-	s.groups.set(owner, els)
+	s.groups.set(owner, g)
 }
 
 // DeleteGroup removes what owner contributes to a set of family f and
@@ -140,7 +143,7 @@ func (d *Derivation) DeleteGroup(f Family, set, owner string) int {
 	s := d.mutableSet(f, set, nil)
 	d.rs.delta[f].owners[owner] = true
 	if prev, ok := s.groups.get(owner); ok && s.SharedKeys {
-		s.refs.remove(prev)
+		s.refs.remove(s, prev)
 	}
 	s.groups.del(owner)
 	return s.groups.len()

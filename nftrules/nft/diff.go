@@ -318,12 +318,12 @@ func diffElementsIndexed(have, want *Set) (add, del []Element) {
 // harmless.
 func diffGroups(have, want *Set) (add, del []Element) {
 	var owners []string
-	want.groups.each(func(o string, wg []Element) {
+	want.groups.each(func(o string, wg *elemGroup) {
 		if hg, ok := have.groups.get(o); !ok || !sameGroup(hg, wg) {
 			owners = append(owners, o)
 		}
 	})
-	have.groups.each(func(o string, _ []Element) {
+	have.groups.each(func(o string, _ *elemGroup) {
 		if _, ok := want.groups.get(o); !ok {
 			owners = append(owners, o)
 		}
@@ -333,14 +333,14 @@ func diffGroups(have, want *Set) (add, del []Element) {
 	for _, o := range owners {
 		hg, _ := have.groups.get(o)
 		wg, _ := want.groups.get(o)
-		m.merge(want, hg, wg)
+		m.merge(want, hg.elements(have), wg.elements(want))
 	}
 	return m.add, m.del
 }
 
-func sameGroup(a, b []Element) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
+// sameGroup reports whether two rulesets share an owner's group (an
+// unchanged service port), or both have none.
+func sameGroup(a, b *elemGroup) bool { return a == b || (a.len() == 0 && b.len() == 0) }
 
 // diffSlices compares two small element lists of one owner.
 func diffSlices(have, want []Element) (add, del []Element) {
@@ -371,11 +371,12 @@ func diffSlices(have, want []Element) (add, del []Element) {
 
 // holds reports whether some group of a set whose keys owners share still
 // holds key. For other sets keys belong to one owner: always false.
-func (s *Set) holds(key string) bool {
+func (s *Set) holds(key []Value) bool {
 	if s.refs == nil {
 		return false
 	}
-	return s.refs.get(key) > 0
+	var kb [80]byte
+	return s.refs.getBytes(s.refKey(kb[:0], key)) > 0
 }
 
 // transientIndex is Elements without keeping the map: a desired ruleset
@@ -386,8 +387,8 @@ func (s *Set) transientIndex() map[string]Element {
 		return s.index
 	}
 	idx := make(map[string]Element, s.groupedLen())
-	s.groups.each(func(_ string, g []Element) {
-		for _, e := range g {
+	s.groups.each(func(_ string, g *elemGroup) {
+		for _, e := range g.elements(s) {
 			idx[e.KeyString()] = e
 		}
 	})
@@ -406,25 +407,27 @@ func (s *Set) distinctElements() []Element {
 		return s.SortedElements()
 	}
 	var owners []string
-	s.groups.each(func(o string, _ []Element) { owners = append(owners, o) })
+	s.groups.each(func(o string, _ *elemGroup) { owners = append(owners, o) })
 	sort.Strings(owners)
 	out := make([]Element, 0, s.groupedLen())
 	var seen map[string]bool
 	var kb [128]byte
 	for _, o := range owners {
 		g, _ := s.groups.get(o)
-		for _, e := range g {
-			if s.refs != nil {
-				k := appendJoined(kb[:0], e.Key)
-				if s.refs.getBytes(k) > 1 {
-					if seen[string(k)] {
-						continue
-					}
-					if seen == nil {
-						seen = map[string]bool{}
-					}
-					seen[string(k)] = true
+		if s.refs == nil {
+			out = g.appendElements(out, s)
+			continue
+		}
+		for _, e := range g.elements(s) {
+			k := s.refKey(kb[:0], e.Key)
+			if s.refs.getBytes(k) > 1 {
+				if seen[string(k)] {
+					continue
 				}
+				if seen == nil {
+					seen = map[string]bool{}
+				}
+				seen[string(k)] = true
 			}
 			out = append(out, e)
 		}
@@ -436,6 +439,6 @@ func (s *Set) distinctElements() []Element {
 // counted once per owner).
 func (s *Set) groupedLen() int {
 	n := 0
-	s.groups.each(func(_ string, g []Element) { n += len(g) })
+	s.groups.each(func(_ string, g *elemGroup) { n += g.len() })
 	return n
 }

@@ -69,7 +69,7 @@ func diffOwners(have, want *Set, owners map[string]bool) (add, del []Element) {
 		hg, _ := have.groups.get(o)
 		wg, _ := want.groups.get(o)
 		if !sameGroup(hg, wg) {
-			m.merge(want, hg, wg)
+			m.merge(want, hg.elements(have), wg.elements(want))
 		}
 	}
 	return m.add, m.del
@@ -91,7 +91,7 @@ func (m *elementMerger) merge(want *Set, have, wantGroup []Element) {
 	a, d := diffSlices(have, wantGroup)
 	for _, e := range d {
 		k := e.KeyString()
-		if !m.deleted[k] && !want.holds(k) {
+		if !m.deleted[k] && !want.holds(e.Key) {
 			m.deleted[k] = true
 			m.del = append(m.del, e)
 		}

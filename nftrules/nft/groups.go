@@ -10,13 +10,13 @@ type ownerGroups struct {
 }
 
 type groupEntry struct {
-	els     []Element
+	els     *elemGroup
 	deleted bool
 }
 
 func (e groupEntry) live() bool { return !e.deleted }
 
-func (g *ownerGroups) get(owner string) ([]Element, bool) {
+func (g *ownerGroups) get(owner string) (*elemGroup, bool) {
 	if g == nil {
 		return nil, false
 	}
@@ -24,7 +24,7 @@ func (g *ownerGroups) get(owner string) ([]Element, bool) {
 	return e.els, ok && !e.deleted
 }
 
-func (g *ownerGroups) set(owner string, els []Element) {
+func (g *ownerGroups) set(owner string, els *elemGroup) {
 	if _, ok := g.get(owner); !ok {
 		g.n++
 	}
@@ -47,7 +47,7 @@ func (g *ownerGroups) len() int {
 }
 
 // each calls fn for every owner and its elements, in no particular order.
-func (g *ownerGroups) each(fn func(owner string, els []Element)) {
+func (g *ownerGroups) each(fn func(owner string, els *elemGroup)) {
 	if g == nil {
 		return
 	}
@@ -96,18 +96,13 @@ func (k *keyCounts) put(key string, c int) {
 	k.m.put(key, count(c))
 }
 
-func (k *keyCounts) add(els []Element) {
-	for _, e := range els {
-		key := e.KeyString()
-		k.put(key, k.get(key)+1)
-	}
+// add counts the keys of a group of set s (by refKey).
+func (k *keyCounts) add(s *Set, g *elemGroup) {
+	g.eachRefKey(s, func(key []byte) { k.put(string(key), k.getBytes(key)+1) })
 }
 
-func (k *keyCounts) remove(els []Element) {
-	for _, e := range els {
-		key := e.KeyString()
-		k.put(key, k.get(key)-1)
-	}
+func (k *keyCounts) remove(s *Set, g *elemGroup) {
+	g.eachRefKey(s, func(key []byte) { k.put(string(key), k.getBytes(key)-1) })
 }
 
 func (k *keyCounts) len() int {

@@ -210,11 +210,11 @@ func (s *Set) eachDistinctCandidate(fn func(Element)) {
 		return
 	}
 	var owners []string
-	s.groups.each(func(o string, _ []Element) { owners = append(owners, o) })
+	s.groups.each(func(o string, _ *elemGroup) { owners = append(owners, o) })
 	sort.Strings(owners)
 	for _, o := range owners {
 		g, _ := s.groups.get(o)
-		for _, e := range g {
+		for _, e := range g.elements(s) {
 			fn(e)
 		}
 	}

@@ -65,12 +65,13 @@ func TestDiffRawMatchesIndexed(t *testing.T) {
 				if k.name == "hairpin" && len(g) > 0 && o > 0 {
 					g = append(g, k.el(0, 0))
 				}
-				want.groups.set(fmt.Sprint("owner-", o), g)
+				pg := packGroup(want, g)
+				want.groups.set(fmt.Sprint("owner-", o), pg)
 				if want.SharedKeys {
 					if want.refs == nil {
 						want.refs = &keyCounts{}
 					}
-					want.refs.add(g)
+					want.refs.add(want, pg)
 				}
 			}
 			gotAdd, gotDel := diffRaw(raw, want)
@@ -217,8 +218,9 @@ func TestColdDiffListsSharedKeysOnce(t *testing.T) {
 	want := &Set{Name: "hairpin", Key: []Datatype{TypeIPv4Addr, TypeIPv4Addr}, SharedKeys: true,
 		groups: &ownerGroups{}, refs: &keyCounts{}}
 	for o, g := range [][]Element{{el(1), el(2)}, {el(2), el(3)}, {el(4)}, {el(2), el(1), el(5)}} {
-		want.groups.set(fmt.Sprint("owner-", o), g)
-		want.refs.add(g)
+		pg := packGroup(want, g)
+		want.groups.set(fmt.Sprint("owner-", o), pg)
+		want.refs.add(want, pg)
 	}
 	add, del := diffElements(nil, want)
 	got := make([]string, len(add))

@@ -219,12 +219,16 @@ func (s *Set) Put(e Element) {
 	if s.flatPos == nil {
 		s.flatPos = map[string]int{}
 	}
-	flat, _ := s.groups.get("")
+	flat, ok := s.groups.get("")
+	if !ok {
+		flat = &elemGroup{}
+	}
 	if i, ok := s.flatPos[key]; ok {
-		flat[i] = e
+		flat.els[i] = e
 	} else {
-		s.flatPos[key] = len(flat)
-		flat = append(flat, e)
+		s.flatPos[key] = len(flat.els)
+		flat.els = append(flat.els, e)
+		flat.n = len(flat.els)
 	}
 	s.groups.set("", flat)
 	s.index = nil
@@ -236,8 +240,8 @@ func (s *Set) Elements() map[string]Element {
 	s.decodeRaw()
 	if s.index == nil {
 		s.index = map[string]Element{}
-		s.groups.each(func(_ string, g []Element) {
-			for _, e := range g {
+		s.groups.each(func(_ string, g *elemGroup) {
+			for _, e := range g.elements(s) {
 				s.index[e.KeyString()] = e
 			}
 		})

@@ -150,8 +150,8 @@ func wantedByKey(want *Set, keys []string) map[string]Element {
 	}
 	found := make(map[string]Element, len(keys))
 	var kbuf [80]byte
-	want.groups.each(func(_ string, els []Element) {
-		for _, e := range els {
+	want.groups.each(func(_ string, g *elemGroup) {
+		for _, e := range g.elements(want) {
 			if k, err := appendValues(kbuf[:0], want.Key, e.Key); err == nil && of[string(k)] {
 				found[string(k)] = e
 			}

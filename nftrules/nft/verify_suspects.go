@@ -72,8 +72,8 @@ func diffRawKeys(have, want *Set, limit int) (keys []string, over bool) {
 		}
 		keys = append(keys, k)
 	}
-	want.groups.each(func(_ string, els []Element) {
-		for _, e := range els {
+	want.groups.each(func(_ string, g *elemGroup) {
+		for _, e := range g.elements(want) {
 			if over {
 				return
 			}

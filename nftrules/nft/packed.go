@@ -1,0 +1,219 @@
+package nft
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// elemGroup is the elements one owner contributes to a set. A Builder's
+// ruleset lives for as long as it is the last one applied, and most of it
+// is endpoint elements: as Elements an endpoint costs ~240 bytes (two
+// Elements of 56 B and four 32-byte Values), as the kernel encoding of
+// its key and data ~20. A group built by SetGroup is therefore kept
+// packed — per element the key's kernel encoding then the data's, and a
+// verdict map's verdicts beside — and decoded only when a Diff, Verify or
+// the dump look at it. Elements whose values do not fit the set's types
+// exactly (so that decoding would not give them back unchanged) and the
+// elements of Put stay as they are.
+//
+// A group is immutable once made, except the unowned group Put fills;
+// Diff skips a group both rulesets share by its identity.
+type elemGroup struct {
+	els      []Element // not packed
+	packed   []byte    // n records of the key's encoding, then the data's
+	verdicts []Verdict // a verdict map's verdicts, one per record
+	n        int
+	isPacked bool
+}
+
+// packGroup returns els as a group of set s, packed when every element
+// fits s's types exactly.
+func packGroup(s *Set, els []Element) *elemGroup {
+	kw, dw := s.recordWidths()
+	for i := range els {
+		if !s.packable(&els[i]) {
+			return &elemGroup{els: els, n: len(els)}
+		}
+	}
+	g := &elemGroup{packed: make([]byte, 0, len(els)*(kw+dw)), n: len(els), isPacked: true}
+	if s.Verdict {
+		g.verdicts = make([]Verdict, len(els))
+	}
+	for i := range els {
+		e := &els[i]
+		g.packed, _ = appendValues(g.packed, s.Key, e.Key) // packable: no error
+		if len(s.Data) > 0 {
+			g.packed, _ = appendValues(g.packed, s.Data, e.Data)
+		}
+		if s.Verdict {
+			g.verdicts[i] = *e.Verdict
+		}
+	}
+	return g
+}
+
+// len is the number of elements of the group (nil: none).
+func (g *elemGroup) len() int {
+	if g == nil {
+		return 0
+	}
+	return g.n
+}
+
+// elements returns the group's elements, decoded when packed (a new
+// list each time: callers may keep it).
+func (g *elemGroup) elements(s *Set) []Element {
+	if g == nil {
+		return nil
+	}
+	if !g.isPacked {
+		return g.els
+	}
+	return g.appendElements(make([]Element, 0, g.n), s)
+}
+
+// appendElements appends the group's elements to dst, decoding them into
+// one allocation of Values when packed.
+func (g *elemGroup) appendElements(dst []Element, s *Set) []Element {
+	if g == nil {
+		return dst
+	}
+	if !g.isPacked {
+		return append(dst, g.els...)
+	}
+	kw, dw := s.recordWidths()
+	nk, nd := len(s.Key), len(s.Data)
+	vals := make([]Value, 0, g.n*(nk+nd))
+	for i := 0; i < g.n; i++ {
+		rec := g.packed[i*(kw+dw) : (i+1)*(kw+dw)]
+		at := len(vals)
+		var e Element
+		vals = appendDecoded(vals, s.Key, rec[:kw])
+		e.Key = vals[at : at+nk : at+nk]
+		if nd > 0 {
+			vals = appendDecoded(vals, s.Data, rec[kw:])
+			e.Data = vals[at+nk : at+nk+nd : at+nk+nd]
+		}
+		if s.Verdict {
+			e.Verdict = &g.verdicts[i]
+		}
+		dst = append(dst, e)
+	}
+	return dst
+}
+
+// eachRefKey calls fn with the reference-count key (refKey) of every
+// element's key.
+func (g *elemGroup) eachRefKey(s *Set, fn func(k []byte)) {
+	if g == nil {
+		return
+	}
+	var buf [80]byte
+	if !g.isPacked {
+		for _, e := range g.els {
+			fn(s.refKey(buf[:0], e.Key))
+		}
+		return
+	}
+	kw, dw := s.recordWidths()
+	for i := 0; i < g.n; i++ {
+		fn(append(append(buf[:0], 0), g.packed[i*(kw+dw):i*(kw+dw)+kw]...))
+	}
+}
+
+// refKey appends the key under which a set's reference counts (refs)
+// count key: its kernel encoding after a 0 byte when it fits the set's
+// types (as packed groups hold it), its rendering after a 1 otherwise.
+// The same key gives the same refKey from a packed group or not.
+func (s *Set) refKey(b []byte, key []Value) []byte {
+	if s.fits(s.Key, key) {
+		b, _ = appendValues(append(b, 0), s.Key, key)
+		return b
+	}
+	return appendJoined(append(b, 1), key)
+}
+
+// recordWidths returns the sizes of a packed element's key and data.
+func (s *Set) recordWidths() (key, data int) {
+	if len(s.Data) > 0 {
+		data = encodedLen(s.Data)
+	}
+	return encodedLen(s.Key), data
+}
+
+// packable reports whether an element of s decodes from its packed form
+// unchanged: its fields are exactly the set's, and so is its kind of
+// value (none, data or verdict).
+func (s *Set) packable(e *Element) bool {
+	switch {
+	case !s.fits(s.Key, e.Key):
+		return false
+	case s.Verdict:
+		return e.Verdict != nil && e.Data == nil
+	case len(s.Data) > 0:
+		return e.Verdict == nil && s.fits(s.Data, e.Data)
+	}
+	return e.Verdict == nil && e.Data == nil
+}
+
+// fits reports whether values encode as types ts and decode back equal.
+func (s *Set) fits(ts []Datatype, vs []Value) bool {
+	if len(ts) != len(vs) || len(vs) == 0 {
+		return false
+	}
+	for i, t := range ts {
+		v := vs[i]
+		switch t {
+		case TypeIPv4Addr:
+			if !v.Addr.Is4() || v.Num != 0 {
+				return false
+			}
+		case TypeIPv6Addr:
+			if !v.Addr.Is6() || v.Addr.Zone() != "" || v.Num != 0 {
+				return false
+			}
+		case TypeInetProto:
+			if v.Addr.IsValid() || v.Num > 0xff {
+				return false
+			}
+		case TypeInetService:
+			if v.Addr.IsValid() || v.Num > 0xffff {
+				return false
+			}
+		case TypeIndex:
+			if v.Addr.IsValid() {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// appendDecoded appends the values of types ts encoded in b (by
+// appendValues) to vs.
+func appendDecoded(vs []Value, ts []Datatype, b []byte) []Value {
+	for _, t := range ts {
+		var v Value
+		n := 4
+		switch t {
+		case TypeIPv4Addr:
+			v.Addr = netip.AddrFrom4([4]byte(b[:4]))
+		case TypeIPv6Addr:
+			v.Addr, n = netip.AddrFrom16([16]byte(b[:16])), 16
+		case TypeInetProto:
+			v.Num, n = uint32(b[0]), 1
+		case TypeInetService:
+			v.Num, n = uint32(binary.BigEndian.Uint16(b)), 2
+		case TypeIndex:
+			v.Num = binary.NativeEndian.Uint32(b)
+		}
+		if len(ts) > 1 {
+			n = (n + 3) &^ 3
+		}
+		vs = append(vs, v)
+		b = b[n:]
+	}
+	return vs
+}

@@ -23,8 +23,8 @@ func opSummary(tx *nft.Transaction) []string {
 			target = op.Chain.Name
 		}
 		line := string(op.Family) + " " + op.Kind.String() + " " + target
-		if op.Elements != nil {
-			line += " (" + strconv.Itoa(len(op.Elements)) + ")"
+		if op.Kind == nft.OpAddElements || op.Kind == nft.OpDelElements {
+			line += " (" + strconv.Itoa(op.Len()) + ")"
 		}
 		out = append(out, line)
 	}

@@ -217,7 +217,7 @@ func TestKernelResyncIsEmptyAndEndpointChangeIsLocal(t *testing.T) {
 		if op.Chain != nil && op.Chain.Name != nftrules.ServiceChainName(st.Services[7].Name) {
 			t.Errorf("chain %s changed", op.Chain.Name)
 		}
-		for _, e := range op.Elements {
+		for _, e := range op.ElementList() {
 			if s := e.KeyString() + " " + e.ValueString(); !strings.Contains(s, "10.244.1.") || strings.Contains(s, "10.244.1.11 ") {
 				if op.Set.Name != nftrules.SetHairpin && !strings.HasPrefix(e.KeyString(), "131072") && !strings.HasPrefix(e.KeyString(), "131073") {
 					t.Errorf("element of another Service changed: %s %s %s", op.Kind, op.Set.Name, s)

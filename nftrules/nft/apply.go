@@ -94,7 +94,7 @@ func encodeTx(tx *Transaction) (*batchBuf, []int, error) {
 		if err := encodeOp(e, op); err != nil {
 			return nil, nil, fmt.Errorf("%s %s%s: %w", op.Kind, op.Family, opTarget(op), err)
 		}
-		tx.Ops[i].Elements = nil
+		tx.Ops[i].Elements, tx.Ops[i].packed = nil, nil
 	}
 	if err := e.flush(); err != nil {
 		// A library message too large for the batch: name its op.
@@ -206,15 +206,10 @@ func encodeElements(e *encoder, op Op) error {
 	w := &elemMsgWriter{f: op.Family, set: op.Set, ns: ns, add: op.Kind == OpAddElements, list: (*buf)[:0]}
 	defer func() { *buf = w.list }()
 	size := nlaHeaderLen // the list attribute's own header
-	for _, el := range op.Elements {
-		item, err := w.encodeItem(el)
-		if err != nil {
-			return err
-		}
+	put := func(item []byte) error {
 		n := entryLen(item)
 		if nlaHeaderLen+n > maxElemListBytes {
-			return fmt.Errorf("element %s : %s encodes to %d bytes, more than one netlink message carries (%d)",
-				el.KeyString(), el.ValueString(), n, maxElemListBytes-nlaHeaderLen)
+			return elementTooLarge(n)
 		}
 		if size+n > maxElemListBytes {
 			if err := w.flushTo(e.b); err != nil {
@@ -224,11 +219,33 @@ func encodeElements(e *encoder, op Op) error {
 		}
 		w.appendEntry(item)
 		size += n
+		return nil
+	}
+	listed := &elemGroup{els: op.Elements, n: len(op.Elements)}
+	for _, g := range append([]*elemGroup{listed}, op.packed...) {
+		if err := g.encode(w, put); err != nil {
+			return err
+		}
 	}
 	if w.n > 0 {
 		return w.flushTo(e.b)
 	}
 	return nil
+}
+
+// elementTooLarge is the size of an element that does not fit in a
+// message; nameElement says which element it was.
+type elementTooLarge int
+
+func (n elementTooLarge) Error() string {
+	return fmt.Sprintf("encodes to %d bytes, more than one netlink message carries (%d)", int(n), maxElemListBytes-nlaHeaderLen)
+}
+
+func nameElement(err error, el Element) error {
+	if n, ok := err.(elementTooLarge); ok {
+		return fmt.Errorf("element %s : %s %w", el.KeyString(), el.ValueString(), n)
+	}
+	return err
 }
 
 // nlaLen returns the aligned size of an attribute with a payload of n bytes.

@@ -35,7 +35,7 @@ func TestElementMessagesFitNetlinkAttributes(t *testing.T) {
 	for _, op := range tx.Ops {
 		if op.Kind == nft.OpAddElements {
 			k := setKey{op.Family, op.Set.Name}
-			want[k] = append(want[k], op.Elements...)
+			want[k] = append(want[k], op.ElementList()...)
 			sets[k] = op.Set
 		}
 	}

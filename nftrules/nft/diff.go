@@ -38,7 +38,34 @@ type Op struct {
 	Chain    *Chain    // add/flush/delete chain; the chain a rule is added to
 	Rule     *Rule     // add rule
 	Set      *Set      // add set; the set elements belong to
-	Elements []Element // add/delete elements
+	Elements []Element // add/delete elements (see ElementList)
+	// packed holds the elements of an add to an empty set (a cold sync)
+	// as the Builder keeps them (elemGroup), to be encoded without being
+	// decoded: Elements would be ~100 bytes more per element, allocated
+	// for the length of the sync.
+	packed []*elemGroup
+}
+
+// Len returns the number of elements of an element op.
+func (op Op) Len() int {
+	n := len(op.Elements)
+	for _, g := range op.packed {
+		n += g.len()
+	}
+	return n
+}
+
+// ElementList returns the elements of an element op: Elements, and those
+// still packed, decoded (for the fake kernel and tests).
+func (op Op) ElementList() []Element {
+	if op.packed == nil {
+		return op.Elements
+	}
+	out := append(make([]Element, 0, op.Len()), op.Elements...)
+	for _, g := range op.packed {
+		out = g.appendElements(out, op.Set)
+	}
+	return out
 }
 
 // Transaction is an ordered list of verbs applied atomically. The order is
@@ -70,7 +97,7 @@ func (tx *Transaction) Objects() int {
 	n := 0
 	for _, op := range tx.Ops {
 		if op.Kind == OpAddElements || op.Kind == OpDelElements {
-			n += len(op.Elements)
+			n += op.Len()
 		} else {
 			n++
 		}
@@ -217,14 +244,7 @@ func diffTable(tx *Transaction, have, want *Table) []Op {
 		}
 	}
 	for _, name := range sortedSetNames(want.Sets) {
-		ws := want.Sets[name]
-		add, del := diffElements(have.Sets[name], ws)
-		if len(del) > 0 {
-			tx.Ops = append(tx.Ops, Op{Kind: OpDelElements, Family: f, Set: ws, Elements: del})
-		}
-		if len(add) > 0 {
-			tx.Ops = append(tx.Ops, Op{Kind: OpAddElements, Family: f, Set: ws, Elements: add})
-		}
+		tx.Ops = appendElementOps(tx.Ops, f, have.Sets[name], want.Sets[name])
 	}
 	var gone []*Chain
 	for name, hc := range have.Chains {
@@ -264,6 +284,81 @@ func sameRules(f Family, a, b *Chain) bool {
 		}
 	}
 	return true
+}
+
+// appendElementOps appends the element ops that make have (nil: a new
+// set) hold want's elements: deletions, then additions. An add to an empty
+// set takes want's element groups still packed (Op.packed).
+func appendElementOps(ops []Op, f Family, have, want *Set) []Op {
+	if !want.Dynamic && (have == nil || have.Len() == 0) {
+		if groups, ok := want.packedGroups(); ok {
+			if len(groups) > 0 {
+				ops = append(ops, Op{Kind: OpAddElements, Family: f, Set: want, packed: groups})
+			}
+			return ops
+		}
+	}
+	add, del := diffElements(have, want)
+	if len(del) > 0 {
+		ops = append(ops, Op{Kind: OpDelElements, Family: f, Set: want, Elements: del})
+	}
+	if len(add) > 0 {
+		ops = append(ops, Op{Kind: OpAddElements, Family: f, Set: want, Elements: add})
+	}
+	return ops
+}
+
+// packedGroups returns every element of an owner-grouped set once, as
+// distinctElements lists them, in the groups that hold them: by owner
+// (sorted), skipping empty groups. In a set whose owners share keys the
+// distinct elements are copied into one new group (records, not
+// Elements). ok is false for a set not grouped by owner, and for one whose
+// owners share keys with some group not packed.
+func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
+	if !s.owned() {
+		return nil, false
+	}
+	var owners []string
+	s.groups.each(func(o string, g *elemGroup) {
+		if g.len() > 0 {
+			owners = append(owners, o)
+		}
+	})
+	sort.Strings(owners)
+	for _, o := range owners {
+		g, _ := s.groups.get(o)
+		if s.refs != nil && !g.isPacked {
+			return nil, false
+		}
+		groups = append(groups, g)
+	}
+	if s.refs == nil || len(groups) == 0 {
+		return groups, true
+	}
+	kw, dw := s.recordWidths()
+	out := &elemGroup{packed: make([]byte, 0, s.refs.len()*(kw+dw)), isPacked: true}
+	var seen map[string]bool
+	var kb [80]byte
+	for _, g := range groups {
+		for i := 0; i < g.n; i++ {
+			rec := g.packed[i*(kw+dw) : (i+1)*(kw+dw)]
+			if k := append(append(kb[:0], 0), rec[:kw]...); s.refs.getBytes(k) > 1 {
+				if seen[string(k)] {
+					continue
+				}
+				if seen == nil {
+					seen = map[string]bool{}
+				}
+				seen[string(k)] = true
+			}
+			out.packed = append(out.packed, rec...)
+			if s.Verdict {
+				out.verdicts = append(out.verdicts, g.verdicts[i])
+			}
+			out.n++
+		}
+	}
+	return []*elemGroup{out}, true
 }
 
 // diffElements returns the elements to add to and delete from have so that

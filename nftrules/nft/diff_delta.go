@@ -24,9 +24,7 @@ func diffDelta(live, desired *Ruleset) *Transaction {
 			switch {
 			case hs == nil && ws != nil:
 				tx.Ops = append(tx.Ops, Op{Kind: OpAddSet, Family: f, Set: ws})
-				if add, _ := diffElements(nil, ws); len(add) > 0 {
-					tx.Ops = append(tx.Ops, Op{Kind: OpAddElements, Family: f, Set: ws, Elements: add})
-				}
+				tx.Ops = appendElementOps(tx.Ops, f, nil, ws)
 			case hs != nil && ws == nil:
 				tail = append(tail, Op{Kind: OpDelSet, Family: f, Set: hs})
 			case hs != nil && ws != nil && !ws.Dynamic:

@@ -60,7 +60,7 @@ func pad(b []byte, n int) []byte {
 // encodeItem encodes one element as the payload of a list entry.
 func (w *elemMsgWriter) encodeItem(e Element) ([]byte, error) {
 	b := w.item[:0]
-	var off, off2 int
+	var off int
 	b, off = nest(b, unix.NFTA_SET_ELEM_KEY|unix.NLA_F_NESTED)
 	var err error
 	if b, err = appendDataValue(b, w.set.Key, e.Key); err != nil {
@@ -72,17 +72,7 @@ func (w *elemMsgWriter) encodeItem(e Element) ([]byte, error) {
 		if e.Verdict == nil {
 			return nil, fmt.Errorf("set %s element %s: verdict map element without verdict", w.set.Name, e.KeyString())
 		}
-		v := compileVerdict(*e.Verdict)
-		b, off = nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
-		b, off2 = nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
-		b = attr(b, unix.NFTA_DATA_VALUE, binary.BigEndian.AppendUint32(nil, uint32(v.Kind)))
-		if v.Chain != "" {
-			b = binary.NativeEndian.AppendUint16(b, uint16(nlaHeaderLen+len(v.Chain)+1))
-			b = binary.NativeEndian.AppendUint16(b, unix.NFTA_SET_ELEM_DATA)
-			b = append(append(b, v.Chain...), 0)
-			b = pad(b, len(v.Chain)+1)
-		}
-		b = closeNest(closeNest(b, off2), off)
+		b = appendElemVerdict(b, *e.Verdict)
 	case len(w.set.Data) > 0:
 		b, off = nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
 		if b, err = appendDataValue(b, w.set.Data, e.Data); err != nil {
@@ -92,6 +82,21 @@ func (w *elemMsgWriter) encodeItem(e Element) ([]byte, error) {
 	}
 	w.item = b
 	return b, nil
+}
+
+// appendElemVerdict appends a verdict map element's NFTA_SET_ELEM_DATA.
+func appendElemVerdict(b []byte, verdict Verdict) []byte {
+	v := compileVerdict(verdict)
+	b, off := nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
+	b, off2 := nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
+	b = attr(b, unix.NFTA_DATA_VALUE, binary.BigEndian.AppendUint32(nil, uint32(v.Kind)))
+	if v.Chain != "" {
+		b = binary.NativeEndian.AppendUint16(b, uint16(nlaHeaderLen+len(v.Chain)+1))
+		b = binary.NativeEndian.AppendUint16(b, unix.NFTA_SET_ELEM_DATA)
+		b = append(append(b, v.Chain...), 0)
+		b = pad(b, len(v.Chain)+1)
+	}
+	return closeNest(closeNest(b, off2), off)
 }
 
 // appendDataValue appends NFTA_DATA_VALUE holding the encoded values.

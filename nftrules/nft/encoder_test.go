@@ -61,8 +61,8 @@ func TestEncodeTxMessagesInOpOrder(t *testing.T) {
 		t.Errorf("%d messages, want %d", len(msgs), next)
 	}
 	for i, op := range tx.Ops {
-		if op.Elements != nil {
-			t.Errorf("op %d (%s) still holds its %d elements after encoding: the transaction is held twice", i, op.Kind, len(op.Elements))
+		if op.Len() != 0 {
+			t.Errorf("op %d (%s) still holds its %d elements after encoding: the transaction is held twice", i, op.Kind, op.Len())
 		}
 	}
 	if udata := indexMapUserData(IPv4, idx); !bytes.Contains(msgs[2].Data, udata) || bytes.Contains(msgs[1].Data, udata) {

@@ -1,8 +1,11 @@
 package nft
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 )
 
 // elemGroup is the elements one owner contributes to a set. A Builder's
@@ -216,4 +219,120 @@ func appendDecoded(vs []Value, ts []Datatype, b []byte) []Value {
 		b = b[n:]
 	}
 	return vs
+}
+
+// encode encodes the group's elements into w's messages through put (see
+// encodeElements): a packed record is already the kernel encoding of its
+// key and data, so it is framed without being decoded.
+func (g *elemGroup) encode(w *elemMsgWriter, put func(item []byte) error) error {
+	if !g.isPacked {
+		for _, el := range g.els {
+			item, err := w.encodeItem(el)
+			if err != nil {
+				return err
+			}
+			if err := put(item); err != nil {
+				return nameElement(err, el)
+			}
+		}
+		return nil
+	}
+	s := w.set
+	kw, dw := s.recordWidths()
+	for i := 0; i < g.n; i++ {
+		rec := g.packed[i*(kw+dw) : (i+1)*(kw+dw)]
+		b, off := nest(w.item[:0], unix.NFTA_SET_ELEM_KEY|unix.NLA_F_NESTED)
+		b = closeNest(attr(b, unix.NFTA_DATA_VALUE, rec[:kw]), off)
+		switch {
+		case s.Verdict:
+			b = appendElemVerdict(b, g.verdicts[i])
+		case dw > 0:
+			b, off = nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
+			b = closeNest(attr(b, unix.NFTA_DATA_VALUE, rec[kw:]), off)
+		}
+		w.item = b
+		if err := put(b); err != nil {
+			return nameElement(err, g.elements(s)[i])
+		}
+	}
+	return nil
+}
+
+// candidate is one element of a desired set as the comparisons with a set
+// read from the kernel (diffRaw, Verify) look at it: a packed record,
+// compared by its bytes and decoded only when it must be listed, or an
+// Element.
+type candidate struct {
+	s *Set
+	g *elemGroup // packed record i of g, or e
+	i int
+	e Element
+}
+
+// eachOf calls fn with each element of group g (of c.s).
+func (c *candidate) eachOf(g *elemGroup, fn func(*candidate)) {
+	if g == nil {
+		return
+	}
+	if !g.isPacked {
+		c.g = nil
+		for _, e := range g.els {
+			c.e = e
+			fn(c)
+		}
+		return
+	}
+	c.g = g
+	for c.i = 0; c.i < g.n; c.i++ {
+		fn(c)
+	}
+	c.g = nil
+}
+
+// record returns the candidate's packed record and its key's width.
+func (c *candidate) record() ([]byte, int) {
+	kw, dw := c.s.recordWidths()
+	return c.g.packed[c.i*(kw+dw) : (c.i+1)*(kw+dw)], kw
+}
+
+// key appends the kernel encoding of the candidate's key.
+func (c *candidate) key(b []byte) ([]byte, error) {
+	if c.g == nil {
+		return appendValues(b, c.s.Key, c.e.Key)
+	}
+	rec, kw := c.record()
+	return append(b, rec[:kw]...), nil
+}
+
+// sameValue reports whether the candidate's data or verdict equals what
+// the kernel holds (sameRawValue).
+func (c *candidate) sameValue(val, buf []byte) bool {
+	if c.g == nil {
+		return sameRawValue(c.s, c.e, val, buf)
+	}
+	rec, kw := c.record()
+	switch {
+	case c.s.Verdict:
+		return sameRawVerdict(c.g.verdicts[c.i], val)
+	case len(c.s.Data) > 0:
+		return bytes.Equal(rec[kw:], val)
+	}
+	return true
+}
+
+// element returns the candidate as an Element (decoding a packed record).
+func (c *candidate) element() Element {
+	if c.g == nil {
+		return c.e
+	}
+	rec, kw := c.record()
+	var e Element
+	e.Key = appendDecoded(nil, c.s.Key, rec[:kw])
+	if len(c.s.Data) > 0 {
+		e.Data = appendDecoded(nil, c.s.Data, rec[kw:])
+	}
+	if c.s.Verdict {
+		e.Verdict = &c.g.verdicts[c.i]
+	}
+	return e
 }

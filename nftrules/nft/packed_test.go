@@ -1,9 +1,13 @@
 package nft
 
 import (
+	"bytes"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPackedGroupsGiveBackTheirElements: a group kept packed decodes to
@@ -73,4 +77,104 @@ func TestRefKeysAgreeBetweenPackedAndNot(t *testing.T) {
 	if s.holds(k) || refs.len() != 0 {
 		t.Fatalf("after removing both: holds %v, %d keys", s.holds(k), refs.len())
 	}
+}
+
+// TestColdAddEncodesPackedGroupsAsElements: a cold sync's element ops
+// carry the Builder's groups still packed; they encode to the very
+// messages the same elements encode to as Elements (which
+// TestElementMessagesMatchLibrary holds to google/nftables), in both
+// families, for sets, data maps and verdict maps, with the repeats of a
+// key several owners share left out as Diff lists them.
+func TestColdAddEncodesPackedGroupsAsElements(t *testing.T) {
+	rs := NewRuleset()
+	for _, f := range Families {
+		rs.Table(f)
+	}
+	d := rs.Derive()
+	addr := func(f Family, i int) Value {
+		if f == IPv6 {
+			return AddrValue(netip.AddrFrom16([16]byte{0: 0xfd, 14: byte(i >> 8), 15: byte(i)}))
+		}
+		return AddrValue(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
+	}
+	for _, f := range Families {
+		newSet := func(f Family, name string) *Set {
+			switch name {
+			case "endpoints":
+				return &Set{Name: name, Key: []Datatype{TypeIndex}, Data: []Datatype{AddrType(f), TypeInetService}}
+			case "service-ips":
+				return &Set{Name: name, Key: []Datatype{AddrType(f), TypeInetProto, TypeInetService}, Verdict: true}
+			}
+			return &Set{Name: name, Key: []Datatype{AddrType(f), AddrType(f)}, SharedKeys: true}
+		}
+		for o := range 300 { // several messages' worth per set
+			owner := fmt.Sprint("service-", o)
+			v := Verdict{Kind: Goto, Chain: owner}
+			d.SetGroup(f, "service-ips", owner, []Element{{Key: []Value{addr(f, o), NumValue(6), NumValue(80)}, Verdict: &v}}, newSet)
+			var eps, hairpin []Element
+			for i := range 10 {
+				pod := addr(f, o*5+i) // neighbours share half their pods
+				eps = append(eps, Element{Key: []Value{NumValue(uint32(o<<10 + i))}, Data: []Value{pod, NumValue(8080)}})
+				hairpin = append(hairpin, Element{Key: []Value{pod, pod}})
+			}
+			d.SetGroup(f, "endpoints", owner, eps, newSet)
+			d.SetGroup(f, "hairpin", owner, hairpin, newSet)
+		}
+	}
+	tx := Diff(nil, d.Ruleset())
+	asElements := &Transaction{}
+	packedOps := 0
+	for _, op := range tx.Ops {
+		if op.packed != nil {
+			packedOps++
+		}
+		want := op.Len()
+		op.Elements, op.packed = op.ElementList(), nil
+		if len(op.Elements) != want {
+			t.Fatalf("%s %s: %d elements decoded, Len says %d", op.Kind, op.Set.Name, len(op.Elements), want)
+		}
+		asElements.Ops = append(asElements.Ops, op)
+	}
+	if packedOps != 6 {
+		t.Fatalf("%d ops with packed groups, want 6 (3 sets in 2 families)", packedOps)
+	}
+	if n := tx.Objects(); n != asElements.Objects() || n != 2*(4+300+3000+1505) {
+		t.Fatalf("objects: %d packed, %d as elements, want %d (a table, 3 sets and their elements per family)", n, asElements.Objects(), 2*(4+300+3000+1505))
+	}
+	got, _, err := encodeTx(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := encodeTx(asElements)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm, wm := batchMessages(t, got), batchMessages(t, want)
+	if len(gm) != len(wm) {
+		t.Fatalf("%d messages packed, %d as elements", len(gm), len(wm))
+	}
+	for i := range gm {
+		if gm[i].Header.Type&0xff == unix.NFT_MSG_NEWSET {
+			continue // the encoders number sets from a counter they share
+		}
+		if gm[i].Header != wm[i].Header || !bytes.Equal(withoutSetID(t, gm[i].Data), withoutSetID(t, wm[i].Data)) {
+			t.Fatalf("message %d differs:\npacked   %x\nelements %x", i, gm[i].Data, wm[i].Data)
+		}
+	}
+}
+
+// withoutSetID returns an element message's data without the set ID
+// attribute (see the NEWSET note above).
+func withoutSetID(t *testing.T, data []byte) []byte {
+	t.Helper()
+	out := append([]byte(nil), data[:4]...)
+	if err := walkAttrs(data[4:], func(typ uint16, p []byte) error {
+		if typ != unix.NFTA_SET_ELEM_LIST_SET_ID {
+			out = attr(out, typ, p)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -151,9 +151,9 @@ func diffRaw(have, want *Set) (add, del []Element) {
 		added = map[string]bool{}
 	}
 	failed := false
-	want.eachDistinctCandidate(func(e Element) {
+	want.eachDistinctCandidate(func(c *candidate) {
 		total++
-		k, err := appendValues(kbuf[:0], want.Key, e.Key)
+		k, err := c.key(kbuf[:0])
 		if err != nil {
 			failed = true
 			return
@@ -161,7 +161,7 @@ func diffRaw(have, want *Set) (add, del []Element) {
 		r, ok := have.raw[string(k)]
 		if ok {
 			matched++
-			if sameRawValue(want, e, r.val, vbuf[:0]) {
+			if c.sameValue(r.val, vbuf[:0]) {
 				return
 			}
 			del = append(del, rawToElement(have, k, r))
@@ -172,7 +172,7 @@ func diffRaw(have, want *Set) (add, del []Element) {
 			}
 			added[string(k)] = true
 		}
-		add = append(add, e)
+		add = append(add, c.element())
 	})
 	if failed {
 		// A desired element that does not encode: let the general path
@@ -185,8 +185,8 @@ func diffRaw(have, want *Set) (add, del []Element) {
 		return add, del
 	}
 	wanted := make(map[string]bool, total)
-	want.eachDistinctCandidate(func(e Element) {
-		k, _ := appendValues(kbuf[:0], want.Key, e.Key)
+	want.eachDistinctCandidate(func(c *candidate) {
+		k, _ := c.key(kbuf[:0])
 		wanted[string(k)] = true
 	})
 	var gone []Element
@@ -201,11 +201,13 @@ func diffRaw(have, want *Set) (add, del []Element) {
 
 // eachDistinctCandidate calls fn for every element of a desired set: by
 // owner (sorted), in each owner's order. Keys several owners share (sets
-// with refs) come once per owner.
-func (s *Set) eachDistinctCandidate(fn func(Element)) {
+// with refs) come once per owner. The candidate is fn's only for the call.
+func (s *Set) eachDistinctCandidate(fn func(*candidate)) {
+	c := &candidate{s: s}
 	if !s.owned() {
 		for _, e := range s.SortedElements() {
-			fn(e)
+			c.e = e
+			fn(c)
 		}
 		return
 	}
@@ -214,9 +216,7 @@ func (s *Set) eachDistinctCandidate(fn func(Element)) {
 	sort.Strings(owners)
 	for _, o := range owners {
 		g, _ := s.groups.get(o)
-		for _, e := range g.elements(s) {
-			fn(e)
-		}
+		c.eachOf(g, fn)
 	}
 }
 

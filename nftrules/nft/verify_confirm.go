@@ -150,12 +150,13 @@ func wantedByKey(want *Set, keys []string) map[string]Element {
 	}
 	found := make(map[string]Element, len(keys))
 	var kbuf [80]byte
+	c := &candidate{s: want}
 	want.groups.each(func(_ string, g *elemGroup) {
-		for _, e := range g.elements(want) {
-			if k, err := appendValues(kbuf[:0], want.Key, e.Key); err == nil && of[string(k)] {
-				found[string(k)] = e
+		c.eachOf(g, func(c *candidate) {
+			if k, err := c.key(kbuf[:0]); err == nil && of[string(k)] {
+				found[string(k)] = c.element()
 			}
-		}
+		})
 	})
 	return found
 }

@@ -72,28 +72,29 @@ func diffRawKeys(have, want *Set, limit int) (keys []string, over bool) {
 		}
 		keys = append(keys, k)
 	}
+	c := &candidate{s: want}
 	want.groups.each(func(_ string, g *elemGroup) {
-		for _, e := range g.elements(want) {
+		c.eachOf(g, func(c *candidate) {
 			if over {
 				return
 			}
-			k, err := appendValues(kbuf[:0], want.Key, e.Key)
+			k, err := c.key(kbuf[:0])
 			if err != nil {
 				add(string(k)) // unencodable: its re-read fails, and the error makes a full sync
-				continue
+				return
 			}
 			r, ok := have.raw[string(k)]
 			switch {
 			case !ok:
 				add(string(k)) // missing from the kernel
 			case r.found():
-			case !sameRawValue(want, e, r.val, vbuf[:0]):
+			case !c.sameValue(r.val, vbuf[:0]):
 				add(string(k))
 				have.raw[string(k)] = rawElement{val: foundMark}
 			default:
 				have.raw[string(k)] = rawElement{val: foundMark}
 			}
-		}
+		})
 	})
 	for k, r := range have.raw {
 		if !over && !r.found() {

@@ -184,9 +184,9 @@ func (x *txn) apply(op nft.Op) error {
 	case nft.OpAddRule:
 		return x.addRule(t, f, op.Chain.Name, *op.Rule)
 	case nft.OpAddElements:
-		return x.addElements(t, op.Set.Name, op.Elements)
+		return x.addElements(t, op.Set.Name, op.ElementList())
 	case nft.OpDelElements:
-		return x.delElements(t, op.Set.Name, op.Elements)
+		return x.delElements(t, op.Set.Name, op.ElementList())
 	}
 	return rejection(unix.EINVAL, "unknown op %d", op.Kind)
 }

@@ -20,7 +20,10 @@ import (
 func TestLiveEndpointsAreWhatTheRulesetDNATsTo(t *testing.T) {
 	const node, zone = "node-a", "zone-a"
 	local := func(ep model.Endpoint) model.Endpoint { ep.NodeName = node; return ep }
-	hinted := func(ep model.Endpoint, z string) model.Endpoint { ep.ZoneHints = []string{z}; return ep }
+	hinted := func(ep model.Endpoint, z string) model.Endpoint {
+		ep.Hints = &model.Hints{Zones: []string{z}}
+		return ep
+	}
 	terminating := func(ep model.Endpoint) model.Endpoint {
 		ep.Ready, ep.Serving, ep.Terminating = false, true, true
 		return ep

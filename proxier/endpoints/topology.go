@@ -31,14 +31,14 @@ func modeOf(sp *model.ServicePort, node, zone string) topologyMode {
 			continue
 		}
 		ready++
-		if len(ep.NodeHints) == 0 {
+		if len(ep.NodeHints()) == 0 {
 			allNode = false
-		} else if slices.Contains(ep.NodeHints, node) {
+		} else if slices.Contains(ep.NodeHints(), node) {
 			forNode = true
 		}
-		if len(ep.ZoneHints) == 0 {
+		if len(ep.ZoneHints()) == 0 {
 			allZone = false
-		} else if slices.Contains(ep.ZoneHints, zone) {
+		} else if slices.Contains(ep.ZoneHints(), zone) {
 			forZone = true
 		}
 	}
@@ -62,9 +62,9 @@ func modeOf(sp *model.ServicePort, node, zone string) topologyMode {
 func availableForTopology(ep model.Endpoint, mode topologyMode, node, zone string) bool {
 	switch mode {
 	case topologySameNode:
-		return slices.Contains(ep.NodeHints, node)
+		return slices.Contains(ep.NodeHints(), node)
 	case topologySameZone:
-		return slices.Contains(ep.ZoneHints, zone)
+		return slices.Contains(ep.ZoneHints(), zone)
 	}
 	return true
 }

@@ -12,7 +12,7 @@ import (
 func TestClusterEndpointsFollowTopologyHints(t *testing.T) {
 	// ep builds a ready endpoint 10.0.0.<n> with hints.
 	ep := func(n byte, zones, nodes []string) model.Endpoint {
-		return model.Endpoint{Addr: netip.AddrFrom4([4]byte{10, 0, 0, n}), Port: 80, Ready: true, Serving: true, ZoneHints: zones, NodeHints: nodes}
+		return model.Endpoint{Addr: netip.AddrFrom4([4]byte{10, 0, 0, n}), Port: 80, Ready: true, Serving: true, Hints: model.NewHints(zones, nodes)}
 	}
 	notReady := func(e model.Endpoint) model.Endpoint { e.Ready = false; return e }
 	terminating := func(e model.Endpoint) model.Endpoint { e.Ready, e.Terminating = false, true; return e }

@@ -192,15 +192,16 @@ func endpoint(e *discovery.Endpoint, want4 bool) (Endpoint, error) {
 	if e.Zone != nil {
 		ep.Zone = *e.Zone
 	}
-	if h := e.Hints; h != nil {
+	if h := e.Hints; h != nil && len(h.ForZones)+len(h.ForNodes) > 0 {
+		ep.Hints = &Hints{}
 		for _, z := range h.ForZones {
-			ep.ZoneHints = append(ep.ZoneHints, z.Name)
+			ep.Hints.Zones = append(ep.Hints.Zones, z.Name)
 		}
 		for _, n := range h.ForNodes {
-			ep.NodeHints = append(ep.NodeHints, n.Name)
+			ep.Hints.Nodes = append(ep.Hints.Nodes, n.Name)
 		}
-		slices.Sort(ep.ZoneHints)
-		slices.Sort(ep.NodeHints)
+		slices.Sort(ep.Hints.Zones)
+		slices.Sort(ep.Hints.Nodes)
 	}
 	return ep, nil
 }

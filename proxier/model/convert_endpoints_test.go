@@ -109,7 +109,7 @@ func TestServicePortsEndpoints(t *testing.T) {
 					// Serving nil reads as true, as the API documents.
 					ep(ready("10.0.0.3", 8080), func(e *Endpoint) { e.Ready = false }),
 					ep(ready("10.0.0.4", 8080), func(e *Endpoint) { e.Ready, e.Serving = false, false }),
-					ep(ready("10.0.0.5", 8080), func(e *Endpoint) { e.ZoneHints, e.NodeHints = []string{"z1", "z2"}, []string{"n1"} }),
+					ep(ready("10.0.0.5", 8080), func(e *Endpoint) { e.Hints = &Hints{Zones: []string{"z1", "z2"}, Nodes: []string{"n1"}} }),
 				),
 			},
 		},

@@ -204,8 +204,8 @@ func checkServicePort(t *testing.T, svc *v1.Service, sp *ServicePort) {
 		if i > 0 && compareEndpoints(sp.Endpoints[i-1], ep) >= 0 {
 			t.Errorf("%v: endpoints not sorted and unique: %v, %v", sp.Name, sp.Endpoints[i-1].AddrPort(), ep.AddrPort())
 		}
-		if !slices.IsSorted(ep.ZoneHints) || !slices.IsSorted(ep.NodeHints) {
-			t.Errorf("%v: endpoint %v: hints not sorted: %v %v", sp.Name, ep.AddrPort(), ep.ZoneHints, ep.NodeHints)
+		if !slices.IsSorted(ep.ZoneHints()) || !slices.IsSorted(ep.NodeHints()) {
+			t.Errorf("%v: endpoint %v: hints not sorted: %v %v", sp.Name, ep.AddrPort(), ep.ZoneHints(), ep.NodeHints())
 		}
 	}
 }

@@ -101,7 +101,24 @@ type fragment struct {
 	// sets are the service port's own sets (session affinity).
 	sets     []*nft.Set
 	elements map[string][]nft.Element
+	packs    []packedElements // elements collected packed (nft.Packer)
 	inSets   []string
+}
+
+// packedElements are a fragment's elements of one set, packed.
+type packedElements struct {
+	set string
+	p   *nft.Packer
+}
+
+// pack returns a Packer for n elements of a set of these types.
+func (fr *fragment) pack(set string, key, data []nft.Datatype, n int) *nft.Packer {
+	p := nft.NewPacker(key, data, n)
+	if fr.packs == nil {
+		fr.packs = make([]packedElements, 0, 2) // endpoint map and hairpin
+	}
+	fr.packs = append(fr.packs, packedElements{set, p})
+	return p
 }
 
 // reserve makes room for n elements of a set.
@@ -168,32 +185,32 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *frag
 	if !sel.needCluster {
 		nc = 0
 	}
-	// One allocation for the elements of each set and one for all their
-	// fields, instead of three per endpoint: most of a large ruleset is
-	// endpoint elements. An endpoint's fields are laid out as [index,
-	// addr, addr, port]: the map entry's key is the index and its data the
-	// last two, the hairpin key the two addresses (elements are immutable:
-	// their fields may overlap), four Values instead of five.
+	// Most of a large ruleset is endpoint elements: they go into the
+	// ruleset's packed form directly (nft.Packer), without an Element
+	// each.
 	n := int(nc + nl)
-	vals := make([]nft.Value, 0, 4*n)
-	field := func(i int) []nft.Value { return vals[i : i+1 : i+1] }
-	pair := func(i int) []nft.Value { return vals[i : i+2 : i+2] }
-	if aff == nil {
-		fr.reserve(epMap, n)
+	addr := nft.AddrType(f)
+	var eps, hairpin *nft.Packer // none without endpoints: no group, no shard map
+	if aff == nil && n > 0 {
+		eps = fr.pack(epMap, []nft.Datatype{nft.TypeIndex}, []nft.Datatype{addr, nft.TypeInetService}, n)
 	}
-	fr.reserve(SetHairpin, n)
+	if n > 0 {
+		hairpin = fr.pack(SetHairpin, []nft.Datatype{addr, addr}, nil, n)
+	}
 	hairpinned := newAddrSet(n) // one pod may serve several ports
-	put := func(eps []model.Endpoint, off uint32) {
-		for i, ep := range eps {
-			at := len(vals)
-			vals = append(vals, nft.NumValue(base+off+uint32(i)), nft.AddrValue(ep.Addr), nft.AddrValue(ep.Addr), nft.NumValue(uint32(ep.Port)))
+	put := func(endpoints []model.Endpoint, off uint32) {
+		var key, data [2]nft.Value
+		for i, ep := range endpoints {
 			if aff != nil {
 				aff.endpoint(ep, off+uint32(i))
 			} else {
-				fr.put(epMap, nft.Element{Key: field(at), Data: pair(at + 2)})
+				key[0] = nft.NumValue(base + off + uint32(i))
+				data[0], data[1] = nft.AddrValue(ep.Addr), nft.NumValue(uint32(ep.Port))
+				eps.Add(key[:1], data[:])
 			}
 			if hairpinned.add(ep.Addr) {
-				fr.put(SetHairpin, nft.Element{Key: pair(at + 1)})
+				key[0], key[1] = nft.AddrValue(ep.Addr), nft.AddrValue(ep.Addr)
+				hairpin.Add(key[:], nil)
 			}
 		}
 	}

@@ -184,12 +184,16 @@ func addFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
 	for _, s := range fr.sets {
 		d.PutSet(f, s)
 	}
-	fr.inSets = make([]string, 0, len(fr.elements))
+	fr.inSets = make([]string, 0, len(fr.elements)+len(fr.packs))
 	for name, els := range fr.elements {
 		d.SetGroup(f, name, owner, els, newShardMap)
 		fr.inSets = append(fr.inSets, name)
 	}
-	fr.elements = nil
+	for _, pe := range fr.packs {
+		d.SetPacked(f, pe.set, owner, pe.p, newShardMap)
+		fr.inSets = append(fr.inSets, pe.set)
+	}
+	fr.elements, fr.packs = nil, nil
 }
 
 func removeFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {

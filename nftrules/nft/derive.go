@@ -126,8 +126,17 @@ func (d *Derivation) sets(f Family) map[string]*Set {
 // not change it.
 func (d *Derivation) SetGroup(f Family, set, owner string, els []Element, newSet func(Family, string) *Set) {
 	s := d.mutableSet(f, set, newSet)
+	d.setGroup(f, s, owner, packGroup(s, els))
+}
+
+// SetPacked is SetGroup for elements a Packer collected.
+func (d *Derivation) SetPacked(f Family, set, owner string, p *Packer, newSet func(Family, string) *Set) {
+	s := d.mutableSet(f, set, newSet)
+	d.setGroup(f, s, owner, p.group(s))
+}
+
+func (d *Derivation) setGroup(f Family, s *Set, owner string, g *elemGroup) {
 	d.rs.delta[f].owners[owner] = true
-	g := packGroup(s, els)
 	if s.SharedKeys {
 		if prev, ok := s.groups.get(owner); ok {
 			s.refs.remove(s, prev)

@@ -97,12 +97,16 @@ func (k *keyCounts) put(key string, c int) {
 }
 
 // add counts the keys of a group of set s (by refKey).
-func (k *keyCounts) add(s *Set, g *elemGroup) {
-	g.eachRefKey(s, func(key []byte) { k.put(string(key), k.getBytes(key)+1) })
-}
+func (k *keyCounts) add(s *Set, g *elemGroup) { k.count(s, g, 1) }
 
-func (k *keyCounts) remove(s *Set, g *elemGroup) {
-	g.eachRefKey(s, func(key []byte) { k.put(string(key), k.getBytes(key)-1) })
+func (k *keyCounts) remove(s *Set, g *elemGroup) { k.count(s, g, -1) }
+
+func (k *keyCounts) count(s *Set, g *elemGroup, by int) {
+	var buf [80]byte
+	for i := range g.len() {
+		key := g.refKeyOf(buf[:0], s, i)
+		k.put(string(key), k.getBytes(key)+by)
+	}
 }
 
 func (k *keyCounts) len() int {

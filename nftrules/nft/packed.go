@@ -105,23 +105,13 @@ func (g *elemGroup) appendElements(dst []Element, s *Set) []Element {
 	return dst
 }
 
-// eachRefKey calls fn with the reference-count key (refKey) of every
-// element's key.
-func (g *elemGroup) eachRefKey(s *Set, fn func(k []byte)) {
-	if g == nil {
-		return
-	}
-	var buf [80]byte
+// refKeyOf appends the reference-count key (refKey) of element i's key.
+func (g *elemGroup) refKeyOf(b []byte, s *Set, i int) []byte {
 	if !g.isPacked {
-		for _, e := range g.els {
-			fn(s.refKey(buf[:0], e.Key))
-		}
-		return
+		return s.refKey(b, g.els[i].Key)
 	}
 	kw, dw := s.recordWidths()
-	for i := 0; i < g.n; i++ {
-		fn(append(append(buf[:0], 0), g.packed[i*(kw+dw):i*(kw+dw)+kw]...))
-	}
+	return append(append(b, 0), g.packed[i*(kw+dw):i*(kw+dw)+kw]...)
 }
 
 // refKey appends the key under which a set's reference counts (refs)
@@ -335,4 +325,53 @@ func (c *candidate) element() Element {
 		e.Verdict = &c.g.verdicts[c.i]
 	}
 	return e
+}
+
+// Packer collects one owner's elements of a set in packed form as a
+// Builder makes them, without making Elements first (at 10k Services x
+// 10 endpoints the endpoint and hairpin Elements were ~25 MB of a cold
+// Build's allocations, dropped as soon as packed). Its types must be the
+// set's (Derivation.SetPacked checks).
+type Packer struct {
+	key, data []Datatype
+	g         elemGroup
+}
+
+// NewPacker returns a Packer for n elements of a set with these key and
+// data types (data nil: a set without data; verdict maps are not packed
+// this way).
+func NewPacker(key, data []Datatype, n int) *Packer {
+	s := Set{Key: key, Data: data}
+	kw, dw := s.recordWidths()
+	return &Packer{key: key, data: data, g: elemGroup{packed: make([]byte, 0, n*(kw+dw)), isPacked: true}}
+}
+
+// Add adds an element; values that do not fit the types are kept as an
+// Element (the whole group then is).
+func (p *Packer) Add(key, data []Value) {
+	s := Set{Key: p.key, Data: p.data}
+	if e := (Element{Key: key, Data: data}); p.g.isPacked && s.packable(&e) {
+		p.g.packed, _ = appendValues(p.g.packed, p.key, key)
+		if len(p.data) > 0 {
+			p.g.packed, _ = appendValues(p.g.packed, p.data, data)
+		}
+		p.g.n++
+		return
+	}
+	if p.g.isPacked {
+		p.g.els = p.g.elements(&s)
+		p.g.packed, p.g.isPacked = nil, false
+	}
+	p.g.els = append(p.g.els, Element{Key: append([]Value(nil), key...), Data: append([]Value(nil), data...)})
+	p.g.n++
+}
+
+// group returns the collected elements as a group of s: as packed when
+// the types agree, re-packed for s otherwise.
+func (p *Packer) group(s *Set) *elemGroup {
+	if datatypesEqual(s.Key, p.key) && datatypesEqual(s.Data, p.data) && !s.Verdict {
+		g := p.g // a copy: the Packer (and its types) need not stay
+		return &g
+	}
+	return packGroup(s, p.g.elements(&Set{Key: p.key, Data: p.data}))
 }

@@ -178,3 +178,38 @@ func withoutSetID(t *testing.T, data []byte) []byte {
 	}
 	return out
 }
+
+// TestPackerCollectsWhatSetGroupWouldKeep: elements collected by a Packer
+// come back from the ruleset as the same elements SetGroup would keep,
+// packed when they fit the set's types, as Elements when one does not.
+func TestPackerCollectsWhatSetGroupWouldKeep(t *testing.T) {
+	v4 := AddrValue(netip.MustParseAddr("10.1.2.3"))
+	mapped := AddrValue(netip.MustParseAddr("::ffff:10.1.2.3"))
+	key, data := []Datatype{TypeIndex}, []Datatype{TypeIPv4Addr, TypeInetService}
+	newSet := func(Family, string) *Set { return &Set{Name: "endpoints", Key: key, Data: data} }
+	for _, c := range []struct {
+		name   string
+		addrs  []Value
+		packed bool
+	}{
+		{"all fit", []Value{v4, v4}, true},
+		{"one IPv4-mapped", []Value{v4, mapped, v4}, false},
+	} {
+		p := NewPacker(key, data, len(c.addrs))
+		var want []Element
+		for i, a := range c.addrs {
+			k, d := []Value{NumValue(uint32(i))}, []Value{a, NumValue(80)}
+			p.Add(k, d)
+			want = append(want, Element{Key: k, Data: d})
+		}
+		rs := NewRuleset()
+		rs.Table(IPv4)
+		dv := rs.Derive()
+		dv.SetPacked(IPv4, "endpoints", "owner", p, newSet)
+		s := dv.Ruleset().Tables[IPv4].Sets["endpoints"]
+		g, _ := s.groups.get("owner")
+		if g.isPacked != c.packed || !reflect.DeepEqual(g.elements(s), want) {
+			t.Errorf("%s: packed %v (want %v), elements %v, want %v", c.name, g.isPacked, c.packed, g.elements(s), want)
+		}
+	}
+}

@@ -121,16 +121,6 @@ func (fr *fragment) pack(set string, key, data []nft.Datatype, n int) *nft.Packe
 	return p
 }
 
-// reserve makes room for n elements of a set.
-func (fr *fragment) reserve(set string, n int) {
-	if fr.elements == nil {
-		fr.elements = map[string][]nft.Element{}
-	}
-	if fr.elements[set] == nil && n > 0 {
-		fr.elements[set] = make([]nft.Element, 0, n)
-	}
-}
-
 func (fr *fragment) put(set string, e nft.Element) {
 	if fr.elements == nil {
 		fr.elements = map[string][]nft.Element{}

@@ -290,7 +290,7 @@ func sameRules(f Family, a, b *Chain) bool {
 // set) hold want's elements: deletions, then additions. An add to an empty
 // set takes want's element groups still packed (Op.packed).
 func appendElementOps(ops []Op, f Family, have, want *Set) []Op {
-	if !want.Dynamic && (have == nil || have.Len() == 0) {
+	if !want.Dynamic && (have == nil || have.empty()) {
 		if groups, ok := want.packedGroups(); ok {
 			if len(groups) > 0 {
 				ops = append(ops, Op{Kind: OpAddElements, Family: f, Set: want, packed: groups})
@@ -306,6 +306,15 @@ func appendElementOps(ops []Op, f Family, have, want *Set) []Op {
 		ops = append(ops, Op{Kind: OpAddElements, Family: f, Set: want, Elements: add})
 	}
 	return ops
+}
+
+// empty reports whether a set has no elements, without indexing them (Len
+// would, for a set a Builder made).
+func (s *Set) empty() bool {
+	if s.raw != nil {
+		return len(s.raw) == 0
+	}
+	return s.groupedLen() == 0
 }
 
 // packedGroups returns every element of an owner-grouped set once, as

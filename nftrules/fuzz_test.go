@@ -139,7 +139,6 @@ func step(r *rand.Rand, st *model.State, w *world) {
 			c.Endpoints = slices.Clone(c.Endpoints)
 			for i := range c.Endpoints {
 				e := &c.Endpoints[i]
-				e.Zone = []string{"", "z1", "z2"}[r.IntN(3)]
 				e.Hints = model.NewHints([][]string{nil, {"z1"}, {"z2"}, {"z1", "z2"}}[r.IntN(4)], [][]string{nil, {"node"}, {"other"}}[r.IntN(3)])
 			}
 		}

@@ -189,9 +189,6 @@ func endpoint(e *discovery.Endpoint, want4 bool) (Endpoint, error) {
 	if e.NodeName != nil {
 		ep.NodeName = *e.NodeName
 	}
-	if e.Zone != nil {
-		ep.Zone = *e.Zone
-	}
 	if h := e.Hints; h != nil && len(h.ForZones)+len(h.ForNodes) > 0 {
 		ep.Hints = &Hints{}
 		for _, z := range h.ForZones {

@@ -82,7 +82,7 @@ func TestServicePortsEndpoints(t *testing.T) {
 			},
 			want: []*ServicePort{
 				withEndpoints("dns", udp, 53),
-				withEndpoints("http", tcp, 80, ep(ready("10.0.0.1", 8080), func(e *Endpoint) { e.NodeName, e.Zone = "n1", "z1" })),
+				withEndpoints("http", tcp, 80, ep(ready("10.0.0.1", 8080), func(e *Endpoint) { e.NodeName = "n1" })),
 			},
 		},
 		{
@@ -105,7 +105,7 @@ func TestServicePortsEndpoints(t *testing.T) {
 				withEndpoints("dns", udp, 53),
 				withEndpoints("http", tcp, 80,
 					ready("10.0.0.1", 8080),
-					ep(ready("10.0.0.2", 8080), func(e *Endpoint) { e.Ready, e.Terminating, e.NodeName, e.Zone = false, true, "n1", "z1" }),
+					ep(ready("10.0.0.2", 8080), func(e *Endpoint) { e.Ready, e.Terminating, e.NodeName = false, true, "n1" }),
 					// Serving nil reads as true, as the API documents.
 					ep(ready("10.0.0.3", 8080), func(e *Endpoint) { e.Ready = false }),
 					ep(ready("10.0.0.4", 8080), func(e *Endpoint) { e.Ready, e.Serving = false, false }),

@@ -168,7 +168,9 @@ func (r Rule) Render(f Family) string {
 // owner (read back from the kernel, or added with Put). A Builder shares the
 // group of an unchanged service port between successive rulesets, so Diff
 // can skip it by identity instead of comparing elements. Two owners may
-// contribute the same key (the hairpin set); the set holds it once.
+// contribute the same key (the hairpin set); the set holds it once. A
+// group is kept packed, as the kernel encoding of its elements (see
+// elemGroup): Elements, Lookup, Each and SortedElements decode it.
 type Set struct {
 	Name string
 	// Key lists the fields of the (possibly concatenated) key.

@@ -97,11 +97,11 @@ func (k *keyCounts) put(key string, c int) {
 }
 
 // add counts the keys of a group of set s (by refKey).
-func (k *keyCounts) add(s *Set, g *elemGroup) { k.count(s, g, 1) }
+func (k *keyCounts) add(s *Set, g *elemGroup) { k.countGroup(s, g, 1) }
 
-func (k *keyCounts) remove(s *Set, g *elemGroup) { k.count(s, g, -1) }
+func (k *keyCounts) remove(s *Set, g *elemGroup) { k.countGroup(s, g, -1) }
 
-func (k *keyCounts) count(s *Set, g *elemGroup, by int) {
+func (k *keyCounts) countGroup(s *Set, g *elemGroup, by int) {
 	var buf [80]byte
 	for i := range g.len() {
 		key := g.refKeyOf(buf[:0], s, i)

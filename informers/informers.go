@@ -40,7 +40,13 @@ type Informers struct {
 	services corelisters.ServiceLister
 	slices   cache.Indexer
 	nodes    corelisters.NodeLister
-	synced   []cache.InformerSynced
+	// synced is done for each informer (named by whats) once its handler
+	// has seen the initial list; times records when (synced.go), and
+	// recorded is closed once it has.
+	synced   []cache.DoneChecker
+	whats    []string
+	recorded []chan struct{}
+	times    syncTimes
 }
 
 // indexByService indexes EndpointSlices by the Service they belong to.
@@ -67,6 +73,7 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	nodeSelector := fields.OneTermEqualSelector(metav1.ObjectNameField, cfg.NodeName).String()
 	byName := func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }
 
+	i := &Informers{nodeName: cfg.NodeName}
 	core, disc := client.CoreV1(), client.DiscoveryV1()
 	// No periodic resync: the proxier's own full sync covers drift, and a
 	// resync would only re-deliver unchanged objects.
@@ -74,39 +81,39 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	// slices by Service (an index holds a set of keys per value, 10,000
 	// of them at 10,000 Services; a namespace index was never read).
 	svcInf := newInformer(client, &v1.Service{}, byLabel, core.Services(metav1.NamespaceAll).List, core.Services(metav1.NamespaceAll).Watch,
-		cache.Indexers{})
+		cache.Indexers{}, i.times.listed(whatServices))
 	sliceInf := newInformer(client, &discovery.EndpointSlice{}, byLabel, disc.EndpointSlices(metav1.NamespaceAll).List, disc.EndpointSlices(metav1.NamespaceAll).Watch,
-		cache.Indexers{indexByService: sliceServiceIndex})
-	nodeInf := newInformer(client, &v1.Node{}, byName, core.Nodes().List, core.Nodes().Watch, cache.Indexers{})
+		cache.Indexers{indexByService: sliceServiceIndex}, i.times.listed(whatSlices))
+	nodeInf := newInformer(client, &v1.Node{}, byName, core.Nodes().List, core.Nodes().Watch, cache.Indexers{}, i.times.listed(whatNode))
 
 	regs := make([]cache.ResourceEventHandlerRegistration, 0, 3)
+	var whats []string
 	for _, h := range []struct {
 		what string
 		inf  cache.SharedIndexInformer
 		h    cache.ResourceEventHandler
 	}{
-		{"Services", svcInf, serviceHandler(t)},
-		{"EndpointSlices", sliceInf, sliceHandler(t)},
-		{"Node", nodeInf, nodeHandler(t, cfg.NodeName)},
+		{whatServices, svcInf, serviceHandler(t)},
+		{whatSlices, sliceInf, sliceHandler(t)},
+		{whatNode, nodeInf, nodeHandler(t, cfg.NodeName)},
 	} {
 		reg, err := h.inf.AddEventHandler(h.h)
 		if err != nil {
 			return nil, fmt.Errorf("informers: handler for %s: %w", h.what, err)
 		}
 		regs = append(regs, reg)
+		whats = append(whats, h.what)
 	}
 
-	i := &Informers{
-		nodeName:  cfg.NodeName,
-		informers: []cache.SharedIndexInformer{svcInf, sliceInf, nodeInf},
-		services:  corelisters.NewServiceLister(svcInf.GetIndexer()),
-		slices:    sliceInf.GetIndexer(),
-		nodes:     corelisters.NewNodeLister(nodeInf.GetIndexer()),
-	}
+	i.informers, i.whats = []cache.SharedIndexInformer{svcInf, sliceInf, nodeInf}, whats
+	i.services = corelisters.NewServiceLister(svcInf.GetIndexer())
+	i.slices = sliceInf.GetIndexer()
+	i.nodes = corelisters.NewNodeLister(nodeInf.GetIndexer())
 	// Synced means the handlers, not just the caches, have seen the initial
 	// lists: only then is every initial object recorded in the tracker.
 	for _, r := range regs {
-		i.synced = append(i.synced, r.HasSynced)
+		i.synced = append(i.synced, r.HasSyncedChecker())
+		i.recorded = append(i.recorded, make(chan struct{}))
 	}
 	return i, nil
 }
@@ -117,7 +124,8 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 // list (WatchList) only where the client supports it.
 func newInformer[L runtime.Object](client kubernetes.Interface, obj runtime.Object, tweak func(*metav1.ListOptions),
 	list func(context.Context, metav1.ListOptions) (L, error),
-	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), indexers cache.Indexers) cache.SharedIndexInformer {
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), indexers cache.Indexers,
+	listed func(objects int)) cache.SharedIndexInformer {
 	r := newResumer(obj,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			tweak(&o)
@@ -127,6 +135,7 @@ func newInformer[L runtime.Object](client kubernetes.Interface, obj runtime.Obje
 			tweak(&o)
 			return retryUnreachable(ctx, func() (watch.Interface, error) { return watchFn(ctx, o) })
 		})
+	r.listed = listed
 	lw := &cache.ListWatch{ListWithContextFunc: r.List, WatchFuncWithContext: r.Watch}
 	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
 		cache.SharedIndexInformerOptions{Indexers: indexers})
@@ -151,20 +160,35 @@ func sliceServiceIndex(obj any) ([]string, error) {
 
 // Start runs the informers until ctx ends.
 func (i *Informers) Start(ctx context.Context) {
-	for _, inf := range i.informers {
+	for n, inf := range i.informers {
 		i.wg.Go(func() { inf.RunWithContext(ctx) })
+		i.wg.Go(func() {
+			if i.times.waitSynced(ctx, i.whats[n], i.synced[n]) {
+				close(i.recorded[n])
+			}
+		})
 	}
 }
 
 // WaitForSync blocks until every informer has listed and delivered its
 // initial objects, or ctx ends. The proxier must not program anything
 // before: a partial view would delete rules of Services not yet seen.
+// It waits on the informers' done channels, not by polling (client-go's
+// WaitForCacheSync looks every 100 ms: up to 100 ms of every start).
 func (i *Informers) WaitForSync(ctx context.Context) error {
-	if !cache.WaitForNamedCacheSyncWithContext(ctx, i.synced...) {
-		return fmt.Errorf("informers: caches not synced: %w", context.Cause(ctx))
+	for _, r := range i.recorded {
+		select {
+		case <-r:
+		case <-ctx.Done():
+			return fmt.Errorf("informers: caches not synced: %w", context.Cause(ctx))
+		}
 	}
 	return nil
 }
+
+// SyncTimes says when each informer's initial list arrived and when its
+// handler had seen it (zero times for what has not happened yet).
+func (i *Informers) SyncTimes() []SyncTime { return i.times.get() }
 
 // Shutdown waits for the informer goroutines after ctx of Start ended.
 func (i *Informers) Shutdown() { i.wg.Wait() }

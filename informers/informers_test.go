@@ -180,3 +180,41 @@ func TestNewRequiresNodeName(t *testing.T) {
 		t.Error("New without node name succeeded")
 	}
 }
+
+// The start-up timeline: once synced, each informer says how many objects
+// its initial list held, when it arrived and when our handler had seen it.
+func TestInformersRecordEachInitialList(t *testing.T) {
+	before := time.Now()
+	inf, _, _ := start(t,
+		svcObj("a", nil), svcObj("b", nil),
+		svcObj("theirs", map[string]string{LabelServiceProxyName: "other"}),
+		sliceObj("a-1", "a"), sliceObj("a-2", "a"), sliceObj("b-1", "b"),
+		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}},
+	)
+	want := map[string]int{"Services": 2, "EndpointSlices": 3, "Node": 1}
+	times := inf.SyncTimes()
+	if len(times) != len(want) {
+		t.Fatalf("SyncTimes = %+v, want one per informer", times)
+	}
+	for _, st := range times {
+		if n, ok := want[st.What]; !ok || st.Objects != n {
+			t.Errorf("%s: %d objects, want %d", st.What, st.Objects, n)
+		}
+		if st.Listed.Before(before) || st.Synced.Before(st.Listed) || time.Since(st.Synced) < 0 {
+			t.Errorf("%s: listed %v, synced %v: want start <= listed <= synced <= now", st.What, st.Listed, st.Synced)
+		}
+	}
+}
+
+// WaitForSync gives up when its context ends before the initial lists.
+func TestInformersWaitForSyncEndsWithContext(t *testing.T) {
+	inf, err := New(fake.NewClientset(), Config{NodeName: "node-a"}, NewTracker(clocktesting.NewFakeClock(time.Unix(1000, 0))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // never started: nothing can sync
+	if err := inf.WaitForSync(ctx); err == nil {
+		t.Error("WaitForSync of informers never started returned no error")
+	}
+}

@@ -41,6 +41,18 @@ type resumer struct {
 
 	mu    sync.Mutex
 	known map[string]knownObject
+
+	// listed, if set, is told once when the first complete list (a LIST
+	// or a stream of initial events) has arrived: the start-up timeline.
+	listed     func(objects int)
+	listedOnce sync.Once
+}
+
+// firstList reports the first complete list to listed.
+func (r *resumer) firstList(objects int) {
+	if r.listed != nil {
+		r.listedOnce.Do(func() { r.listed(objects) })
+	}
 }
 
 // knownObject is what a deletion needs of an object the reflector was
@@ -75,6 +87,7 @@ func (r *resumer) List(ctx context.Context, o metav1.ListOptions) (runtime.Objec
 	r.mu.Lock()
 	r.known = known
 	r.mu.Unlock()
+	r.firstList(len(items))
 	return l, nil
 }
 
@@ -201,6 +214,7 @@ func (w *resumingWatch) forward(ctx context.Context, inner watch.Interface, init
 				w.r.mu.Lock()
 				w.r.known = streamed
 				w.r.mu.Unlock()
+				w.r.firstList(len(streamed))
 			}
 			continue
 		}

@@ -4,20 +4,14 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
-	"github.com/nftproxy/nftproxy/informers"
-	"github.com/nftproxy/nftproxy/nftrules"
-	"github.com/nftproxy/nftproxy/nftrules/nft"
 	"github.com/nftproxy/nftproxy/proxier"
 )
 
@@ -52,33 +46,15 @@ func BenchmarkProxierOneEndpointChange50kx10(b *testing.B) { benchProxierOneEndp
 
 func benchProxierOneEndpointChange(b *testing.B, n int) {
 	netkit.RequireRoot(b)
-	objs := []runtime.Object{&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}}
-	for i := 0; i < n; i++ {
-		ip := fmt.Sprintf("10.96.%d.%d", byte(i>>8), byte(i))
-		objs = append(objs, &v1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i)},
-			Spec:       v1.ServiceSpec{ClusterIP: ip, ClusterIPs: []string{ip}, Ports: []v1.ServicePort{{Port: 80, Protocol: v1.ProtocolTCP}}},
-		}, benchSlice(i, 0))
-	}
-	client := fake.NewClientset(objs...)
+	client := fake.NewClientset(benchObjects(n)...)
 	_ = netkit.CleanupPrefix("nftk-pbench")
 	ns, err := netkit.New("nftk-pbench")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ns.Delete()
-	tracker := informers.NewTracker(clock.RealClock{})
-	inf, err := informers.New(client, informers.Config{NodeName: "node-a"}, tracker)
-	if err != nil {
-		b.Fatal(err)
-	}
-	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
 	synced := make(chan proxier.SyncInfo, 16)
-	p, err := proxier.New(proxier.Config{NodeName: "node-a", SyncPeriod: time.Hour,
-		OnSync: func(si proxier.SyncInfo) { synced <- si }}, inf, tracker, rec)
-	if err != nil {
-		b.Fatal(err)
-	}
+	inf, p, _ := newBenchProxier(b, client, ns.FD(), func(si proxier.SyncInfo) { synced <- si })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	inf.Start(ctx)

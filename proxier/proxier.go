@@ -127,8 +127,9 @@ type SyncInfo struct {
 	Result nft.SyncResult
 	Err    error
 	Start  time.Time
-	// Duration covers conversion, Build and the kernel transaction.
-	Duration time.Duration
+	// Duration covers conversion, Build and the kernel transaction;
+	// Build is Build's part (Result.Timing has the reconciler's).
+	Duration, Build time.Duration
 	// OldestChange is when the oldest change this sync programs was seen
 	// (zero when the sync programs no change, e.g. a periodic full sync).
 	OldestChange time.Time

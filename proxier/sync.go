@@ -29,7 +29,10 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	st := p.state()
 	overLimit := p.checkEndpointLimits(st)
 	foreign := p.takeForeign(full)
-	res, err := p.rec.Sync(ctx, p.builder.Build(st), full)
+	built := p.clock.Now()
+	rs := p.builder.Build(st)
+	build := p.clock.Since(built)
+	res, err := p.rec.Sync(ctx, rs, full)
 	if err == nil {
 		// Only once the new rules are in: the next packet of a flow
 		// whose entry is deleted must meet them.
@@ -40,7 +43,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	}
 	info := SyncInfo{
 		State: st, Full: full, Result: res, Err: err, Start: start,
-		Duration: p.clock.Since(start), OldestChange: p.pendingSince, Converted: converted,
+		Duration: p.clock.Since(start), Build: build, OldestChange: p.pendingSince, Converted: converted,
 		EndpointsOverLimit: overLimit,
 		ForeignChanges:     foreign.n, ForeignSince: foreign.first,
 	}
@@ -56,6 +59,7 @@ func (p *Proxier) sync(ctx context.Context, full bool) error {
 	}
 	p.needFull, p.dirty, p.pendingSince = false, false, time.Time{}
 	klog.V(2).InfoS("Synced rules", "full", full, "servicePorts", st.Len(),
-		"servicesConverted", converted, "objects", res.Objects, "messages", res.Messages, "duration", info.Duration)
+		"servicesConverted", converted, "objects", res.Objects, "messages", res.Messages, "duration", info.Duration,
+		"build", build, "read", res.Timing.Read, "diff", res.Timing.Diff, "encode", res.Timing.Encode, "send", res.Timing.Send)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -44,9 +45,11 @@ var errNotSent = errors.New("transaction not sent")
 // apply encodes every op of tx and sends them as one batch on the
 // reconciler's socket. Every encoding error is checked before anything is
 // sent: v0.3.0's Flush forgets some of them and would otherwise send an
-// incomplete batch (#323).
-func (r *Reconciler) apply(tx *Transaction) (int, error) {
+// incomplete batch (#323). It adds its encoding and sending time to t.
+func (r *Reconciler) apply(tx *Transaction, t *SyncTiming) (int, error) {
+	began := time.Now()
 	batch, firstMsg, err := encodeTx(tx)
+	t.Encode += time.Since(began)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errNotSent, err)
 	}
@@ -65,7 +68,10 @@ func (r *Reconciler) apply(tx *Transaction) (int, error) {
 		}
 		return "?"
 	}
-	if err := sendBatch(nl, batch, r.opts.WrapBatchIO, opOf); err != nil {
+	began = time.Now()
+	err = sendBatch(nl, batch, r.opts.WrapBatchIO, opOf)
+	t.Send += time.Since(began)
+	if err != nil {
 		r.dropConn()
 		if errors.Is(err, errNotSent) {
 			return 0, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/google/nftables"
@@ -59,6 +60,15 @@ type SyncResult struct {
 	Objects int
 	// Messages counts the netlink messages of the batch.
 	Messages int
+	// Timing splits the sync's time between its steps.
+	Timing SyncTiming
+}
+
+// SyncTiming is where a sync's time went: reading our tables back from the
+// kernel (full syncs only), Diff, encoding the batch, and sending it and
+// reading the answers (the kernel validates and commits inside sendmsg).
+type SyncTiming struct {
+	Read, Diff, Encode, Send time.Duration
 }
 
 // Reconciler keeps our tables in the kernel equal to a desired Ruleset.
@@ -190,15 +200,19 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 	live := r.applied
 	if res.Full {
 		r.epoch++
+		began := time.Now()
 		var err error
 		if live, err = r.readLive(); err != nil {
 			return res, fmt.Errorf("read live ruleset: %w", err)
 		}
+		res.Timing.Read = time.Since(began)
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
+	began := time.Now()
 	tx := Diff(live, desired)
+	res.Timing.Diff = time.Since(began)
 	res.Objects = tx.Objects()
 	if tx.Empty() {
 		r.applied = desired
@@ -208,7 +222,7 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 	if tx.changesSkeleton() {
 		r.skeletonCommits++
 	}
-	msgs, err := r.apply(tx)
+	msgs, err := r.apply(tx, &res.Timing)
 	res.Messages = msgs
 	if err != nil {
 		r.applied = nil
@@ -269,7 +283,7 @@ func (r *Reconciler) Cleanup() error {
 	for _, f := range live.SortedFamilies() {
 		tx.Ops = append(tx.Ops, Op{Kind: OpDelTable, Family: f})
 	}
-	if _, err := r.apply(tx); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if _, err := r.apply(tx, &SyncTiming{}); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("delete tables: %w", err)
 	}
 	return nil

@@ -30,6 +30,8 @@ import (
 // and blocks until ctx ends. Rules are left in place on exit, so that
 // traffic keeps flowing while the proxy restarts or is upgraded.
 func run(ctx context.Context, o *options, srv *serveOptions) error {
+	start := newStartup()
+	start.mark("configured")
 	klog.InfoS("Starting nftproxy", "node", o.nodeName, "clusterCIDRs", o.podRanges,
 		"masqueradeAll", o.masqueradeAll, "minSyncPeriod", minSyncLog(o.minSyncPeriod), "syncPeriod", o.syncPeriod)
 	cfg, err := restConfig(o.kubeconfig, o.master)
@@ -41,9 +43,27 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("creating Kubernetes client: %w", err)
 	}
+	start.mark("client")
+	// The initial lists start first: at 10,000 Services they are most of
+	// the time to the first sync, and nothing below needs them before it.
+	tracker := informers.NewTracker(clock.RealClock{})
+	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName, ServiceProxyName: o.serviceProxyName}, tracker)
+	if err != nil {
+		return err
+	}
+	start.inf = inf
+	infCtx, stopInformers := context.WithCancel(ctx)
+	inf.Start(infCtx)
+	// Shutdown waits for the informers, which stop once infCtx is done.
+	defer inf.Shutdown()
+	defer stopInformers()
+	start.mark("informersStarted")
+
 	// One instance per network namespace owns our tables; another one
 	// (a rolling update overlapping, a manual run next to the DaemonSet)
-	// waits here, before it binds any port or touches the kernel.
+	// waits here, before it binds any port or touches the kernel; its
+	// informers list meanwhile, so that it programs at once when the
+	// other exits.
 	lock, err := instance.Acquire(ctx, instance.RoleProxy, o.nodeName, lockLogEvery, func(h instance.Holder) {
 		klog.InfoS("Waiting: another instance owns this network namespace's nftables tables; taking over when it exits",
 			"holder", h.String(), "lock", instance.Name)
@@ -57,12 +77,8 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 	}
 	defer lock.Release()
 	klog.InfoS("This instance owns the nftables tables", "lock", instance.Name)
+	start.mark("locked")
 
-	tracker := informers.NewTracker(clock.RealClock{})
-	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName, ServiceProxyName: o.serviceProxyName}, tracker)
-	if err != nil {
-		return err
-	}
 	ob, err := startObservers(ctx, srv, o, client, tracker, inf) // metrics, healthz, Events
 	if err != nil {
 		return err
@@ -81,9 +97,9 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	defer cleaner.Close()
-	onSync := ob.onSync
+	onSync := func(info proxier.SyncInfo) { ob.onSync(info); start.synced(info) }
 	if afterSync := localnet.Setup(o.nodePorts, o.stateDir); afterSync != nil {
-		onSync = func(info proxier.SyncInfo) { ob.onSync(info); afterSync(info) }
+		onSync = func(info proxier.SyncInfo) { ob.onSync(info); afterSync(info); start.synced(info) }
 	}
 	hcs := healthcheck.New(healthcheck.Options{
 		Healthy: ob.health.Healthy,
@@ -116,9 +132,6 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 
-	inf.Start(ctx)
-	// Shutdown waits for the informers, which stop once ctx is done.
-	defer inf.Shutdown()
 	if err := inf.WaitForSync(ctx); err != nil {
 		if ctx.Err() != nil {
 			klog.InfoS("Stopped before the informers synced")
@@ -126,6 +139,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		}
 		return err
 	}
+	start.mark("cachesSynced")
 	klog.InfoS("Informers synced, programming rules")
 	ob.health.Started()
 	if err := p.Run(ctx); err != nil {

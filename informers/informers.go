@@ -75,16 +75,23 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 
 	i := &Informers{nodeName: cfg.NodeName}
 	core, disc := client.CoreV1(), client.DiscoveryV1()
+	// The initial lists are LISTs, not streams of initial events (WatchList,
+	// client-go 0.37's default): against kube-apiserver 1.37 with 10,000
+	// Services the stream took 1.70 s (0.89 s of our CPU) where a LIST
+	// took 0.18 s (0.10 s), and both kinds at once 2.2 s against 0.7 s
+	// (e2e/benchcompare/listfloor, docs/performance.md, "Start to kernel
+	// at 10k"); the watches that follow are the same.
+	lister := listInitialState{}
 	// No periodic resync: the proxier's own full sync covers drift, and a
 	// resync would only re-deliver unchanged objects.
 	// Only the indexes we query: Services are read by key or all at once,
 	// slices by Service (an index holds a set of keys per value, 10,000
 	// of them at 10,000 Services; a namespace index was never read).
-	svcInf := newInformer(client, &v1.Service{}, byLabel, core.Services(metav1.NamespaceAll).List, core.Services(metav1.NamespaceAll).Watch,
+	svcInf := newInformer(lister, &v1.Service{}, byLabel, core.Services(metav1.NamespaceAll).List, core.Services(metav1.NamespaceAll).Watch,
 		cache.Indexers{}, i.times.listed(whatServices))
-	sliceInf := newInformer(client, &discovery.EndpointSlice{}, byLabel, disc.EndpointSlices(metav1.NamespaceAll).List, disc.EndpointSlices(metav1.NamespaceAll).Watch,
+	sliceInf := newInformer(lister, &discovery.EndpointSlice{}, byLabel, disc.EndpointSlices(metav1.NamespaceAll).List, disc.EndpointSlices(metav1.NamespaceAll).Watch,
 		cache.Indexers{indexByService: sliceServiceIndex}, i.times.listed(whatSlices))
-	nodeInf := newInformer(client, &v1.Node{}, byName, core.Nodes().List, core.Nodes().Watch, cache.Indexers{}, i.times.listed(whatNode))
+	nodeInf := newInformer(lister, &v1.Node{}, byName, core.Nodes().List, core.Nodes().Watch, cache.Indexers{}, i.times.listed(whatNode))
 
 	regs := make([]cache.ResourceEventHandlerRegistration, 0, 3)
 	var whats []string
@@ -118,11 +125,18 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	return i, nil
 }
 
+// listInitialState tells client-go's reflector not to stream its initial
+// state (see New): it lists instead.
+type listInitialState struct{}
+
+func (listInitialState) IsWatchListSemanticsUnSupported() bool { return true }
+
 // newInformer is a shared informer of one resource whose list and watch
 // calls (with tweak applied to their options) retry an unreachable
-// apiserver and whose watches resume after they end. Like client-go's generated informers, it streams the initial
-// list (WatchList) only where the client supports it.
-func newInformer[L runtime.Object](client kubernetes.Interface, obj runtime.Object, tweak func(*metav1.ListOptions),
+// apiserver and whose watches resume after they end. Like client-go's
+// generated informers, it streams the initial list (WatchList) only where
+// client supports it (New's never does).
+func newInformer[L runtime.Object](client any, obj runtime.Object, tweak func(*metav1.ListOptions),
 	list func(context.Context, metav1.ListOptions) (L, error),
 	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), indexers cache.Indexers,
 	listed func(objects int)) cache.SharedIndexInformer {

@@ -68,8 +68,12 @@ func newResumer(obj runtime.Object, list func(context.Context, metav1.ListOption
 	return &resumer{list: list, watch: watchFn, objType: reflect.TypeOf(obj), known: map[string]knownObject{}}
 }
 
-// List is the reflector's list: its result replaces what it knew.
+// List is the reflector's list: its result replaces what it knew. It is
+// never paged (the reflector asks for pages of 500): known must be the
+// whole list, and a list served from the apiserver's cache comes whole
+// anyway.
 func (r *resumer) List(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+	o.Limit, o.Continue = 0, ""
 	l, err := r.list(ctx, o)
 	if err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 )
@@ -29,6 +28,7 @@ type fakeServices struct {
 	items   []v1.Service
 	rv      string
 	lists   int
+	listed  metav1.ListOptions // of the last list
 	watches chan watchCall
 }
 
@@ -52,10 +52,11 @@ func (f *fakeServices) set(rv string, items ...*v1.Service) {
 	}
 }
 
-func (f *fakeServices) list(context.Context, metav1.ListOptions) (*v1.ServiceList, error) {
+func (f *fakeServices) list(_ context.Context, o metav1.ListOptions) (*v1.ServiceList, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++
+	f.listed = o
 	return &v1.ServiceList{ListMeta: metav1.ListMeta{ResourceVersion: f.rv}, Items: slices.Clone(f.items)}, nil
 }
 
@@ -94,7 +95,7 @@ func rvService(name, rv string) *v1.Service {
 // whether the reflector streams its initial state through a watch
 // instead of listing) and returns its store
 // and the names its handler saw deleted.
-func runServiceInformer(t *testing.T, client kubernetes.Interface, api *fakeServices) (cache.Store, func() []string) {
+func runServiceInformer(t *testing.T, client any, api *fakeServices) (cache.Store, func() []string) {
 	t.Helper()
 	inf := newInformer(client, &v1.Service{}, func(*metav1.ListOptions) {}, api.list, api.watch, cache.Indexers{}, nil)
 	var mu sync.Mutex
@@ -289,4 +290,23 @@ func TestRelistDeletesSlicesWithTheirService(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("relist delivered %q, want %q (kept is unchanged)", got, want)
 	}
+}
+
+// The informers New makes list their initial state, in one piece, rather
+// than stream it (see New: a LIST is several times faster), and watch from
+// the list's resourceVersion.
+func TestInformerListsItsInitialStateWhole(t *testing.T) {
+	api := newFakeServices("10", rvService("a", "9"), rvService("b", "10"))
+	store, _ := runServiceInformer(t, listInitialState{}, api)
+	call := api.nextWatch(t)
+	if call.opts.SendInitialEvents != nil || call.opts.ResourceVersion != "10" {
+		t.Fatalf("first watch %+v, want one from the list's resourceVersion 10 without initial events", call.opts)
+	}
+	api.mu.Lock()
+	lists, listed := api.lists, api.listed
+	api.mu.Unlock()
+	if lists != 1 || listed.Limit != 0 || listed.Continue != "" {
+		t.Errorf("%d lists, the last with limit %d continue %q; want one unpaged list", lists, listed.Limit, listed.Continue)
+	}
+	waitForStore(t, store, "a@9", "b@10")
 }

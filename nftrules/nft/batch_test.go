@@ -3,6 +3,7 @@ package nft
 import (
 	"errors"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/nftables"
@@ -37,8 +38,14 @@ func TestKernelSendBatch(t *testing.T) {
 	if err != nil || msgs.messages() != len(tx.Ops) {
 		t.Fatalf("good batch: %d messages, %v", msgs.messages(), err)
 	}
-	if err := sendBatch(sock, msgs, nil, func(int) string { return "" }); err != nil {
+	answers := &answerCounter{}
+	if err := sendBatch(sock, msgs, answers.wrap, func(int) string { return "" }); err != nil {
 		t.Fatalf("good batch: %v", err)
+	}
+	// Only the ACK comes back: no echo of each rule (NLM_F_ECHO), which
+	// the kernel would build and queue at commit for nothing.
+	if answers.acks != 1 || answers.other != 0 {
+		t.Fatalf("good batch of %d messages: %d ACKs and %d other answers, want 1 ACK only", len(tx.Ops), answers.acks, answers.other)
 	}
 	if chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4); err != nil || len(chains) != 1 {
 		t.Fatalf("after the good batch: chains %v, %v", chains, err)
@@ -83,4 +90,33 @@ func TestKernelSendBatch(t *testing.T) {
 	if chains, err = c.ListChainsOfTableFamily(nftables.TableFamilyIPv4); err != nil || len(chains) != 2 {
 		t.Fatalf("after the next batch: chains %v, %v; want good and next", chains, err)
 	}
+}
+
+// answerCounter wraps a batch socket (Options.WrapBatchIO's seam) and
+// counts the answers read back: ACKs and errors (NLMSG_ERROR) and anything
+// else.
+type answerCounter struct {
+	BatchIO
+	acks, other int
+}
+
+func (a *answerCounter) wrap(io BatchIO) BatchIO { a.BatchIO = io; return a }
+
+func (a *answerCounter) Recv(buf []byte) (int, error) {
+	n, err := a.BatchIO.Recv(buf)
+	if err != nil {
+		return n, err
+	}
+	msgs, perr := syscall.ParseNetlinkMessage(buf[:n])
+	if perr != nil {
+		return n, perr
+	}
+	for _, m := range msgs {
+		if m.Header.Type == unix.NLMSG_ERROR {
+			a.acks++
+		} else {
+			a.other++
+		}
+	}
+	return n, nil
 }

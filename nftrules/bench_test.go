@@ -117,11 +117,12 @@ func BenchmarkKernelColdApply10kx10(b *testing.B) { benchColdApply(b, 10000, fal
 // cold sync toward 4 s).
 func BenchmarkKernelColdApply50kx10(b *testing.B) { benchColdApply(b, 50000, false) }
 
-// BenchmarkKernelColdApplyWatched10kx10 is the same with WatchForeign
-// subscribed, as in the proxy: the kernel then also builds a notification
-// per object. foreign/op counts what the watcher reported (it should be
+// BenchmarkKernelColdApplyWatched* is the same with WatchForeign
+// subscribed, as in the proxy (the watcher leaves the nftables group while
+// the batch is sent: nft/mute.go). foreign/op counts what the watcher reported (it should be
 // 0: the batch is ours; 1 if the notifications overran its socket).
 func BenchmarkKernelColdApplyWatched10kx10(b *testing.B) { benchColdApply(b, 10000, true) }
+func BenchmarkKernelColdApplyWatched50kx10(b *testing.B) { benchColdApply(b, 50000, true) }
 
 func benchColdApply(b *testing.B, n int, watch bool) {
 	st := scaleState(n, 10)

@@ -3,6 +3,7 @@ package nftrules_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,4 +87,68 @@ func TestKernelWatchForeign(t *testing.T) {
 
 	apply(t, rec, st, true) // our repair: not reported
 	expect("our repair", 0)
+}
+
+// TestKernelWatchForeignDuringLargeBatch: while a large batch of ours is
+// sent, the watcher is out of the nftables group (so that the kernel does
+// not build a notification of every one of our objects for it). Our own
+// large batch is still not reported; a foreign transaction committed
+// meanwhile, which the watcher cannot see, is reported as Lost (the
+// generation moved by more than our batch), so that it gets repaired.
+func TestKernelWatchForeignDuringLargeBatch(t *testing.T) {
+	tn := newTestNode(t, 0)
+	var foreignFirst atomic.Bool
+	rec := nftrules.NewReconciler(nft.Options{NetNSFd: tn.node.FD(), WrapBatchIO: func(io nft.BatchIO) nft.BatchIO {
+		return sendHook{io, func() {
+			if foreignFirst.Swap(false) {
+				if out, err := tn.node.Exec("nft", "add chain ip nftproxy foreign"); err != nil {
+					t.Errorf("foreign nft: %v\n%s", err, out)
+				}
+			}
+		}}
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	changes := make(chan nft.ForeignChange, 100)
+	if err := rec.WatchForeign(ctx, func(c nft.ForeignChange) { changes <- c }); err != nil {
+		t.Fatal(err)
+	}
+	reported := func() []nft.ForeignChange {
+		var got []nft.ForeignChange
+		for {
+			select {
+			case c := <-changes:
+				got = append(got, c)
+			case <-time.After(500 * time.Millisecond):
+				return got
+			}
+		}
+	}
+	st := scaleState(300, 10) // ~4,000 objects: a large batch
+	small := *st
+	small.Services = st.Services[:1]
+	apply(t, rec, &small, true)
+	if res := apply(t, rec, st, false); res.Objects < 3000 {
+		t.Fatalf("the large batch has %d objects", res.Objects)
+	}
+	if got := reported(); len(got) != 0 {
+		t.Fatalf("our own large batch was reported: %+v", got)
+	}
+
+	foreignFirst.Store(true) // an nft transaction just before our batch
+	apply(t, rec, &small, false)
+	if got := reported(); len(got) != 1 || !got[0].Lost {
+		t.Fatalf("foreign transaction during our large batch: reported %+v, want one Lost", got)
+	}
+}
+
+// sendHook calls before ahead of every batch it sends.
+type sendHook struct {
+	nft.BatchIO
+	before func()
+}
+
+func (h sendHook) Send(batch [][]byte) error {
+	h.before()
+	return h.BatchIO.Send(batch)
 }

@@ -47,6 +47,7 @@ var errNotSent = errors.New("transaction not sent")
 // sent: v0.3.0's Flush forgets some of them and would otherwise send an
 // incomplete batch (#323). It adds its encoding and sending time to t.
 func (r *Reconciler) apply(tx *Transaction, t *SyncTiming) (int, error) {
+	objects := tx.Objects() // before encodeTx spends the element lists
 	began := time.Now()
 	batch, firstMsg, err := encodeTx(tx)
 	t.Encode += time.Since(began)
@@ -68,9 +69,11 @@ func (r *Reconciler) apply(tx *Transaction, t *SyncTiming) (int, error) {
 		}
 		return "?"
 	}
+	mute := r.own.mute(nl, objects) // mute.go
 	began = time.Now()
 	err = sendBatch(nl, batch, r.opts.WrapBatchIO, opOf)
 	t.Send += time.Since(began)
+	mute.unmute(nl, err)
 	if err != nil {
 		r.dropConn()
 		if errors.Is(err, errNotSent) {

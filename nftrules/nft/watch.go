@@ -173,7 +173,7 @@ const (
 // netlink port ID, which the kernel puts in the header of every
 // notification of a batch and of the NEWGEN message that ends it.
 func (r *Reconciler) WatchForeign(ctx context.Context, notify func(ForeignChange)) error {
-	w, err := r.subscribe()
+	w, err := r.subscribe(notify)
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func (r *Reconciler) WatchForeign(ctx context.Context, notify func(ForeignChange
 				case <-time.After(retry):
 				}
 				retry = min(2*retry, watchRetryMax)
-				if w, err = r.subscribe(); err != nil {
+				if w, err = r.subscribe(notify); err != nil {
 					r.opts.Logger.Error(err, "Resubscribing to nftables events", "retryAfter", retry)
 				}
 			}
@@ -212,9 +212,11 @@ type watcher struct {
 	// pending accumulates the foreign changes to our tables of the
 	// transaction being received, until its NEWGEN message.
 	pending ForeignChange
+	// notify is WatchForeign's; unmute also calls it (with Lost).
+	notify func(ForeignChange)
 }
 
-func (r *Reconciler) subscribe() (*watcher, error) {
+func (r *Reconciler) subscribe(notify func(ForeignChange)) (*watcher, error) {
 	// Large buffers: a foreign transaction can be as large as our cold
 	// sync (240k notifications at 10k Services x 10 endpoints), queued
 	// at once at commit; an overrun costs a repair (see run).
@@ -226,7 +228,7 @@ func (r *Reconciler) subscribe() (*watcher, error) {
 		nl.Close()
 		return nil, fmt.Errorf("join the nftables notification group: %w", err)
 	}
-	w := &watcher{nl: nl, own: &r.own, log: r.opts.Logger, packetPath: r.layout.PacketPathSet}
+	w := &watcher{nl: nl, own: &r.own, log: r.opts.Logger, packetPath: r.layout.PacketPathSet, notify: notify}
 	r.own.register(w)
 	return w, nil
 }

@@ -2,6 +2,7 @@ package nftrules_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -97,14 +98,18 @@ func TestKernelWatchForeign(t *testing.T) {
 // generation moved by more than our batch), so that it gets repaired.
 func TestKernelWatchForeignDuringLargeBatch(t *testing.T) {
 	tn := newTestNode(t, 0)
-	var foreignFirst atomic.Bool
+	var foreignFirst, failSend atomic.Bool
 	rec := nftrules.NewReconciler(nft.Options{NetNSFd: tn.node.FD(), WrapBatchIO: func(io nft.BatchIO) nft.BatchIO {
-		return sendHook{io, func() {
+		return sendHook{io, func() error {
 			if foreignFirst.Swap(false) {
 				if out, err := tn.node.Exec("nft", "add chain ip nftproxy foreign"); err != nil {
 					t.Errorf("foreign nft: %v\n%s", err, out)
 				}
 			}
+			if failSend.Swap(false) {
+				return errors.New("injected: not sent")
+			}
+			return nil
 		}}
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -135,6 +140,15 @@ func TestKernelWatchForeignDuringLargeBatch(t *testing.T) {
 		t.Fatalf("our own large batch was reported: %+v", got)
 	}
 
+	failSend.Store(true) // a large batch that never reaches the kernel
+	if _, err := rec.Sync(context.Background(), nftrules.Build(&small), false); err == nil {
+		t.Fatal("the injected send failure was not reported")
+	}
+	if got := reported(); len(got) != 0 {
+		t.Fatalf("our failed large batch was reported: %+v", got)
+	}
+	apply(t, rec, st, false) // after the failure: a full sync, nothing to change
+
 	foreignFirst.Store(true) // an nft transaction just before our batch
 	apply(t, rec, &small, false)
 	if got := reported(); len(got) != 1 || !got[0].Lost {
@@ -142,13 +156,16 @@ func TestKernelWatchForeignDuringLargeBatch(t *testing.T) {
 	}
 }
 
-// sendHook calls before ahead of every batch it sends.
+// sendHook calls before ahead of every batch; an error from it is the
+// send's, and the batch is not sent.
 type sendHook struct {
 	nft.BatchIO
-	before func()
+	before func() error
 }
 
 func (h sendHook) Send(batch [][]byte) error {
-	h.before()
+	if err := h.before(); err != nil {
+		return err
+	}
 	return h.BatchIO.Send(batch)
 }

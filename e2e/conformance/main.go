@@ -8,7 +8,7 @@
 // prints a summary table, leaves JUnit and logs in the results directory
 // it names, and stops the cluster (-keep leaves it running).
 //
-//	conformance [-focus RE] [-skip RE] [-results DIR] [-keep] [-nodes N]
+//	conformance [-focus RE] [-skip RE] [-results DIR] [-keep] [-nodes N] [-rerun-failed] [-timeout D]
 //	conformance up      # cluster + nftproxy + CoreDNS, left running
 //	conformance build   # only build what a run with these flags needs
 //	conformance down    # make conformance-down: stop a kept or crashed run
@@ -42,6 +42,7 @@ type options struct {
 	via                  string // e2e (e2e.test from here) or sonobuoy
 	nodes, parallel      int
 	keep                 bool
+	rerunFailed          bool // run the failed tests once more (CI)
 	timeout              time.Duration
 }
 
@@ -55,6 +56,7 @@ func main() {
 	flag.IntVar(&o.nodes, "nodes", 2, "real kubelet nodes")
 	flag.IntVar(&o.parallel, "parallel", 1, "ginkgo parallel processes")
 	flag.BoolVar(&o.keep, "keep", false, "leave the cluster running (conformance down stops it)")
+	flag.BoolVar(&o.rerunFailed, "rerun-failed", false, "run the failed tests once more on the same cluster; those that pass then are reported as flaky (e2e path only)")
 	flag.DurationVar(&o.timeout, "timeout", 3*time.Hour, "overall time limit")
 	flag.Parse()
 	var err error
@@ -173,6 +175,9 @@ func run(o options, tests bool) (err error) {
 		sum, err = c.runSonobuoy(ctx, kit, dir, o)
 	} else {
 		sum, err = c.runE2E(ctx, e2eTest, ginkgo, dir, o)
+		if err == nil && o.rerunFailed && sum.failed > 0 {
+			sum, err = c.rerunFailed(ctx, e2eTest, ginkgo, dir, o, sum)
+		}
 	}
 	if sum != nil {
 		sum.print(os.Stdout)
@@ -197,6 +202,9 @@ func prepare(o options) (context.Context, context.CancelFunc, string, error) {
 	}
 	if o.via != "e2e" && o.via != "sonobuoy" {
 		return nil, nil, "", fmt.Errorf("-via %q: want e2e or sonobuoy", o.via)
+	}
+	if o.rerunFailed && o.via != "e2e" {
+		return nil, nil, "", errors.New("-rerun-failed: only with -via e2e")
 	}
 	if os.Geteuid() != 0 {
 		return nil, nil, "", errors.New("needs root (network namespaces, containerd, kubelet)")

@@ -150,9 +150,10 @@ type result struct {
 type summary struct {
 	results                 []result
 	passed, failed, skipped int
+	flaky                   int // failed, then passed on the re-run (-rerun-failed)
 }
 
-func (s *summary) total() int { return s.passed + s.failed }
+func (s *summary) total() int { return s.passed + s.failed + s.flaky }
 
 func readJUnit(dir string) (*summary, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "junit*.xml"))
@@ -200,6 +201,9 @@ func (s *summary) print(w io.Writer) {
 		fmt.Fprintf(w, "%-7s %8.1f  %s\n", r.state, r.secs, r.name)
 	}
 	fmt.Fprintf(w, "\n%d passed, %d failed, %d skipped\n", s.passed, s.failed, s.skipped)
+	if s.flaky > 0 {
+		fmt.Fprintf(w, "%d flaky: failed then passed on the one re-run (%q rows above)\n", s.flaky, flakyState)
+	}
 }
 
 func (s *summary) write(path string) error {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -24,12 +26,14 @@ import (
 // informer calls them: the test sets what a list returns and drives
 // each watch the informer opens.
 type fakeServices struct {
-	mu      sync.Mutex
-	items   []v1.Service
-	rv      string
-	lists   int
-	listed  metav1.ListOptions // of the last list
-	watches chan watchCall
+	mu        sync.Mutex
+	items     []v1.Service
+	rv        string
+	lists     int
+	listed    metav1.ListOptions // of the last list
+	listedAll []metav1.ListOptions
+	mores     int // lists through more
+	watches   chan watchCall
 }
 
 type watchCall struct {
@@ -52,12 +56,33 @@ func (f *fakeServices) set(rv string, items ...*v1.Service) {
 	}
 }
 
+// list serves pages of o.Limit items as the apiserver does (the
+// continue token here is the next item's index).
 func (f *fakeServices) list(_ context.Context, o metav1.ListOptions) (*v1.ServiceList, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++
 	f.listed = o
-	return &v1.ServiceList{ListMeta: metav1.ListMeta{ResourceVersion: f.rv}, Items: slices.Clone(f.items)}, nil
+	f.listedAll = append(f.listedAll, o)
+	from, to := 0, len(f.items)
+	if o.Continue != "" {
+		from, _ = strconv.Atoi(o.Continue)
+	}
+	l := &v1.ServiceList{ListMeta: metav1.ListMeta{ResourceVersion: f.rv}}
+	if o.Limit > 0 && from+int(o.Limit) < to {
+		to = from + int(o.Limit)
+		l.Continue = strconv.Itoa(to)
+	}
+	l.Items = slices.Clone(f.items[from:to])
+	return l, nil
+}
+
+// more is list for a list's continuation pages (informers.Config.Pages).
+func (f *fakeServices) more(ctx context.Context, o metav1.ListOptions) (*v1.ServiceList, error) {
+	f.mu.Lock()
+	f.mores++
+	f.mu.Unlock()
+	return f.list(ctx, o)
 }
 
 func (f *fakeServices) listCalls() int {
@@ -97,7 +122,7 @@ func rvService(name, rv string) *v1.Service {
 // and the names its handler saw deleted.
 func runServiceInformer(t *testing.T, client any, api *fakeServices) (cache.Store, func() []string) {
 	t.Helper()
-	inf := newInformer(client, &v1.Service{}, func(*metav1.ListOptions) {}, api.list, api.watch, cache.Indexers{}, nil)
+	inf := newInformer(client, &v1.Service{}, func(*metav1.ListOptions) {}, api.list, api.more, api.watch, cache.Indexers{}, nil)
 	var mu sync.Mutex
 	var deleted []string
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
@@ -292,21 +317,64 @@ func TestRelistDeletesSlicesWithTheirService(t *testing.T) {
 	}
 }
 
-// The informers New makes list their initial state, in one piece, rather
-// than stream it (see New: a LIST is several times faster), and watch from
-// the list's resourceVersion.
-func TestInformerListsItsInitialStateWhole(t *testing.T) {
-	api := newFakeServices("10", rvService("a", "9"), rvService("b", "10"))
+// The informers New make list their initial state rather than stream it
+// (see New: a LIST is several times faster), in pages of listPage read
+// one after the other from the same snapshot, hand the reflector the
+// whole list at once, and watch from the list's resourceVersion.
+func TestInformerListsItsInitialStateInPagesAsAWhole(t *testing.T) {
+	var items []*v1.Service
+	var want []string
+	for i := range 2*listPage + 1 {
+		items = append(items, rvService(fmt.Sprintf("s%04d", i), "9"))
+		want = append(want, fmt.Sprintf("s%04d@9", i))
+	}
+	api := newFakeServices("10", items...)
 	store, _ := runServiceInformer(t, listInitialState{}, api)
 	call := api.nextWatch(t)
 	if call.opts.SendInitialEvents != nil || call.opts.ResourceVersion != "10" {
 		t.Fatalf("first watch %+v, want one from the list's resourceVersion 10 without initial events", call.opts)
 	}
 	api.mu.Lock()
-	lists, listed := api.lists, api.listed
+	listed, mores := slices.Clone(api.listedAll), api.mores
 	api.mu.Unlock()
-	if lists != 1 || listed.Limit != 0 || listed.Continue != "" {
-		t.Errorf("%d lists, the last with limit %d continue %q; want one unpaged list", lists, listed.Limit, listed.Continue)
+	if len(listed) != 3 {
+		t.Fatalf("%d list calls %+v, want 3 pages", len(listed), listed)
 	}
-	waitForStore(t, store, "a@9", "b@10")
+	if mores != 2 {
+		t.Errorf("%d of the 3 pages read through the pages' client, want the 2 continuations", mores)
+	}
+	for i, o := range listed {
+		if o.Limit != listPage {
+			t.Errorf("page %d asked for %d items, want %d", i, o.Limit, listPage)
+		}
+		if i == 0 && o.ResourceVersion == "0" {
+			t.Errorf("the first page asked for resourceVersion 0, whose limit the apiserver ignores")
+		}
+		if i > 0 && (o.Continue != strconv.Itoa(i*listPage) || o.ResourceVersion != "" || o.ResourceVersionMatch != "") {
+			t.Errorf("page %d: %+v, want the previous page's continue token and no resourceVersion", i, o)
+		}
+	}
+	waitForStore(t, store, want...)
+}
+
+// The list the resumer hands the reflector is already trimmed (the
+// untrimmed objects are garbage before the reflector copies them), and
+// what it knows of the list is the basis of a later relist.
+func TestResumerListHandsOverTrimmedItems(t *testing.T) {
+	svc, _, _ := untrimmed()
+	api := newFakeServices("10", svc)
+	r := newResumer(&v1.Service{}, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return api.list(ctx, o)
+	}, api.watch)
+	l, err := r.List(context.Background(), metav1.ListOptions{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := trim(svc)
+	if got := &l.(*v1.ServiceList).Items[0]; !reflect.DeepEqual(got, want) {
+		t.Errorf("listed\n%+v\nwant trimmed\n%+v", got, want)
+	}
+	if k, ok := r.known["ns/web"]; !ok || k.rv != "7" || len(r.known) != 1 {
+		t.Errorf("known %+v, want ns/web at 7", r.known)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // The informer caches keep only what nftproxy reads (proxier/model,
@@ -54,10 +55,64 @@ func trimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta 
 	}
 }
 
+// trimListItems trims a LIST's items in place, before the reflector
+// takes them: what trim drops is then garbage as soon as the list is
+// decoded, not only after the informer has transformed every item, so a
+// collection during or after the initial list does not find 10,000
+// untrimmed objects live (and size the heap after them for the first
+// sync). The transform still runs on the items; trimming is idempotent.
+func trimListItems(l runtime.Object) {
+	switch l := l.(type) {
+	case *v1.ServiceList:
+		for i := range l.Items {
+			l.Items[i] = trimmedService(&l.Items[i])
+		}
+	case *discovery.EndpointSliceList:
+		for i := range l.Items {
+			l.Items[i] = trimmedSlice(&l.Items[i])
+		}
+	case *v1.NodeList:
+		for i := range l.Items {
+			l.Items[i] = trimmedNode(&l.Items[i])
+		}
+	}
+}
+
+// appendListItems appends src's items to dst (lists of one of the
+// types trimListItems knows); false for other lists.
+func appendListItems(dst, src runtime.Object) bool {
+	switch d := dst.(type) {
+	case *v1.ServiceList:
+		s, ok := src.(*v1.ServiceList)
+		if ok {
+			d.Items = append(d.Items, s.Items...)
+		}
+		return ok
+	case *discovery.EndpointSliceList:
+		s, ok := src.(*discovery.EndpointSliceList)
+		if ok {
+			d.Items = append(d.Items, s.Items...)
+		}
+		return ok
+	case *v1.NodeList:
+		s, ok := src.(*v1.NodeList)
+		if ok {
+			d.Items = append(d.Items, s.Items...)
+		}
+		return ok
+	}
+	return false
+}
+
 func trimService(s *v1.Service) *v1.Service {
+	t := trimmedService(s)
+	return &t
+}
+
+func trimmedService(s *v1.Service) v1.Service {
 	spec := s.Spec
 	spec.Selector = nil // endpoints come from EndpointSlices
-	return &v1.Service{
+	return v1.Service{
 		ObjectMeta: trimMeta(&s.ObjectMeta, keptLabels(s)),
 		Spec:       spec,
 		Status:     v1.ServiceStatus{LoadBalancer: s.Status.LoadBalancer},
@@ -65,7 +120,12 @@ func trimService(s *v1.Service) *v1.Service {
 }
 
 func trimSlice(s *discovery.EndpointSlice) *discovery.EndpointSlice {
-	out := &discovery.EndpointSlice{
+	t := trimmedSlice(s)
+	return &t
+}
+
+func trimmedSlice(s *discovery.EndpointSlice) discovery.EndpointSlice {
+	out := discovery.EndpointSlice{
 		ObjectMeta:  trimMeta(&s.ObjectMeta, keptLabels(s)),
 		AddressType: s.AddressType,
 		Ports:       exact(s.Ports),
@@ -138,7 +198,12 @@ func (in *interner) get(s *string) *string {
 }
 
 func trimNode(n *v1.Node) *v1.Node {
-	return &v1.Node{
+	t := trimmedNode(n)
+	return &t
+}
+
+func trimmedNode(n *v1.Node) v1.Node {
+	return v1.Node{
 		ObjectMeta: trimMeta(&n.ObjectMeta, keptLabels(n)),
 		Spec:       v1.NodeSpec{Taints: n.Spec.Taints},
 		Status:     v1.NodeStatus{Addresses: n.Status.Addresses},

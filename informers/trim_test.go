@@ -7,6 +7,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -16,36 +17,7 @@ import (
 // the model must not change, what is dropped must be gone, and endpoint
 // lists are kept at their exact size.
 func TestTrimKeepsWhatTheProxyReads(t *testing.T) {
-	meta := metav1.ObjectMeta{
-		Namespace: "ns", Name: "web", UID: "u1", ResourceVersion: "7", Labels: map[string]string{"app": "web"},
-		Annotations:     map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
-		ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
-		OwnerReferences: []metav1.OwnerReference{{Name: "x"}},
-	}
-	ipMode := v1.LoadBalancerIPModeVIP
-	svc := &v1.Service{ObjectMeta: meta, Spec: v1.ServiceSpec{
-		Type: v1.ServiceTypeLoadBalancer, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
-		Selector: map[string]string{"app": "web"}, ExternalIPs: []string{"192.0.2.1"},
-		Ports:                 []v1.ServicePort{{Name: "http", Port: 80, NodePort: 30080, Protocol: v1.ProtocolTCP}},
-		ExternalTrafficPolicy: v1.ServiceExternalTrafficPolicyLocal, HealthCheckNodePort: 31000,
-		LoadBalancerSourceRanges: []string{"10.0.0.0/8"}, SessionAffinity: v1.ServiceAffinityClientIP,
-		SessionAffinityConfig: &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}},
-	}, Status: v1.ServiceStatus{
-		LoadBalancer: v1.LoadBalancerStatus{Ingress: []v1.LoadBalancerIngress{{IP: "198.51.100.1", IPMode: &ipMode}}},
-		Conditions:   []metav1.Condition{{Type: "x"}},
-	}}
-	sliceMeta := meta
-	sliceMeta.Name, sliceMeta.Labels = "web-abc", map[string]string{discovery.LabelServiceName: "web", "app": "web"}
-	slice := &discovery.EndpointSlice{ObjectMeta: sliceMeta, AddressType: discovery.AddressTypeIPv4,
-		Ports: []discovery.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(v1.ProtocolTCP)}},
-		Endpoints: []discovery.Endpoint{
-			{Addresses: []string{"10.1.0.1"}, Conditions: discovery.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-				NodeName: ptr.To("node-1"), Zone: ptr.To("z1"), Hints: &discovery.EndpointHints{ForZones: []discovery.ForZone{{Name: "z1"}}},
-				TargetRef: &v1.ObjectReference{Kind: "Pod", Name: "web-1"}, Hostname: ptr.To("web-1")},
-			{Addresses: []string{"10.1.0.2"}, Conditions: discovery.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)},
-				NodeName: ptr.To("node-2")},
-		}}
-
+	svc, slice, node := untrimmed()
 	wantPorts, wantRej := model.ServicePorts(svc, []*discovery.EndpointSlice{slice})
 	ts, _ := trim(svc.DeepCopy())
 	tsl, _ := trim(slice.DeepCopy())
@@ -79,11 +51,6 @@ func TestTrimKeepsWhatTheProxyReads(t *testing.T) {
 		t.Errorf("the cache keeps %d endpoints in an array of %d", len(eps), cap(eps))
 	}
 
-	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"topology.kubernetes.io/zone": "z1"},
-		DeletionTimestamp: &metav1.Time{}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
-		Spec: v1.NodeSpec{Taints: []v1.Taint{{Key: "k"}}, PodCIDR: "10.1.0.0/24"},
-		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.0.2.10"}},
-			Images: []v1.ContainerImage{{Names: []string{"big"}}}}}
 	tn, _ := trim(node)
 	n := tn.(*v1.Node)
 	if n.Labels["topology.kubernetes.io/zone"] != "z1" || n.DeletionTimestamp == nil || len(n.Spec.Taints) != 1 ||
@@ -94,5 +61,77 @@ func TestTrimKeepsWhatTheProxyReads(t *testing.T) {
 	tomb, _ := trim("not an object")
 	if tomb != "not an object" {
 		t.Error("unknown objects must pass unchanged")
+	}
+}
+
+// untrimmed are objects as the apiserver sends them, with everything
+// trim drops.
+func untrimmed() (*v1.Service, *discovery.EndpointSlice, *v1.Node) {
+	meta := metav1.ObjectMeta{
+		Namespace: "ns", Name: "web", UID: "u1", ResourceVersion: "7", Labels: map[string]string{"app": "web"},
+		Annotations:     map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+		ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		OwnerReferences: []metav1.OwnerReference{{Name: "x"}},
+	}
+	ipMode := v1.LoadBalancerIPModeVIP
+	svc := &v1.Service{ObjectMeta: meta, Spec: v1.ServiceSpec{
+		Type: v1.ServiceTypeLoadBalancer, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
+		Selector: map[string]string{"app": "web"}, ExternalIPs: []string{"192.0.2.1"},
+		Ports:                 []v1.ServicePort{{Name: "http", Port: 80, NodePort: 30080, Protocol: v1.ProtocolTCP}},
+		ExternalTrafficPolicy: v1.ServiceExternalTrafficPolicyLocal, HealthCheckNodePort: 31000,
+		LoadBalancerSourceRanges: []string{"10.0.0.0/8"}, SessionAffinity: v1.ServiceAffinityClientIP,
+		SessionAffinityConfig: &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}},
+	}, Status: v1.ServiceStatus{
+		LoadBalancer: v1.LoadBalancerStatus{Ingress: []v1.LoadBalancerIngress{{IP: "198.51.100.1", IPMode: &ipMode}}},
+		Conditions:   []metav1.Condition{{Type: "x"}},
+	}}
+	sliceMeta := meta
+	sliceMeta.Name, sliceMeta.Labels = "web-abc", map[string]string{discovery.LabelServiceName: "web", "app": "web"}
+	slice := &discovery.EndpointSlice{ObjectMeta: sliceMeta, AddressType: discovery.AddressTypeIPv4,
+		Ports: []discovery.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(v1.ProtocolTCP)}},
+		Endpoints: []discovery.Endpoint{
+			{Addresses: []string{"10.1.0.1"}, Conditions: discovery.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+				NodeName: ptr.To("node-1"), Zone: ptr.To("z1"), Hints: &discovery.EndpointHints{ForZones: []discovery.ForZone{{Name: "z1"}}},
+				TargetRef: &v1.ObjectReference{Kind: "Pod", Name: "web-1"}, Hostname: ptr.To("web-1")},
+			{Addresses: []string{"10.1.0.2"}, Conditions: discovery.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)},
+				NodeName: ptr.To("node-2")},
+		}}
+
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"topology.kubernetes.io/zone": "z1"},
+		DeletionTimestamp: &metav1.Time{}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+		Spec: v1.NodeSpec{Taints: []v1.Taint{{Key: "k"}}, PodCIDR: "10.1.0.0/24"},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.0.2.10"}},
+			Images: []v1.ContainerImage{{Names: []string{"big"}}}}}
+	return svc, slice, node
+}
+
+// A LIST's items are trimmed in place before the reflector takes them,
+// exactly as the transform trims each object (which then finds them
+// trimmed: trimming is idempotent).
+func TestTrimListItemsTrimsAsTheTransform(t *testing.T) {
+	svc, slice, node := untrimmed()
+	lists := []struct {
+		list runtime.Object
+		obj  any
+		item func(runtime.Object) any
+	}{
+		{&v1.ServiceList{Items: []v1.Service{*svc.DeepCopy()}}, svc,
+			func(l runtime.Object) any { return &l.(*v1.ServiceList).Items[0] }},
+		{&discovery.EndpointSliceList{Items: []discovery.EndpointSlice{*slice.DeepCopy()}}, slice,
+			func(l runtime.Object) any { return &l.(*discovery.EndpointSliceList).Items[0] }},
+		{&v1.NodeList{Items: []v1.Node{*node.DeepCopy()}}, node,
+			func(l runtime.Object) any { return &l.(*v1.NodeList).Items[0] }},
+	}
+	for _, l := range lists {
+		trimListItems(l.list)
+		got := l.item(l.list)
+		want, _ := trim(l.obj)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%T: item trimmed in place to\n%+v\nwant as trim\n%+v", l.list, got, want)
+		}
+		again, _ := trim(got)
+		if !reflect.DeepEqual(again, want) {
+			t.Errorf("%T: trimming a trimmed item changed it:\n%+v", l.list, again)
+		}
 	}
 }

@@ -123,19 +123,19 @@ func desiredFromAPI(ctx context.Context, opts *options) (*model.State, error) {
 }
 
 func readDesired(ctx context.Context, cfg *rest.Config, opts *options) (*model.State, error) {
-	client, err := kubernetes.NewForConfig(rest.AddUserAgent(cfg, "nftproxy-dump"))
+	client, pages, err := newClients(cfg, "nftproxy-dump")
 	if err != nil {
-		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
+		return nil, err
 	}
-	return desiredFromClient(ctx, client, opts)
+	return desiredFromClient(ctx, client, pages, opts)
 }
 
 // desiredFromClient lists the objects the proxier watches (same informers,
 // same label filter) and converts them as the proxier does.
-func desiredFromClient(ctx context.Context, client kubernetes.Interface, opts *options) (*model.State, error) {
+func desiredFromClient(ctx context.Context, client, pages kubernetes.Interface, opts *options) (*model.State, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	inf, err := informers.New(client, informers.Config{NodeName: opts.nodeName, ServiceProxyName: opts.serviceProxyName}, informers.NewTracker(clock.RealClock{}))
+	inf, err := informers.New(client, informers.Config{NodeName: opts.nodeName, ServiceProxyName: opts.serviceProxyName, Pages: pages}, informers.NewTracker(clock.RealClock{}))
 	if err != nil {
 		return nil, err
 	}

@@ -111,7 +111,7 @@ func checkDumpComparesWithAPI(t *testing.T, tables ourTables) {
 	o := &opsOptions{dump: true, dumpFormat: "json", masqueradeConfigured: true}
 	var buf bytes.Buffer
 	err := dumpTo(context.Background(), &buf, o, tables, func(ctx context.Context) (*model.State, error) {
-		return desiredFromClient(ctx, client, opts)
+		return desiredFromClient(ctx, client, client, opts)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -39,15 +39,15 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	shortDial(cfg)
-	client, err := kubernetes.NewForConfig(rest.AddUserAgent(cfg, "nftproxy"))
+	client, pages, err := newClients(cfg, "nftproxy")
 	if err != nil {
-		return fmt.Errorf("creating Kubernetes client: %w", err)
+		return err
 	}
 	start.mark("client")
 	// The initial lists start first: at 10,000 Services they are most of
 	// the time to the first sync, and nothing below needs them before it.
 	tracker := informers.NewTracker(clock.RealClock{})
-	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName, ServiceProxyName: o.serviceProxyName}, tracker)
+	inf, err := informers.New(client, informers.Config{NodeName: o.nodeName, ServiceProxyName: o.serviceProxyName, Pages: pages}, tracker)
 	if err != nil {
 		return err
 	}
@@ -175,6 +175,22 @@ func shortDial(cfg *rest.Config) {
 
 // restConfig builds the API client configuration: from --kubeconfig and/or
 // --master when given, else the in-cluster service account.
+// newClients makes the API client and the one the informers read their
+// initial lists' continuation pages through (informers.Config.Pages):
+// the same but for client-go's QPS limit.
+func newClients(cfg *rest.Config, agent string) (client, pages kubernetes.Interface, err error) {
+	cfg = rest.AddUserAgent(cfg, agent)
+	if client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, nil, fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	unlimited := rest.CopyConfig(cfg)
+	unlimited.QPS, unlimited.RateLimiter = -1, nil // client-go: a negative QPS sets no limiter
+	if pages, err = kubernetes.NewForConfig(unlimited); err != nil {
+		return nil, nil, fmt.Errorf("creating Kubernetes client for list pages: %w", err)
+	}
+	return client, pages, nil
+}
+
 func restConfig(kubeconfig, master string) (*rest.Config, error) {
 	if kubeconfig == "" && master == "" {
 		cfg, err := rest.InClusterConfig()

@@ -2,7 +2,9 @@
 // of, against a lab holding bench-compare's load (run it inside a node
 // namespace of a lab left by `benchcompare -hold`): a protobuf LIST of all
 // Services and of all EndpointSlices, one page each, alone and both at
-// once, and the same as streams of initial events (WatchList, what
+// once, the EndpointSlices in pages (the latest version, and any version
+// not older than 1: the apiserver ignores the limit of a list at "0"),
+// and the same as streams of initial events (WatchList, what
 // client-go 0.37's informers use). Nothing is cached or indexed: what a
 // proxy's start needs beyond these times is the proxy's own.
 //
@@ -67,6 +69,23 @@ func run(kubeconfig string, runs int) error {
 		}
 		return len(l.Items), nil
 	}
+	pagedSlices := func(limit int64, rv string, match metav1.ResourceVersionMatch) read {
+		return func(ctx context.Context) (int, error) {
+			o := metav1.ListOptions{Limit: limit, ResourceVersion: rv, ResourceVersionMatch: match}
+			n := 0
+			for {
+				l, err := slcs.List(ctx, o)
+				if err != nil {
+					return n, err
+				}
+				n += len(l.Items)
+				if l.Continue == "" {
+					return n, nil
+				}
+				o = metav1.ListOptions{Limit: limit, Continue: l.Continue}
+			}
+		}
+	}
 	streamSvcs := func(ctx context.Context) (int, error) { return stream(ctx, svcs.Watch) }
 	streamSlices := func(ctx context.Context) (int, error) { return stream(ctx, slcs.Watch) }
 	fmt.Printf("load %s; medians of %d (wall, CPU of this process)\n", loadAvg(), runs)
@@ -77,6 +96,9 @@ func run(kubeconfig string, runs int) error {
 		{"LIST Services", []read{listSvcs}},
 		{"LIST EndpointSlices", []read{listSlices}},
 		{"LIST both at once", []read{listSvcs, listSlices}},
+		{"LIST EndpointSlices, 500s", []read{pagedSlices(500, "", "")}},
+		{"LIST EndpointSlices, 2000s", []read{pagedSlices(2000, "", "")}},
+		{"LIST EndpointSlices, 500s ≥1", []read{pagedSlices(500, "1", metav1.ResourceVersionMatchNotOlderThan)}},
 		{"WatchList Services", []read{streamSvcs}},
 		{"WatchList EndpointSlices", []read{streamSlices}},
 		{"WatchList both at once", []read{streamSvcs, streamSlices}},

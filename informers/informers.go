@@ -34,8 +34,8 @@ type Config struct {
 	// objects are alive at once (resume.go); the pages of one list are
 	// one read of the apiserver's snapshot, which kube-proxy makes as one
 	// request, so the app gives them a client its QPS limit does not
-	// throttle: at the default 5/s, the ~40 pages of 500 at 10,000 Services took
-	// 4 s.
+	// throttle: at the default 5/s, the ~40 pages of 500 at 10,000
+	// Services took 4 s.
 	Pages kubernetes.Interface
 }
 

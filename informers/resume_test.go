@@ -33,6 +33,7 @@ type fakeServices struct {
 	listed    metav1.ListOptions // of the last list
 	listedAll []metav1.ListOptions
 	mores     int // lists through more
+	expireAt  int // a continuation of this list call fails with 410 (0: none)
 	watches   chan watchCall
 }
 
@@ -64,6 +65,9 @@ func (f *fakeServices) list(_ context.Context, o metav1.ListOptions) (*v1.Servic
 	f.lists++
 	f.listed = o
 	f.listedAll = append(f.listedAll, o)
+	if o.Continue != "" && len(f.listedAll) == f.expireAt {
+		return nil, apierrors.NewResourceExpired("the continue token is too old")
+	}
 	from, to := 0, len(f.items)
 	if o.Continue != "" {
 		from, _ = strconv.Atoi(o.Continue)
@@ -355,6 +359,32 @@ func TestInformerListsItsInitialStateInPagesAsAWhole(t *testing.T) {
 		}
 	}
 	waitForStore(t, store, want...)
+}
+
+// A list whose continuation expired mid-way (the apiserver's snapshot
+// is gone) is read again whole, and the reflector gets every object
+// once.
+func TestListWhoseContinuationExpiredIsReadWhole(t *testing.T) {
+	var items []*v1.Service
+	for i := range 2*listPage + 1 {
+		items = append(items, rvService(fmt.Sprintf("s%04d", i), "9"))
+	}
+	api := newFakeServices("10", items...)
+	api.expireAt = 3 // the second continuation
+	r := newResumer(&v1.Service{}, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return api.list(ctx, o)
+	}, api.watch)
+	l, err := r.List(context.Background(), metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(l.(*v1.ServiceList).Items); n != len(items) || len(r.known) != len(items) {
+		t.Errorf("listed %d, known %d, want %d each", n, len(r.known), len(items))
+	}
+	last := api.listedAll[len(api.listedAll)-1]
+	if len(api.listedAll) != 4 || last.Limit != 0 || last.Continue != "" {
+		t.Errorf("list calls %+v, want 2 pages, the expired continuation, then one whole list", api.listedAll)
+	}
 }
 
 // The list the resumer hands the reflector is already trimmed (the

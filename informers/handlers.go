@@ -13,8 +13,8 @@ import (
 
 func serviceHandler(t *Tracker) cache.ResourceEventHandler {
 	record := func(obj any) {
-		if s, ok := unwrap(obj).(*v1.Service); ok {
-			key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		if s, ok := unwrap(obj).(*packedService); ok {
+			key := s.key()
 			klog.V(4).InfoS("Service changed", "service", key)
 			t.ServiceChanged(key)
 		}
@@ -32,20 +32,20 @@ func serviceHandler(t *Tracker) cache.ResourceEventHandler {
 
 func sliceHandler(t *Tracker) cache.ResourceEventHandler {
 	record := func(obj any) {
-		s, ok := unwrap(obj).(*discovery.EndpointSlice)
+		s, ok := unwrap(obj).(*packedSlice)
 		if !ok {
 			return
 		}
-		key, ok := sliceService(s)
+		key, ok := s.serviceKey()
 		if !ok {
 			// As upstream, logged at every change and not reported as an
 			// Event: slices of other consumers (multi-cluster Services
 			// label theirs multicluster.kubernetes.io/service-name) are
 			// legitimately unlabelled.
-			klog.InfoS("Ignoring EndpointSlice without the "+discovery.LabelServiceName+" label: it belongs to no Service", "endpointSlice", klog.KObj(s))
+			klog.InfoS("Ignoring EndpointSlice without the "+discovery.LabelServiceName+" label: it belongs to no Service", "endpointSlice", s.key())
 			return
 		}
-		klog.V(4).InfoS("EndpointSlice changed", "endpointSlice", klog.KObj(s), "service", key)
+		klog.V(4).InfoS("EndpointSlice changed", "endpointSlice", s.key(), "service", key)
 		t.EndpointsChanged(key)
 	}
 	return cache.ResourceEventHandlerFuncs{
@@ -107,18 +107,9 @@ func sameVersion(oldObj, newObj any) bool {
 
 // sliceKeyOf is the Service of a slice (zero when none).
 func sliceKeyOf(obj any) types.NamespacedName {
-	if s, ok := unwrap(obj).(*discovery.EndpointSlice); ok {
-		key, _ := sliceService(s)
+	if s, ok := unwrap(obj).(*packedSlice); ok {
+		key, _ := s.serviceKey()
 		return key
 	}
 	return types.NamespacedName{}
-}
-
-// sliceService returns the Service a slice belongs to.
-func sliceService(s *discovery.EndpointSlice) (types.NamespacedName, bool) {
-	name := s.Labels[discovery.LabelServiceName]
-	if name == "" {
-		return types.NamespacedName{}, false
-	}
-	return types.NamespacedName{Namespace: s.Namespace, Name: name}, true
 }

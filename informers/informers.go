@@ -11,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -46,7 +45,7 @@ type Informers struct {
 	informers []cache.SharedIndexInformer
 	wg        sync.WaitGroup
 
-	services corelisters.ServiceLister
+	services cache.Indexer
 	slices   cache.Indexer
 	nodes    corelisters.NodeLister
 	// synced is done for each informer (named by whats) once its handler
@@ -130,7 +129,7 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	}
 
 	i.informers, i.whats = []cache.SharedIndexInformer{svcInf, sliceInf, nodeInf}, whats
-	i.services = corelisters.NewServiceLister(svcInf.GetIndexer())
+	i.services = svcInf.GetIndexer()
 	i.slices = sliceInf.GetIndexer()
 	i.nodes = corelisters.NewNodeLister(nodeInf.GetIndexer())
 	// Synced means the handlers, not just the caches, have seen the initial
@@ -173,19 +172,20 @@ func newInformer[L runtime.Object](client any, obj runtime.Object, tweak func(*m
 	lw := &cache.ListWatch{ListWithContextFunc: r.List, WatchFuncWithContext: r.Watch}
 	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
 		cache.SharedIndexInformerOptions{Indexers: indexers})
-	// Keep only what the proxy reads (trim.go); set before Run, never fails.
-	_ = inf.SetTransform(trim)
+	// Keep only what the proxy reads, packed (trim.go, packed.go); set
+	// before Run, never fails.
+	_ = inf.SetTransform(transform)
 	return inf
 }
 
 // sliceServiceIndex keys a slice by "namespace/service"; slices without the
 // service-name label belong to no Service and are not indexed.
 func sliceServiceIndex(obj any) ([]string, error) {
-	s, ok := obj.(*discovery.EndpointSlice)
+	s, ok := obj.(*packedSlice)
 	if !ok {
 		return nil, nil
 	}
-	key, ok := sliceService(s)
+	key, ok := s.serviceKey()
 	if !ok {
 		return nil, nil
 	}
@@ -229,23 +229,27 @@ func (i *Informers) Shutdown() { i.wg.Wait() }
 
 // Service returns a Service from the cache, or nil if it does not exist.
 func (i *Informers) Service(key types.NamespacedName) (*v1.Service, error) {
-	s, err := i.services.Services(key.Namespace).Get(key.Name)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
+	obj, exists, err := i.services.GetByKey(cache.ObjectName{Namespace: key.Namespace, Name: key.Name}.String())
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", key, err)
 	}
-	return s, nil
+	p, ok := obj.(*packedService)
+	if !exists || !ok {
+		return nil, nil
+	}
+	return p.unpack()
 }
 
-// Services lists every cached Service.
-func (i *Informers) Services() ([]*v1.Service, error) {
-	l, err := i.services.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("listing services: %w", err)
+// ServiceKeys lists the keys of every cached Service.
+func (i *Informers) ServiceKeys() []types.NamespacedName {
+	objs := i.services.List()
+	keys := make([]types.NamespacedName, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*packedService); ok {
+			keys = append(keys, p.key())
+		}
 	}
-	return l, nil
+	return keys
 }
 
 // EndpointSlices returns the cached slices of a Service (unordered).
@@ -256,7 +260,11 @@ func (i *Informers) EndpointSlices(key types.NamespacedName) ([]*discovery.Endpo
 	}
 	out := make([]*discovery.EndpointSlice, 0, len(objs))
 	for _, o := range objs {
-		if s, ok := o.(*discovery.EndpointSlice); ok {
+		if p, ok := o.(*packedSlice); ok {
+			s, err := p.unpack()
+			if err != nil {
+				return nil, err
+			}
 			out = append(out, s)
 		}
 	}

@@ -88,8 +88,8 @@ func TestInformersInitialListAndLookups(t *testing.T) {
 	if n, err := inf.Node(); err != nil || n == nil {
 		t.Errorf("Node() = %v, %v", n, err)
 	}
-	if l, err := inf.Services(); err != nil || len(l) != 1 {
-		t.Errorf("Services() = %d, %v", len(l), err)
+	if keys := inf.ServiceKeys(); len(keys) != 1 || keys[0] != nn("a") {
+		t.Errorf("ServiceKeys() = %v, want [ns/a]", keys)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	discovery "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,11 +60,16 @@ func (r *resumer) firstList(objects int) {
 }
 
 // knownObject is what a deletion needs of an object the reflector was
-// given: handlers read a deleted slice's Service from its labels (those
-// the cache keeps, so they cost nothing more).
+// given: handlers read a deleted slice's Service from its service-name
+// label (kept as the string alone: the cache keeps objects packed, so a
+// labels map here would be the only one left of each slice).
 type knownObject struct {
-	rv     string
-	labels map[string]string
+	rv      string
+	service string
+}
+
+func knownOf(m metav1.Object) knownObject {
+	return knownObject{rv: m.GetResourceVersion(), service: m.GetLabels()[discovery.LabelServiceName]}
 }
 
 func newResumer(obj runtime.Object, list func(context.Context, metav1.ListOptions) (runtime.Object, error),
@@ -85,7 +91,7 @@ func (r *resumer) List(ctx context.Context, o metav1.ListOptions) (runtime.Objec
 	// EachListItem, not ExtractList: no copy of every item to read keys.
 	err = meta.EachListItem(l, func(o runtime.Object) error {
 		if key, m, ok := keyOf(o); ok {
-			known[key] = knownObject{m.GetResourceVersion(), keptLabels(o)}
+			known[key] = knownOf(m)
 		}
 		return nil
 	})
@@ -305,14 +311,14 @@ func (w *resumingWatch) forward(ctx context.Context, inner watch.Interface, init
 			continue
 		}
 		if *initial {
-			streamed[key] = knownObject{m.GetResourceVersion(), keptLabels(ev.Object)}
+			streamed[key] = knownOf(m)
 			continue
 		}
 		w.r.mu.Lock()
 		if ev.Type == watch.Deleted {
 			delete(w.r.known, key)
 		} else {
-			w.r.known[key] = knownObject{m.GetResourceVersion(), keptLabels(ev.Object)}
+			w.r.known[key] = knownOf(m)
 		}
 		w.r.mu.Unlock()
 	}
@@ -344,7 +350,7 @@ func (w *resumingWatch) relist(ctx context.Context) (string, error) {
 		if !ok {
 			continue
 		}
-		now[key] = knownObject{m.GetResourceVersion(), keptLabels(obj)}
+		now[key] = knownOf(m)
 		if old, ok := known[key]; !ok {
 			events = append(events, watch.Event{Type: watch.Added, Object: obj})
 		} else if old.rv != m.GetResourceVersion() {
@@ -379,7 +385,9 @@ func (w *resumingWatch) tombstone(key string, k knownObject, rv string) runtime.
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
 	m.SetNamespace(ns)
 	m.SetName(name)
-	m.SetLabels(k.labels)
+	if k.service != "" {
+		m.SetLabels(map[string]string{discovery.LabelServiceName: k.service})
+	}
 	m.SetResourceVersion(rv)
 	return obj
 }

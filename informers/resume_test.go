@@ -132,7 +132,7 @@ func runServiceInformer(t *testing.T, client any, api *fakeServices) (cache.Stor
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
 		mu.Lock()
 		defer mu.Unlock()
-		deleted = append(deleted, unwrap(obj).(*v1.Service).Name)
+		deleted = append(deleted, unwrap(obj).(*packedService).name)
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func waitForStore(t *testing.T, s cache.Store, want ...string) {
 	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		got = nil
 		for _, o := range s.List() {
-			got = append(got, o.(*v1.Service).Name+"@"+o.(*v1.Service).ResourceVersion)
+			got = append(got, o.(*packedService).name+"@"+o.(*packedService).version)
 		}
 		slices.Sort(got)
 		return slices.Equal(got, want), nil

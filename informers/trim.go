@@ -17,8 +17,22 @@ import (
 // transforms run before the object is stored or handed to a handler).
 // Everything kept is shared with the decoded object, not copied.
 
-// trim is the informers' cache.TransformFunc. Tombstones and unknown
-// types pass unchanged.
+// transform is the informers' cache.TransformFunc: Services and
+// EndpointSlices are trimmed and packed (packed.go), the Node trimmed.
+// Tombstones, packed objects and unknown types pass unchanged.
+func transform(obj any) (any, error) {
+	t, _ := trim(obj)
+	switch o := t.(type) {
+	case *v1.Service:
+		return packService(o)
+	case *discovery.EndpointSlice:
+		return packSlice(o)
+	}
+	return t, nil
+}
+
+// trim returns obj with only what nftproxy reads. Tombstones and unknown
+// types pass unchanged; it never fails.
 func trim(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *v1.Service:
@@ -31,13 +45,22 @@ func trim(obj any) (any, error) {
 	return obj, nil
 }
 
-// keptLabels are the labels the cache keeps of obj (the map itself):
-// a slice's service-name label, the Node's zone label; a Service's were
-// only needed by the API server's label selector.
+// keptLabels are the labels the cache keeps of obj: a slice's
+// service-name label alone (the packed slice would carry the others, the
+// controller's managed-by label among them, for nothing), the Node's
+// labels as they are (its zone label; one object); a Service's were only
+// needed by the API server's label selector.
 func keptLabels(obj any) map[string]string {
 	switch o := obj.(type) {
 	case *discovery.EndpointSlice:
-		return o.Labels
+		name, ok := o.Labels[discovery.LabelServiceName]
+		switch {
+		case !ok:
+			return nil
+		case len(o.Labels) == 1:
+			return o.Labels
+		}
+		return map[string]string{discovery.LabelServiceName: name}
 	case *v1.Node:
 		return o.Labels
 	}
@@ -131,17 +154,24 @@ func trimmedSlice(s *discovery.EndpointSlice) discovery.EndpointSlice {
 		Ports:       exact(s.Ports),
 		Endpoints:   exact(s.Endpoints),
 	}
-	// The pointer fields every endpoint carries (conditions, node, zone)
-	// point to shared values instead of 100,000 copies of true and
-	// "node-1".
 	for i := range out.Endpoints {
 		e := &out.Endpoints[i]
 		e.TargetRef, e.Hostname, e.DeprecatedTopology = nil, nil, nil
+	}
+	shareEndpointValues(out.Endpoints)
+	return out
+}
+
+// shareEndpointValues points the pointer fields every endpoint carries
+// (conditions, node, zone) to shared values instead of 100,000 copies of
+// true and "node-1".
+func shareEndpointValues(eps []discovery.Endpoint) {
+	for i := range eps {
+		e := &eps[i]
 		c := &e.Conditions
 		c.Ready, c.Serving, c.Terminating = sharedBool(c.Ready), sharedBool(c.Serving), sharedBool(c.Terminating)
 		e.NodeName, e.Zone = names.get(e.NodeName), names.get(e.Zone)
 	}
-	return out
 }
 
 // exact returns s in an array of its length: the protobuf decoder grows

@@ -38,7 +38,7 @@ func TestTrimKeepsWhatTheProxyReads(t *testing.T) {
 	}
 	sl := tsl.(*discovery.EndpointSlice)
 	if sl.ManagedFields != nil || sl.Endpoints[0].TargetRef != nil || sl.Endpoints[0].Hostname != nil ||
-		sl.Labels[discovery.LabelServiceName] != "web" {
+		sl.Labels[discovery.LabelServiceName] != "web" || len(sl.Labels) != 1 {
 		t.Errorf("slice not trimmed: %+v", sl)
 	}
 	if sl.Endpoints[0].Conditions.Ready != sl.Endpoints[1].Conditions.Serving {

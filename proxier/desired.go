@@ -30,9 +30,7 @@ func DesiredState(cfg Config, src Source) (*model.State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.loadAll(); err != nil {
-		return nil, fmt.Errorf("desired state: %w", err)
-	}
+	p.loadAll()
 	return p.state(), nil
 }
 

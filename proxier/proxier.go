@@ -29,8 +29,8 @@ import (
 type Source interface {
 	// Service returns a Service, or nil if it does not exist.
 	Service(types.NamespacedName) (*v1.Service, error)
-	// Services lists all Services.
-	Services() ([]*v1.Service, error)
+	// ServiceKeys lists the keys of all Services.
+	ServiceKeys() []types.NamespacedName
 	// EndpointSlices returns all slices of a Service.
 	EndpointSlices(types.NamespacedName) ([]*discovery.EndpointSlice, error)
 	// Node returns this node's Node, or nil if it does not exist.
@@ -269,9 +269,7 @@ func New(cfg Config, src Source, changes *informers.Tracker, rec Reconciler) (*P
 // Run programs the rules until ctx ends. Call it only after the informers
 // have synced: a partial view of the cluster would delete live rules.
 func (p *Proxier) Run(ctx context.Context) error {
-	if err := p.loadAll(); err != nil {
-		return err
-	}
+	p.loadAll()
 	r := &runner{
 		clock:        p.clock,
 		minInterval:  p.cfg.MinSyncPeriod,

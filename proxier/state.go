@@ -15,7 +15,7 @@ import (
 
 // loadAll converts every Service and reads the Node: the starting point
 // before the first sync. Changes recorded so far are covered by it.
-func (p *Proxier) loadAll() error {
+func (p *Proxier) loadAll() {
 	// A wake-up left by changes this load covers would cost a sync, and a
 	// token of the burst, for nothing. Drained before Take: a change
 	// recorded after it signals again.
@@ -24,14 +24,7 @@ func (p *Proxier) loadAll() error {
 	default:
 	}
 	p.changes.Take()
-	svcs, err := p.src.Services()
-	if err != nil {
-		return fmt.Errorf("initial load: %w", err)
-	}
-	keys := make([]types.NamespacedName, 0, len(svcs))
-	for _, s := range svcs {
-		keys = append(keys, types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
-	}
+	keys := p.src.ServiceKeys()
 	// Converting in sorted order makes IDs a function of the set of
 	// Services: after a restart on a stable cluster they match the rules
 	// already in the kernel, so the first full sync changes little.
@@ -41,8 +34,7 @@ func (p *Proxier) loadAll() error {
 	}
 	p.refreshNode()
 	p.dirty = true
-	klog.V(2).InfoS("Loaded initial state", "services", len(svcs), "servicePorts", p.ids.inUse)
-	return nil
+	klog.V(2).InfoS("Loaded initial state", "services", len(keys), "servicePorts", p.ids.inUse)
 }
 
 // applyChanges reconverts the Services touched by c (and those whose lookup

@@ -140,6 +140,7 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	start.mark("cachesSynced")
+	setGCDefault(os.Getenv)
 	klog.InfoS("Informers synced, programming rules")
 	ob.health.Started()
 	if err := p.Run(ctx); err != nil {

@@ -154,23 +154,25 @@ func trimmedSlice(s *discovery.EndpointSlice) discovery.EndpointSlice {
 		Ports:       exact(s.Ports),
 		Endpoints:   exact(s.Endpoints),
 	}
+	// An endpoint's own zone is not read either: topology goes by its
+	// hints and this node's zone, as upstream's.
 	for i := range out.Endpoints {
 		e := &out.Endpoints[i]
-		e.TargetRef, e.Hostname, e.DeprecatedTopology = nil, nil, nil
+		e.TargetRef, e.Hostname, e.DeprecatedTopology, e.Zone = nil, nil, nil, nil
 	}
 	shareEndpointValues(out.Endpoints)
 	return out
 }
 
 // shareEndpointValues points the pointer fields every endpoint carries
-// (conditions, node, zone) to shared values instead of 100,000 copies of
-// true and "node-1".
+// (conditions, node) to shared values instead of 100,000 copies of true
+// and "node-1".
 func shareEndpointValues(eps []discovery.Endpoint) {
 	for i := range eps {
 		e := &eps[i]
 		c := &e.Conditions
 		c.Ready, c.Serving, c.Terminating = sharedBool(c.Ready), sharedBool(c.Serving), sharedBool(c.Terminating)
-		e.NodeName, e.Zone = names.get(e.NodeName), names.get(e.Zone)
+		e.NodeName = names.get(e.NodeName)
 	}
 }
 
@@ -201,7 +203,7 @@ func sharedBool(b *bool) *bool {
 	return &falseValue
 }
 
-// interner hands out one *string per distinct node or zone name. It is
+// interner hands out one *string per distinct node name. It is
 // bounded: past maxInterned names (node churn over a long life) it starts
 // afresh, the old pointers staying valid where they are used.
 type interner struct {

@@ -37,7 +37,7 @@ func TestTrimKeepsWhatTheProxyReads(t *testing.T) {
 		t.Errorf("Service lost its identity: %+v", s.ObjectMeta)
 	}
 	sl := tsl.(*discovery.EndpointSlice)
-	if sl.ManagedFields != nil || sl.Endpoints[0].TargetRef != nil || sl.Endpoints[0].Hostname != nil ||
+	if sl.ManagedFields != nil || sl.Endpoints[0].TargetRef != nil || sl.Endpoints[0].Hostname != nil || sl.Endpoints[0].Zone != nil ||
 		sl.Labels[discovery.LabelServiceName] != "web" || len(sl.Labels) != 1 {
 		t.Errorf("slice not trimmed: %+v", sl)
 	}

@@ -30,7 +30,9 @@ func serviceHandler(t *Tracker) cache.ResourceEventHandler {
 	}
 }
 
-func sliceHandler(t *Tracker) cache.ResourceEventHandler {
+// sliceHandler also keeps the slices' index (sliceindex.go), before it
+// records the change.
+func sliceHandler(t *Tracker, idx *sliceIndex) cache.ResourceEventHandler {
 	record := func(obj any) {
 		s, ok := unwrap(obj).(*packedSlice)
 		if !ok {
@@ -48,8 +50,20 @@ func sliceHandler(t *Tracker) cache.ResourceEventHandler {
 		klog.V(4).InfoS("EndpointSlice changed", "endpointSlice", s.key(), "service", key)
 		t.EndpointsChanged(key)
 	}
+	index := func(obj any, put bool) {
+		if s, ok := unwrap(obj).(*packedSlice); ok {
+			if put {
+				idx.put(s)
+			} else {
+				idx.remove(s)
+			}
+		}
+	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc: record,
+		AddFunc: func(obj any) {
+			index(obj, true)
+			record(obj)
+		},
 		UpdateFunc: func(oldObj, newObj any) {
 			if sameVersion(oldObj, newObj) {
 				return
@@ -59,12 +73,20 @@ func sliceHandler(t *Tracker) cache.ResourceEventHandler {
 			// first would cost a sync with nothing to do, and a token of
 			// the sync burst (a lone change then waited ~0.3 s at the
 			// default min-sync-period, docs/performance.md).
-			if sliceKeyOf(oldObj) != sliceKeyOf(newObj) {
+			relabelled := sliceKeyOf(oldObj) != sliceKeyOf(newObj)
+			if relabelled {
+				index(oldObj, false)
+			}
+			index(newObj, true)
+			if relabelled {
 				record(oldObj)
 			}
 			record(newObj)
 		},
-		DeleteFunc: record,
+		DeleteFunc: func(obj any) {
+			index(obj, false)
+			record(obj)
+		},
 	}
 }
 

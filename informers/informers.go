@@ -46,7 +46,7 @@ type Informers struct {
 	wg        sync.WaitGroup
 
 	services cache.Indexer
-	slices   cache.Indexer
+	slices   *sliceIndex
 	nodes    corelisters.NodeLister
 	// synced is done for each informer (named by whats) once its handler
 	// has seen the initial list; times records when (synced.go), and
@@ -56,9 +56,6 @@ type Informers struct {
 	recorded []chan struct{}
 	times    syncTimes
 }
-
-// indexByService indexes EndpointSlices by the Service they belong to.
-const indexByService = "service"
 
 // New creates the informers and registers handlers that record changes in
 // t. Nothing runs before Start.
@@ -81,7 +78,7 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	nodeSelector := fields.OneTermEqualSelector(metav1.ObjectNameField, cfg.NodeName).String()
 	byName := func(o *metav1.ListOptions) { o.FieldSelector = nodeSelector }
 
-	i := &Informers{nodeName: cfg.NodeName}
+	i := &Informers{nodeName: cfg.NodeName, slices: newSliceIndex()}
 	core, disc := client.CoreV1(), client.DiscoveryV1()
 	pages := client
 	if cfg.Pages != nil {
@@ -97,17 +94,17 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 	lister := listInitialState{}
 	// No periodic resync: the proxier's own full sync covers drift, and a
 	// resync would only re-deliver unchanged objects.
-	// Only the indexes we query: Services are read by key or all at once,
-	// slices by Service (an index holds a set of keys per value, 10,000
-	// of them at 10,000 Services; a namespace index was never read).
+	// No index: Services are read by key or all at once, slices by
+	// Service from our own index (sliceindex.go: client-go's holds a set
+	// of keys per value, 10,000 of them at 10,000 Services).
 	svcInf := newInformer(lister, &v1.Service{}, byLabel,
 		core.Services(metav1.NamespaceAll).List, pcore.Services(metav1.NamespaceAll).List, core.Services(metav1.NamespaceAll).Watch,
-		cache.Indexers{}, i.times.listed(whatServices))
+		i.times.listed(whatServices))
 	sliceInf := newInformer(lister, &discovery.EndpointSlice{}, byLabel,
 		disc.EndpointSlices(metav1.NamespaceAll).List, pdisc.EndpointSlices(metav1.NamespaceAll).List, disc.EndpointSlices(metav1.NamespaceAll).Watch,
-		cache.Indexers{indexByService: sliceServiceIndex}, i.times.listed(whatSlices))
+		i.times.listed(whatSlices))
 	nodeInf := newInformer(lister, &v1.Node{}, byName, core.Nodes().List, pcore.Nodes().List, core.Nodes().Watch,
-		cache.Indexers{}, i.times.listed(whatNode))
+		i.times.listed(whatNode))
 
 	regs := make([]cache.ResourceEventHandlerRegistration, 0, 3)
 	var whats []string
@@ -117,7 +114,7 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 		h    cache.ResourceEventHandler
 	}{
 		{whatServices, svcInf, serviceHandler(t)},
-		{whatSlices, sliceInf, sliceHandler(t)},
+		{whatSlices, sliceInf, sliceHandler(t, i.slices)},
 		{whatNode, nodeInf, nodeHandler(t, cfg.NodeName)},
 	} {
 		reg, err := h.inf.AddEventHandler(h.h)
@@ -130,7 +127,6 @@ func New(client kubernetes.Interface, cfg Config, t *Tracker) (*Informers, error
 
 	i.informers, i.whats = []cache.SharedIndexInformer{svcInf, sliceInf, nodeInf}, whats
 	i.services = svcInf.GetIndexer()
-	i.slices = sliceInf.GetIndexer()
 	i.nodes = corelisters.NewNodeLister(nodeInf.GetIndexer())
 	// Synced means the handlers, not just the caches, have seen the initial
 	// lists: only then is every initial object recorded in the tracker.
@@ -154,7 +150,7 @@ func (listInitialState) IsWatchListSemanticsUnSupported() bool { return true }
 // client supports it (New's never does).
 func newInformer[L runtime.Object](client any, obj runtime.Object, tweak func(*metav1.ListOptions),
 	list, more func(context.Context, metav1.ListOptions) (L, error),
-	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), indexers cache.Indexers,
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
 	listed func(objects int)) cache.SharedIndexInformer {
 	lister := func(list func(context.Context, metav1.ListOptions) (L, error)) func(context.Context, metav1.ListOptions) (runtime.Object, error) {
 		return func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -171,25 +167,11 @@ func newInformer[L runtime.Object](client any, obj runtime.Object, tweak func(*m
 	r.listed = listed
 	lw := &cache.ListWatch{ListWithContextFunc: r.List, WatchFuncWithContext: r.Watch}
 	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
-		cache.SharedIndexInformerOptions{Indexers: indexers})
+		cache.SharedIndexInformerOptions{})
 	// Keep only what the proxy reads, packed (trim.go, packed.go); set
 	// before Run, never fails.
 	_ = inf.SetTransform(transform)
 	return inf
-}
-
-// sliceServiceIndex keys a slice by "namespace/service"; slices without the
-// service-name label belong to no Service and are not indexed.
-func sliceServiceIndex(obj any) ([]string, error) {
-	s, ok := obj.(*packedSlice)
-	if !ok {
-		return nil, nil
-	}
-	key, ok := s.serviceKey()
-	if !ok {
-		return nil, nil
-	}
-	return []string{key.String()}, nil
 }
 
 // Start runs the informers until ctx ends.
@@ -254,19 +236,14 @@ func (i *Informers) ServiceKeys() []types.NamespacedName {
 
 // EndpointSlices returns the cached slices of a Service (unordered).
 func (i *Informers) EndpointSlices(key types.NamespacedName) ([]*discovery.EndpointSlice, error) {
-	objs, err := i.slices.ByIndex(indexByService, key.String())
-	if err != nil {
-		return nil, fmt.Errorf("endpoint slices of %s: %w", key, err)
-	}
-	out := make([]*discovery.EndpointSlice, 0, len(objs))
-	for _, o := range objs {
-		if p, ok := o.(*packedSlice); ok {
-			s, err := p.unpack()
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, s)
+	packed := i.slices.get(key)
+	out := make([]*discovery.EndpointSlice, 0, len(packed))
+	for _, p := range packed {
+		s, err := p.unpack()
+		if err != nil {
+			return nil, fmt.Errorf("endpoint slices of %s: %w", key, err)
 		}
+		out = append(out, s)
 	}
 	return out, nil
 }

@@ -95,7 +95,7 @@ func TestInformersInitialListAndLookups(t *testing.T) {
 
 func TestInformersRecordChanges(t *testing.T) {
 	ctx := context.Background()
-	_, tr, client := start(t, sliceObj("s", "a"))
+	inf, tr, client := start(t, sliceObj("s", "a"))
 	tr.Take()
 
 	// A slice moving to another Service changes both.
@@ -137,6 +137,13 @@ func TestInformersRecordChanges(t *testing.T) {
 	}
 	if c.Node {
 		t.Error("another node's change was recorded")
+	}
+	// What the changes woke a sync for is what it reads.
+	if a, _ := inf.EndpointSlices(nn("a")); len(a) != 0 {
+		t.Errorf("the moved slice is still read as a's: %d slices", len(a))
+	}
+	if b, _ := inf.EndpointSlices(nn("b")); len(b) != 1 || b[0].ResourceVersion != "2" {
+		t.Errorf("b's slices = %v, want the moved one", b)
 	}
 	if !tr.Take().Empty() {
 		t.Error("Take did not reset the tracker")

@@ -71,9 +71,6 @@ func TestPackedObjectsCarryTheirIdentity(t *testing.T) {
 	if got := sliceKeyOf(mustTransform(t, unlabelled)); got != (types.NamespacedName{}) {
 		t.Errorf("unlabelled slice belongs to %v", got)
 	}
-	if keys, _ := sliceServiceIndex(psl); !reflect.DeepEqual(keys, []string{"ns/web"}) {
-		t.Errorf("index keys %v", keys)
-	}
 }
 
 // Unpacked endpoints share their node names: the model keeps them for the

@@ -126,7 +126,7 @@ func rvService(name, rv string) *v1.Service {
 // and the names its handler saw deleted.
 func runServiceInformer(t *testing.T, client any, api *fakeServices) (cache.Store, func() []string) {
 	t.Helper()
-	inf := newInformer(client, &v1.Service{}, func(*metav1.ListOptions) {}, api.list, api.more, api.watch, cache.Indexers{}, nil)
+	inf := newInformer(client, &v1.Service{}, func(*metav1.ListOptions) {}, api.list, api.more, api.watch, nil)
 	var mu sync.Mutex
 	var deleted []string
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {

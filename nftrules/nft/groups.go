@@ -5,7 +5,7 @@ package nft
 // its own changes in a map of its own (see layered), so a Build that
 // changes one Service copies no map of the size of the set.
 type ownerGroups struct {
-	m layered[groupEntry]
+	m layered[string, groupEntry]
 	n int // owners present
 }
 
@@ -63,37 +63,78 @@ func (g *ownerGroups) fork() *ownerGroups {
 }
 
 // keyCounts counts, per key, the element groups of a set holding it (sets
-// with SharedKeys), copy-on-write like ownerGroups.
+// with SharedKeys), copy-on-write like ownerGroups. Keys are refKeys. The
+// hairpin set counts every endpoint address (100,000 keys at 10k Services
+// x 10 endpoints): an encoded key is counted under a fixed-size array,
+// not a string (a 12-byte map slot for an IPv4 pair, where a string key
+// took a 32-byte slot and a 16-byte string), and only renderings under
+// strings. Every encoded key of a set has the set's key width, so a key
+// padded with zeros stays distinct.
 type keyCounts struct {
-	m layered[count]
-	n int // keys with a count above 0
+	short layered[[8]byte, count]  // encoded keys of up to 8 bytes (IPv4)
+	long  layered[[32]byte, count] // encoded keys of 9 to 32 bytes (IPv6)
+	m     layered[string, count]   // any other refKey
+	n     int                      // keys with a count above 0
 }
 
-// count is a key's count; 0 (no group holds it) marks it deleted.
-type count int
+// count is a key's count; 0 (no group holds it) marks it deleted. A
+// count is at most the number of owners (service ports, < 2^18).
+type count int32
 
 func (c count) live() bool { return c > 0 }
 
-func (k *keyCounts) get(key string) int {
-	c, _ := k.m.get(key)
-	return int(c)
-}
+func (k *keyCounts) get(key string) int { return k.getBytes([]byte(key)) }
 
 // getBytes is get of a key held in a byte slice (no string allocated).
 func (k *keyCounts) getBytes(key []byte) int {
-	c, _ := k.m.getBytes(key)
+	var c count
+	switch {
+	case isEncodedRefKey(key, 8):
+		c, _ = k.short.get(key8(key))
+	case isEncodedRefKey(key, 32):
+		c, _ = k.long.get(key32(key))
+	default:
+		c, _ = getBytes(&k.m, key)
+	}
 	return int(c)
 }
 
-func (k *keyCounts) put(key string, c int) {
-	was := k.get(key)
+func (k *keyCounts) put(key string, c int) { k.putBytes([]byte(key), c) }
+
+func (k *keyCounts) putBytes(key []byte, c int) {
+	was := k.getBytes(key)
 	switch {
 	case was <= 0 && c > 0:
 		k.n++
 	case was > 0 && c <= 0:
 		k.n--
 	}
-	k.m.put(key, count(c))
+	switch {
+	case isEncodedRefKey(key, 8):
+		k.short.put(key8(key), count(c))
+	case isEncodedRefKey(key, 32):
+		k.long.put(key32(key), count(c))
+	default:
+		k.m.put(string(key), count(c))
+	}
+}
+
+// isEncodedRefKey reports whether a refKey is an encoded key (refKey's 0
+// byte) of at most n bytes.
+func isEncodedRefKey(key []byte, n int) bool {
+	return len(key) > 1 && len(key) <= n+1 && key[0] == 0
+}
+
+// key8 and key32 return an encoded refKey's bytes, without the 0,
+// padded with zeros.
+func key8(key []byte) (a [8]byte) {
+	copy(a[:], key[1:])
+	return a
+}
+
+func key32(key []byte) (a [32]byte) {
+	copy(a[:], key[1:])
+	return a
 }
 
 // add counts the keys of a group of set s (by refKey).
@@ -105,7 +146,7 @@ func (k *keyCounts) countGroup(s *Set, g *elemGroup, by int) {
 	var buf [80]byte
 	for i := range g.len() {
 		key := g.refKeyOf(buf[:0], s, i)
-		k.put(string(key), k.getBytes(key)+by)
+		k.putBytes(key, k.getBytes(key)+by)
 	}
 }
 
@@ -121,5 +162,5 @@ func (k *keyCounts) fork() *keyCounts {
 	if k == nil {
 		return nil
 	}
-	return &keyCounts{m: k.m.fork(), n: k.n}
+	return &keyCounts{short: k.short.fork(), long: k.long.fork(), m: k.m.fork(), n: k.n}
 }

@@ -336,7 +336,7 @@ func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
 	sort.Strings(owners)
 	for _, o := range owners {
 		g, _ := s.groups.get(o)
-		if s.refs != nil && !g.isPacked {
+		if s.refs != nil && !g.isPacked() {
 			return nil, false
 		}
 		groups = append(groups, g)
@@ -345,7 +345,7 @@ func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
 		return groups, true
 	}
 	kw, dw := s.recordWidths()
-	out := &elemGroup{packed: make([]byte, 0, s.refs.len()*(kw+dw)), isPacked: true}
+	out := &elemGroup{packed: make([]byte, 0, s.refs.len()*(kw+dw))}
 	var seen map[string]bool
 	var kb [80]byte
 	for _, g := range groups {

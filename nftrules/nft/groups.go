@@ -5,30 +5,33 @@ package nft
 // its own changes in a map of its own (see layered), so a Build that
 // changes one Service copies no map of the size of the set.
 type ownerGroups struct {
-	m layered[string, groupEntry]
+	m layered[string, *elemGroup]
 	n int // owners present
 }
 
-type groupEntry struct {
-	els     *elemGroup
-	deleted bool
-}
+// deletedGroup marks an owner deleted in ownerGroups' maps: a pointer
+// alone is a 24-byte map slot with its string key, a pointer and a flag
+// were 32 (a Builder keeps four owner entries per service port).
+var deletedGroup = &elemGroup{}
 
-func (e groupEntry) live() bool { return !e.deleted }
+func (g *elemGroup) live() bool { return g != deletedGroup }
 
 func (g *ownerGroups) get(owner string) (*elemGroup, bool) {
 	if g == nil {
 		return nil, false
 	}
-	e, ok := g.m.get(owner)
-	return e.els, ok && !e.deleted
+	els, ok := g.m.get(owner)
+	if !ok || !els.live() {
+		return nil, false
+	}
+	return els, true
 }
 
 func (g *ownerGroups) set(owner string, els *elemGroup) {
 	if _, ok := g.get(owner); !ok {
 		g.n++
 	}
-	g.m.put(owner, groupEntry{els: els})
+	g.m.put(owner, els)
 }
 
 func (g *ownerGroups) del(owner string) {
@@ -36,7 +39,7 @@ func (g *ownerGroups) del(owner string) {
 		return
 	}
 	g.n--
-	g.m.put(owner, groupEntry{deleted: true})
+	g.m.put(owner, deletedGroup)
 }
 
 func (g *ownerGroups) len() int {
@@ -51,7 +54,7 @@ func (g *ownerGroups) each(fn func(owner string, els *elemGroup)) {
 	if g == nil {
 		return
 	}
-	g.m.each(func(o string, e groupEntry) { fn(o, e.els) })
+	g.m.each(fn)
 }
 
 // fork returns a copy that can be changed without changing g.

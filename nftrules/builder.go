@@ -40,7 +40,7 @@ type Builder struct {
 // port between syncs: a small value, not a map.
 type memo struct {
 	gen      uint64
-	byFamily [2]*fragment
+	byFamily [2]placed
 }
 
 // familyIndex is f's place in memo.byFamily.
@@ -125,10 +125,10 @@ func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 // add builds the fragments of a service port new to the Builder.
 func (b *Builder) add(d *nft.Derivation, st *model.State, sp *model.ServicePort) {
 	m := memo{gen: b.gen}
+	owner := ServiceChainName(sp.Name) // and its service chain's name
 	for _, f := range FamiliesOf(st) {
-		if fr := serviceFragment(st, sp, f); fr != nil {
-			m.byFamily[familyIndex(f)] = fr
-			addFragment(d, f, ServiceChainName(sp.Name), fr)
+		if fr := serviceFragment(st, sp, f, owner); fr != nil {
+			m.byFamily[familyIndex(f)] = addFragment(d, f, owner, fr)
 		}
 	}
 	b.frags[sp] = m
@@ -138,9 +138,11 @@ func (b *Builder) add(d *nft.Derivation, st *model.State, sp *model.ServicePort)
 
 // remove takes a service port's fragments out.
 func (b *Builder) remove(d *nft.Derivation, sp *model.ServicePort) {
-	for i, fr := range b.frags[sp].byFamily {
-		if fr != nil {
-			removeFragment(d, nft.Families[i], ServiceChainName(sp.Name), fr)
+	m := b.frags[sp]
+	if m.byFamily != [2]placed{} {
+		owner := ServiceChainName(sp.Name)
+		for i, pl := range m.byFamily {
+			removeFragment(d, nft.Families[i], sp, owner, pl)
 		}
 	}
 	delete(b.frags, sp)
@@ -171,43 +173,6 @@ func FamiliesOf(st *model.State) []nft.Family {
 		return []nft.Family{nft.IPv4}
 	}
 	return nft.Families
-}
-
-// addFragment puts a fragment's objects into the derived ruleset. The
-// ruleset keeps the elements (packed, see nft.Derivation.SetGroup); the
-// fragment keeps only the names of the sets they went to, for
-// removeFragment.
-func addFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
-	for _, c := range fr.chains {
-		d.PutChain(f, c)
-	}
-	for _, s := range fr.sets {
-		d.PutSet(f, s)
-	}
-	fr.inSets = make([]string, 0, len(fr.elements)+len(fr.packs))
-	for name, els := range fr.elements {
-		d.SetGroup(f, name, owner, els, newShardMap)
-		fr.inSets = append(fr.inSets, name)
-	}
-	for _, pe := range fr.packs {
-		d.SetPacked(f, pe.set, owner, pe.p, newShardMap)
-		fr.inSets = append(fr.inSets, pe.set)
-	}
-	fr.elements, fr.packs = nil, nil
-}
-
-func removeFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
-	for _, c := range fr.chains {
-		d.DeleteChain(f, c.Name)
-	}
-	for _, s := range fr.sets {
-		d.DeleteSet(f, s.Name)
-	}
-	for _, name := range fr.inSets {
-		if d.DeleteGroup(f, name, owner) == 0 && isShardMap(name) {
-			d.DeleteSet(f, name) // the shard's last service port is gone
-		}
-	}
 }
 
 // newShardMap makes an endpoint map or an endpoint-chains map, the sets

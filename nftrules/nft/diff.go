@@ -346,6 +346,7 @@ func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
 	}
 	kw, dw := s.recordWidths()
 	out := &elemGroup{packed: make([]byte, 0, s.refs.len()*(kw+dw))}
+	var verdicts []Verdict
 	var seen map[string]bool
 	var kb [80]byte
 	for _, g := range groups {
@@ -362,10 +363,13 @@ func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
 			}
 			out.packed = append(out.packed, rec...)
 			if s.Verdict {
-				out.verdicts = append(out.verdicts, g.verdicts[i])
+				verdicts = append(verdicts, *g.verdict(i))
 			}
 			out.n++
 		}
+	}
+	if s.Verdict {
+		out.verdicts = &verdicts
 	}
 	return []*elemGroup{out}, true
 }

@@ -23,14 +23,18 @@ import (
 // Diff skips a group both rulesets share by its identity.
 //
 // A Builder keeps four groups per service port (its endpoints, hairpin
-// keys, dispatch and ClusterIP elements), so the struct is kept at 64
-// bytes: the rare unpacked elements behind a pointer.
+// keys, dispatch and ClusterIP elements), so the struct is kept at 48
+// bytes: the rare unpacked elements and a verdict map's verdicts (one
+// group of four) behind pointers.
 type elemGroup struct {
 	packed   []byte     // n records of the key's encoding, then the data's
-	verdicts []Verdict  // a verdict map's verdicts, one per record
+	verdicts *[]Verdict // a verdict map's verdicts, one per record
 	unpacked *[]Element // the elements, when not packed (nil: packed)
 	n        int
 }
+
+// verdict returns the verdict of record i of a verdict map's group.
+func (g *elemGroup) verdict(i int) *Verdict { return &(*g.verdicts)[i] }
 
 // unpackedGroup returns els as a group as they are.
 func unpackedGroup(els []Element) *elemGroup {
@@ -54,7 +58,8 @@ func packGroup(s *Set, els []Element) *elemGroup {
 	}
 	g := &elemGroup{packed: make([]byte, 0, len(els)*(kw+dw)), n: len(els)}
 	if s.Verdict {
-		g.verdicts = make([]Verdict, len(els))
+		vs := make([]Verdict, len(els))
+		g.verdicts = &vs
 	}
 	for i := range els {
 		e := &els[i]
@@ -63,7 +68,7 @@ func packGroup(s *Set, els []Element) *elemGroup {
 			g.packed, _ = appendValues(g.packed, s.Data, e.Data)
 		}
 		if s.Verdict {
-			g.verdicts[i] = *e.Verdict
+			*g.verdict(i) = *e.Verdict
 		}
 	}
 	return g
@@ -112,7 +117,7 @@ func (g *elemGroup) appendElements(dst []Element, s *Set) []Element {
 			e.Data = vals[at+nk : at+nk+nd : at+nk+nd]
 		}
 		if s.Verdict {
-			e.Verdict = &g.verdicts[i]
+			e.Verdict = g.verdict(i)
 		}
 		dst = append(dst, e)
 	}
@@ -249,7 +254,7 @@ func (g *elemGroup) encode(w *elemMsgWriter, put func(item []byte) error) error 
 		b = closeNest(attr(b, unix.NFTA_DATA_VALUE, rec[:kw]), off)
 		switch {
 		case s.Verdict:
-			b = appendElemVerdict(b, g.verdicts[i])
+			b = appendElemVerdict(b, *g.verdict(i))
 		case dw > 0:
 			b, off = nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
 			b = closeNest(attr(b, unix.NFTA_DATA_VALUE, rec[kw:]), off)
@@ -317,7 +322,7 @@ func (c *candidate) sameValue(val, buf []byte) bool {
 	rec, kw := c.record()
 	switch {
 	case c.s.Verdict:
-		return sameRawVerdict(c.g.verdicts[c.i], val)
+		return sameRawVerdict(*c.g.verdict(c.i), val)
 	case len(c.s.Data) > 0:
 		return bytes.Equal(rec[kw:], val)
 	}
@@ -336,7 +341,7 @@ func (c *candidate) element() Element {
 		e.Data = appendDecoded(nil, c.s.Data, rec[kw:])
 	}
 	if c.s.Verdict {
-		e.Verdict = &c.g.verdicts[c.i]
+		e.Verdict = c.g.verdict(c.i)
 	}
 	return e
 }

@@ -1,6 +1,7 @@
 package nftrules
 
 import (
+	"hash/maphash"
 	"reflect"
 	"slices"
 	"strings"
@@ -27,13 +28,17 @@ func Build(st *model.State) *nft.Ruleset { return NewBuilder().Build(st) }
 type Builder struct {
 	last   *nft.Ruleset
 	config model.State // st without Services: what every fragment depends on
-	// frags holds the memos of each Service's service ports: one map
-	// serves lookups by service port and the Builds that look at changed
-	// Services only (model.Delta); a map by service port and another by
-	// Service cost ~200 bytes per service port, this one ~140.
-	frags map[types.NamespacedName][]memo
-	gen   uint64 // full Build count, to find service ports that are gone
-	built uint64 // the Gen of the State built last
+	// frags holds the memos of the service ports by a hash of their
+	// Service's name (svcKey; Services whose hashes collide share a
+	// list): one map serves lookups by service port and the Builds that
+	// look at changed Services only (model.Delta). A map by service port
+	// and another by Service cost ~200 bytes per service port; one keyed
+	// by the names themselves (32 bytes) ~140; this one ~100.
+	frags map[uint64][]memo
+	seed  maphash.Seed
+	hash  func(types.NamespacedName) uint64 // svcKey's hash, when not the seed's (tests)
+	gen   uint64                            // full Build count, to find service ports that are gone
+	built uint64                            // the Gen of the State built last
 }
 
 // memo is what one service port produced (per family, in the order of
@@ -45,9 +50,17 @@ type memo struct {
 	byFamily [2]placed
 }
 
+// svcKey is the key of a Service's memos in frags.
+func (b *Builder) svcKey(k types.NamespacedName) uint64 {
+	if b.hash != nil {
+		return b.hash(k)
+	}
+	return maphash.Comparable(b.seed, k)
+}
+
 // memoOf returns the memo of sp, nil when sp is new to the Builder.
 func (b *Builder) memoOf(sp *model.ServicePort) *memo {
-	ms := b.frags[sp.Name.NamespacedName]
+	ms := b.frags[b.svcKey(sp.Name.NamespacedName)]
 	for i := range ms {
 		if ms[i].sp == sp {
 			return &ms[i]
@@ -125,8 +138,8 @@ func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 	now := make([][]*model.ServicePort, len(st.Delta.Changed))
 	for i, k := range st.Delta.Changed {
 		now[i] = st.PortsOf(k)
-		for _, m := range slices.Clone(b.frags[k]) {
-			if !slices.Contains(now[i], m.sp) {
+		for _, m := range slices.Clone(b.frags[b.svcKey(k)]) {
+			if m.sp.Name.NamespacedName == k && !slices.Contains(now[i], m.sp) {
 				b.remove(d, m.sp)
 			}
 		}
@@ -149,7 +162,7 @@ func (b *Builder) add(d *nft.Derivation, st *model.State, sp *model.ServicePort)
 			m.byFamily[familyIndex(f)] = addFragment(d, f, owner, fr)
 		}
 	}
-	k := sp.Name.NamespacedName
+	k := b.svcKey(sp.Name.NamespacedName)
 	b.frags[k] = append(b.frags[k], m)
 }
 
@@ -162,7 +175,7 @@ func (b *Builder) remove(d *nft.Derivation, sp *model.ServicePort) {
 			removeFragment(d, nft.Families[i], sp, owner, pl)
 		}
 	}
-	k := sp.Name.NamespacedName
+	k := b.svcKey(sp.Name.NamespacedName)
 	if rest := slices.DeleteFunc(b.frags[k], func(m memo) bool { return m.sp == sp }); len(rest) > 0 {
 		b.frags[k] = rest
 	} else {
@@ -173,7 +186,8 @@ func (b *Builder) remove(d *nft.Derivation, sp *model.ServicePort) {
 // reset forgets every fragment and starts again from the skeleton.
 func (b *Builder) reset(cfg model.State) {
 	b.config = cfg
-	b.frags = map[types.NamespacedName][]memo{}
+	b.frags = map[uint64][]memo{}
+	b.seed = maphash.MakeSeed()
 	b.built = 0
 	b.last = nft.NewRuleset()
 	for _, f := range FamiliesOf(&cfg) {

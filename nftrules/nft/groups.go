@@ -1,5 +1,7 @@
 package nft
 
+import "bytes"
+
 // ownerGroups maps element owners to their elements, copy-on-write: a
 // ruleset derived by a Builder shares the maps with its parent and records
 // its own changes in a map of its own (see layered), so a Build that
@@ -69,15 +71,19 @@ func (g *ownerGroups) fork() *ownerGroups {
 // with SharedKeys), copy-on-write like ownerGroups. Keys are refKeys. The
 // hairpin set counts every endpoint address (100,000 keys at 10k Services
 // x 10 endpoints): an encoded key is counted under a fixed-size array,
-// not a string (a 12-byte map slot for an IPv4 pair, where a string key
-// took a 32-byte slot and a 16-byte string), and only renderings under
-// strings. Every encoded key of a set has the set's key width, so a key
-// padded with zeros stays distinct.
+// not a string, and only renderings under strings. A key of two equal
+// halves, as every hairpin key is (an endpoint address twice), is
+// counted under its first half: an IPv4 hairpin key takes an 8-byte map
+// slot, where as a string it took a 32-byte slot and a 16-byte string.
+// Every encoded key of a set has the set's key width, so the maps' keys
+// of one set are distinct (padded with zeros, or halved).
 type keyCounts struct {
-	short layered[[8]byte, count]  // encoded keys of up to 8 bytes (IPv4)
-	long  layered[[32]byte, count] // encoded keys of 9 to 32 bytes (IPv6)
-	m     layered[string, count]   // any other refKey
-	n     int                      // keys with a count above 0
+	short  layered[[8]byte, count]  // encoded keys of up to 8 bytes (IPv4)
+	long   layered[[32]byte, count] // encoded keys of 9 to 32 bytes (IPv6)
+	pair4  layered[[4]byte, count]  // 8-byte keys of two equal halves
+	pair16 layered[[16]byte, count] // 32-byte keys of two equal halves
+	m      layered[string, count]   // any other refKey
+	n      int                      // keys with a count above 0
 }
 
 // count is a key's count; 0 (no group holds it) marks it deleted. A
@@ -86,16 +92,48 @@ type count int32
 
 func (c count) live() bool { return c > 0 }
 
+// The maps of keyCounts, by the form of a refKey (refKeyForm).
+const (
+	formString = iota
+	formShort
+	formLong
+	formPair4
+	formPair16
+)
+
+// refKeyForm returns the map of keyCounts that counts key.
+func refKeyForm(key []byte) int {
+	if len(key) < 2 || key[0] != 0 {
+		return formString // a rendering
+	}
+	enc := key[1:]
+	switch w := len(enc); {
+	case w == 8 && bytes.Equal(enc[:4], enc[4:]):
+		return formPair4
+	case w == 32 && bytes.Equal(enc[:16], enc[16:]):
+		return formPair16
+	case w <= 8:
+		return formShort
+	case w <= 32:
+		return formLong
+	}
+	return formString
+}
+
 func (k *keyCounts) get(key string) int { return k.getBytes([]byte(key)) }
 
 // getBytes is get of a key held in a byte slice (no string allocated).
 func (k *keyCounts) getBytes(key []byte) int {
 	var c count
-	switch {
-	case isEncodedRefKey(key, 8):
-		c, _ = k.short.get(key8(key))
-	case isEncodedRefKey(key, 32):
-		c, _ = k.long.get(key32(key))
+	switch refKeyForm(key) {
+	case formShort:
+		c, _ = k.short.get(fixedKey[[8]byte](key[1:]))
+	case formLong:
+		c, _ = k.long.get(fixedKey[[32]byte](key[1:]))
+	case formPair4:
+		c, _ = k.pair4.get(fixedKey[[4]byte](key[1:5]))
+	case formPair16:
+		c, _ = k.pair16.get(fixedKey[[16]byte](key[1:17]))
 	default:
 		c, _ = getBytes(&k.m, key)
 	}
@@ -112,32 +150,25 @@ func (k *keyCounts) putBytes(key []byte, c int) {
 	case was > 0 && c <= 0:
 		k.n--
 	}
-	switch {
-	case isEncodedRefKey(key, 8):
-		k.short.put(key8(key), count(c))
-	case isEncodedRefKey(key, 32):
-		k.long.put(key32(key), count(c))
+	switch refKeyForm(key) {
+	case formShort:
+		k.short.put(fixedKey[[8]byte](key[1:]), count(c))
+	case formLong:
+		k.long.put(fixedKey[[32]byte](key[1:]), count(c))
+	case formPair4:
+		k.pair4.put(fixedKey[[4]byte](key[1:5]), count(c))
+	case formPair16:
+		k.pair16.put(fixedKey[[16]byte](key[1:17]), count(c))
 	default:
 		k.m.put(string(key), count(c))
 	}
 }
 
-// isEncodedRefKey reports whether a refKey is an encoded key (refKey's 0
-// byte) of at most n bytes.
-func isEncodedRefKey(key []byte, n int) bool {
-	return len(key) > 1 && len(key) <= n+1 && key[0] == 0
-}
-
-// key8 and key32 return an encoded refKey's bytes, without the 0,
-// padded with zeros.
-func key8(key []byte) (a [8]byte) {
-	copy(a[:], key[1:])
-	return a
-}
-
-func key32(key []byte) (a [32]byte) {
-	copy(a[:], key[1:])
-	return a
+// fixedKey returns b padded with zeros into an array.
+func fixedKey[A [4]byte | [8]byte | [16]byte | [32]byte](b []byte) (a A) {
+	var buf [32]byte
+	copy(buf[:], b)
+	return A(buf[:len(a)])
 }
 
 // add counts the keys of a group of set s (by refKey).
@@ -165,5 +196,6 @@ func (k *keyCounts) fork() *keyCounts {
 	if k == nil {
 		return nil
 	}
-	return &keyCounts{short: k.short.fork(), long: k.long.fork(), m: k.m.fork(), n: k.n}
+	return &keyCounts{short: k.short.fork(), long: k.long.fork(), pair4: k.pair4.fork(), pair16: k.pair16.fork(),
+		m: k.m.fork(), n: k.n}
 }

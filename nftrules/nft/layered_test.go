@@ -127,10 +127,11 @@ func TestLayeredForkCostDoesNotGrowWithTheMap(t *testing.T) {
 }
 
 // Encoded keys (refKey's 0 byte, then the key's kernel encoding) are
-// counted under fixed-size arrays, renderings under strings: over forks
-// the counts are still those of a plain map of the refKeys, for every
-// width a set's keys encode to (IPv4 address and pair, IPv6 address and
-// pair), and looking a key up allocates nothing.
+// counted under fixed-size arrays (halved when their halves are equal, as
+// hairpin keys are), renderings under strings: over forks the counts are
+// still those of a plain map of the refKeys, for every width a set's keys
+// encode to (IPv4 address and pair, IPv6 address and pair), and looking a
+// key up allocates nothing.
 func TestKeyCountsOfEncodedKeysAreThoseOfAPlainMap(t *testing.T) {
 	for _, width := range []int{4, 8, 16, 32} {
 		rng := rand.New(rand.NewPCG(3, uint64(width)))
@@ -143,6 +144,9 @@ func TestKeyCountsOfEncodedKeysAreThoseOfAPlainMap(t *testing.T) {
 			// what padding would fill.
 			for i := 1; i < len(key); i += 1 + rng.IntN(width) {
 				key[i] = byte(rng.IntN(3))
+			}
+			if rng.IntN(3) == 0 { // a pair of one address
+				copy(key[1+width/2:], key[1:1+width/2])
 			}
 			return string(key)
 		}
@@ -164,6 +168,9 @@ func TestKeyCountsOfEncodedKeysAreThoseOfAPlainMap(t *testing.T) {
 		}
 		if width <= 8 && len(cur.short.base) == 0 || width > 8 && len(cur.long.base) == 0 {
 			t.Errorf("width %d: encoded keys not counted under arrays", width)
+		}
+		if width == 8 && len(cur.pair4.base) == 0 || width == 32 && len(cur.pair16.base) == 0 {
+			t.Errorf("width %d: keys of equal halves not counted under their half", width)
 		}
 		key := []byte(refKey())
 		if allocs := testing.AllocsPerRun(100, func() { cur.getBytes(key) }); allocs != 0 {

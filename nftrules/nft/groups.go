@@ -78,12 +78,12 @@ func (g *ownerGroups) fork() *ownerGroups {
 // Every encoded key of a set has the set's key width, so the maps' keys
 // of one set are distinct (padded with zeros, or halved).
 type keyCounts struct {
-	short  layered[[8]byte, count]  // encoded keys of up to 8 bytes (IPv4)
-	long   layered[[32]byte, count] // encoded keys of 9 to 32 bytes (IPv6)
-	pair4  layered[[4]byte, count]  // 8-byte keys of two equal halves
-	pair16 layered[[16]byte, count] // 32-byte keys of two equal halves
-	m      layered[string, count]   // any other refKey
-	n      int                      // keys with a count above 0
+	k4  layered[[4]byte, count]  // keys of up to 4 bytes; 8-byte pairs (IPv4)
+	k8  layered[[8]byte, count]  // other keys of up to 8 bytes
+	k16 layered[[16]byte, count] // keys of 9 to 16 bytes; 32-byte pairs (IPv6)
+	k32 layered[[32]byte, count] // other keys of up to 32 bytes
+	m   layered[string, count]   // any other refKey
+	n   int                      // keys with a count above 0
 }
 
 // count is a key's count; 0 (no group holds it) marks it deleted. A
@@ -92,32 +92,29 @@ type count int32
 
 func (c count) live() bool { return c > 0 }
 
-// The maps of keyCounts, by the form of a refKey (refKeyForm).
-const (
-	formString = iota
-	formShort
-	formLong
-	formPair4
-	formPair16
-)
-
-// refKeyForm returns the map of keyCounts that counts key.
-func refKeyForm(key []byte) int {
+// countedAs returns how keyCounts counts a refKey: the bytes of its
+// encoding it keeps (the first half of a pair) and the size of the array
+// they go into, 0 for a string.
+func countedAs(key []byte) ([]byte, int) {
 	if len(key) < 2 || key[0] != 0 {
-		return formString // a rendering
+		return key, 0 // a rendering
 	}
 	enc := key[1:]
 	switch w := len(enc); {
+	case w <= 4:
+		return enc, 4
 	case w == 8 && bytes.Equal(enc[:4], enc[4:]):
-		return formPair4
-	case w == 32 && bytes.Equal(enc[:16], enc[16:]):
-		return formPair16
+		return enc[:4], 4
 	case w <= 8:
-		return formShort
+		return enc, 8
+	case w <= 16:
+		return enc, 16
+	case w == 32 && bytes.Equal(enc[:16], enc[16:]):
+		return enc[:16], 16
 	case w <= 32:
-		return formLong
+		return enc, 32
 	}
-	return formString
+	return key, 0
 }
 
 func (k *keyCounts) get(key string) int { return k.getBytes([]byte(key)) }
@@ -125,17 +122,17 @@ func (k *keyCounts) get(key string) int { return k.getBytes([]byte(key)) }
 // getBytes is get of a key held in a byte slice (no string allocated).
 func (k *keyCounts) getBytes(key []byte) int {
 	var c count
-	switch refKeyForm(key) {
-	case formShort:
-		c, _ = k.short.get(fixedKey[[8]byte](key[1:]))
-	case formLong:
-		c, _ = k.long.get(fixedKey[[32]byte](key[1:]))
-	case formPair4:
-		c, _ = k.pair4.get(fixedKey[[4]byte](key[1:5]))
-	case formPair16:
-		c, _ = k.pair16.get(fixedKey[[16]byte](key[1:17]))
+	switch b, size := countedAs(key); size {
+	case 4:
+		c, _ = k.k4.get(fixedKey[[4]byte](b))
+	case 8:
+		c, _ = k.k8.get(fixedKey[[8]byte](b))
+	case 16:
+		c, _ = k.k16.get(fixedKey[[16]byte](b))
+	case 32:
+		c, _ = k.k32.get(fixedKey[[32]byte](b))
 	default:
-		c, _ = getBytes(&k.m, key)
+		c, _ = getBytes(&k.m, b)
 	}
 	return int(c)
 }
@@ -150,17 +147,17 @@ func (k *keyCounts) putBytes(key []byte, c int) {
 	case was > 0 && c <= 0:
 		k.n--
 	}
-	switch refKeyForm(key) {
-	case formShort:
-		k.short.put(fixedKey[[8]byte](key[1:]), count(c))
-	case formLong:
-		k.long.put(fixedKey[[32]byte](key[1:]), count(c))
-	case formPair4:
-		k.pair4.put(fixedKey[[4]byte](key[1:5]), count(c))
-	case formPair16:
-		k.pair16.put(fixedKey[[16]byte](key[1:17]), count(c))
+	switch b, size := countedAs(key); size {
+	case 4:
+		k.k4.put(fixedKey[[4]byte](b), count(c))
+	case 8:
+		k.k8.put(fixedKey[[8]byte](b), count(c))
+	case 16:
+		k.k16.put(fixedKey[[16]byte](b), count(c))
+	case 32:
+		k.k32.put(fixedKey[[32]byte](b), count(c))
 	default:
-		k.m.put(string(key), count(c))
+		k.m.put(string(b), count(c))
 	}
 }
 
@@ -196,6 +193,5 @@ func (k *keyCounts) fork() *keyCounts {
 	if k == nil {
 		return nil
 	}
-	return &keyCounts{short: k.short.fork(), long: k.long.fork(), pair4: k.pair4.fork(), pair16: k.pair16.fork(),
-		m: k.m.fork(), n: k.n}
+	return &keyCounts{k4: k.k4.fork(), k8: k.k8.fork(), k16: k.k16.fork(), k32: k.k32.fork(), m: k.m.fork(), n: k.n}
 }

@@ -95,14 +95,14 @@ func buildSkeleton(t *nft.Table, st *model.State) {
 
 // fragment is what one service port contributes to one family's table:
 // its chains and, per set, its elements. Once added to a ruleset
-// (addFragment) it keeps the names of those sets instead of the elements.
+// (addFragment) only a placed record of it is kept.
 type fragment struct {
-	chains []*nft.Chain
+	own    [ownChains]*nft.Chain // the chains named after the service port
+	chains []*nft.Chain          // the others (session affinity's), by name
 	// sets are the service port's own sets (session affinity).
 	sets     []*nft.Set
 	elements map[string][]nft.Element
 	packs    []packedElements // elements collected packed (nft.Packer)
-	inSets   []string
 }
 
 // packedElements are a fragment's elements of one set, packed.
@@ -129,9 +129,9 @@ func (fr *fragment) put(set string, e nft.Element) {
 }
 
 // serviceFragment builds one service port's fragment for family f (nil when
-// the service port has nothing in that family). The README describes what
-// each piece is for.
-func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *fragment {
+// the service port has nothing in that family); svcName is its
+// ServiceChainName. The README describes what each piece is for.
+func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family, svcName string) *fragment {
 	proto, ok := ProtocolOf(sp.Protocol)
 	if !ok || sp.ID > MaxServicePortID {
 		// The proxier never hands out such IDs; a wrapped offset would
@@ -219,15 +219,14 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *frag
 	toCluster := func(match ...nft.Stmt) []nft.Stmt { return append(match, dnat(0, nc)...) }
 
 	// Internal traffic: the ClusterIPs.
-	svcName := ServiceChainName(sp.Name)
 	internal := nft.GotoChain(svcName)
 	switch {
 	case sp.InternalPolicyLocal && nl == 0:
 		internal = nft.DropStmt // upstream: no local endpoint -> DROP
 	case sp.InternalPolicyLocal:
-		fr.chain(svcName).Add(dnat(nc, nl)...)
+		fr.ownChain(svcChain, svcName).Add(dnat(nc, nl)...)
 	default:
-		fr.chain(svcName).Add(toCluster()...)
+		fr.ownChain(svcChain, svcName).Add(toCluster()...)
 	}
 	for _, ip := range clusterIPs {
 		fr.put(SetServiceIPs, dispatchElement(ip, proto, sp.Port, internal))
@@ -244,7 +243,7 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *frag
 	target := svcName
 	if sp.ExternalPolicyLocal || sp.InternalPolicyLocal {
 		target = ExternalChainName(sp.Name)
-		ext := fr.chain(target)
+		ext := fr.ownChain(extChain, target)
 		if sp.ExternalPolicyLocal {
 			// Pods short-circuit to all endpoints, unmasqueraded; the node
 			// itself is masqueraded (its source address cannot be kept)
@@ -281,7 +280,17 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family) *frag
 	return fr
 }
 
-// chain returns the fragment's chain of that name, creating it.
+// ownChain returns the fragment's chain of that kind, creating it with
+// that name.
+func (fr *fragment) ownChain(kind int, name string) *nft.Chain {
+	if fr.own[kind] == nil {
+		fr.own[kind] = &nft.Chain{Name: name}
+	}
+	return fr.own[kind]
+}
+
+// chain returns the fragment's chain of that name (not one of its own
+// kinds), creating it.
 func (fr *fragment) chain(name string) *nft.Chain {
 	for _, c := range fr.chains {
 		if c.Name == name {
@@ -390,7 +399,7 @@ func firewallFragment(fr *fragment, sp *model.ServicePort, f nft.Family, lbIPs [
 	verdict := nft.DropStmt
 	if len(ranges) > 0 {
 		name := FirewallChainName(sp.Name)
-		fw := fr.chain(name)
+		fw := fr.ownChain(fwChain, name)
 		for _, r := range ranges {
 			fw.Add(nft.MatchPrefix{Field: nft.FieldSaddr, Prefix: r}, nft.ReturnStmt)
 		}

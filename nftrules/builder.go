@@ -1,6 +1,7 @@
 package nftrules
 
 import (
+	"hash/maphash"
 	"reflect"
 	"slices"
 	"strings"
@@ -27,20 +28,45 @@ func Build(st *model.State) *nft.Ruleset { return NewBuilder().Build(st) }
 type Builder struct {
 	last   *nft.Ruleset
 	config model.State // st without Services: what every fragment depends on
-	frags  map[*model.ServicePort]memo
-	// bySvc lists the service ports in frags per Service, for Builds
-	// that look at changed Services only (model.Delta).
-	bySvc map[types.NamespacedName][]*model.ServicePort
-	gen   uint64 // full Build count, to find service ports that are gone
-	built uint64 // the Gen of the State built last
+	// frags holds the memos of the service ports by a hash of their
+	// Service's name (svcKey; Services whose hashes collide share a
+	// list): one map serves lookups by service port and the Builds that
+	// look at changed Services only (model.Delta). A map by service port
+	// and another by Service cost ~200 bytes per service port; one keyed
+	// by the names themselves (32 bytes) ~140; this one ~100.
+	frags map[uint64][]memo
+	seed  maphash.Seed
+	hash  func(types.NamespacedName) uint64 // svcKey's hash, when not the seed's (tests)
+	gen   uint64                            // full Build count, to find service ports that are gone
+	built uint64                            // the Gen of the State built last
 }
 
 // memo is what one service port produced (per family, in the order of
 // nft.Families), and when it was last seen. It is kept for every service
 // port between syncs: a small value, not a map.
 type memo struct {
+	sp       *model.ServicePort
 	gen      uint64
-	byFamily [2]*fragment
+	byFamily [2]placed
+}
+
+// svcKey is the key of a Service's memos in frags.
+func (b *Builder) svcKey(k types.NamespacedName) uint64 {
+	if b.hash != nil {
+		return b.hash(k)
+	}
+	return maphash.Comparable(b.seed, k)
+}
+
+// memoOf returns the memo of sp, nil when sp is new to the Builder.
+func (b *Builder) memoOf(sp *model.ServicePort) *memo {
+	ms := b.frags[b.svcKey(sp.Name.NamespacedName)]
+	for i := range ms {
+		if ms[i].sp == sp {
+			return &ms[i]
+		}
+	}
+	return nil
 }
 
 // familyIndex is f's place in memo.byFamily.
@@ -83,17 +109,22 @@ func (b *Builder) buildAll(d *nft.Derivation, st *model.State) {
 	b.gen++
 	var added []*model.ServicePort
 	for sp := range st.All() {
-		if m, ok := b.frags[sp]; ok {
+		if m := b.memoOf(sp); m != nil {
 			m.gen = b.gen
-			b.frags[sp] = m
 		} else {
 			added = append(added, sp)
 		}
 	}
-	for sp, m := range b.frags {
-		if m.gen != b.gen {
-			b.remove(d, sp)
+	var gone []*model.ServicePort // not removed while ranging: remove edits the lists
+	for _, ms := range b.frags {
+		for _, m := range ms {
+			if m.gen != b.gen {
+				gone = append(gone, m.sp)
+			}
 		}
+	}
+	for _, sp := range gone {
+		b.remove(d, sp)
 	}
 	for _, sp := range added {
 		b.add(d, st, sp)
@@ -107,15 +138,15 @@ func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 	now := make([][]*model.ServicePort, len(st.Delta.Changed))
 	for i, k := range st.Delta.Changed {
 		now[i] = st.PortsOf(k)
-		for _, sp := range slices.Clone(b.bySvc[k]) {
-			if !slices.Contains(now[i], sp) {
-				b.remove(d, sp)
+		for _, m := range slices.Clone(b.frags[b.svcKey(k)]) {
+			if m.sp.Name.NamespacedName == k && !slices.Contains(now[i], m.sp) {
+				b.remove(d, m.sp)
 			}
 		}
 	}
 	for _, ports := range now {
 		for _, sp := range ports {
-			if _, ok := b.frags[sp]; !ok {
+			if b.memoOf(sp) == nil {
 				b.add(d, st, sp)
 			}
 		}
@@ -124,39 +155,39 @@ func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 
 // add builds the fragments of a service port new to the Builder.
 func (b *Builder) add(d *nft.Derivation, st *model.State, sp *model.ServicePort) {
-	m := memo{gen: b.gen}
+	m := memo{sp: sp, gen: b.gen}
+	owner := ServiceChainName(sp.Name) // and its service chain's name
 	for _, f := range FamiliesOf(st) {
-		if fr := serviceFragment(st, sp, f); fr != nil {
-			m.byFamily[familyIndex(f)] = fr
-			addFragment(d, f, ServiceChainName(sp.Name), fr)
+		if fr := serviceFragment(st, sp, f, owner); fr != nil {
+			m.byFamily[familyIndex(f)] = addFragment(d, f, owner, fr)
 		}
 	}
-	b.frags[sp] = m
-	k := sp.Name.NamespacedName
-	b.bySvc[k] = append(b.bySvc[k], sp)
+	k := b.svcKey(sp.Name.NamespacedName)
+	b.frags[k] = append(b.frags[k], m)
 }
 
 // remove takes a service port's fragments out.
 func (b *Builder) remove(d *nft.Derivation, sp *model.ServicePort) {
-	for i, fr := range b.frags[sp].byFamily {
-		if fr != nil {
-			removeFragment(d, nft.Families[i], ServiceChainName(sp.Name), fr)
+	m := b.memoOf(sp)
+	if m.byFamily != [2]placed{} {
+		owner := ServiceChainName(sp.Name)
+		for i, pl := range m.byFamily {
+			removeFragment(d, nft.Families[i], sp, owner, pl)
 		}
 	}
-	delete(b.frags, sp)
-	k := sp.Name.NamespacedName
-	if rest := slices.DeleteFunc(b.bySvc[k], func(o *model.ServicePort) bool { return o == sp }); len(rest) > 0 {
-		b.bySvc[k] = rest
+	k := b.svcKey(sp.Name.NamespacedName)
+	if rest := slices.DeleteFunc(b.frags[k], func(m memo) bool { return m.sp == sp }); len(rest) > 0 {
+		b.frags[k] = rest
 	} else {
-		delete(b.bySvc, k)
+		delete(b.frags, k)
 	}
 }
 
 // reset forgets every fragment and starts again from the skeleton.
 func (b *Builder) reset(cfg model.State) {
 	b.config = cfg
-	b.frags = map[*model.ServicePort]memo{}
-	b.bySvc = map[types.NamespacedName][]*model.ServicePort{}
+	b.frags = map[uint64][]memo{}
+	b.seed = maphash.MakeSeed()
 	b.built = 0
 	b.last = nft.NewRuleset()
 	for _, f := range FamiliesOf(&cfg) {
@@ -171,43 +202,6 @@ func FamiliesOf(st *model.State) []nft.Family {
 		return []nft.Family{nft.IPv4}
 	}
 	return nft.Families
-}
-
-// addFragment puts a fragment's objects into the derived ruleset. The
-// ruleset keeps the elements (packed, see nft.Derivation.SetGroup); the
-// fragment keeps only the names of the sets they went to, for
-// removeFragment.
-func addFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
-	for _, c := range fr.chains {
-		d.PutChain(f, c)
-	}
-	for _, s := range fr.sets {
-		d.PutSet(f, s)
-	}
-	fr.inSets = make([]string, 0, len(fr.elements)+len(fr.packs))
-	for name, els := range fr.elements {
-		d.SetGroup(f, name, owner, els, newShardMap)
-		fr.inSets = append(fr.inSets, name)
-	}
-	for _, pe := range fr.packs {
-		d.SetPacked(f, pe.set, owner, pe.p, newShardMap)
-		fr.inSets = append(fr.inSets, pe.set)
-	}
-	fr.elements, fr.packs = nil, nil
-}
-
-func removeFragment(d *nft.Derivation, f nft.Family, owner string, fr *fragment) {
-	for _, c := range fr.chains {
-		d.DeleteChain(f, c.Name)
-	}
-	for _, s := range fr.sets {
-		d.DeleteSet(f, s.Name)
-	}
-	for _, name := range fr.inSets {
-		if d.DeleteGroup(f, name, owner) == 0 && isShardMap(name) {
-			d.DeleteSet(f, name) // the shard's last service port is gone
-		}
-	}
 }
 
 // newShardMap makes an endpoint map or an endpoint-chains map, the sets

@@ -211,12 +211,22 @@ func servicePortForTest(id uint32, name string, proto v1.Protocol, port uint16, 
 // Most States name the Services changed since the previous one
 // (model.Delta), as the proxier's do, and some do not.
 func TestBuilderIncrementalEqualsBuild(t *testing.T) {
+	testBuilderIncrementalEqualsBuild(t, nftrules.NewBuilder)
+}
+
+// The same when the Builder's lists of memos by Service are one: service
+// ports of another Service in the list are neither taken nor removed.
+func TestBuilderIncrementalEqualsBuildWhenServiceHashesCollide(t *testing.T) {
+	testBuilderIncrementalEqualsBuild(t, nftrules.NewBuilderOfCollidingServices)
+}
+
+func testBuilderIncrementalEqualsBuild(t *testing.T, newBuilder func() *nftrules.Builder) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		r := rand.New(rand.NewPCG(seed, 0))
 		st := &model.State{NodeName: "node", ClusterCIDRs: clusterCIDRs,
 			NodePortIPs: []netip.Addr{nodeAddr4, nodeAddr6, netip.MustParseAddr("127.0.0.1")}}
 		w := newWorld(st.NodePortIPs)
-		b := nftrules.NewBuilder()
+		b := newBuilder()
 		kernel := nftfake.New()
 		var applied *nft.Ruleset
 		for step := 0; step < 60; step++ {

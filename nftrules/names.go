@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nftproxy/nftproxy/proxier/model"
@@ -93,7 +94,29 @@ var endpointMapShard uint32 = ServicePortsPerEndpointMap
 // value type to name the protocol of the rule that uses it (typeof ip daddr
 // . tcp dport), sharded by service port ID.
 func EndpointMapName(p nft.Protocol, id uint32) string {
-	return fmt.Sprintf("endpoints-%s-%d", p, id/endpointMapShard)
+	key := endpointMapKey{p, id / endpointMapShard}
+	endpointMapNames.Lock()
+	defer endpointMapNames.Unlock()
+	name, ok := endpointMapNames.m[key]
+	if !ok {
+		name = fmt.Sprintf("endpoints-%s-%d", p, key.shard)
+		endpointMapNames.m[key] = name
+	}
+	return name
+}
+
+// endpointMapNames are the endpoint maps' names made so far: every service
+// chain's rule names its map, and a Builder keeps those rules, so the 64
+// service ports of a shard share one string rather than one each (~0.3 MB
+// at 10k). At most a few thousand shards per protocol.
+var endpointMapNames = struct {
+	sync.Mutex
+	m map[endpointMapKey]string
+}{m: map[endpointMapKey]string{}}
+
+type endpointMapKey struct {
+	p     nft.Protocol
+	shard uint32
 }
 
 // EndpointChainsMapName returns the verdict map from endpoint index to

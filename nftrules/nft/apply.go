@@ -230,7 +230,7 @@ func encodeElements(e *encoder, op Op) error {
 		size += n
 		return nil
 	}
-	listed := &elemGroup{els: op.Elements, n: len(op.Elements)}
+	listed := unpackedGroup(op.Elements)
 	for _, g := range append([]*elemGroup{listed}, op.packed...) {
 		if err := g.encode(w, put); err != nil {
 			return err

@@ -54,6 +54,15 @@ func (rs *Ruleset) Derive() *Derivation {
 	return d
 }
 
+// settled drops what only Diff(parent, rs) reads, once rs is the applied
+// ruleset: every later Diff starts from rs. The delta of a cold Build
+// names every service port's chain and owner (~80 bytes per service
+// port, held until the next Build otherwise). rs is returned.
+func (rs *Ruleset) settled() *Ruleset {
+	rs.parent, rs.delta = nil, nil
+	return rs
+}
+
 // Ruleset returns the derived ruleset. Only families of the parent exist.
 // No change may follow.
 func (d *Derivation) Ruleset() *Ruleset {

@@ -336,7 +336,7 @@ func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
 	sort.Strings(owners)
 	for _, o := range owners {
 		g, _ := s.groups.get(o)
-		if s.refs != nil && !g.isPacked {
+		if s.refs != nil && !g.isPacked() {
 			return nil, false
 		}
 		groups = append(groups, g)
@@ -345,7 +345,8 @@ func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
 		return groups, true
 	}
 	kw, dw := s.recordWidths()
-	out := &elemGroup{packed: make([]byte, 0, s.refs.len()*(kw+dw)), isPacked: true}
+	out := &elemGroup{packed: make([]byte, 0, s.refs.len()*(kw+dw))}
+	var verdicts []Verdict
 	var seen map[string]bool
 	var kb [80]byte
 	for _, g := range groups {
@@ -362,10 +363,13 @@ func (s *Set) packedGroups() (groups []*elemGroup, ok bool) {
 			}
 			out.packed = append(out.packed, rec...)
 			if s.Verdict {
-				out.verdicts = append(out.verdicts, g.verdicts[i])
+				verdicts = append(verdicts, *g.verdict(i))
 			}
 			out.n++
 		}
+	}
+	if s.Verdict {
+		out.verdicts = &verdicts
 	}
 	return []*elemGroup{out}, true
 }

@@ -1,6 +1,6 @@
 package nft
 
-// layered is a copy-on-write map from string keys to V for values that a
+// layered is a copy-on-write map from keys K to V for values that a
 // chain of derived rulesets changes a few at a time: a large base shared
 // by every ruleset derived from it, frozen maps of later changes above it
 // (newest last, also shared), and this ruleset's own top map, the only one
@@ -19,11 +19,11 @@ package nft
 // Deleted keys are recorded as values that are not live; they shadow the
 // maps below them and are dropped when merged into the base. The zero
 // value is an empty map.
-type layered[V layerValue] struct {
-	base   map[string]V   // shared: never written
-	frozen []map[string]V // shared, never written; oldest first
-	top    map[string]V   // this ruleset's own changes
-	upper  int            // entries in frozen and top (keys counted once per map)
+type layered[K comparable, V layerValue] struct {
+	base   map[K]V   // shared: never written
+	frozen []map[K]V // shared, never written; oldest first
+	top    map[K]V   // this ruleset's own changes
+	upper  int       // entries in frozen and top (keys counted once per map)
 }
 
 // layerValue is a value of a layered map; a value that is not live marks
@@ -31,7 +31,7 @@ type layered[V layerValue] struct {
 type layerValue interface{ live() bool }
 
 // get returns the value of key from the newest map holding it.
-func (l *layered[V]) get(key string) (V, bool) {
+func (l *layered[K, V]) get(key K) (V, bool) {
 	if v, ok := l.top[key]; ok {
 		return v, true
 	}
@@ -44,8 +44,9 @@ func (l *layered[V]) get(key string) (V, bool) {
 	return v, ok
 }
 
-// getBytes is get of a key held in a byte slice (no string allocated).
-func (l *layered[V]) getBytes(key []byte) (V, bool) {
+// getBytes is get of a string key held in a byte slice (no string
+// allocated).
+func getBytes[V layerValue](l *layered[string, V], key []byte) (V, bool) {
 	if v, ok := l.top[string(key)]; ok {
 		return v, true
 	}
@@ -59,9 +60,9 @@ func (l *layered[V]) getBytes(key []byte) (V, bool) {
 }
 
 // put sets key in the top map.
-func (l *layered[V]) put(key string, v V) {
+func (l *layered[K, V]) put(key K, v V) {
 	if l.top == nil {
-		l.top = map[string]V{}
+		l.top = map[K]V{}
 	}
 	if _, ok := l.top[key]; !ok {
 		l.upper++
@@ -71,7 +72,7 @@ func (l *layered[V]) put(key string, v V) {
 
 // each calls fn for the newest value of every key whose value is live, in
 // no particular order.
-func (l *layered[V]) each(fn func(key string, v V)) {
+func (l *layered[K, V]) each(fn func(key K, v V)) {
 	shadow := l.top
 	if len(l.frozen) > 0 {
 		shadow = l.merged(false)
@@ -90,12 +91,12 @@ func (l *layered[V]) each(fn func(key string, v V)) {
 
 // merged returns the newest value of every key above the base in one new
 // map; with intoBase the base's keys too, and only live values.
-func (l *layered[V]) merged(intoBase bool) map[string]V {
+func (l *layered[K, V]) merged(intoBase bool) map[K]V {
 	size := l.upper
 	if intoBase {
 		size += len(l.base)
 	}
-	out := make(map[string]V, size)
+	out := make(map[K]V, size)
 	if intoBase {
 		for k, v := range l.base {
 			out[k] = v
@@ -118,8 +119,8 @@ func (l *layered[V]) merged(intoBase bool) map[string]V {
 
 // fork returns a copy that can be changed without changing l: l's top
 // becomes a frozen map shared by both.
-func (l *layered[V]) fork() layered[V] {
-	c := layered[V]{base: l.base, upper: l.upper}
+func (l *layered[K, V]) fork() layered[K, V] {
+	c := layered[K, V]{base: l.base, upper: l.upper}
 	if len(l.top) == 0 && len(l.frozen) == 0 {
 		return c
 	}
@@ -132,7 +133,7 @@ func (l *layered[V]) fork() layered[V] {
 		c.frozen = c.frozen[:len(c.frozen)-1]
 	}
 	for n := len(c.frozen); n >= 2 && len(c.frozen[n-2]) <= 2*len(c.frozen[n-1]); n = len(c.frozen) {
-		m := make(map[string]V, len(c.frozen[n-2])+len(c.frozen[n-1]))
+		m := make(map[K]V, len(c.frozen[n-2])+len(c.frozen[n-1]))
 		for _, src := range c.frozen[n-2:] {
 			for k, v := range src {
 				m[k] = v

@@ -29,14 +29,7 @@ func TestLayeredMapsForkLikeCopiesOfAPlainMap(t *testing.T) {
 			changes = 3000
 		}
 		for range changes {
-			key := fmt.Sprint("k", rng.IntN(4000))
-			c := rng.IntN(3) // 0 deletes
-			cur.put(key, c)
-			if c == 0 {
-				delete(want, key)
-			} else {
-				want[key] = c
-			}
+			putCount(cur, want, fmt.Sprint("k", rng.IntN(4000)), rng.IntN(3))
 		}
 		history = append(history, version{cur, maps.Clone(want)})
 		if step%100 == 99 {
@@ -56,6 +49,17 @@ func TestLayeredMapsForkLikeCopiesOfAPlainMap(t *testing.T) {
 		}
 	}
 	checkCounts(t, cur, want)
+}
+
+// putCount sets a key's count in k and in the plain map that k should
+// equal (0 deletes).
+func putCount(k *keyCounts, want map[string]int, key string, c int) {
+	k.put(key, c)
+	if c == 0 {
+		delete(want, key)
+	} else {
+		want[key] = c
+	}
 }
 
 func checkCounts(t *testing.T, k *keyCounts, want map[string]int) {
@@ -119,5 +123,58 @@ func TestLayeredForkCostDoesNotGrowWithTheMap(t *testing.T) {
 	// The overlay copy averaged ~3,600 entries (~150 KB) at 200k keys.
 	if large > 2*small+8192 {
 		t.Fatalf("a fork of a 200k-key map allocates %.0f bytes, of a 2k-key map %.0f: grows with the map", large, small)
+	}
+}
+
+// Encoded keys (refKey's 0 byte, then the key's kernel encoding) are
+// counted under fixed-size arrays (halved when their halves are equal, as
+// hairpin keys are), renderings under strings: over forks the counts are
+// still those of a plain map of the refKeys, for every width a set's keys
+// encode to (IPv4 address and pair, IPv6 address and pair), and looking a
+// key up allocates nothing.
+func TestKeyCountsOfEncodedKeysAreThoseOfAPlainMap(t *testing.T) {
+	for _, width := range []int{4, 8, 16, 32} {
+		rng := rand.New(rand.NewPCG(3, uint64(width)))
+		refKey := func() string {
+			if rng.IntN(10) == 0 {
+				return fmt.Sprint("\x01", rng.IntN(300)) // a rendering
+			}
+			key := make([]byte, 1+width)
+			// Few distinct bytes, some of them 0: keys differing only in
+			// what padding would fill.
+			for i := 1; i < len(key); i += 1 + rng.IntN(width) {
+				key[i] = byte(rng.IntN(3))
+			}
+			if rng.IntN(3) == 0 { // a pair of one address
+				copy(key[1+width/2:], key[1:1+width/2])
+			}
+			return string(key)
+		}
+		cur := &keyCounts{}
+		want := map[string]int{}
+		for step := range 400 {
+			for range 1 + rng.IntN(20) {
+				putCount(cur, want, refKey(), rng.IntN(3))
+			}
+			if cur.len() != len(want) {
+				t.Fatalf("width %d, step %d: %d keys counted, want %d", width, step, cur.len(), len(want))
+			}
+			for key, c := range want {
+				if cur.get(key) != c || cur.getBytes([]byte(key)) != c {
+					t.Fatalf("width %d: get(%q) = %d, getBytes %d, want %d", width, key, cur.get(key), cur.getBytes([]byte(key)), c)
+				}
+			}
+			cur = cur.fork()
+		}
+		// Under the array of the key's size, pairs under half of it.
+		arrays := map[int][2]int{4: {len(cur.k4.base), 0}, 8: {len(cur.k8.base), len(cur.k4.base)},
+			16: {len(cur.k16.base), 0}, 32: {len(cur.k32.base), len(cur.k16.base)}}[width]
+		if arrays[0] == 0 || (width == 8 || width == 32) && arrays[1] == 0 {
+			t.Errorf("width %d: encoded keys not counted under arrays (%v)", width, arrays)
+		}
+		key := []byte(refKey())
+		if allocs := testing.AllocsPerRun(100, func() { cur.getBytes(key) }); allocs != 0 {
+			t.Errorf("width %d: getBytes allocates %v times", width, allocs)
+		}
 	}
 }

@@ -21,13 +21,31 @@ import (
 //
 // A group is immutable once made, except the unowned group Put fills;
 // Diff skips a group both rulesets share by its identity.
+//
+// A Builder keeps four groups per service port (its endpoints, hairpin
+// keys, dispatch and ClusterIP elements), so the struct is kept at 48
+// bytes: the rare unpacked elements and a verdict map's verdicts (one
+// group of four) behind pointers.
 type elemGroup struct {
-	els      []Element // not packed
-	packed   []byte    // n records of the key's encoding, then the data's
-	verdicts []Verdict // a verdict map's verdicts, one per record
+	packed   []byte     // n records of the key's encoding, then the data's
+	verdicts *[]Verdict // a verdict map's verdicts, one per record
+	unpacked *[]Element // the elements, when not packed (nil: packed)
 	n        int
-	isPacked bool
 }
+
+// verdict returns the verdict of record i of a verdict map's group.
+func (g *elemGroup) verdict(i int) *Verdict { return &(*g.verdicts)[i] }
+
+// unpackedGroup returns els as a group as they are.
+func unpackedGroup(els []Element) *elemGroup {
+	return &elemGroup{unpacked: &els, n: len(els)}
+}
+
+// isPacked reports whether the group holds packed records.
+func (g *elemGroup) isPacked() bool { return g.unpacked == nil }
+
+// els returns the elements of a group that is not packed.
+func (g *elemGroup) els() []Element { return *g.unpacked }
 
 // packGroup returns els as a group of set s, packed when every element
 // fits s's types exactly.
@@ -35,12 +53,13 @@ func packGroup(s *Set, els []Element) *elemGroup {
 	kw, dw := s.recordWidths()
 	for i := range els {
 		if !s.packable(&els[i]) {
-			return &elemGroup{els: els, n: len(els)}
+			return unpackedGroup(els)
 		}
 	}
-	g := &elemGroup{packed: make([]byte, 0, len(els)*(kw+dw)), n: len(els), isPacked: true}
+	g := &elemGroup{packed: make([]byte, 0, len(els)*(kw+dw)), n: len(els)}
 	if s.Verdict {
-		g.verdicts = make([]Verdict, len(els))
+		vs := make([]Verdict, len(els))
+		g.verdicts = &vs
 	}
 	for i := range els {
 		e := &els[i]
@@ -49,7 +68,7 @@ func packGroup(s *Set, els []Element) *elemGroup {
 			g.packed, _ = appendValues(g.packed, s.Data, e.Data)
 		}
 		if s.Verdict {
-			g.verdicts[i] = *e.Verdict
+			*g.verdict(i) = *e.Verdict
 		}
 	}
 	return g
@@ -69,8 +88,8 @@ func (g *elemGroup) elements(s *Set) []Element {
 	if g == nil {
 		return nil
 	}
-	if !g.isPacked {
-		return g.els
+	if !g.isPacked() {
+		return g.els()
 	}
 	return g.appendElements(make([]Element, 0, g.n), s)
 }
@@ -81,8 +100,8 @@ func (g *elemGroup) appendElements(dst []Element, s *Set) []Element {
 	if g == nil {
 		return dst
 	}
-	if !g.isPacked {
-		return append(dst, g.els...)
+	if !g.isPacked() {
+		return append(dst, g.els()...)
 	}
 	kw, dw := s.recordWidths()
 	nk, nd := len(s.Key), len(s.Data)
@@ -98,7 +117,7 @@ func (g *elemGroup) appendElements(dst []Element, s *Set) []Element {
 			e.Data = vals[at+nk : at+nk+nd : at+nk+nd]
 		}
 		if s.Verdict {
-			e.Verdict = &g.verdicts[i]
+			e.Verdict = g.verdict(i)
 		}
 		dst = append(dst, e)
 	}
@@ -107,8 +126,8 @@ func (g *elemGroup) appendElements(dst []Element, s *Set) []Element {
 
 // refKeyOf appends the reference-count key (refKey) of element i's key.
 func (g *elemGroup) refKeyOf(b []byte, s *Set, i int) []byte {
-	if !g.isPacked {
-		return s.refKey(b, g.els[i].Key)
+	if !g.isPacked() {
+		return s.refKey(b, g.els()[i].Key)
 	}
 	kw, dw := s.recordWidths()
 	return append(append(b, 0), g.packed[i*(kw+dw):i*(kw+dw)+kw]...)
@@ -215,8 +234,8 @@ func appendDecoded(vs []Value, ts []Datatype, b []byte) []Value {
 // encodeElements): a packed record is already the kernel encoding of its
 // key and data, so it is framed without being decoded.
 func (g *elemGroup) encode(w *elemMsgWriter, put func(item []byte) error) error {
-	if !g.isPacked {
-		for _, el := range g.els {
+	if !g.isPacked() {
+		for _, el := range g.els() {
 			item, err := w.encodeItem(el)
 			if err != nil {
 				return err
@@ -235,7 +254,7 @@ func (g *elemGroup) encode(w *elemMsgWriter, put func(item []byte) error) error 
 		b = closeNest(attr(b, unix.NFTA_DATA_VALUE, rec[:kw]), off)
 		switch {
 		case s.Verdict:
-			b = appendElemVerdict(b, g.verdicts[i])
+			b = appendElemVerdict(b, *g.verdict(i))
 		case dw > 0:
 			b, off = nest(b, unix.NFTA_SET_ELEM_DATA|unix.NLA_F_NESTED)
 			b = closeNest(attr(b, unix.NFTA_DATA_VALUE, rec[kw:]), off)
@@ -264,9 +283,9 @@ func (c *candidate) eachOf(g *elemGroup, fn func(*candidate)) {
 	if g == nil {
 		return
 	}
-	if !g.isPacked {
+	if !g.isPacked() {
 		c.g = nil
-		for _, e := range g.els {
+		for _, e := range g.els() {
 			c.e = e
 			fn(c)
 		}
@@ -303,7 +322,7 @@ func (c *candidate) sameValue(val, buf []byte) bool {
 	rec, kw := c.record()
 	switch {
 	case c.s.Verdict:
-		return sameRawVerdict(c.g.verdicts[c.i], val)
+		return sameRawVerdict(*c.g.verdict(c.i), val)
 	case len(c.s.Data) > 0:
 		return bytes.Equal(rec[kw:], val)
 	}
@@ -322,7 +341,7 @@ func (c *candidate) element() Element {
 		e.Data = appendDecoded(nil, c.s.Data, rec[kw:])
 	}
 	if c.s.Verdict {
-		e.Verdict = &c.g.verdicts[c.i]
+		e.Verdict = c.g.verdict(c.i)
 	}
 	return e
 }
@@ -343,14 +362,14 @@ type Packer struct {
 func NewPacker(key, data []Datatype, n int) *Packer {
 	s := Set{Key: key, Data: data}
 	kw, dw := s.recordWidths()
-	return &Packer{key: key, data: data, g: elemGroup{packed: make([]byte, 0, n*(kw+dw)), isPacked: true}}
+	return &Packer{key: key, data: data, g: elemGroup{packed: make([]byte, 0, n*(kw+dw))}}
 }
 
 // Add adds an element; values that do not fit the types are kept as an
 // Element (the whole group then is).
 func (p *Packer) Add(key, data []Value) {
 	s := Set{Key: p.key, Data: p.data}
-	if e := (Element{Key: key, Data: data}); p.g.isPacked && s.packable(&e) {
+	if e := (Element{Key: key, Data: data}); p.g.isPacked() && s.packable(&e) {
 		p.g.packed, _ = appendValues(p.g.packed, p.key, key)
 		if len(p.data) > 0 {
 			p.g.packed, _ = appendValues(p.g.packed, p.data, data)
@@ -358,11 +377,11 @@ func (p *Packer) Add(key, data []Value) {
 		p.g.n++
 		return
 	}
-	if p.g.isPacked {
-		p.g.els = p.g.elements(&s)
-		p.g.packed, p.g.isPacked = nil, false
+	if p.g.isPacked() {
+		els := p.g.elements(&s)
+		p.g.packed, p.g.unpacked = nil, &els
 	}
-	p.g.els = append(p.g.els, Element{Key: append([]Value(nil), key...), Data: append([]Value(nil), data...)})
+	*p.g.unpacked = append(*p.g.unpacked, Element{Key: append([]Value(nil), key...), Data: append([]Value(nil), data...)})
 	p.g.n++
 }
 

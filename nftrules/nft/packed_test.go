@@ -46,8 +46,8 @@ func TestPackedGroupsGiveBackTheirElements(t *testing.T) {
 		{"verdict map element without verdict", dispatch, []Element{{Key: []Value{v4, NumValue(6), NumValue(80)}}}, false},
 	} {
 		g := packGroup(c.set, c.els)
-		if g.isPacked != c.packed {
-			t.Errorf("%s: packed %v, want %v", c.name, g.isPacked, c.packed)
+		if g.isPacked() != c.packed {
+			t.Errorf("%s: packed %v, want %v", c.name, g.isPacked(), c.packed)
 		}
 		if got := g.elements(c.set); g.len() != len(c.els) || (len(c.els) > 0 && !reflect.DeepEqual(got, c.els)) {
 			t.Errorf("%s: got back %v (len %d), want %v", c.name, got, g.len(), c.els)
@@ -63,7 +63,7 @@ func TestRefKeysAgreeBetweenPackedAndNot(t *testing.T) {
 	a := AddrValue(netip.MustParseAddr("10.0.0.1"))
 	k := []Value{a, a}
 	packed := packGroup(s, []Element{{Key: k}})
-	unpacked := &elemGroup{els: []Element{{Key: k}}, n: 1}
+	unpacked := unpackedGroup([]Element{{Key: k}})
 	refs := &keyCounts{}
 	refs.add(s, packed)
 	refs.add(s, unpacked)
@@ -208,8 +208,8 @@ func TestPackerCollectsWhatSetGroupWouldKeep(t *testing.T) {
 		dv.SetPacked(IPv4, "endpoints", "owner", p, newSet)
 		s := dv.Ruleset().Tables[IPv4].Sets["endpoints"]
 		g, _ := s.groups.get("owner")
-		if g.isPacked != c.packed || !reflect.DeepEqual(g.elements(s), want) {
-			t.Errorf("%s: packed %v (want %v), elements %v, want %v", c.name, g.isPacked, c.packed, g.elements(s), want)
+		if g.isPacked() != c.packed || !reflect.DeepEqual(g.elements(s), want) {
+			t.Errorf("%s: packed %v (want %v), elements %v, want %v", c.name, g.isPacked(), c.packed, g.elements(s), want)
 		}
 	}
 }

@@ -215,7 +215,7 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 	res.Timing.Diff = time.Since(began)
 	res.Objects = tx.Objects()
 	if tx.Empty() {
-		r.applied = desired
+		r.applied = desired.settled()
 		return res, nil
 	}
 	r.commits++ // also when it fails: then the epoch changes too
@@ -241,7 +241,7 @@ func (r *Reconciler) Sync(ctx context.Context, desired *Ruleset, full bool) (Syn
 		}
 		return res, fmt.Errorf("apply transaction of %d objects: %w", res.Objects, err)
 	}
-	r.applied = desired
+	r.applied = desired.settled()
 	return res, nil
 }
 

@@ -223,14 +223,14 @@ func (s *Set) Put(e Element) {
 	}
 	flat, ok := s.groups.get("")
 	if !ok {
-		flat = &elemGroup{}
+		flat = unpackedGroup(nil)
 	}
 	if i, ok := s.flatPos[key]; ok {
-		flat.els[i] = e
+		flat.els()[i] = e
 	} else {
-		s.flatPos[key] = len(flat.els)
-		flat.els = append(flat.els, e)
-		flat.n = len(flat.els)
+		s.flatPos[key] = flat.n
+		*flat.unpacked = append(*flat.unpacked, e)
+		flat.n++
 	}
 	s.groups.set("", flat)
 	s.index = nil

@@ -97,9 +97,10 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	defer cleaner.Close()
-	onSync := func(info proxier.SyncInfo) { ob.onSync(info); start.synced(info) }
+	gcPacing := gcDefaultAfterFirstSync(os.Getenv)
+	onSync := func(info proxier.SyncInfo) { ob.onSync(info); start.synced(info); gcPacing(info) }
 	if afterSync := localnet.Setup(o.nodePorts, o.stateDir); afterSync != nil {
-		onSync = func(info proxier.SyncInfo) { ob.onSync(info); afterSync(info); start.synced(info) }
+		onSync = func(info proxier.SyncInfo) { ob.onSync(info); afterSync(info); start.synced(info); gcPacing(info) }
 	}
 	hcs := healthcheck.New(healthcheck.Options{
 		Healthy: ob.health.Healthy,
@@ -140,7 +141,6 @@ func run(ctx context.Context, o *options, srv *serveOptions) error {
 		return err
 	}
 	start.mark("cachesSynced")
-	setGCDefault(os.Getenv)
 	klog.InfoS("Informers synced, programming rules")
 	ob.health.Started()
 	if err := p.Run(ctx); err != nil {

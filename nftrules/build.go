@@ -184,10 +184,21 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family, svcNa
 	if aff == nil && n > 0 {
 		eps = fr.pack(epMap, []nft.Datatype{nft.TypeIndex}, []nft.Datatype{addr, nft.TypeInetService}, n)
 	}
-	if n > 0 {
-		hairpin = fr.pack(SetHairpin, []nft.Datatype{addr, addr}, nil, n)
+	// Only a local endpoint can be hairpinned: a pod's Service traffic is
+	// DNATed on its own node, so a connection DNATed back to its source
+	// here came from this node. Upstream (1.37) keeps only local endpoints
+	// in its hairpin set too; at scale the set stays at this node's pods
+	// instead of one element per endpoint of the cluster.
+	nh := len(sel.local)
+	for _, ep := range sel.cluster[:nc] {
+		if ep.IsLocal(st.NodeName) {
+			nh++
+		}
 	}
-	hairpinned := newAddrSet(n) // one pod may serve several ports
+	if nh > 0 {
+		hairpin = fr.pack(SetHairpin, []nft.Datatype{addr, addr}, nil, nh)
+	}
+	hairpinned := newAddrSet(nh) // one pod may serve several ports
 	put := func(endpoints []model.Endpoint, off uint32) {
 		var key, data [2]nft.Value
 		for i, ep := range endpoints {
@@ -198,7 +209,7 @@ func serviceFragment(st *model.State, sp *model.ServicePort, f nft.Family, svcNa
 				data[0], data[1] = nft.AddrValue(ep.Addr), nft.NumValue(uint32(ep.Port))
 				eps.Add(key[:1], data[:])
 			}
-			if hairpinned.add(ep.Addr) {
+			if hairpin != nil && ep.IsLocal(st.NodeName) && hairpinned.add(ep.Addr) {
 				key[0], key[1] = nft.AddrValue(ep.Addr), nft.AddrValue(ep.Addr)
 				hairpin.Add(key[:], nil)
 			}

@@ -23,10 +23,10 @@ var updateGolden = flag.Bool("update", false, "rewrite nftrules/testdata golden 
 func goldenState() *model.State {
 	return flowCluster(
 		servicePort(1, "default/web:http", "tcp", 80, "172.30.0.10,fd00:30::10",
-			readyEP("10.1.0.2:8080"), readyEP("10.1.0.3:8080"), readyEP("[fd00:1::2]:8080")),
+			localEP("10.1.0.2:8080"), readyEP("10.1.0.3:8080"), localEP("[fd00:1::2]:8080")),
 		servicePort(2, "default/web:https", "tcp", 443, "172.30.0.10,fd00:30::10",
-			readyEP("10.1.0.2:8443"), readyEP("10.1.0.3:8443"), readyEP("[fd00:1::2]:8443")),
-		servicePort(3, "kube-system/dns:dns", "udp", 53, "172.30.0.53", readyEP("10.1.0.20:53")),
+			localEP("10.1.0.2:8443"), readyEP("10.1.0.3:8443"), localEP("[fd00:1::2]:8443")),
+		servicePort(3, "kube-system/dns:dns", "udp", 53, "172.30.0.53", localEP("10.1.0.20:53")),
 		servicePort(4, "default/empty", "tcp", 80, "172.30.0.99,fd00:30::99"),
 	)
 }
@@ -67,12 +67,13 @@ func TestBuildChangeIsLocal(t *testing.T) {
 	before := goldenState()
 	after := goldenState()
 	web := after.Services[0] // default/web:http, ID 1
-	web.Endpoints = []model.Endpoint{readyEP("10.1.0.3:8080"), readyEP("10.1.0.4:8080"), readyEP("[fd00:1::2]:8080")}
+	web.Endpoints = []model.Endpoint{readyEP("10.1.0.3:8080"), localEP("10.1.0.4:8080"), localEP("[fd00:1::2]:8080")}
 
 	// Same endpoint count: the chain (numgen mod 2) is unchanged; only the
 	// service's entries of the endpoint map (IDs 1<<14...) and the hairpin
-	// pair of the new endpoint change. 10.1.0.2 stays in the hairpin set as
-	// an endpoint of default/web:https.
+	// pair of the new local endpoint change. 10.1.0.2 stays in the hairpin
+	// set as an endpoint of default/web:https; 10.1.0.3 is on another node
+	// and has no hairpin pair.
 	want := []string{
 		"ip endpoints-tcp-0 16384",
 		"ip endpoints-tcp-0 16385",
@@ -89,7 +90,7 @@ func TestBuildEndpointCountChangeIsLocal(t *testing.T) {
 	before := goldenState()
 	after := goldenState()
 	web := after.Services[0]
-	web.Endpoints = append(web.Endpoints, readyEP("10.1.0.5:8080"))
+	web.Endpoints = append(web.Endpoints, localEP("10.1.0.5:8080"))
 
 	changed := changes(nftrules.Build(before), nftrules.Build(after))
 	want := []string{

@@ -46,17 +46,24 @@ func TestDiffOfOneChangeAmong1000Services(t *testing.T) {
 		want   []string
 	}{
 		{
-			name:   "one endpoint moves: its map entry and hairpin element are replaced",
-			change: func(sp *model.ServicePort) { sp.Endpoints[3].Addr = netip.MustParseAddr("10.250.0.1") },
+			name:   "the local endpoint moves: its map entry and hairpin element are replaced",
+			change: func(sp *model.ServicePort) { sp.Endpoints[0].Addr = netip.MustParseAddr("10.250.0.1") },
 			want: []string{
 				"ip add elements " + epMap + " (1)", "ip add elements hairpin (1)",
 				"ip delete elements " + epMap + " (1)", "ip delete elements hairpin (1)",
 			},
 		},
 		{
-			name: "one endpoint added: the chain's modulus changes and one entry is added",
+			name:   "a remote endpoint moves: its map entry is replaced (no hairpin element)",
+			change: func(sp *model.ServicePort) { sp.Endpoints[3].Addr = netip.MustParseAddr("10.250.0.1") },
+			want: []string{
+				"ip add elements " + epMap + " (1)", "ip delete elements " + epMap + " (1)",
+			},
+		},
+		{
+			name: "one local endpoint added: the chain's modulus changes and one entry is added",
 			change: func(sp *model.ServicePort) {
-				sp.Endpoints = append(sp.Endpoints, model.Endpoint{Addr: netip.MustParseAddr("10.250.0.2"), Port: 8080, Ready: true})
+				sp.Endpoints = append(sp.Endpoints, model.Endpoint{Addr: netip.MustParseAddr("10.250.0.2"), Port: 8080, Ready: true, NodeName: "node"})
 			},
 			want: []string{
 				"ip add elements " + epMap + " (1)", "ip add elements hairpin (1)",
@@ -69,7 +76,7 @@ func TestDiffOfOneChangeAmong1000Services(t *testing.T) {
 			want: []string{
 				"ip add elements no-endpoint-services (1)", "ip delete chain " + chain,
 				"ip delete elements cluster-ips (1)", "ip delete elements " + epMap + " (10)",
-				"ip delete elements hairpin (10)", "ip delete elements service-ips (1)",
+				"ip delete elements hairpin (1)", "ip delete elements service-ips (1)",
 				"ip flush chain " + chain,
 			},
 		},

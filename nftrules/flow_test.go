@@ -210,10 +210,15 @@ func TestFlowMasquerade(t *testing.T) {
 	})
 }
 
+// TestFlowHairpin: a pod of this node reaching itself through a Service is
+// masqueraded. Only this node's endpoints are hairpin candidates (as
+// upstream's hairpin set): a pod's Service traffic is DNATed on its own
+// node.
 func TestFlowHairpin(t *testing.T) {
 	st := flowCluster(
-		servicePort(1, "ns/solo", "tcp", 80, "172.30.0.10,fd00:30::10", readyEP("10.1.0.2:8080"), readyEP("[fd00:1::2]:8080")),
-		servicePort(2, "ns/pair", "tcp", 80, "172.30.0.11", readyEP("10.1.0.2:8080"), readyEP("10.1.0.3:8080")),
+		servicePort(1, "ns/solo", "tcp", 80, "172.30.0.10,fd00:30::10", localEP("10.1.0.2:8080"), localEP("[fd00:1::2]:8080")),
+		servicePort(2, "ns/pair", "tcp", 80, "172.30.0.11", localEP("10.1.0.2:8080"), localEP("10.1.0.3:8080")),
+		servicePort(3, "ns/remote", "tcp", 80, "172.30.0.12", remoteEP("10.1.0.4:8080")),
 	)
 	checkPacketFlows(t, st, []packetFlow{
 		{"pod to its own Service: masqueraded", podSends("10.1.0.2", "tcp", "172.30.0.10:80"),
@@ -224,6 +229,8 @@ func TestFlowHairpin(t *testing.T) {
 			"DNAT to 10.1.0.2:8080, 10.1.0.3:8080 (masqueraded to 10.1.0.2:8080)"},
 		{"another pod is not hairpinned", podSends("10.1.0.3", "tcp", "172.30.0.10:80"),
 			"DNAT to 10.1.0.2:8080"},
+		{"another node's endpoint is no hairpin candidate", podSends("10.1.0.4", "tcp", "172.30.0.12:80"),
+			"DNAT to 10.1.0.4:8080"},
 	})
 }
 
@@ -287,7 +294,7 @@ func TestFlowEveryServiceIsReachable(t *testing.T) {
 // stickiness itself is kernel state, proven in TestKernelSessionAffinity.)
 func TestFlowSessionAffinity(t *testing.T) {
 	sticky := servicePort(1, "default/sticky", "tcp", 80, "172.30.0.40,fd00:30::40",
-		readyEP("10.1.0.2:8080"), readyEP("10.1.0.3:8080"), readyEP("[fd00:1::2]:8080"))
+		localEP("10.1.0.2:8080"), localEP("10.1.0.3:8080"), localEP("[fd00:1::2]:8080"))
 	sticky.SessionAffinityClientIP, sticky.AffinityTimeoutSeconds = true, 5
 	checkPacketFlows(t, flowCluster(sticky), []packetFlow{
 		{"pod to ClusterIP: any endpoint", podSends(flowClientPod, "tcp", "172.30.0.40:80"), "DNAT to 10.1.0.2:8080, 10.1.0.3:8080"},

@@ -31,7 +31,8 @@ func svc(id uint32, name string, proto v1.Protocol, port uint16, clusterIPs []st
 	}
 	for _, p := range pods {
 		for _, a := range []netip.Addr{podAddr4(p), podAddr6(p)} {
-			sp.Endpoints = append(sp.Endpoints, model.Endpoint{Addr: a, Port: targetPort, Ready: true, Serving: true})
+			// The test node's pods: local endpoints of node "node".
+			sp.Endpoints = append(sp.Endpoints, model.Endpoint{Addr: a, Port: targetPort, Ready: true, Serving: true, NodeName: "node"})
 		}
 	}
 	return sp

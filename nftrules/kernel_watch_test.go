@@ -129,7 +129,7 @@ func TestKernelWatchForeignDuringLargeBatch(t *testing.T) {
 			}
 		}
 	}
-	st := scaleState(300, 10) // ~4,000 objects: a large batch
+	st := scaleState(600, 10) // ~8,000 objects: a large batch, both ways
 	small := *st
 	small.Services = st.Services[:1]
 	apply(t, rec, &small, true)

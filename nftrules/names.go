@@ -51,8 +51,9 @@ const (
 	// SetClusterIPs holds the ClusterIPs of Services with endpoints:
 	// connections to them from outside the cluster CIDR are masqueraded.
 	SetClusterIPs = "cluster-ips"
-	// SetHairpin holds endpoint . endpoint pairs: a connection DNATed back to
-	// its own source is masqueraded so the reply comes back through us.
+	// SetHairpin holds endpoint . endpoint pairs of this node's endpoints: a
+	// connection DNATed back to its own source is masqueraded so the reply
+	// comes back through us.
 	SetHairpin = "hairpin"
 
 	// SetNodePortIPs holds the addresses NodePorts are served on (the

@@ -72,7 +72,9 @@ func cliPort(id uint32, name string, proto v1.Protocol, port uint16, clusterIPs 
 	sp := modeltest.ServicePort(id, name, proto, port, clusterIPs)
 	for _, p := range pods {
 		for _, a := range []netip.Addr{cliPod4(p), cliPod6(p)} {
-			sp.Endpoints = append(sp.Endpoints, modeltest.ReadyAt(netip.AddrPortFrom(a, targetPort)))
+			ep := modeltest.ReadyAt(netip.AddrPortFrom(a, targetPort))
+			ep.NodeName = "node" // the test node's pods
+			sp.Endpoints = append(sp.Endpoints, ep)
 		}
 	}
 	return sp

@@ -56,8 +56,8 @@ func dumpTo(ctx context.Context, out io.Writer, o *opsOptions, rec ourTables, de
 	if o.dumpFormat == "nft" {
 		live, err = rec.ReadLive()
 	} else {
-		// The per-Service view has no use for the hairpin set's elements,
-		// nearly half of all elements.
+		// The per-Service view has no use for the hairpin set's elements
+		// (this node's endpoints, repeated).
 		live, err = rec.ReadLiveWithoutElements(nftrules.SetHairpin)
 	}
 	if err != nil {

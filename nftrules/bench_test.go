@@ -74,6 +74,50 @@ func benchBuildDiffOneEndpointChange(b *testing.B, n int) {
 	}
 }
 
+// BenchmarkBuildDiffEndpointCountChange* is our side of a change that
+// rewrites a Service's chain (its endpoint count, the numgen modulus of
+// the chain's rule, goes from 10 to 11 and back), Build and Diff without
+// the kernel, at 1k and 50k Services.
+func BenchmarkBuildDiffEndpointCountChange1kx10(b *testing.B) {
+	benchBuildDiffEndpointCountChange(b, 1000)
+}
+func BenchmarkBuildDiffEndpointCountChange50kx10(b *testing.B) {
+	benchBuildDiffEndpointCountChange(b, 50000)
+}
+
+func benchBuildDiffEndpointCountChange(b *testing.B, n int) {
+	st := scaleState(n, 10)
+	builder := nftrules.NewBuilder()
+	live := builder.Build(st)
+	b.ReportAllocs()
+	round := 0
+	for b.Loop() {
+		round++
+		changeEndpointCount(st, n/2, round)
+		desired := builder.Build(st)
+		tx := nft.Diff(live, desired)
+		if tx.Objects() == 0 || tx.Objects() > 40 {
+			b.Fatalf("one endpoint count change: %d objects", tx.Objects())
+		}
+		live = desired
+	}
+}
+
+// changeEndpointCount gives Service i an eleventh endpoint on odd rounds
+// and takes it away on even ones, the way changeOneEndpoint changes it.
+func changeEndpointCount(st *model.State, i, round int) {
+	sp := *st.Services[i]
+	sp.Endpoints = append([]model.Endpoint(nil), sp.Endpoints[:10]...)
+	if round%2 == 1 {
+		extra := sp.Endpoints[0]
+		extra.Addr = netip.AddrFrom4([4]byte{10, 251, byte(round >> 8), byte(round)})
+		sp.Endpoints = append(sp.Endpoints, extra)
+	}
+	st.Services[i] = &sp
+	st.Delta = &model.Delta{Since: st.Gen, Changed: []types.NamespacedName{sp.Name.NamespacedName}}
+	st.Gen++
+}
+
 // BenchmarkFakeColdSync1kx10 is what the fake kernel (nftfake) costs the
 // tests that use it: a first Sync of 1k Services x 10 endpoints, Build
 // excluded.

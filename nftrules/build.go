@@ -18,25 +18,25 @@ func buildSkeleton(t *nft.Table, st *model.State) {
 	dispatchKey := []nft.Datatype{addr, nft.TypeInetProto, nft.TypeInetService}
 	dispatchFields := []nft.Field{nft.FieldDaddr, nft.FieldL4Proto, nft.FieldDport}
 
-	t.Sets[SetServiceIPs] = &nft.Set{Name: SetServiceIPs, Key: dispatchKey, Verdict: true}
-	t.Sets[SetNoEndpointServices] = &nft.Set{Name: SetNoEndpointServices, Key: dispatchKey, Verdict: true}
+	t.Sets.Put(SetServiceIPs, &nft.Set{Name: SetServiceIPs, Key: dispatchKey, Verdict: true})
+	t.Sets.Put(SetNoEndpointServices, &nft.Set{Name: SetNoEndpointServices, Key: dispatchKey, Verdict: true})
 	// Keys several service ports contribute (a pod behind several
 	// Services, a multi-port Service's ClusterIP) are shared.
-	t.Sets[SetHairpin] = &nft.Set{Name: SetHairpin, Key: []nft.Datatype{addr, addr}, SharedKeys: true}
-	t.Sets[SetClusterIPs] = &nft.Set{Name: SetClusterIPs, Key: []nft.Datatype{addr}, SharedKeys: true}
+	t.Sets.Put(SetHairpin, &nft.Set{Name: SetHairpin, Key: []nft.Datatype{addr, addr}, SharedKeys: true})
+	t.Sets.Put(SetClusterIPs, &nft.Set{Name: SetClusterIPs, Key: []nft.Datatype{addr}, SharedKeys: true})
 	portKey := []nft.Datatype{nft.TypeInetProto, nft.TypeInetService}
 	portFields := []nft.Field{nft.FieldL4Proto, nft.FieldDport}
-	t.Sets[SetNodePortIPs] = &nft.Set{Name: SetNodePortIPs, Key: []nft.Datatype{addr}}
+	t.Sets.Put(SetNodePortIPs, &nft.Set{Name: SetNodePortIPs, Key: []nft.Datatype{addr}})
 	for _, ip := range st.NodePortIPs {
 		if nft.FamilyOf(ip) == f {
-			t.Sets[SetNodePortIPs].Put(nft.Element{Key: []nft.Value{nft.AddrValue(ip.Unmap())}})
+			t.Sets.Get(SetNodePortIPs).Put(nft.Element{Key: []nft.Value{nft.AddrValue(ip.Unmap())}})
 		}
 	}
-	t.Sets[SetServiceNodePorts] = &nft.Set{Name: SetServiceNodePorts, Key: portKey, Verdict: true}
-	t.Sets[SetNoEndpointNodePorts] = &nft.Set{Name: SetNoEndpointNodePorts, Key: portKey, Verdict: true}
-	t.Sets[SetMasqueradeExternalIPs] = &nft.Set{Name: SetMasqueradeExternalIPs, Key: dispatchKey}
-	t.Sets[SetMasqueradeNodePorts] = &nft.Set{Name: SetMasqueradeNodePorts, Key: portKey}
-	t.Sets[SetFirewallIPs] = &nft.Set{Name: SetFirewallIPs, Key: dispatchKey, Verdict: true}
+	t.Sets.Put(SetServiceNodePorts, &nft.Set{Name: SetServiceNodePorts, Key: portKey, Verdict: true})
+	t.Sets.Put(SetNoEndpointNodePorts, &nft.Set{Name: SetNoEndpointNodePorts, Key: portKey, Verdict: true})
+	t.Sets.Put(SetMasqueradeExternalIPs, &nft.Set{Name: SetMasqueradeExternalIPs, Key: dispatchKey})
+	t.Sets.Put(SetMasqueradeNodePorts, &nft.Set{Name: SetMasqueradeNodePorts, Key: portKey})
+	t.Sets.Put(SetFirewallIPs, &nft.Set{Name: SetFirewallIPs, Key: dispatchKey, Verdict: true})
 	nodePortIP := nft.SetLookup{Fields: []nft.Field{nft.FieldDaddr}, Set: SetNodePortIPs}
 
 	base := func(name string, typ nft.ChainType, hook nft.Hook, prio int) *nft.Chain {

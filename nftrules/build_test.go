@@ -110,13 +110,13 @@ func changes(a, b *nft.Ruleset) []string {
 	var out []string
 	for _, f := range nft.Families {
 		ta, tb := a.Table(f), b.Table(f)
-		for _, name := range unionKeys(ta.Chains, tb.Chains) {
-			if renderChain(ta.Chains[name], f) != renderChain(tb.Chains[name], f) {
+		for _, name := range unionKeys(maps.Collect(ta.Chains.All()), maps.Collect(tb.Chains.All())) {
+			if renderChain(ta.Chains.Get(name), f) != renderChain(tb.Chains.Get(name), f) {
 				out = append(out, string(f)+" chain "+name)
 			}
 		}
-		for _, name := range unionKeys(ta.Sets, tb.Sets) {
-			sa, sb := ta.Sets[name], tb.Sets[name]
+		for _, name := range unionKeys(maps.Collect(ta.Sets.All()), maps.Collect(tb.Sets.All())) {
+			sa, sb := ta.Sets.Get(name), tb.Sets.Get(name)
 			if sa == nil || sb == nil || !sa.SameShape(sb) {
 				out = append(out, string(f)+" set "+name)
 				continue

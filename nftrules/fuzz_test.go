@@ -416,12 +416,14 @@ var tracePackets = map[nft.Family][]trace.Packet{
 func withFirstRule(rs *nft.Ruleset, f nft.Family, chain string, r nft.Rule) *nft.Ruleset {
 	out := nft.NewRuleset()
 	for fam, t := range rs.Tables {
-		c := *t
-		c.Chains = maps.Clone(t.Chains)
-		out.Tables[fam] = &c
+		c := &nft.Table{Family: t.Family, Name: t.Name, Sets: t.Sets} // sets only read
+		for name, ch := range t.Chains.All() {
+			c.Chains.Put(name, ch)
+		}
+		out.Tables[fam] = c
 	}
-	c := *out.Tables[f].Chains[chain]
+	c := *out.Tables[f].Chains.Get(chain)
 	c.Rules = append([]nft.Rule{r}, c.Rules...)
-	out.Tables[f].Chains[chain] = &c
+	out.Tables[f].Chains.Put(chain, &c)
 	return out
 }

@@ -26,7 +26,7 @@ func requireSameElements(t *testing.T, have, want *nft.Ruleset) (sets, elements 
 			t.Fatalf("table %s %s missing", f, wt.Name)
 		}
 		for _, ws := range wt.SortedSets() {
-			hs := ht.Sets[ws.Name]
+			hs := ht.Sets.Get(ws.Name)
 			if hs == nil {
 				t.Errorf("%s set %s missing", f, ws.Name)
 				continue

@@ -227,7 +227,7 @@ func TestKernelResyncIsEmptyAndEndpointChangeIsLocal(t *testing.T) {
 		}
 	}
 	// And the kernel really holds the new endpoint.
-	live := after.Tables[nft.IPv4].Sets[nftrules.EndpointMapName(nft.TCP, st.Services[7].ID)]
+	live := after.Tables[nft.IPv4].Sets.Get(nftrules.EndpointMapName(nft.TCP, st.Services[7].ID))
 	found := false
 	for _, e := range live.Elements() {
 		if e.ValueString() == "10.244.1.99 . 8080" {
@@ -320,7 +320,7 @@ func TestKernelLargeMapsAreComplete(t *testing.T) {
 	}
 	t4 := live.Tables[nft.IPv4]
 	endpoints := 0
-	for name, s := range t4.Sets {
+	for name, s := range t4.Sets.All() {
 		if strings.HasPrefix(name, "endpoints-tcp-") {
 			endpoints += s.Len()
 		}
@@ -328,7 +328,7 @@ func TestKernelLargeMapsAreComplete(t *testing.T) {
 	if endpoints != services {
 		t.Errorf("endpoint maps hold %d elements, want %d", endpoints, services)
 	}
-	if n := t4.Sets[nftrules.SetServiceIPs].Len(); n != services {
+	if n := t4.Sets.Get(nftrules.SetServiceIPs).Len(); n != services {
 		t.Errorf("service-ips holds %d elements, want %d", n, services)
 	}
 }

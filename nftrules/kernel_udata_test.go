@@ -24,7 +24,7 @@ func TestKernelLongRuleReadsBackAsText(t *testing.T) {
 		st.ClusterCIDRs = append(st.ClusterCIDRs, netip.MustParsePrefix(fmt.Sprintf("fd%02x:3f1b:77a0:c4e2:%x:9b3d:51c8:e%03x/128", i, 0x1000+i*0x1357, i*0x2a1)))
 	}
 	built := nftrules.Build(st)
-	want := built.Tables[nft.IPv6].Chains[nftrules.ChainServices].Rules[0].Render(nft.IPv6)
+	want := built.Tables[nft.IPv6].Chains.Get(nftrules.ChainServices).Rules[0].Render(nft.IPv6)
 	if len(want) <= 256 {
 		t.Fatalf("the masquerade rule is only %d bytes: the test proves nothing", len(want))
 	}
@@ -34,7 +34,7 @@ func TestKernelLongRuleReadsBackAsText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := live.Tables[nft.IPv6].Chains[nftrules.ChainServices].Rules[0].Render(nft.IPv6); got != want {
+	if got := live.Tables[nft.IPv6].Chains.Get(nftrules.ChainServices).Rules[0].Render(nft.IPv6); got != want {
 		t.Errorf("read back %q\nwant %q", got, want)
 	}
 	if _, err := nft.ParseRuleset(live); err != nil {

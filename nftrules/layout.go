@@ -1,6 +1,7 @@
 package nftrules
 
 import (
+	"maps"
 	"strings"
 	"sync"
 
@@ -40,7 +41,7 @@ var skeletonSets = sync.OnceValue(func() map[nft.Family]map[string]*nft.Set {
 	out := map[nft.Family]map[string]*nft.Set{}
 	for _, f := range nft.Families {
 		buildSkeleton(rs.Table(f), &model.State{})
-		out[f] = rs.Tables[f].Sets
+		out[f] = maps.Collect(rs.Tables[f].Sets.All())
 	}
 	return out
 })

@@ -64,7 +64,7 @@ func TestEndpointsOverLimit(t *testing.T) {
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: EndpointsOverLimit = %v, want %v", tc.name, got, tc.want)
 		}
-		programmed := nftrules.Build(st).Tables[nft.IPv4].Sets[nftrules.EndpointMapName(nft.TCP, 1)].Len()
+		programmed := nftrules.Build(st).Tables[nft.IPv4].Sets.Get(nftrules.EndpointMapName(nft.TCP, 1)).Len()
 		if programmed != tc.programmed {
 			t.Errorf("%s: %d endpoint map entries, want %d", tc.name, programmed, tc.programmed)
 		}

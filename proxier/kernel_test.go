@@ -43,10 +43,10 @@ func TestKernelFollowsAPIObjects(t *testing.T) {
 			return ""
 		}
 		key := ip + " . 6 . " + strconv.Itoa(int(port))
-		if e, ok := live.Tables[nft.IPv4].Sets[nftrules.SetServiceIPs].Lookup(key); ok {
+		if e, ok := live.Tables[nft.IPv4].Sets.Get(nftrules.SetServiceIPs).Lookup(key); ok {
 			return e.ValueString()
 		}
-		if e, ok := live.Tables[nft.IPv4].Sets[nftrules.SetNoEndpointServices].Lookup(key); ok {
+		if e, ok := live.Tables[nft.IPv4].Sets.Get(nftrules.SetNoEndpointServices).Lookup(key); ok {
 			return e.ValueString()
 		}
 		return ""
@@ -96,7 +96,7 @@ func TestKernelFollowsAPIObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := live.Tables[nft.IPv4].Chains[nftrules.ServiceChainName(mustName("default", "web", "http"))]; ok {
+	if live.Tables[nft.IPv4].Chains.Get(nftrules.ServiceChainName(mustName("default", "web", "http"))) != nil {
 		t.Error("the deleted Service's chain is still in the kernel")
 	}
 }

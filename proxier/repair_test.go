@@ -25,7 +25,7 @@ func TestProxierRepairsForeignChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dispatch := live.Tables[nft.IPv4].Sets[nftrules.SetServiceIPs]
+	dispatch := live.Tables[nft.IPv4].Sets.Get(nftrules.SetServiceIPs)
 	if dispatch.Len() == 0 {
 		t.Fatal("nothing in service-ips to delete")
 	}

@@ -20,7 +20,7 @@ func TestWriteJSONIsTheEncodersOutput(t *testing.T) {
 	compared := dump.FromRuleset(nftrules.Build(st), names)
 	broken := nftrules.Build(st)
 	for _, tb := range broken.Tables {
-		delete(tb.Sets, nftrules.SetClusterIPs)
+		tb.Sets.Delete(nftrules.SetClusterIPs)
 	}
 	dump.Compare(compared, dump.FromRuleset(broken, names), st, true)
 	compared.Services[0].Problems = append(compared.Services[0].Problems, `<script>"&'`+"\n\u2028")

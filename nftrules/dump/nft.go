@@ -35,9 +35,9 @@ func RenderNFT(rs *nft.Ruleset) string {
 			case !nft.IsName(s.Name):
 				note("table %s %s: set %s left out: its name is not an nft identifier", f, src.Name, quote(s.Name))
 			default:
-				dst.Sets[s.Name] = safeElements(s, func(e nft.Element) {
+				dst.Sets.Put(s.Name, safeElements(s, func(e nft.Element) {
 					note("table %s %s: set %s element %s left out: its verdict names no nft identifier", f, src.Name, s.Name, quote(e.KeyString()))
-				})
+				}))
 			}
 		}
 		for _, c := range src.SortedChains() {
@@ -53,7 +53,7 @@ func RenderNFT(rs *nft.Ruleset) string {
 				}
 				nc.Rules[i] = pr
 			}
-			dst.Chains[c.Name] = nc
+			dst.Chains.Put(c.Name, nc)
 		}
 	}
 	return strings.Join(notes, "") + out.Render()

@@ -17,8 +17,8 @@ func asLive(rs *nft.Ruleset) *nft.Ruleset {
 	for _, f := range rs.SortedFamilies() {
 		src, dst := rs.Tables[f], out.Table(f)
 		dst.Name = src.Name
-		for name, s := range src.Sets {
-			dst.Sets[name] = s
+		for name, s := range src.Sets.All() {
+			dst.Sets.Put(name, s)
 		}
 		for _, c := range src.SortedChains() {
 			nc := dst.Chain(c.Name)
@@ -45,7 +45,7 @@ func TestRenderNFTCannotBeInjected(t *testing.T) {
 	}
 
 	t4 := live.Tables[nft.IPv4]
-	services := t4.Chains[nftrules.ChainServices]
+	services := t4.Chains.Get(nftrules.ChainServices)
 	for _, text := range []string{
 		"accept\n}\n}\nflush ruleset\ntable ip evil {\n\tchain c {", // breaks out of the chain
 		"jump x;};};flush;ruleset",                                  // one "name" token
@@ -56,7 +56,7 @@ func TestRenderNFTCannotBeInjected(t *testing.T) {
 	}
 	t4.Chain("evil\n}\nflush ruleset")
 	evil := nft.Verdict{Kind: nft.Goto, Chain: "x;flush ruleset"}
-	ips := t4.Sets[nftrules.SetServiceIPs]
+	ips := t4.Sets.Get(nftrules.SetServiceIPs)
 	ips.Put(nft.Element{Key: []nft.Value{nft.AddrValue(netip.MustParseAddr("10.96.9.9")), nft.NumValue(6), nft.NumValue(80)}, Verdict: &evil})
 
 	out := dump.RenderNFT(live)

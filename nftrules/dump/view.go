@@ -209,8 +209,8 @@ type tableView struct {
 
 func (v *viewer) table(t *nft.Table) Table {
 	f := t.Family
-	tv := Table{Family: string(f), Name: t.Name, Chains: len(t.Chains), Sets: len(t.Sets)}
-	w := &tableView{t: t, rules: make(map[string][]nft.Rule, len(t.Chains)), resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
+	tv := Table{Family: string(f), Name: t.Name, Chains: t.Chains.Len(), Sets: t.Sets.Len()}
+	w := &tableView{t: t, rules: make(map[string][]nft.Rule, t.Chains.Len()), resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
 	chains := t.SortedChains()
 	for _, c := range chains {
 		tv.Rules += len(c.Rules)
@@ -233,7 +233,7 @@ func (v *viewer) table(t *nft.Table) Table {
 	}
 	tv.Masquerade = masqueradeOf(w.rules[nftrules.ChainServices])
 
-	clusterIPs := t.Sets[nftrules.SetClusterIPs]
+	clusterIPs := t.Sets.Get(nftrules.SetClusterIPs)
 	for _, d := range []struct {
 		set      string
 		nodePort bool
@@ -244,8 +244,8 @@ func (v *viewer) table(t *nft.Table) Table {
 		{nftrules.SetServiceNodePorts, true, false},
 		{nftrules.SetNoEndpointNodePorts, true, true},
 	} {
-		s, ok := t.Sets[d.set]
-		if !ok || !s.Verdict {
+		s := t.Sets.Get(d.set)
+		if s == nil || !s.Verdict {
 			continue
 		}
 		for _, e := range s.SortedElements() {
@@ -260,7 +260,7 @@ func (v *viewer) table(t *nft.Table) Table {
 
 	// A Service chain nothing jumps to is left over.
 	referenced := map[string]bool{}
-	for _, s := range t.Sets {
+	for _, s := range t.Sets.All() {
 		if s.Verdict {
 			s.Each(func(e nft.Element) {
 				if e.Verdict != nil && e.Verdict.Chain != "" {
@@ -462,7 +462,7 @@ func (w *tableView) resolve(chain string, depth int) *resolution {
 			case nft.DNATTo:
 				add(Endpoint{Address: s.To.Addr().String(), Port: s.To.Port()})
 			case nft.UpdateSourceSet:
-				if set, ok := w.t.Sets[s.Set]; ok && set.Timeout > 0 {
+				if set := w.t.Sets.Get(s.Set); set != nil && set.Timeout > 0 {
 					r.affinity = max(r.affinity, int(set.Timeout.Seconds()))
 				}
 			case nft.VerdictStmt:
@@ -486,8 +486,8 @@ func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, f
 	if r.m == "" {
 		r.m, r.firstKey = name, offset
 	}
-	m, ok := w.t.Sets[name]
-	if !ok {
+	m := w.t.Sets.Get(name)
+	if m == nil {
 		r.problems = append(r.problems, fmt.Sprintf("map @%s does not exist", name))
 		return
 	}

@@ -306,7 +306,7 @@ func TestViewExternalFrontendsAndAffinity(t *testing.T) {
 func TestViewBoundsAHugeNumgenModulus(t *testing.T) {
 	rs := nftrules.Build(testState())
 	dns := testState().Services[2]
-	chain := rs.Tables[nft.IPv4].Chains[nftrules.ServiceChainName(dns.Name)]
+	chain := rs.Tables[nft.IPv4].Chains.Get(nftrules.ServiceChainName(dns.Name))
 	chain.Rules = []nft.Rule{{Stmts: []nft.Stmt{nft.Opaque{Text: "meta l4proto udp dnat ip to numgen random mod 4294967295 offset 49152 map @endpoints-udp-0"}}}}
 	d := dump.FromRuleset(rs, nil)
 	var problems []string

@@ -1,16 +1,14 @@
 package nft
 
-import "maps"
-
 // Derivation makes a ruleset from another by changes, the way a Builder
 // goes from one Build to the next. The derived ruleset shares every chain,
 // set and element group it does not change with its parent (a set is
 // copied when first changed, and only its small overlay of changed groups:
-// see ownerGroups), and shares the tables' chain and set maps themselves
-// until it changes them: a chain put back with the rules it had (a
-// Service's endpoints changed, its chains did not) changes nothing, so an
-// endpoint change copies no map of the size of the table. It records what
-// it changed, so that Diff(parent, derived) looks there only.
+// see ownerGroups), and forks the tables' chains and sets (ByName): it
+// copies no map of the size of the table, whatever it changes. A chain
+// put back with the rules it had (a Service's endpoints changed, its
+// chains did not) is no change. It records what it changed, so that
+// Diff(parent, derived) looks there only.
 //
 // Neither the parent nor the derived ruleset may be changed otherwise: both
 // share their objects with each other.
@@ -22,9 +20,7 @@ type Derivation struct {
 	// the tables by Ruleset: a chain deleted and put back unchanged, as
 	// a Builder does for a changed Service, is no change.
 	chains map[Family]map[string]*Chain
-	// ownSets marks the families whose set map is no longer the parent's.
-	ownSets map[Family]bool
-	done    bool
+	done   bool
 }
 
 // tableDelta names what a Derivation changed in one table.
@@ -37,16 +33,15 @@ type tableDelta struct {
 // Derive starts a ruleset derived from rs; see Derivation.
 func (rs *Ruleset) Derive() *Derivation {
 	d := &Derivation{rs: NewRuleset(), copied: map[Family]map[string]bool{},
-		chains: map[Family]map[string]*Chain{}, ownSets: map[Family]bool{}}
+		chains: map[Family]map[string]*Chain{}}
 	d.rs.parent = rs
 	// rs is now diffed against its successors, no longer against its own
 	// parent: dropping that link keeps a Builder's rulesets from
-	// forming a chain back to its first, each holding its own copy of
-	// the tables' maps.
+	// forming a chain back to its first.
 	rs.parent = nil
 	d.rs.delta = map[Family]*tableDelta{}
 	for f, t := range rs.Tables {
-		d.rs.Tables[f] = &Table{Family: t.Family, Name: t.Name, Chains: t.Chains, Sets: t.Sets}
+		d.rs.Tables[f] = &Table{Family: t.Family, Name: t.Name, Chains: t.Chains.fork(), Sets: t.Sets.fork()}
 		d.rs.delta[f] = &tableDelta{owners: map[string]bool{}, chains: map[string]bool{}, sets: map[string]bool{}}
 		d.copied[f] = map[string]bool{}
 		d.chains[f] = map[string]*Chain{}
@@ -72,20 +67,12 @@ func (d *Derivation) Ruleset() *Ruleset {
 	d.done = true
 	for f, put := range d.chains {
 		t := d.rs.Tables[f]
-		copied := false
 		for name, c := range put {
-			old := t.Chains[name]
+			old := t.Chains.Get(name)
 			if c == old || (c != nil && old != nil && sameChain(f, old, c)) {
 				continue
 			}
-			if !copied {
-				t.Chains, copied = maps.Clone(t.Chains), true
-			}
-			if c == nil {
-				delete(t.Chains, name)
-			} else {
-				t.Chains[name] = c
-			}
+			t.Chains.Put(name, c) // nil deletes
 			d.rs.delta[f].chains[name] = true
 		}
 	}
@@ -108,24 +95,14 @@ func (d *Derivation) DeleteChain(f Family, name string) { d.chains[f][name] = ni
 
 // PutSet adds or replaces a set of family f, with its elements.
 func (d *Derivation) PutSet(f Family, s *Set) {
-	d.sets(f)[s.Name] = s
+	d.rs.Tables[f].Sets.Put(s.Name, s)
 	d.rs.delta[f].sets[s.Name] = true
 }
 
 // DeleteSet removes a set of family f.
 func (d *Derivation) DeleteSet(f Family, name string) {
-	delete(d.sets(f), name)
+	d.rs.Tables[f].Sets.Delete(name)
 	d.rs.delta[f].sets[name] = true
-}
-
-// sets returns the set map of family f to change, copying the parent's
-// first.
-func (d *Derivation) sets(f Family) map[string]*Set {
-	t := d.rs.Tables[f]
-	if !d.ownSets[f] {
-		t.Sets, d.ownSets[f] = maps.Clone(t.Sets), true
-	}
-	return t.Sets
 }
 
 // SetGroup makes els the elements owner contributes to a set of family f,
@@ -171,12 +148,12 @@ func (d *Derivation) DeleteGroup(f Family, set, owner string) int {
 // with the parent, or making it with newSet.
 func (d *Derivation) mutableSet(f Family, name string, newSet func(Family, string) *Set) *Set {
 	d.rs.delta[f].sets[name] = true
-	copied := d.copied[f]
-	s, ok := d.rs.Tables[f].Sets[name]
-	if !ok {
+	copied, sets := d.copied[f], &d.rs.Tables[f].Sets
+	s := sets.Get(name)
+	if s == nil {
 		s = newSet(f, name)
 		s.groups = &ownerGroups{}
-		d.sets(f)[name] = s
+		sets.Put(name, s)
 		copied[name] = true
 	} else if !copied[name] {
 		c := *s
@@ -184,7 +161,7 @@ func (d *Derivation) mutableSet(f Family, name string, newSet func(Family, strin
 		c.refs = s.refs.fork()
 		c.index = nil
 		s = &c
-		d.sets(f)[name] = s
+		sets.Put(name, s)
 		copied[name] = true
 	}
 	if s.SharedKeys && s.refs == nil {

@@ -132,16 +132,16 @@ func Diff(live, desired *Ruleset) *Transaction {
 			have = nil
 		}
 		if have == nil {
-			have = &Table{Family: f, Name: want.Name, Chains: map[string]*Chain{}, Sets: map[string]*Set{}}
+			have = &Table{Family: f, Name: want.Name}
 			tx.Ops = append(tx.Ops, Op{Kind: OpAddTable, Family: f})
 		}
 		for _, s := range want.SortedSets() {
-			if _, ok := have.Sets[s.Name]; !ok {
+			if have.Sets.Get(s.Name) == nil {
 				tx.Ops = append(tx.Ops, Op{Kind: OpAddSet, Family: f, Set: s})
 			}
 		}
 		for _, s := range have.SortedSets() {
-			if _, ok := want.Sets[s.Name]; !ok {
+			if want.Sets.Get(s.Name) == nil {
 				tail = append(tail, Op{Kind: OpDelSet, Family: f, Set: s})
 			}
 		}
@@ -188,14 +188,14 @@ func phase(k OpKind) int {
 // shape and the base chains are the same (by hook), i.e. whether have can be
 // updated in place.
 func sameSkeleton(have, want *Table) bool {
-	for name, ws := range want.Sets {
-		if hs, ok := have.Sets[name]; ok && !hs.SameShape(ws) {
+	for name, ws := range want.Sets.All() {
+		if hs := have.Sets.Get(name); hs != nil && !hs.SameShape(ws) {
 			return false
 		}
 	}
-	for name, wc := range want.Chains {
-		hc, ok := have.Chains[name]
-		if !ok {
+	for name, wc := range want.Chains.All() {
+		hc := have.Chains.Get(name)
+		if hc == nil {
 			if wc.Base != nil {
 				return false
 			}
@@ -205,8 +205,8 @@ func sameSkeleton(have, want *Table) bool {
 			return false
 		}
 	}
-	for name, hc := range have.Chains {
-		if _, ok := want.Chains[name]; !ok && hc.Base != nil {
+	for name, hc := range have.Chains.All() {
+		if want.Chains.Get(name) == nil && hc.Base != nil {
 			return false
 		}
 	}
@@ -220,21 +220,21 @@ func sameSkeleton(have, want *Table) bool {
 func diffTable(tx *Transaction, have, want *Table) []Op {
 	f := want.Family
 	var changed []*Chain
-	for name, wc := range want.Chains {
-		hc, exists := have.Chains[name]
-		if exists && (hc == wc || sameRules(f, hc, wc)) {
+	for name, wc := range want.Chains.All() {
+		hc := have.Chains.Get(name)
+		if hc != nil && (hc == wc || sameRules(f, hc, wc)) {
 			continue
 		}
 		changed = append(changed, wc)
 	}
 	sortChains(changed)
-	n := len(want.Sets) * 2
+	n := want.Sets.Len() * 2
 	for _, wc := range changed {
 		n += 1 + len(wc.Rules)
 	}
 	tx.Ops = slices.Grow(tx.Ops, n) // a cold sync: 30,000 ops at 10k Services
 	for _, wc := range changed {
-		if _, exists := have.Chains[wc.Name]; exists {
+		if have.Chains.Get(wc.Name) != nil {
 			tx.Ops = append(tx.Ops, Op{Kind: OpFlushChain, Family: f, Chain: wc})
 		} else {
 			tx.Ops = append(tx.Ops, Op{Kind: OpAddChain, Family: f, Chain: wc})
@@ -243,12 +243,12 @@ func diffTable(tx *Transaction, have, want *Table) []Op {
 			tx.Ops = append(tx.Ops, Op{Kind: OpAddRule, Family: f, Chain: wc, Rule: &wc.Rules[i]})
 		}
 	}
-	for _, name := range sortedSetNames(want.Sets) {
-		tx.Ops = appendElementOps(tx.Ops, f, have.Sets[name], want.Sets[name])
+	for _, name := range slices.Sorted(want.Sets.Keys()) {
+		tx.Ops = appendElementOps(tx.Ops, f, have.Sets.Get(name), want.Sets.Get(name))
 	}
 	var gone []*Chain
-	for name, hc := range have.Chains {
-		if _, ok := want.Chains[name]; !ok {
+	for name, hc := range have.Chains.All() {
+		if want.Chains.Get(name) == nil {
 			gone = append(gone, hc)
 		}
 	}
@@ -263,15 +263,6 @@ func diffTable(tx *Transaction, have, want *Table) []Op {
 
 func sortChains(cs []*Chain) {
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
-}
-
-func sortedSetNames(m map[string]*Set) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func sameRules(f Family, a, b *Chain) bool {

@@ -20,7 +20,7 @@ func diffDelta(live, desired *Ruleset) *Transaction {
 			continue
 		}
 		for _, name := range slices.Sorted(maps.Keys(d.sets)) {
-			hs, ws := have.Sets[name], want.Sets[name]
+			hs, ws := have.Sets.Get(name), want.Sets.Get(name)
 			switch {
 			case hs == nil && ws != nil:
 				tx.Ops = append(tx.Ops, Op{Kind: OpAddSet, Family: f, Set: ws})
@@ -38,7 +38,7 @@ func diffDelta(live, desired *Ruleset) *Transaction {
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(d.chains)) {
-			hc, wc := have.Chains[name], want.Chains[name]
+			hc, wc := have.Chains.Get(name), want.Chains.Get(name)
 			switch {
 			case wc != nil && hc == nil:
 				tx.Ops = append(tx.Ops, Op{Kind: OpAddChain, Family: f, Chain: wc})

@@ -1,5 +1,7 @@
 package nft
 
+import "iter"
+
 // layered is a copy-on-write map from keys K to V for values that a
 // chain of derived rulesets changes a few at a time: a large base shared
 // by every ruleset derived from it, frozen maps of later changes above it
@@ -73,46 +75,53 @@ func (l *layered[K, V]) put(key K, v V) {
 // each calls fn for the newest value of every key whose value is live, in
 // no particular order.
 func (l *layered[K, V]) each(fn func(key K, v V)) {
-	shadow := l.top
-	if len(l.frozen) > 0 {
-		shadow = l.merged(false)
+	for k, v := range l.all() {
+		fn(k, v)
 	}
-	for k, v := range l.base {
-		if _, changed := shadow[k]; !changed {
-			fn(k, v)
-		}
-	}
-	for k, v := range shadow {
-		if v.live() {
-			fn(k, v)
+}
+
+// all yields what each passes fn, and copies no map: a key is yielded
+// from the newest map holding it, and skipped in the older ones by a
+// lookup in each newer map (O(log n) of them).
+func (l *layered[K, V]) all() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
+		maps := l.newestFirst()
+		for i, m := range maps {
+			for k, v := range m {
+				if v.live() && !heldIn(maps[:i], k) && !yield(k, v) {
+					return
+				}
+			}
 		}
 	}
 }
 
-// merged returns the newest value of every key above the base in one new
-// map; with intoBase the base's keys too, and only live values.
-func (l *layered[K, V]) merged(intoBase bool) map[K]V {
-	size := l.upper
-	if intoBase {
-		size += len(l.base)
+// newestFirst lists the top, the frozen maps and the base, newest first.
+func (l *layered[K, V]) newestFirst() []map[K]V {
+	out := make([]map[K]V, 0, len(l.frozen)+2)
+	out = append(out, l.top)
+	for i := len(l.frozen) - 1; i >= 0; i-- {
+		out = append(out, l.frozen[i])
 	}
-	out := make(map[K]V, size)
-	if intoBase {
-		for k, v := range l.base {
-			out[k] = v
+	return append(out, l.base)
+}
+
+// heldIn reports whether any of maps holds key.
+func heldIn[K comparable, V any](maps []map[K]V, key K) bool {
+	for _, m := range maps {
+		if _, ok := m[key]; ok {
+			return true
 		}
 	}
-	for _, m := range append(l.frozen[:len(l.frozen):len(l.frozen)], l.top) {
-		for k, v := range m {
-			out[k] = v
-		}
-	}
-	if intoBase {
-		for k, v := range out {
-			if !v.live() {
-				delete(out, k)
-			}
-		}
+	return false
+}
+
+// merged returns the newest live value of every key in one new map: a
+// new base.
+func (l *layered[K, V]) merged() map[K]V {
+	out := make(map[K]V, len(l.base)+l.upper)
+	for k, v := range l.all() {
+		out[k] = v
 	}
 	return out
 }
@@ -125,7 +134,7 @@ func (l *layered[K, V]) fork() layered[K, V] {
 		return c
 	}
 	if l.upper > maxUpper(len(l.base)) {
-		c.base, c.upper = l.merged(true), 0
+		c.base, c.upper = l.merged(), 0
 		return c
 	}
 	c.frozen = append(l.frozen[:len(l.frozen):len(l.frozen)], l.top)

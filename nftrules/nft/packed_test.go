@@ -206,7 +206,7 @@ func TestPackerCollectsWhatSetGroupWouldKeep(t *testing.T) {
 		rs.Table(IPv4)
 		dv := rs.Derive()
 		dv.SetPacked(IPv4, "endpoints", "owner", p, newSet)
-		s := dv.Ruleset().Tables[IPv4].Sets["endpoints"]
+		s := dv.Ruleset().Tables[IPv4].Sets.Get("endpoints")
 		g, _ := s.groups.get("owner")
 		if g.isPacked() != c.packed || !reflect.DeepEqual(g.elements(s), want) {
 			t.Errorf("%s: packed %v (want %v), elements %v, want %v", c.name, g.isPacked(), c.packed, g.elements(s), want)

@@ -50,8 +50,8 @@ func ParseRuleset(rs *Ruleset) (*Ruleset, error) {
 		src := rs.Tables[f]
 		dst := out.Table(f)
 		dst.Name = src.Name
-		for name, s := range src.Sets {
-			dst.Sets[name] = s
+		for name, s := range src.Sets.All() {
+			dst.Sets.Put(name, s)
 		}
 		for _, c := range src.SortedChains() {
 			nc := &Chain{Name: c.Name, Base: c.Base, Rules: make([]Rule, 0, len(c.Rules))}
@@ -63,7 +63,7 @@ func ParseRuleset(rs *Ruleset) (*Ruleset, error) {
 				}
 				nc.Rules = append(nc.Rules, pr)
 			}
-			dst.Chains[c.Name] = nc
+			dst.Chains.Put(c.Name, nc)
 		}
 	}
 	return out, errors.Join(errs...)

@@ -151,7 +151,7 @@ func readRules(er *elementReader, t *Table) error {
 		if err != nil {
 			return err
 		}
-		if ch, ok := t.Chains[string(chain)]; ok {
+		if ch := t.Chains.getBytes(chain); ch != nil {
 			ch.Rules = append(ch.Rules, Rule{Stmts: []Stmt{Opaque{Text: identity}}})
 		}
 		return nil
@@ -204,23 +204,23 @@ func readSets(c *nftables.Conn, er *elementReader, layout Layout, nt *nftables.T
 		// always compared with the layout.
 		endpointChains := known && want.Verdict && isIndexMap(want)
 		if ns.Dynamic && ns.HasTimeout && !ns.IsMap && !endpointChains && (ns.KeyType.Bytes == 4 || ns.KeyType.Bytes == 16) {
-			t.Sets[ns.Name] = &Set{Name: ns.Name, Key: []Datatype{AddrType(t.Family)}, Dynamic: true, Timeout: ns.Timeout}
+			t.Sets.Put(ns.Name, &Set{Name: ns.Name, Key: []Datatype{AddrType(t.Family)}, Dynamic: true, Timeout: ns.Timeout})
 			continue
 		}
 		if !known || !kernelShapeMatches(ns, want) {
 			// Unknown to us or of another shape: typeless, so Diff rebuilds.
-			t.Sets[ns.Name] = &Set{Name: ns.Name, Comment: "unexpected set"}
+			t.Sets.Put(ns.Name, &Set{Name: ns.Name, Comment: "unexpected set"})
 			continue
 		}
 		s := &Set{Name: want.Name, Key: want.Key, Data: want.Data, Verdict: want.Verdict, Proto: want.Proto, Comment: want.Comment}
 		if er.skip[ns.Name] {
-			t.Sets[s.Name] = s
+			t.Sets.Put(s.Name, s)
 			continue
 		}
 		if err := readRaw(er, ns, s); err != nil {
 			return fmt.Errorf("list elements of %s %s: %w", t.Family, ns.Name, err)
 		}
-		t.Sets[s.Name] = s
+		t.Sets.Put(s.Name, s)
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ func NewRuleset() *Ruleset { return &Ruleset{Tables: map[Family]*Table{}} }
 func (rs *Ruleset) Table(f Family) *Table {
 	t, ok := rs.Tables[f]
 	if !ok {
-		t = &Table{Family: f, Name: TableName, Chains: map[string]*Chain{}, Sets: map[string]*Set{}}
+		t = &Table{Family: f, Name: TableName}
 		rs.Tables[f] = t
 	}
 	return t
@@ -69,16 +69,16 @@ func (rs *Ruleset) SortedFamilies() []Family {
 type Table struct {
 	Family Family
 	Name   string
-	Chains map[string]*Chain
-	Sets   map[string]*Set
+	Chains ByName[*Chain]
+	Sets   ByName[*Set]
 }
 
 // Chain returns the named chain, creating an empty regular chain if missing.
 func (t *Table) Chain(name string) *Chain {
-	c, ok := t.Chains[name]
-	if !ok {
+	c := t.Chains.Get(name)
+	if c == nil {
 		c = &Chain{Name: name}
-		t.Chains[name] = c
+		t.Chains.Put(name, c)
 	}
 	return c
 }
@@ -86,8 +86,8 @@ func (t *Table) Chain(name string) *Chain {
 // SortedChains returns base chains first (in hook order), then regular chains
 // by name: the order the dump and the nft rendering use.
 func (t *Table) SortedChains() []*Chain {
-	out := make([]*Chain, 0, len(t.Chains))
-	for _, c := range t.Chains {
+	out := make([]*Chain, 0, t.Chains.Len())
+	for _, c := range t.Chains.All() {
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -102,8 +102,8 @@ func (t *Table) SortedChains() []*Chain {
 
 // SortedSets returns the sets by name.
 func (t *Table) SortedSets() []*Set {
-	out := make([]*Set, 0, len(t.Sets))
-	for _, s := range t.Sets {
+	out := make([]*Set, 0, t.Sets.Len())
+	for _, s := range t.Sets.All() {
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -232,7 +232,7 @@ func (r *Reconciler) readAppliedSet(er *elementReader, s setRef) (have, want *Se
 		if r.applied == nil || r.applied.Tables[s.family] == nil {
 			return nil
 		}
-		return r.applied.Tables[s.family].Sets[s.name]
+		return r.applied.Tables[s.family].Sets.Get(s.name)
 	}
 	for range optimisticReads {
 		r.mu.Lock()

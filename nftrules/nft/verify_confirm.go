@@ -104,14 +104,14 @@ func (t *Table) lookupChain(name string) *Chain {
 	if t == nil {
 		return nil
 	}
-	return t.Chains[name]
+	return t.Chains.Get(name)
 }
 
 func (t *Table) lookupSet(name string) *Set {
 	if t == nil {
 		return nil
 	}
-	return t.Sets[name]
+	return t.Sets.Get(name)
 }
 
 // confirmElements re-reads the suspect elements of a set by key.

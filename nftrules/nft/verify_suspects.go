@@ -31,23 +31,23 @@ func skeletonSuspects(have, want *Ruleset) skeletonDiff {
 			d.tables = true
 			return d
 		}
-		for name, ws := range wt.Sets {
-			if hs, ok := ht.Sets[name]; !ok || !hs.SameShape(ws) {
+		for name, ws := range wt.Sets.All() {
+			if hs := ht.Sets.Get(name); hs == nil || !hs.SameShape(ws) {
 				d.sets = append(d.sets, objRef{f, name})
 			}
 		}
-		for name := range ht.Sets {
-			if _, ok := wt.Sets[name]; !ok {
+		for name := range ht.Sets.Keys() {
+			if wt.Sets.Get(name) == nil {
 				d.sets = append(d.sets, objRef{f, name})
 			}
 		}
-		for name, wc := range wt.Chains {
-			if hc, ok := ht.Chains[name]; !ok || !sameChain(f, hc, wc) {
+		for name, wc := range wt.Chains.All() {
+			if hc := ht.Chains.Get(name); hc == nil || !sameChain(f, hc, wc) {
 				d.chains = append(d.chains, objRef{f, name})
 			}
 		}
-		for name := range ht.Chains {
-			if _, ok := wt.Chains[name]; !ok {
+		for name := range ht.Chains.Keys() {
+			if wt.Chains.Get(name) == nil {
 				d.chains = append(d.chains, objRef{f, name})
 			}
 		}

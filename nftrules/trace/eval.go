@@ -72,7 +72,7 @@ func newEvaluator(rs *nft.Ruleset, p Packet) *evaluator {
 		return e
 	}
 	hooks := p.Path.Hooks()
-	for _, c := range e.table.Chains {
+	for _, c := range e.table.Chains.All() {
 		if c.Base != nil && slices.Contains(hooks, c.Base.Hook) {
 			e.pipeline = append(e.pipeline, c)
 		}
@@ -274,8 +274,8 @@ func (e *evaluator) verdict(th *thread, v nft.Verdict, effect string) (bool, err
 		}
 		th.stack = th.stack[:len(th.stack)-1]
 	case nft.Jump, nft.Goto:
-		c, ok := e.table.Chains[v.Chain]
-		if !ok {
+		c := e.table.Chains.Get(v.Chain)
+		if c == nil {
 			return false, fmt.Errorf("%s to missing chain %q", v.Kind, v.Chain)
 		}
 		if c.Base != nil {

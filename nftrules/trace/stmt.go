@@ -137,8 +137,8 @@ func (e *evaluator) exec(th *thread, rule nft.Rule, i int) ([]result, error) {
 		return []result{{pkt: p, ctl: nat, effect: "dnat to " + s.To.String()}}, nil
 
 	case nft.NumgenVmap:
-		m, ok := e.table.Sets[s.Map]
-		if !ok || !m.Verdict {
+		m := e.table.Sets.Get(s.Map)
+		if m == nil || !m.Verdict {
 			return nil, fmt.Errorf("numgen vmap @%s is not a verdict map", s.Map)
 		}
 		out := make([]result, 0, preallocated(s.Count))
@@ -189,8 +189,8 @@ func (e *evaluator) dnat(th *thread, rule nft.Rule, i int, s nft.DNATToEndpoint)
 	if s.Count == 0 {
 		return nil, fmt.Errorf("dnat with numgen mod 0")
 	}
-	m, ok := e.table.Sets[s.Map]
-	if !ok {
+	m := e.table.Sets.Get(s.Map)
+	if m == nil {
 		return nil, fmt.Errorf("dnat map @%s does not exist", s.Map)
 	}
 	want := []nft.Datatype{nft.AddrType(e.family()), nft.TypeInetService}
@@ -262,8 +262,8 @@ func (e *evaluator) fieldValue(p state, fl nft.Field) (nft.Value, nft.Datatype, 
 // lookupKey finds a set and builds the packet's key for it, checking that
 // the fields have the set's key types.
 func (e *evaluator) lookupKey(p state, fields []nft.Field, name string) (*nft.Set, nft.Element, error) {
-	set, ok := e.table.Sets[name]
-	if !ok {
+	set := e.table.Sets.Get(name)
+	if set == nil {
 		return nil, nft.Element{}, fmt.Errorf("set @%s does not exist", name)
 	}
 	if len(fields) != len(set.Key) {

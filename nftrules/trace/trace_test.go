@@ -45,7 +45,7 @@ func endpointMap(t *nft.Table, off uint32, targets ...netip.AddrPort) {
 			Data: []nft.Value{nft.AddrValue(ap.Addr()), nft.NumValue(uint32(ap.Port()))},
 		})
 	}
-	t.Sets[m.Name] = m
+	t.Sets.Put(m.Name, m)
 }
 
 var dropMatchingMark = nft.SetMarkBits{Bits: 1}
@@ -206,10 +206,10 @@ func TestSetAndVmapLookups(t *testing.T) {
 		Key:     []nft.Value{nft.AddrValue(service), nft.NumValue(uint32(nft.TCP)), nft.NumValue(80)},
 		Verdict: &nft.Verdict{Kind: nft.Goto, Chain: "rej"},
 	})
-	tbl.Sets[vmap.Name] = vmap
+	tbl.Sets.Put(vmap.Name, vmap)
 	pairs := &nft.Set{Name: "pairs", Key: []nft.Datatype{nft.TypeIPv4Addr, nft.TypeIPv4Addr}}
 	pairs.Put(nft.Element{Key: []nft.Value{nft.AddrValue(podA), nft.AddrValue(podB)}})
-	tbl.Sets[pairs.Name] = pairs
+	tbl.Sets.Put(pairs.Name, pairs)
 	fields := []nft.Field{nft.FieldDaddr, nft.FieldL4Proto, nft.FieldDport}
 	c := base(tbl, "fwd", nft.FilterChain, nft.Forward, 0)
 	c.Add(nft.VmapLookup{Fields: fields, Map: "dispatch"})
@@ -241,7 +241,7 @@ func natRuleset(targets ...netip.AddrPort) *nft.Ruleset {
 	for _, ap := range targets {
 		hairpin.Put(nft.Element{Key: []nft.Value{nft.AddrValue(ap.Addr()), nft.AddrValue(ap.Addr())}})
 	}
-	tbl.Sets[hairpin.Name] = hairpin
+	tbl.Sets.Put(hairpin.Name, hairpin)
 	pre := base(tbl, "pre", nft.NATChain, nft.Prerouting, -100)
 	pre.Add(nft.MatchPrefix{Field: nft.FieldDaddr, Prefix: netip.PrefixFrom(service, 32)}, nft.GotoChain("svc"))
 	tbl.Chain("svc").Add(nft.MatchL4Proto{Proto: nft.TCP},
@@ -346,7 +346,7 @@ func TestBrokenRulesetsAreErrors(t *testing.T) {
 	}, {
 		name: "lookup key of the wrong type",
 		setup: func(t *nft.Table) {
-			t.Sets["ports"] = &nft.Set{Name: "ports", Key: []nft.Datatype{nft.TypeInetService}}
+			t.Sets.Put("ports", &nft.Set{Name: "ports", Key: []nft.Datatype{nft.TypeInetService}})
 			base(t, "fwd", nft.FilterChain, nft.Forward, 0).Add(nft.SetLookup{Fields: []nft.Field{nft.FieldDaddr}, Set: "ports"})
 		},
 		wantErr: "field ip daddr has type ipv4_addr, key field 0 of @ports has type inet_service",

@@ -56,8 +56,8 @@ func cleanupWith(out io.Writer, rec ourTables, stateDir string) error {
 	}
 	for _, f := range live.SortedFamilies() {
 		t := live.Tables[f]
-		klog.InfoS("Deleted table", "family", f, "table", t.Name, "chains", len(t.Chains), "sets", len(t.Sets))
-		fmt.Fprintf(out, "deleted table %s %s (%d chains, %d sets)\n", f, t.Name, len(t.Chains), len(t.Sets))
+		klog.InfoS("Deleted table", "family", f, "table", t.Name, "chains", t.Chains.Len(), "sets", t.Sets.Len())
+		fmt.Fprintf(out, "deleted table %s %s (%d chains, %d sets)\n", f, t.Name, t.Chains.Len(), t.Sets.Len())
 	}
 	return localnetErr
 }

@@ -230,7 +230,7 @@ func TestCleanupWith(t *testing.T) {
 	var want strings.Builder
 	for _, f := range nft.Families {
 		tb := built.Tables[f]
-		fmt.Fprintf(&want, "deleted table %s nftproxy (%d chains, %d sets)\n", f, len(tb.Chains), len(tb.Sets))
+		fmt.Fprintf(&want, "deleted table %s nftproxy (%d chains, %d sets)\n", f, tb.Chains.Len(), tb.Sets.Len())
 	}
 	if out.String() != want.String() {
 		t.Errorf("cleanup printed\n%s\nwant\n%s", out.String(), want.String())

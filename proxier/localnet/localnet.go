@@ -170,11 +170,11 @@ func Cleanup(out io.Writer, live *nft.Ruleset, stateDir string) error {
 // address (its rules hold the route_localnet guard).
 func localhostNodePorts(live *nft.Ruleset) bool {
 	t := live.Tables[nft.IPv4]
-	if t == nil || t.Sets[nftrules.SetNodePortIPs] == nil {
+	if t == nil || t.Sets.Get(nftrules.SetNodePortIPs) == nil {
 		return false
 	}
 	var ips []netip.Addr
-	for _, e := range t.Sets[nftrules.SetNodePortIPs].SortedElements() {
+	for _, e := range t.Sets.Get(nftrules.SetNodePortIPs).SortedElements() {
 		if len(e.Key) == 1 {
 			ips = append(ips, e.Key[0].Addr)
 		}

@@ -50,17 +50,17 @@ func base(t *testing.T) *nft.Ruleset {
 	tb := rs.Table(ip)
 	for _, s := range []*nft.Set{serviceIPs, endpoints, clusterIPs, affinity} {
 		c := *s
-		tb.Sets[s.Name] = &c
+		tb.Sets.Put(s.Name, &c)
 	}
-	tb.Sets[serviceIPs.Name].Put(webElement)
-	tb.Sets[endpoints.Name].Put(endpoint0)
-	tb.Sets[clusterIPs.Name].Put(clusterIP)
-	tb.Chains["nat-prerouting"] = &nft.Chain{Name: "nat-prerouting", Base: prerouting, Rules: []nft.Rule{*rule(t, "jump services")}}
-	tb.Chains["services"] = &nft.Chain{Name: "services", Rules: []nft.Rule{*rule(t, "ip daddr . meta l4proto . th dport vmap @service-ips")}}
-	tb.Chains["svc-a"] = &nft.Chain{Name: "svc-a", Rules: []nft.Rule{
+	tb.Sets.Get(serviceIPs.Name).Put(webElement)
+	tb.Sets.Get(endpoints.Name).Put(endpoint0)
+	tb.Sets.Get(clusterIPs.Name).Put(clusterIP)
+	tb.Chains.Put("nat-prerouting", &nft.Chain{Name: "nat-prerouting", Base: prerouting, Rules: []nft.Rule{*rule(t, "jump services")}})
+	tb.Chains.Put("services", &nft.Chain{Name: "services", Rules: []nft.Rule{*rule(t, "ip daddr . meta l4proto . th dport vmap @service-ips")}})
+	tb.Chains.Put("svc-a", &nft.Chain{Name: "svc-a", Rules: []nft.Rule{
 		*rule(t, "update @aff { ip saddr }"),
 		*rule(t, "meta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-tcp-0"),
-	}}
+	}})
 	return rs
 }
 
@@ -102,7 +102,7 @@ func TestFakeAcceptsAndRejectsAsTheKernel(t *testing.T) {
 		{name: "an element added again with its value is a no-op",
 			ops: func(*testing.T) []nft.Op { return []nft.Op{setOp(nft.OpAddElements, serviceIPs, webElement)} },
 			check: func(t *testing.T, rs *nft.Ruleset) {
-				if n := rs.Tables[ip].Sets[serviceIPs.Name].Len(); n != 1 {
+				if n := rs.Tables[ip].Sets.Get(serviceIPs.Name).Len(); n != 1 {
 					t.Errorf("service-ips has %d elements, want 1", n)
 				}
 			}},
@@ -111,21 +111,21 @@ func TestFakeAcceptsAndRejectsAsTheKernel(t *testing.T) {
 				return []nft.Op{setOp(nft.OpDelElements, serviceIPs, webElement), setOp(nft.OpAddElements, serviceIPs, nft.Element{Key: webKey, Verdict: drop})}
 			},
 			check: func(t *testing.T, rs *nft.Ruleset) {
-				if e, _ := rs.Tables[ip].Sets[serviceIPs.Name].Lookup(webElement.KeyString()); e.ValueString() != "drop" {
+				if e, _ := rs.Tables[ip].Sets.Get(serviceIPs.Name).Lookup(webElement.KeyString()); e.ValueString() != "drop" {
 					t.Errorf("element is %q, want drop", e.ValueString())
 				}
 			}},
 		{name: "a set added again with its type keeps its elements",
 			ops: func(*testing.T) []nft.Op { return []nft.Op{setOp(nft.OpAddSet, endpoints)} },
 			check: func(t *testing.T, rs *nft.Ruleset) {
-				if n := rs.Tables[ip].Sets[endpoints.Name].Len(); n != 1 {
+				if n := rs.Tables[ip].Sets.Get(endpoints.Name).Len(); n != 1 {
 					t.Errorf("%s has %d elements, want 1", endpoints.Name, n)
 				}
 			}},
 		{name: "a chain added again keeps its rules",
 			ops: func(*testing.T) []nft.Op { return []nft.Op{chainOp(nft.OpAddChain, "svc-a")} },
 			check: func(t *testing.T, rs *nft.Ruleset) {
-				if n := len(rs.Tables[ip].Chains["svc-a"].Rules); n != 2 {
+				if n := len(rs.Tables[ip].Chains.Get("svc-a").Rules); n != 2 {
 					t.Errorf("svc-a has %d rules, want 2", n)
 				}
 			}},
@@ -134,7 +134,7 @@ func TestFakeAcceptsAndRejectsAsTheKernel(t *testing.T) {
 				return []nft.Op{setOp(nft.OpDelElements, serviceIPs, webElement), chainOp(nft.OpFlushChain, "svc-a"), chainOp(nft.OpDelChain, "svc-a")}
 			},
 			check: func(t *testing.T, rs *nft.Ruleset) {
-				if _, ok := rs.Tables[ip].Chains["svc-a"]; ok {
+				if rs.Tables[ip].Chains.Get("svc-a") != nil {
 					t.Error("svc-a survived")
 				}
 			}},
@@ -143,8 +143,8 @@ func TestFakeAcceptsAndRejectsAsTheKernel(t *testing.T) {
 				return []nft.Op{chainOp(nft.OpFlushChain, "svc-a"), setOp(nft.OpDelSet, endpoints), setOp(nft.OpDelSet, affinity)}
 			},
 			check: func(t *testing.T, rs *nft.Ruleset) {
-				if len(rs.Tables[ip].Sets) != 2 {
-					t.Errorf("sets left: %d, want 2", len(rs.Tables[ip].Sets))
+				if rs.Tables[ip].Sets.Len() != 2 {
+					t.Errorf("sets left: %d, want 2", rs.Tables[ip].Sets.Len())
 				}
 			}},
 		{name: "a table deleted and added again is empty",
@@ -152,7 +152,7 @@ func TestFakeAcceptsAndRejectsAsTheKernel(t *testing.T) {
 				return []nft.Op{{Kind: nft.OpDelTable, Family: ip}, {Kind: nft.OpAddTable, Family: ip}}
 			},
 			check: func(t *testing.T, rs *nft.Ruleset) {
-				if tb := rs.Tables[ip]; tb == nil || len(tb.Chains)+len(tb.Sets) != 0 {
+				if tb := rs.Tables[ip]; tb == nil || tb.Chains.Len()+tb.Sets.Len() != 0 {
 					t.Errorf("table after delete and add: %+v", tb)
 				}
 			}},
@@ -254,8 +254,8 @@ func TestFakeAcceptsAndRejectsAsTheKernel(t *testing.T) {
 					t.Fatalf("refused: %v", err)
 				}
 				rs := f.Ruleset()
-				if tb := rs.Tables[ip]; tb != nil && tb.Sets[clusterIPs.Name] != nil {
-					if _, ok := tb.Sets[clusterIPs.Name].Lookup(newClusterP.KeyString()); !ok {
+				if tb := rs.Tables[ip]; tb != nil && tb.Sets.Get(clusterIPs.Name) != nil {
+					if _, ok := tb.Sets.Get(clusterIPs.Name).Lookup(newClusterP.KeyString()); !ok {
 						t.Error("the transaction's first op is not applied")
 					}
 				}

@@ -79,7 +79,7 @@ func TestFakeSyncDumpsWhatItApplied(t *testing.T) {
 	if res, err := f.Verify(ctx); res.Outcome != nft.VerifySame || err != nil {
 		t.Errorf("Verify = %v, %v", res.Outcome, err)
 	}
-	if n := f.Ruleset().Tables[ip].Sets[affinity.Name].Len(); n != 1 {
+	if n := f.Ruleset().Tables[ip].Sets.Get(affinity.Name).Len(); n != 1 {
 		t.Errorf("affinity entries: %d, want 1", n)
 	}
 
@@ -98,7 +98,7 @@ func TestFakeReadLiveIsWhatTheReconcilerReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := live.Tables[ip].Chains["svc-a"]
+	svc := live.Tables[ip].Chains.Get("svc-a")
 	if o, ok := svc.Rules[1].Stmts[0].(nft.Opaque); !ok || len(svc.Rules[1].Stmts) != 1 || !strings.HasPrefix(o.Text, "meta l4proto tcp dnat") {
 		t.Errorf("live rule: %#v", svc.Rules[1])
 	}
@@ -106,10 +106,10 @@ func TestFakeReadLiveIsWhatTheReconcilerReads(t *testing.T) {
 		t.Errorf("Diff(ReadLive, synced) has %d ops", len(tx.Ops))
 	}
 	skipped, _ := f.ReadLiveWithoutElements(serviceIPs.Name)
-	if s := skipped.Tables[ip].Sets[serviceIPs.Name]; s == nil || s.Len() != 0 || !s.SameShape(serviceIPs) {
+	if s := skipped.Tables[ip].Sets.Get(serviceIPs.Name); s == nil || s.Len() != 0 || !s.SameShape(serviceIPs) {
 		t.Errorf("skipped set: %+v", s)
 	}
-	if skipped.Tables[ip].Sets[endpoints.Name].Len() != 1 {
+	if skipped.Tables[ip].Sets.Get(endpoints.Name).Len() != 1 {
 		t.Error("a set not skipped lost its elements")
 	}
 }
@@ -119,7 +119,7 @@ func TestFakeFailNextAndBeforeSync(t *testing.T) {
 	f := synced(t)
 	want := base(t)
 	changed := base(t)
-	changed.Tables[ip].Sets[clusterIPs.Name].Put(newClusterP)
+	changed.Tables[ip].Sets.Get(clusterIPs.Name).Put(newClusterP)
 
 	injected := errors.New("injected")
 	f.FailNext(injected)
@@ -163,7 +163,7 @@ func TestFakeRefusedSyncIsAtomic(t *testing.T) {
 	ctx := context.Background()
 	f := synced(t)
 	bad := base(t)
-	bad.Tables[ip].Sets[clusterIPs.Name].Put(newClusterP)
+	bad.Tables[ip].Sets.Get(clusterIPs.Name).Put(newClusterP)
 	bad.Tables[ip].Chain("services").Add(nft.SetLookup{Fields: []nft.Field{nft.FieldSaddr}, Set: "missing"})
 	res, err := f.Sync(ctx, bad, false)
 	if err == nil || !strings.Contains(err.Error(), "no set missing") {

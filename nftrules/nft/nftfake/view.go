@@ -38,7 +38,7 @@ func (k *kernel) ruleset(live bool, skip map[string]bool) *nft.Ruleset {
 					os.Put(e)
 				}
 			}
-			out.Sets[name] = os
+			out.Sets.Put(name, os)
 		}
 	}
 	return rs
@@ -61,13 +61,13 @@ func (k *kernel) compare(want *nft.Ruleset) error {
 			add("table %s %s: missing", f, nft.TableName)
 			continue
 		}
-		for _, name := range union(t.chains, w.Chains) {
-			if d := compareChain(f, t.chains[name], w.Chains[name]); d != "" {
+		for _, name := range union(t.chains, maps.Collect(w.Chains.All())) {
+			if d := compareChain(f, t.chains[name], w.Chains.Get(name)); d != "" {
 				add("table %s chain %s: %s", f, name, d)
 			}
 		}
-		for _, name := range union(t.sets, w.Sets) {
-			if d := compareSet(t.sets[name], w.Sets[name]); d != "" {
+		for _, name := range union(t.sets, maps.Collect(w.Sets.All())) {
+			if d := compareSet(t.sets[name], w.Sets.Get(name)); d != "" {
 				add("table %s set %s: %s", f, name, d)
 			}
 		}

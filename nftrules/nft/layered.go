@@ -26,6 +26,7 @@ type layered[K comparable, V layerValue] struct {
 	frozen []map[K]V // shared, never written; oldest first
 	top    map[K]V   // this ruleset's own changes
 	upper  int       // entries in frozen and top (keys counted once per map)
+	topDel int       // entries of top that mark a key deleted
 }
 
 // layerValue is a value of a layered map; a value that is not live marks
@@ -66,8 +67,13 @@ func (l *layered[K, V]) put(key K, v V) {
 	if l.top == nil {
 		l.top = map[K]V{}
 	}
-	if _, ok := l.top[key]; !ok {
+	if old, ok := l.top[key]; !ok {
 		l.upper++
+	} else if !old.live() {
+		l.topDel--
+	}
+	if !v.live() {
+		l.topDel++
 	}
 	l.top[key] = v
 }
@@ -126,6 +132,31 @@ func (l *layered[K, V]) merged() map[K]V {
 	return out
 }
 
+// rebased returns a new base and the frozen maps above it, for a fork
+// whose changes outgrew the base: a new map of every live key, or, when
+// the top holds nearly every key and deletes none (a cold build wrote the
+// whole map into one top), the top itself under one map of the few keys
+// of the older maps it does not hold. The top is then shared, never
+// written again, and not copied: the first fork after a cold build of
+// 50,000 Services would otherwise copy 50,000 entries per large map.
+func (l *layered[K, V]) rebased() (base map[K]V, frozen []map[K]V, upper int) {
+	older := len(l.base) + l.upper - len(l.top)
+	if l.topDel > 0 || older > maxUpper(len(l.top))/2 {
+		return l.merged(), nil, 0
+	}
+	below := layered[K, V]{base: l.base, frozen: l.frozen}
+	rest := map[K]V{}
+	for k, v := range below.all() {
+		if _, shadowed := l.top[k]; !shadowed {
+			rest[k] = v
+		}
+	}
+	if len(rest) == 0 {
+		return l.top, nil, 0
+	}
+	return l.top, []map[K]V{rest}, len(rest)
+}
+
 // fork returns a copy that can be changed without changing l: l's top
 // becomes a frozen map shared by both.
 func (l *layered[K, V]) fork() layered[K, V] {
@@ -134,7 +165,7 @@ func (l *layered[K, V]) fork() layered[K, V] {
 		return c
 	}
 	if l.upper > maxUpper(len(l.base)) {
-		c.base, c.upper = l.merged(), 0
+		c.base, c.frozen, c.upper = l.rebased()
 		return c
 	}
 	c.frozen = append(l.frozen[:len(l.frozen):len(l.frozen)], l.top)

@@ -126,9 +126,7 @@ func (b *Builder) buildAll(d *nft.Derivation, st *model.State) {
 	for _, sp := range gone {
 		b.remove(d, sp)
 	}
-	for _, sp := range added {
-		b.add(d, st, sp)
-	}
+	b.addAll(d, st, added)
 }
 
 // buildChanged looks at the Services st.Delta names only. All removals
@@ -155,11 +153,16 @@ func (b *Builder) buildChanged(d *nft.Derivation, st *model.State) {
 
 // add builds the fragments of a service port new to the Builder.
 func (b *Builder) add(d *nft.Derivation, st *model.State, sp *model.ServicePort) {
+	fams := FamiliesOf(st)
+	b.place(d, fams, sp, makePort(st, fams, sp))
+}
+
+// place puts a new service port's fragments into d and remembers them.
+func (b *Builder) place(d *nft.Derivation, fams []nft.Family, sp *model.ServicePort, made madePort) {
 	m := memo{sp: sp, gen: b.gen}
-	owner := ServiceChainName(sp.Name) // and its service chain's name
-	for _, f := range FamiliesOf(st) {
-		if fr := serviceFragment(st, sp, f, owner); fr != nil {
-			m.byFamily[familyIndex(f)] = addFragment(d, f, owner, fr)
+	for _, f := range fams {
+		if fr := made.frs[familyIndex(f)]; fr != nil {
+			m.byFamily[familyIndex(f)] = addFragment(d, f, made.owner, fr)
 		}
 	}
 	k := b.svcKey(sp.Name.NamespacedName)

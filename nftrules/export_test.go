@@ -15,3 +15,12 @@ func SetServicePortsPerEndpointMap(n uint32) (restore func()) {
 func NewBuilderOfCollidingServices() *Builder {
 	return &Builder{hash: func(types.NamespacedName) uint64 { return 0 }}
 }
+
+// SetParallelBuild changes the number of new service ports from which a
+// Build makes fragments on several goroutines, and how many one goroutine
+// makes at a time, until restore is called.
+func SetParallelBuild(minPorts, chunk int) (restore func()) {
+	oldMin, oldChunk := parallelMinPorts, fragmentChunk
+	parallelMinPorts, fragmentChunk = minPorts, chunk
+	return func() { parallelMinPorts, fragmentChunk = oldMin, oldChunk }
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +25,7 @@ func scaleState(n, eps int) *model.State {
 
 // programmed10kx10 programs 10k Services x 10 endpoints into a fresh
 // network namespace and returns a reconciler reading it.
-func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State, int) {
+func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State, *netkit.NS) {
 	b.Helper()
 	ns := netkit.NewTestNS(b, "nftdump-bench")
 	rec := nftrules.NewReconciler(nft.Options{NetNSFd: ns.FD()})
@@ -31,7 +33,7 @@ func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State, int) {
 	if _, err := rec.Sync(context.Background(), nftrules.Build(st), true); err != nil {
 		b.Fatal(err)
 	}
-	return rec, st, ns.FD()
+	return rec, st, ns
 }
 
 // BenchmarkKernelDump10kx10 is `nftproxy --dump` at 10k Services x 10
@@ -39,7 +41,8 @@ func programmed10kx10(b *testing.B) (*nft.Reconciler, *model.State, int) {
 // default), json and nft formats, read as the command reads them (the
 // per-Service formats skip the hairpin set's elements).
 func BenchmarkKernelDump10kx10(b *testing.B) {
-	rec, st, nsFd := programmed10kx10(b)
+	rec, st, ns := programmed10kx10(b)
+	nsFd := ns.FD()
 	check := func(d *dump.Dump) {
 		eps := 0
 		for _, sp := range d.Services {
@@ -103,6 +106,20 @@ func BenchmarkKernelDump10kx10(b *testing.B) {
 			}
 			if _, err := io.WriteString(io.Discard, dump.RenderNFT(live)); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+	// The command itself, as an admin runs it: a new process (the
+	// nftproxy binary, built once) in the namespace, text to a pipe.
+	b.Run("command", func(b *testing.B) {
+		bin := buildNftproxy(b)
+		for b.Loop() {
+			out, err := ns.Exec(bin, "--dump")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(out) < 1<<20 {
+				b.Fatalf("the dump is %d bytes", len(out))
 			}
 		}
 	})
@@ -179,4 +196,15 @@ func reportCPU(b *testing.B) func() {
 			b.ReportMetric((cpu(after)-cpu(before))/float64(b.N), "cpu-s/op")
 		}
 	}
+}
+
+// buildNftproxy builds the nftproxy command into a temporary directory.
+func buildNftproxy(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "nftproxy")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/nftproxy/nftproxy")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build nftproxy: %v\n%s", err, out)
+	}
+	return bin
 }

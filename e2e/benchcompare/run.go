@@ -46,10 +46,11 @@ type runResult struct {
 	// rules in the kernel), idle (the waits for idle), changes (lone,
 	// connection-target and 100 ms-apart changes), burst, dataPlane.
 	CPUPhaseS map[string]float64 `json:"cpuSecondsByPhase,omitempty"`
-	// The waits for idle before the change windows and the data-plane
-	// window (idle.go).
+	// The waits for idle before the change windows, the data-plane
+	// window and the dumps (idle.go).
 	IdleBeforeChanges   *idleWait `json:"idleBeforeChanges,omitempty"`
 	IdleBeforeDataPlane *idleWait `json:"idleBeforeDataPlane,omitempty"`
+	IdleBeforeDumps     *idleWait `json:"idleBeforeDumps,omitempty"`
 
 	// Lone changes: one at a time, the next one after the previous was
 	// seen (plus a pause). Stream: changes every 100 ms regardless.
@@ -253,6 +254,12 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 	res.ChildPeakRSSMB, res.Children, res.ChildNames = float64(childHWM)/1024, n, strings.Join(names, ",")
 
 	if pl.dumps {
+		// An admin's dump competes with whatever the proxy still does
+		// after the burst (its check of the kernel, the collector): wait
+		// for it as before the other windows.
+		w := h.waitIdle(ctx, proc)
+		res.IdleBeforeDumps = &w
+		h.logIdle(p, pl, "the dumps", w)
 		res.DumpS = map[string]float64{}
 		for _, d := range p.dumps {
 			var ts []float64

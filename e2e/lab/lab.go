@@ -24,6 +24,7 @@ type Lab struct {
 	daemons    []*daemon    // in start order
 	namespaces []*netkit.NS // in creation order
 	stopped    bool
+	stopDone   chan struct{} // closed when the first Stop has finished
 
 	underlay, cp *netkit.NS
 	nodes        []*Node
@@ -160,10 +161,17 @@ func (l *Lab) newNS(role string) (*netkit.NS, error) {
 func (l *Lab) Stop() error {
 	l.mu.Lock()
 	if l.stopped {
+		// Another Stop runs (the signal handler's, while the program's
+		// own deferred Stop is reached): wait for it, or the program may
+		// exit with etcd and the namespaces still there.
+		done := l.stopDone
 		l.mu.Unlock()
+		<-done
 		return nil
 	}
 	l.stopped = true
+	l.stopDone = make(chan struct{})
+	defer close(l.stopDone)
 	daemons := append([]*daemon(nil), l.daemons...)
 	spaces := append([]*netkit.NS(nil), l.namespaces...)
 	l.mu.Unlock()

@@ -57,6 +57,12 @@ func BenchmarkBuildDiffOneEndpointChange50kx10(b *testing.B) {
 }
 
 func benchBuildDiffOneEndpointChange(b *testing.B, n int) {
+	benchBuildDiffChange(b, n, changeOneEndpoint, 0, 8)
+}
+
+// benchBuildDiffChange builds and diffs one change of Service n/2 per
+// round; the transaction must hold between least and most objects.
+func benchBuildDiffChange(b *testing.B, n int, change func(st *model.State, i, round int), least, most int) {
 	st := scaleState(n, 10)
 	builder := nftrules.NewBuilder()
 	live := builder.Build(st)
@@ -64,11 +70,10 @@ func benchBuildDiffOneEndpointChange(b *testing.B, n int) {
 	round := 0
 	for b.Loop() {
 		round++
-		changeOneEndpoint(st, n/2, round)
+		change(st, n/2, round)
 		desired := builder.Build(st)
-		tx := nft.Diff(live, desired)
-		if tx.Objects() > 8 {
-			b.Fatalf("one endpoint change: %d objects", tx.Objects())
+		if objects := nft.Diff(live, desired).Objects(); objects < least || objects > most {
+			b.Fatalf("change %d: %d objects, want %d to %d", round, objects, least, most)
 		}
 		live = desired
 	}
@@ -86,21 +91,7 @@ func BenchmarkBuildDiffEndpointCountChange50kx10(b *testing.B) {
 }
 
 func benchBuildDiffEndpointCountChange(b *testing.B, n int) {
-	st := scaleState(n, 10)
-	builder := nftrules.NewBuilder()
-	live := builder.Build(st)
-	b.ReportAllocs()
-	round := 0
-	for b.Loop() {
-		round++
-		changeEndpointCount(st, n/2, round)
-		desired := builder.Build(st)
-		tx := nft.Diff(live, desired)
-		if tx.Objects() == 0 || tx.Objects() > 40 {
-			b.Fatalf("one endpoint count change: %d objects", tx.Objects())
-		}
-		live = desired
-	}
+	benchBuildDiffChange(b, n, changeEndpointCount, 1, 40)
 }
 
 // changeEndpointCount gives Service i an eleventh endpoint on odd rounds

@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -110,19 +112,27 @@ func BenchmarkKernelDump10kx10(b *testing.B) {
 		}
 	})
 	// The command itself, as an admin runs it: a new process (the
-	// nftproxy binary, built once) in the namespace, text to a pipe.
-	b.Run("command", func(b *testing.B) {
-		bin := buildNftproxy(b)
-		for b.Loop() {
-			out, err := ns.Exec(bin, "--dump")
-			if err != nil {
-				b.Fatal(err)
+	// nftproxy binary, built once) in the namespace, text to a pipe. With
+	// NFTPROXY_DUMP_BINARIES=name=path,... it times those binaries
+	// instead, one after the other on the same tables (command/name): a
+	// before/after comparison under the same load.
+	for _, bin := range dumpBinaries(b) {
+		b.Run(bin.name, func(b *testing.B) {
+			path := bin.path
+			if path == "" {
+				path = buildNftproxy(b)
 			}
-			if len(out) < 1<<20 {
-				b.Fatalf("the dump is %d bytes", len(out))
+			for b.Loop() {
+				out, err := ns.Exec(path, "--dump")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(out) < 1<<20 {
+					b.Fatalf("the dump is %d bytes", len(out))
+				}
 			}
-		}
-	})
+		})
+	}
 	// The kernel's own time to dump what the text view reads (every set's
 	// elements but the hairpin set's), with no parsing: the floor.
 	b.Run("kernel-floor", func(b *testing.B) {
@@ -199,6 +209,28 @@ func reportCPU(b *testing.B) func() {
 }
 
 // buildNftproxy builds the nftproxy command into a temporary directory.
+// namedBinary is a binary the command benchmark times ("" path: build
+// this tree's).
+type namedBinary struct{ name, path string }
+
+// dumpBinaries are the binaries NFTPROXY_DUMP_BINARIES names, or this
+// tree's as "command".
+func dumpBinaries(b *testing.B) []namedBinary {
+	env := os.Getenv("NFTPROXY_DUMP_BINARIES")
+	if env == "" {
+		return []namedBinary{{name: "command"}}
+	}
+	var out []namedBinary
+	for _, nb := range strings.Split(env, ",") {
+		name, path, ok := strings.Cut(nb, "=")
+		if !ok || name == "" || path == "" {
+			b.Fatalf("NFTPROXY_DUMP_BINARIES: %q is not name=path", nb)
+		}
+		out = append(out, namedBinary{name: "command/" + name, path: path})
+	}
+	return out
+}
+
 func buildNftproxy(b *testing.B) string {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "nftproxy")

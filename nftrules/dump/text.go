@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
@@ -96,11 +98,12 @@ func (d *Dump) WriteText(w io.Writer) error {
 			fmt.Fprintf(b, "  DRIFT: %s\n", p)
 		}
 	}
+	if err := writePorts(b, d.Services); err != nil {
+		return fmt.Errorf("write dump: %w", err)
+	}
 	endpoints, drifted, broken := 0, 0, 0
 	for i := range d.Services {
 		sp := &d.Services[i]
-		b.WriteByte('\n')
-		writePort(b, sp)
 		for _, fe := range sp.Frontends {
 			if fe.Kind == KindClusterIP {
 				endpoints += len(fe.Endpoints)
@@ -128,6 +131,66 @@ func (d *Dump) WriteText(w io.Writer) error {
 	}
 	return nil
 }
+
+// writePorts writes the Service ports' paragraphs, each after an empty
+// line. Above minParallel ports, chunks of them are rendered on the cores
+// (a tenth of the dump's time at 10k Services) into buffers of a pool and
+// written in order as each is done: memory stays a few chunks, not the
+// whole text.
+func writePorts(b *bufio.Writer, sps []ServicePort) error {
+	workers := len(partsOf(len(sps)))
+	if workers == 1 {
+		for i := range sps {
+			b.WriteByte('\n')
+			writePort(b, &sps[i])
+		}
+		return nil
+	}
+	chunks := (len(sps) + textChunk - 1) / textChunk
+	rendered := make([]chan *bytes.Buffer, chunks)
+	for i := range rendered {
+		rendered[i] = make(chan *bytes.Buffer, 1)
+	}
+	tokens := make(chan struct{}, 2*workers) // chunks rendered, not yet written
+	pool := sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	var next atomic.Int64
+	for range workers {
+		go func() {
+			for {
+				// The token first: a chunk claimed is then always
+				// rendered, whatever the chunks after it hold.
+				tokens <- struct{}{}
+				i := int(next.Add(1) - 1)
+				if i >= chunks {
+					<-tokens
+					return
+				}
+				buf := pool.Get().(*bytes.Buffer)
+				buf.Reset()
+				pb := bufio.NewWriterSize(buf, 1<<12)
+				for j := i * textChunk; j < min((i+1)*textChunk, len(sps)); j++ {
+					pb.WriteByte('\n')
+					writePort(pb, &sps[j])
+				}
+				pb.Flush() // into memory: cannot fail
+				rendered[i] <- buf
+			}
+		}()
+	}
+	var err error
+	for _, r := range rendered {
+		buf := <-r
+		if err == nil {
+			_, err = b.Write(buf.Bytes())
+		}
+		pool.Put(buf)
+		<-tokens
+	}
+	return err
+}
+
+// textChunk is how many Service ports one worker renders at a time.
+const textChunk = 256
 
 func writePort(b *bufio.Writer, sp *ServicePort) {
 	switch {

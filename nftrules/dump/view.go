@@ -131,8 +131,8 @@ type viewer struct {
 
 // port returns the entry of the Service port a dispatch element belongs
 // to, and the frontend kind the API gives the key ("" if unknown). chain is
-// the chain the element sends traffic to ("" for reject or drop).
-func (v *viewer) port(f nft.Family, k DispatchKey, chain string) (*ServicePort, string) {
+// what the name of the chain the element sends traffic to tells.
+func (v *viewer) port(f nft.Family, k DispatchKey, chain namedChain) (*ServicePort, string) {
 	var sp *ServicePort
 	kind := ""
 	if ref, ok := v.names[k]; ok {
@@ -140,10 +140,11 @@ func (v *viewer) port(f nft.Family, k DispatchKey, chain string) (*ServicePort, 
 		sp.Namespace, sp.Name, sp.PortName = ref.Name.Namespace, ref.Name.Name, ref.Name.Port
 		sp.NameTruncated = false
 		sp.Protocol, kind = strings.ToUpper(string(ref.Name.Protocol)), ref.Kind
-	} else if identity, name, truncated, ok := parseChainName(chain); ok {
-		sp = v.entry(identity)
+	} else if chain.ok {
+		sp = v.entry(chain.identity)
 		if sp.Name == "" {
-			sp.Namespace, sp.Name, sp.PortName, sp.NameTruncated = name.Namespace, name.Name, name.Port, truncated
+			name := chain.name
+			sp.Namespace, sp.Name, sp.PortName, sp.NameTruncated = name.Namespace, name.Name, name.Port, chain.truncated
 			sp.Protocol = strings.ToUpper(k.Proto.String())
 		}
 	} else {
@@ -172,20 +173,28 @@ var chainNamers = map[string]func(model.ServicePortName) string{
 	"ext": nftrules.ExternalChainName,
 }
 
+// namedChain is what the name of a service or external chain tells of
+// its Service port (ok false for other chains).
+type namedChain struct {
+	identity  string
+	name      model.ServicePortName
+	truncated bool // the name was cut (nftrules keeps 96 characters)
+	ok        bool
+}
+
 // parseChainName recovers a Service port's identity from the name of its
-// service or external chain. truncated is set when the name was cut
-// (nftrules keeps at most 96 characters of it).
-func parseChainName(chain string) (identity string, name model.ServicePortName, truncated, ok bool) {
+// service or external chain.
+func parseChainName(chain string) namedChain {
 	namer, identity, ok := chainIdentity(chain)
 	if !ok {
-		return "", name, false, false
+		return namedChain{}
 	}
 	parts := strings.SplitN(identity, "/", 4)
 	for len(parts) < 4 {
 		parts = append(parts, "")
 	}
-	name = model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: parts[0], Name: parts[1]}, Port: parts[3], Protocol: v1.Protocol(strings.ToUpper(parts[2]))}
-	return identity, name, namer(name) != chain, true
+	name := model.ServicePortName{NamespacedName: types.NamespacedName{Namespace: parts[0], Name: parts[1]}, Port: parts[3], Protocol: v1.Protocol(strings.ToUpper(parts[2]))}
+	return namedChain{identity: identity, name: name, truncated: namer(name) != chain, ok: true}
 }
 
 // chainIdentity splits the name of a service or external chain (ok false
@@ -199,32 +208,34 @@ func chainIdentity(chain string) (namer func(model.ServicePortName) string, iden
 	return namer, rest[9:], true
 }
 
-// tableView holds one table's parsed rules while it is viewed.
-type tableView struct {
-	t        *nft.Table
-	rules    map[string][]nft.Rule // nil Stmts: unreadable rule
-	resolved map[string]*resolution
-	used     map[string]map[uint32]bool // endpoint map -> keys used
+// dispatch is one element of a dispatch set and what it is for.
+type dispatch struct {
+	set      *nft.Set
+	e        nft.Element
+	key      DispatchKey
+	nodePort bool
+	reject   bool
+	chain    string // where it sends traffic ("" for reject or drop)
+	named    namedChain
+}
+
+// dispatchSets are the sets whose elements are a Service port's frontends.
+var dispatchSets = []struct {
+	name     string
+	nodePort bool
+	reject   bool
+}{
+	{nftrules.SetServiceIPs, false, false},
+	{nftrules.SetNoEndpointServices, false, true},
+	{nftrules.SetServiceNodePorts, true, false},
+	{nftrules.SetNoEndpointNodePorts, true, true},
 }
 
 func (v *viewer) table(t *nft.Table) Table {
-	f := t.Family
-	tv := Table{Family: string(f), Name: t.Name, Chains: t.Chains.Len(), Sets: t.Sets.Len()}
-	w := &tableView{t: t, rules: make(map[string][]nft.Rule, t.Chains.Len()), resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
+	tv := Table{Family: string(t.Family), Name: t.Name, Chains: t.Chains.Len(), Sets: t.Sets.Len()}
+	w := &resolver{t: t, resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
 	chains := t.SortedChains()
-	for _, c := range chains {
-		tv.Rules += len(c.Rules)
-		rules := make([]nft.Rule, len(c.Rules))
-		for i, r := range c.Rules {
-			pr, err := parseRule(f, r)
-			if err != nil {
-				tv.Problems = append(tv.Problems, fmt.Sprintf("chain %s rule %d: %v", c.Name, i+1, err))
-				continue
-			}
-			rules[i] = pr
-		}
-		w.rules[c.Name] = rules
-	}
+	w.rules = parseRules(t.Family, chains, &tv)
 	for _, s := range t.SortedSets() {
 		tv.Elements += s.Len()
 		if len(s.Key) == 0 {
@@ -232,57 +243,16 @@ func (v *viewer) table(t *nft.Table) Table {
 		}
 	}
 	tv.Masquerade = masqueradeOf(w.rules[nftrules.ChainServices])
+	prepareMaps(t, w.rules)
 
+	ds, problems := dispatchesOf(t)
+	tv.Problems = append(tv.Problems, problems...)
+	w.resolveAll(ds)
 	clusterIPs := t.Sets.Get(nftrules.SetClusterIPs)
-	for _, d := range []struct {
-		set      string
-		nodePort bool
-		reject   bool
-	}{
-		{nftrules.SetServiceIPs, false, false},
-		{nftrules.SetNoEndpointServices, false, true},
-		{nftrules.SetServiceNodePorts, true, false},
-		{nftrules.SetNoEndpointNodePorts, true, true},
-	} {
-		s := t.Sets.Get(d.set)
-		if s == nil || !s.Verdict {
-			continue
-		}
-		for _, e := range s.SortedElements() {
-			k, ok := dispatchKeyOf(e, d.nodePort)
-			if !ok {
-				tv.Problems = append(tv.Problems, fmt.Sprintf("@%s element %s: unexpected key", s.Name, e.KeyString()))
-				continue
-			}
-			v.frontend(w, s, e, k, d.nodePort, d.reject, clusterIPs)
-		}
+	for _, d := range ds {
+		v.frontend(w, d, clusterIPs)
 	}
-
-	// A Service chain nothing jumps to is left over.
-	referenced := map[string]bool{}
-	for _, s := range t.Sets.All() {
-		if s.Verdict {
-			s.Each(func(e nft.Element) {
-				if e.Verdict != nil && e.Verdict.Chain != "" {
-					referenced[e.Verdict.Chain] = true
-				}
-			})
-		}
-	}
-	for _, rules := range w.rules {
-		for _, r := range rules {
-			for _, st := range r.Stmts {
-				if vs, ok := st.(nft.VerdictStmt); ok && vs.Chain != "" {
-					referenced[vs.Chain] = true
-				}
-			}
-		}
-	}
-	for _, c := range chains {
-		if _, _, named := chainIdentity(c.Name); named && !referenced[c.Name] {
-			tv.Problems = append(tv.Problems, fmt.Sprintf("chain %s: nothing jumps to it", c.Name))
-		}
-	}
+	tv.Problems = append(tv.Problems, unreferencedChains(t, chains, w.rules)...)
 	for _, s := range t.SortedSets() {
 		if !strings.HasPrefix(s.Name, "endpoints-") || len(s.Key) == 0 {
 			continue
@@ -294,14 +264,175 @@ func (v *viewer) table(t *nft.Table) Table {
 	return tv
 }
 
-// frontend adds the frontend of one dispatch element to its Service port.
-func (v *viewer) frontend(w *tableView, s *nft.Set, e nft.Element, k DispatchKey, nodePort, reject bool, clusterIPs *nft.Set) {
-	f := w.t.Family
-	chain := ""
-	if e.Verdict != nil && (e.Verdict.Kind == nft.Goto || e.Verdict.Kind == nft.Jump) && e.Verdict.Chain != nftrules.ChainReject {
-		chain = e.Verdict.Chain
+// dispatchesOf returns the elements of the table's dispatch sets, set by
+// set and ordered by key (address, protocol, port; not by rendering, which
+// costs a tenth of the view at 10k Services), and a problem for every
+// element whose key is not a dispatch key.
+func dispatchesOf(t *nft.Table) ([]dispatch, []string) {
+	var ds []dispatch
+	var problems []string
+	for _, d := range dispatchSets {
+		s := t.Sets.Get(d.name)
+		if s == nil || !s.Verdict {
+			continue
+		}
+		first := len(ds)
+		var bad []string
+		s.Each(func(e nft.Element) {
+			k, ok := dispatchKeyOf(e, d.nodePort)
+			if !ok {
+				bad = append(bad, fmt.Sprintf("@%s element %s: unexpected key", s.Name, e.KeyString()))
+				return
+			}
+			ds = append(ds, dispatch{set: s, e: e, key: k, nodePort: d.nodePort, reject: d.reject, chain: targetChain(e)})
+		})
+		slices.SortFunc(ds[first:], func(a, b dispatch) int {
+			return cmp.Or(a.key.Addr.Compare(b.key.Addr), cmp.Compare(a.key.Proto, b.key.Proto), cmp.Compare(a.key.Port, b.key.Port))
+		})
+		slices.Sort(bad)
+		problems = append(problems, bad...)
 	}
-	sp, kind := v.port(f, k, chain)
+	return ds, problems
+}
+
+// parseRules parses the rules of every chain (the kernel gives their
+// text), reporting those that do not parse in tv.
+func parseRules(f nft.Family, chains []*nft.Chain, tv *Table) map[string][]nft.Rule {
+	parsed := make([][]nft.Rule, len(chains))
+	problems := make([][]string, len(chains))
+	eachPart(partsOf(len(chains)), func(_ int, p part) {
+		for ci := p.lo; ci < p.hi; ci++ {
+			c := chains[ci]
+			rules := make([]nft.Rule, len(c.Rules))
+			for i, r := range c.Rules {
+				pr, err := parseRule(f, r)
+				if err != nil {
+					problems[ci] = append(problems[ci], fmt.Sprintf("chain %s rule %d: %v", c.Name, i+1, err))
+					continue
+				}
+				rules[i] = pr
+			}
+			parsed[ci] = rules
+		}
+	})
+	out := make(map[string][]nft.Rule, len(chains))
+	for i, c := range chains {
+		tv.Rules += len(c.Rules)
+		tv.Problems = append(tv.Problems, problems[i]...)
+		out[c.Name] = parsed[i]
+	}
+	return out
+}
+
+// prepareMaps makes the maps rules index into (endpoint and
+// endpoint-chain maps) ready for concurrent lookups before the chains are
+// followed in parallel.
+func prepareMaps(t *nft.Table, rules map[string][]nft.Rule) {
+	done := map[string]bool{}
+	for _, rs := range rules {
+		for _, r := range rs {
+			for _, st := range r.Stmts {
+				var name string
+				switch st := st.(type) {
+				case nft.DNATToEndpoint:
+					name = st.Map
+				case nft.NumgenVmap:
+					name = st.Map
+				default:
+					continue
+				}
+				if s := t.Sets.Get(name); s != nil && !done[name] {
+					s.PrepareConcurrentGets()
+					done[name] = true
+				}
+			}
+		}
+	}
+}
+
+// resolveAll follows the chains the dispatch elements send traffic to
+// and reads their names, in parts on the cores, each part with its own
+// memo (a chain two parts reach is followed twice, alike) and its own
+// record of the map entries used.
+func (w *resolver) resolveAll(ds []dispatch) {
+	parts := partsOf(len(ds))
+	done := make([]*resolver, len(parts))
+	eachPart(parts, func(i int, p part) {
+		pw := &resolver{t: w.t, rules: w.rules, resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
+		for j := p.lo; j < p.hi; j++ {
+			if d := &ds[j]; d.chain != "" {
+				pw.resolve(d.chain, 0)
+				d.named = parseChainName(d.chain)
+			}
+		}
+		done[i] = pw
+	})
+	if len(done) == 1 {
+		w.resolved, w.used = done[0].resolved, done[0].used
+		return
+	}
+	for _, pw := range done {
+		for chain, r := range pw.resolved {
+			if _, ok := w.resolved[chain]; !ok {
+				w.resolved[chain] = r
+			}
+		}
+		for m, keys := range pw.used {
+			if w.used[m] == nil {
+				w.used[m] = keys
+				continue
+			}
+			for k := range keys {
+				w.used[m][k] = true
+			}
+		}
+	}
+}
+
+// targetChain is the chain a dispatch element sends traffic to: "" for
+// reject (the shared reject chain) or a verdict without a chain.
+func targetChain(e nft.Element) string {
+	if e.Verdict != nil && (e.Verdict.Kind == nft.Goto || e.Verdict.Kind == nft.Jump) && e.Verdict.Chain != nftrules.ChainReject {
+		return e.Verdict.Chain
+	}
+	return ""
+}
+
+// unreferencedChains reports the Service chains nothing jumps to: left
+// over.
+func unreferencedChains(t *nft.Table, chains []*nft.Chain, rules map[string][]nft.Rule) []string {
+	referenced := map[string]bool{}
+	for _, s := range t.Sets.All() {
+		if s.Verdict {
+			s.Each(func(e nft.Element) {
+				if e.Verdict != nil && e.Verdict.Chain != "" {
+					referenced[e.Verdict.Chain] = true
+				}
+			})
+		}
+	}
+	for _, rs := range rules {
+		for _, r := range rs {
+			for _, st := range r.Stmts {
+				if vs, ok := st.(nft.VerdictStmt); ok && vs.Chain != "" {
+					referenced[vs.Chain] = true
+				}
+			}
+		}
+	}
+	var problems []string
+	for _, c := range chains {
+		if _, _, named := chainIdentity(c.Name); named && !referenced[c.Name] {
+			problems = append(problems, fmt.Sprintf("chain %s: nothing jumps to it", c.Name))
+		}
+	}
+	return problems
+}
+
+// frontend adds the frontend of one dispatch element to its Service port.
+func (v *viewer) frontend(w *resolver, d dispatch, clusterIPs *nft.Set) {
+	f, s, e, k, nodePort, reject, chain := w.t.Family, d.set, d.e, d.key, d.nodePort, d.reject, d.chain
+	sp, kind := v.port(f, k, d.named)
 	fe := Frontend{Family: string(f), Port: k.Port, Endpoints: []Endpoint{}, Kind: kind}
 	if !nodePort {
 		fe.Address = k.Addr.String()
@@ -366,150 +497,6 @@ func frontendText(fe Frontend) string {
 		return fmt.Sprintf("nodePort %d", fe.Port)
 	}
 	return fe.Address
-}
-
-// resolution is what a chain leads to.
-type resolution struct {
-	endpoints       []Endpoint
-	m               string
-	firstKey        uint32
-	drop            bool
-	sourceDependent bool
-	affinity        int
-	problems        []string
-}
-
-// maxDepth bounds chain recursion (our layout is at most three deep).
-const maxDepth = 8
-
-// resolve follows a chain to every endpoint it may DNAT to: endpoint map
-// ranges (numgen ... map @endpoints-*), endpoint-chain map ranges
-// (numgen ... vmap @endpoint-chains-*), single DNATs (session affinity's
-// endpoint chains) and the chains it goes to.
-func (w *tableView) resolve(chain string, depth int) *resolution {
-	if r, ok := w.resolved[chain]; ok {
-		return r
-	}
-	r := &resolution{}
-	w.resolved[chain] = r
-	rules, ok := w.rules[chain]
-	if !ok {
-		r.problems = append(r.problems, fmt.Sprintf("chain %s does not exist", chain))
-		return r
-	}
-	if depth > maxDepth {
-		r.problems = append(r.problems, fmt.Sprintf("chain %s: chains nested too deep", chain))
-		return r
-	}
-	// A chain leads to a handful of endpoints: a linear search finds
-	// duplicates at less cost than a map per chain, up to a point.
-	var seen map[Endpoint]bool
-	add := func(eps ...Endpoint) {
-		for _, e := range eps {
-			switch {
-			case seen != nil:
-				if seen[e] {
-					continue
-				}
-				seen[e] = true
-			case slices.Contains(r.endpoints, e):
-				continue
-			case len(r.endpoints) == 32:
-				seen = make(map[Endpoint]bool, 64)
-				for _, o := range r.endpoints {
-					seen[o] = true
-				}
-				seen[e] = true
-			}
-			r.endpoints = append(r.endpoints, e)
-		}
-	}
-	merge := func(sub *resolution) {
-		add(sub.endpoints...)
-		r.drop = r.drop || sub.drop
-		r.sourceDependent = r.sourceDependent || sub.sourceDependent
-		r.affinity = max(r.affinity, sub.affinity)
-		r.problems = append(r.problems, sub.problems...)
-	}
-	for i, rule := range rules {
-		if rule.Stmts == nil {
-			r.problems = append(r.problems, fmt.Sprintf("chain %s rule %d is not nftproxy's", chain, i+1))
-			continue
-		}
-		for j, s := range rule.Stmts {
-			switch s := s.(type) {
-			case nft.MatchPrefix, nft.MatchFibSaddrLocal:
-				r.sourceDependent = true
-			case nft.DNATToEndpoint:
-				if j == 0 {
-					r.problems = append(r.problems, fmt.Sprintf("chain %s: dnat without a meta l4proto match", chain))
-				}
-				w.mapRange(r, s.Map, s.Offset, s.Count, func(key uint32, e nft.Element) {
-					if len(e.Data) != 2 || !e.Data[0].Addr.IsValid() || e.Data[1].Num > 0xffff {
-						r.problems = append(r.problems, fmt.Sprintf("@%s entry %d has value %q", s.Map, key, e.ValueString()))
-						return
-					}
-					add(Endpoint{Address: e.Data[0].Addr.String(), Port: uint16(e.Data[1].Num)})
-				})
-			case nft.NumgenVmap:
-				w.mapRange(r, s.Map, s.Offset, s.Count, func(key uint32, e nft.Element) {
-					if e.Verdict == nil || e.Verdict.Chain == "" {
-						r.problems = append(r.problems, fmt.Sprintf("@%s entry %d has verdict %q", s.Map, key, e.ValueString()))
-						return
-					}
-					merge(w.resolve(e.Verdict.Chain, depth+1))
-				})
-			case nft.DNATTo:
-				add(Endpoint{Address: s.To.Addr().String(), Port: s.To.Port()})
-			case nft.UpdateSourceSet:
-				if set := w.t.Sets.Get(s.Set); set != nil && set.Timeout > 0 {
-					r.affinity = max(r.affinity, int(set.Timeout.Seconds()))
-				}
-			case nft.VerdictStmt:
-				switch {
-				case s.Kind == nft.Drop:
-					r.drop = true
-				case s.Chain == "" || s.Chain == nftrules.ChainMarkForMasquerade || s.Chain == nftrules.ChainReject:
-				default:
-					merge(w.resolve(s.Chain, depth+1))
-				}
-			}
-		}
-	}
-	return r
-}
-
-// mapRange calls fn for entries offset..offset+count-1 of a map (with the
-// entry's value, not its key), noting the first range as the frontend's
-// map and reporting missing entries.
-func (w *tableView) mapRange(r *resolution, name string, offset, count uint32, fn func(uint32, nft.Element)) {
-	if r.m == "" {
-		r.m, r.firstKey = name, offset
-	}
-	m := w.t.Sets.Get(name)
-	if m == nil {
-		r.problems = append(r.problems, fmt.Sprintf("map @%s does not exist", name))
-		return
-	}
-	if count > nftrules.MaxEndpoints {
-		// Not a rule of ours (the text is read back from the kernel):
-		// walking four billion keys would never end.
-		r.problems = append(r.problems, fmt.Sprintf("numgen random mod %d into @%s: more than the %d endpoints of a service port", count, name, nftrules.MaxEndpoints))
-		return
-	}
-	if w.used[name] == nil {
-		w.used[name] = map[uint32]bool{}
-	}
-	for i := uint32(0); i < count; i++ {
-		key := offset + i
-		data, verdict, ok := m.Get(nft.NumValue(key))
-		if !ok {
-			r.problems = append(r.problems, fmt.Sprintf("@%s has no entry %d (want %d..%d)", name, key, offset, offset+count-1))
-			continue
-		}
-		w.used[name][key] = true
-		fn(key, nft.Element{Data: data, Verdict: verdict})
-	}
 }
 
 func parseRule(f nft.Family, r nft.Rule) (nft.Rule, error) {

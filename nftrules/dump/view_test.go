@@ -1,7 +1,6 @@
 package dump_test
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"github.com/nftproxy/nftproxy/nftrules"
 	"github.com/nftproxy/nftproxy/nftrules/dump"
 	"github.com/nftproxy/nftproxy/nftrules/nft"
-	"github.com/nftproxy/nftproxy/nftrules/nft/nftfake"
 	"github.com/nftproxy/nftproxy/proxier/model"
 	"github.com/nftproxy/nftproxy/proxier/model/modeltest"
 )
@@ -204,26 +202,11 @@ func TestCompareFlagsDrift(t *testing.T) {
 }
 
 // TestViewReportsBrokenLiveState: a live ruleset with a missing endpoint
-// entry and a foreign rule (another process's change to the kernel,
-// read back as the reconciler reads it) is reported, not hidden.
+// entry, an entry no chain uses and a foreign rule (another process's
+// change to the kernel, read back as the reconciler reads it) is
+// reported, not hidden.
 func TestViewReportsBrokenLiveState(t *testing.T) {
-	kernel := nftfake.New()
-	if _, err := kernel.Sync(context.Background(), nftrules.Build(testState()), false); err != nil {
-		t.Fatal(err)
-	}
-	web := nftrules.ServiceChainName(testState().Services[0].Name)
-	foreignRule := nft.Rule{Stmts: []nft.Stmt{nft.Opaque{Text: "<rule not written by nftproxy> (handle 4)"}}}
-	entry := nft.Element{Key: []nft.Value{nft.NumValue(16385)}}
-	if err := kernel.Foreign(nft.ForeignChange{}, &nft.Transaction{Ops: []nft.Op{
-		{Kind: nft.OpAddRule, Family: nft.IPv4, Chain: &nft.Chain{Name: web}, Rule: &foreignRule},
-		{Kind: nft.OpDelElements, Family: nft.IPv4, Set: &nft.Set{Name: nftrules.EndpointMapName(nft.TCP, 1)}, Elements: []nft.Element{entry}},
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := kernel.ReadLive()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := brokenLive(t)
 	d := dump.FromRuleset(rs, nil)
 	var problems []string
 	for _, sp := range d.Services {
@@ -233,7 +216,7 @@ func TestViewReportsBrokenLiveState(t *testing.T) {
 		problems = append(problems, tb.Problems...)
 	}
 	all := strings.Join(problems, "\n")
-	for _, want := range []string{"rule 2 is not nftproxy's", "unknown statement", "@endpoints-tcp-0 has no entry 16385 (want 16384..16385)"} {
+	for _, want := range []string{"rule 2 is not nftproxy's", "unknown statement", "@endpoints-tcp-0 has no entry 16385 (want 16384..16385)", "@endpoints-tcp-0 holds 1 entries no service chain uses"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
 		}

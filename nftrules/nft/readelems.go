@@ -25,8 +25,6 @@ const elementDumpBuffer = 1 << 20
 type elementReader struct {
 	nl  *netlink.Conn
 	buf []byte
-	// skip names sets whose elements are not read.
-	skip map[string]bool
 }
 
 // ReadLiveWithoutElements reads our tables like ReadLive, but returns the

@@ -269,6 +269,15 @@ func (s *Set) Get(key ...Value) (data []Value, verdict *Verdict, ok bool) {
 	return e.Data, e.Verdict, ok
 }
 
+// PrepareConcurrentGets makes Get safe for concurrent readers until the
+// set is next modified: a built set indexes its elements now (its first
+// Get would), a set read from the kernel only reads its raw elements.
+func (s *Set) PrepareConcurrentGets() {
+	if s.raw == nil {
+		s.Elements()
+	}
+}
+
 // Each calls fn for every element, in no particular order. A set read
 // from the kernel decodes one element at a time and keeps none.
 func (s *Set) Each(fn func(Element)) {

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -26,8 +27,12 @@ type resolver struct {
 	t        *nft.Table
 	rules    map[string][]nft.Rule // nil Stmts: unreadable rule
 	resolved map[string]*resolution
-	used     map[string]map[uint32]bool // index map -> keys used
+	walked   map[string][]walkedSpan // index map -> ranges read
 }
+
+// walkedSpan is a range of keys a chain reads, offset..offset+count-1,
+// of which found are in the map.
+type walkedSpan struct{ offset, count, found uint32 }
 
 // maxDepth bounds chain recursion (our layout is at most three deep).
 const maxDepth = 8
@@ -148,11 +153,7 @@ func (w *resolver) mapRange(r *resolution, name string, offset, count uint32, fn
 		r.problems = append(r.problems, fmt.Sprintf("numgen random mod %d into @%s: more than the %d endpoints of a service port", count, name, nftrules.MaxEndpoints))
 		return
 	}
-	used := w.used[name]
-	if used == nil {
-		used = map[uint32]bool{}
-		w.used[name] = used
-	}
+	found := uint32(0)
 	for i := range count {
 		key := offset + i
 		data, verdict, ok := m.Get(nft.NumValue(key))
@@ -160,7 +161,44 @@ func (w *resolver) mapRange(r *resolution, name string, offset, count uint32, fn
 			r.problems = append(r.problems, fmt.Sprintf("@%s has no entry %d (want %d..%d)", name, key, offset, offset+count-1))
 			continue
 		}
-		used[key] = true
+		found++
 		fn(key, nft.Element{Data: data, Verdict: verdict})
 	}
+	w.walked[name] = append(w.walked[name], walkedSpan{offset: offset, count: count, found: found})
 }
+
+// entriesUsed counts the distinct entries of m that spans found: the sum
+// of their finds when they are disjoint (our layout: a block of keys per
+// service port and family, which a chain reached twice reads twice), else
+// a lookup of every key of their union.
+func entriesUsed(m *nft.Set, spans []walkedSpan) int {
+	slices.SortFunc(spans, func(a, b walkedSpan) int {
+		return cmp.Or(cmp.Compare(a.offset, b.offset), cmp.Compare(a.count, b.count))
+	})
+	spans = slices.Compact(spans)
+	used, disjoint := 0, true
+	for i, sp := range spans {
+		if i > 0 && uint64(sp.offset) < end(spans[i-1]) {
+			disjoint = false
+			break
+		}
+		used += int(sp.found)
+	}
+	if disjoint {
+		return used
+	}
+	used = 0
+	next := uint64(0) // the first key not yet counted
+	for _, sp := range spans {
+		for k := max(uint64(sp.offset), next); k < end(sp); k++ {
+			if _, _, ok := m.Get(nft.NumValue(uint32(k))); ok {
+				used++
+			}
+		}
+		next = max(next, end(sp))
+	}
+	return used
+}
+
+// end is the key after a span's last.
+func end(sp walkedSpan) uint64 { return uint64(sp.offset) + uint64(sp.count) }

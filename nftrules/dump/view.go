@@ -233,7 +233,7 @@ var dispatchSets = []struct {
 
 func (v *viewer) table(t *nft.Table) Table {
 	tv := Table{Family: string(t.Family), Name: t.Name, Chains: t.Chains.Len(), Sets: t.Sets.Len()}
-	w := &resolver{t: t, resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
+	w := &resolver{t: t, resolved: map[string]*resolution{}, walked: map[string][]walkedSpan{}}
 	chains := t.SortedChains()
 	w.rules = parseRules(t.Family, chains, &tv)
 	for _, s := range t.SortedSets() {
@@ -257,7 +257,7 @@ func (v *viewer) table(t *nft.Table) Table {
 		if !strings.HasPrefix(s.Name, "endpoints-") || len(s.Key) == 0 {
 			continue
 		}
-		if orphans := s.Len() - len(w.used[s.Name]); orphans > 0 {
+		if orphans := s.Len() - entriesUsed(s, w.walked[s.Name]); orphans > 0 {
 			tv.Problems = append(tv.Problems, fmt.Sprintf("@%s holds %d entries no service chain uses", s.Name, orphans))
 		}
 	}
@@ -353,12 +353,12 @@ func prepareMaps(t *nft.Table, rules map[string][]nft.Rule) {
 // resolveAll follows the chains the dispatch elements send traffic to
 // and reads their names, in parts on the cores, each part with its own
 // memo (a chain two parts reach is followed twice, alike) and its own
-// record of the map entries used.
+// record of the map ranges read.
 func (w *resolver) resolveAll(ds []dispatch) {
 	parts := partsOf(len(ds))
 	done := make([]*resolver, len(parts))
 	eachPart(parts, func(i int, p part) {
-		pw := &resolver{t: w.t, rules: w.rules, resolved: map[string]*resolution{}, used: map[string]map[uint32]bool{}}
+		pw := &resolver{t: w.t, rules: w.rules, resolved: map[string]*resolution{}, walked: map[string][]walkedSpan{}}
 		for j := p.lo; j < p.hi; j++ {
 			if d := &ds[j]; d.chain != "" {
 				pw.resolve(d.chain, 0)
@@ -368,7 +368,7 @@ func (w *resolver) resolveAll(ds []dispatch) {
 		done[i] = pw
 	})
 	if len(done) == 1 {
-		w.resolved, w.used = done[0].resolved, done[0].used
+		w.resolved, w.walked = done[0].resolved, done[0].walked
 		return
 	}
 	for _, pw := range done {
@@ -377,14 +377,8 @@ func (w *resolver) resolveAll(ds []dispatch) {
 				w.resolved[chain] = r
 			}
 		}
-		for m, keys := range pw.used {
-			if w.used[m] == nil {
-				w.used[m] = keys
-				continue
-			}
-			for k := range keys {
-				w.used[m][k] = true
-			}
+		for m, spans := range pw.walked {
+			w.walked[m] = append(w.walked[m], spans...)
 		}
 	}
 }

@@ -245,14 +245,15 @@ func (v *viewer) table(t *nft.Table) Table {
 	tv.Masquerade = masqueradeOf(w.rules[nftrules.ChainServices])
 	prepareMaps(t, w.rules)
 
-	ds, problems := dispatchesOf(t)
+	referenced := map[string]bool{}
+	ds, problems := dispatchesOf(t, referenced)
 	tv.Problems = append(tv.Problems, problems...)
 	w.resolveAll(ds)
 	clusterIPs := t.Sets.Get(nftrules.SetClusterIPs)
 	for _, d := range ds {
 		v.frontend(w, d, clusterIPs)
 	}
-	tv.Problems = append(tv.Problems, unreferencedChains(t, chains, w.rules)...)
+	tv.Problems = append(tv.Problems, unreferencedChains(t, chains, w.rules, referenced)...)
 	for _, s := range t.SortedSets() {
 		if !strings.HasPrefix(s.Name, "endpoints-") || len(s.Key) == 0 {
 			continue
@@ -267,8 +268,9 @@ func (v *viewer) table(t *nft.Table) Table {
 // dispatchesOf returns the elements of the table's dispatch sets, set by
 // set and ordered by key (address, protocol, port; not by rendering, which
 // costs a tenth of the view at 10k Services), and a problem for every
-// element whose key is not a dispatch key.
-func dispatchesOf(t *nft.Table) ([]dispatch, []string) {
+// element whose key is not a dispatch key. It marks the chains the
+// elements send traffic to as referenced.
+func dispatchesOf(t *nft.Table, referenced map[string]bool) ([]dispatch, []string) {
 	var ds []dispatch
 	var problems []string
 	for _, d := range dispatchSets {
@@ -276,23 +278,47 @@ func dispatchesOf(t *nft.Table) ([]dispatch, []string) {
 		if s == nil || !s.Verdict {
 			continue
 		}
-		first := len(ds)
 		var bad []string
+		var keyed []keyedElement
 		s.Each(func(e nft.Element) {
+			if e.Verdict != nil && e.Verdict.Chain != "" {
+				referenced[e.Verdict.Chain] = true
+			}
 			k, ok := dispatchKeyOf(e, d.nodePort)
 			if !ok {
 				bad = append(bad, fmt.Sprintf("@%s element %s: unexpected key", s.Name, e.KeyString()))
 				return
 			}
-			ds = append(ds, dispatch{set: s, e: e, key: k, nodePort: d.nodePort, reject: d.reject, chain: targetChain(e)})
+			keyed = append(keyed, keyedElement{k, e})
 		})
-		slices.SortFunc(ds[first:], func(a, b dispatch) int {
+		// Sorted before they become dispatches: a dispatch is ten times
+		// the size to move.
+		slices.SortFunc(keyed, func(a, b keyedElement) int {
 			return cmp.Or(a.key.Addr.Compare(b.key.Addr), cmp.Compare(a.key.Proto, b.key.Proto), cmp.Compare(a.key.Port, b.key.Port))
 		})
+		ds = slices.Grow(ds, len(keyed))
+		for _, ke := range keyed {
+			ds = append(ds, dispatch{set: s, e: ke.e, key: ke.key, nodePort: d.nodePort, reject: d.reject, chain: targetChain(ke.e)})
+		}
 		slices.Sort(bad)
 		problems = append(problems, bad...)
 	}
 	return ds, problems
+}
+
+func isDispatchSet(name string) bool {
+	for _, d := range dispatchSets {
+		if d.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// keyedElement is a dispatch element and its key.
+type keyedElement struct {
+	key DispatchKey
+	e   nft.Element
 }
 
 // parseRules parses the rules of every chain (the kernel gives their
@@ -393,11 +419,10 @@ func targetChain(e nft.Element) string {
 }
 
 // unreferencedChains reports the Service chains nothing jumps to: left
-// over.
-func unreferencedChains(t *nft.Table, chains []*nft.Chain, rules map[string][]nft.Rule) []string {
-	referenced := map[string]bool{}
-	for _, s := range t.Sets.All() {
-		if s.Verdict {
+// over. referenced holds the chains the dispatch sets send traffic to.
+func unreferencedChains(t *nft.Table, chains []*nft.Chain, rules map[string][]nft.Rule, referenced map[string]bool) []string {
+	for name, s := range t.Sets.All() {
+		if s.Verdict && !isDispatchSet(name) {
 			s.Each(func(e nft.Element) {
 				if e.Verdict != nil && e.Verdict.Chain != "" {
 					referenced[e.Verdict.Chain] = true

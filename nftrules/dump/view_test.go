@@ -300,3 +300,24 @@ func TestViewBoundsAHugeNumgenModulus(t *testing.T) {
 		t.Errorf("problems: %q, want one about the modulus", problems)
 	}
 }
+
+// TestViewReportsLeftOverChains: a Service chain nothing jumps to (left
+// over from a Service gone) is a problem; the chains the dispatch sets,
+// external chains and endpoint-chain maps lead to are not.
+func TestViewReportsLeftOverChains(t *testing.T) {
+	rs := nftrules.Build(richState())
+	gone := port(99, "gone/web:http", v1.ProtocolTCP, 80, "10.96.9.9", "10.244.9.9:80")
+	left := rs.Tables[nft.IPv4].Chain(nftrules.ServiceChainName(gone.Name))
+	left.Rules = append(left.Rules, nft.Rule{Stmts: []nft.Stmt{nft.JumpTo(nftrules.ChainMarkForMasquerade)}})
+
+	var unreferenced []string
+	for _, p := range problemsOf(dump.FromRuleset(rs, nil)) {
+		if strings.Contains(p, "nothing jumps to it") {
+			unreferenced = append(unreferenced, p)
+		}
+	}
+	want := []string{"chain " + left.Name + ": nothing jumps to it"}
+	if !slices.Equal(unreferenced, want) {
+		t.Errorf("chains reported unreferenced: %q, want %q", unreferenced, want)
+	}
+}

@@ -23,6 +23,10 @@ type dataPlane struct {
 	// PerSecond: new connections per second one client opens through
 	// the ClusterIP, connecting one after the other.
 	PerSecond float64 `json:"connectionsPerSecond"`
+	// RateAttempts: the windows PerSecond took (see rateProxyCPUMax);
+	// ProxyCPUInRateS: the proxy's CPU seconds in the window kept.
+	RateAttempts    int     `json:"rateAttempts,omitempty"`
+	ProxyCPUInRateS float64 `json:"proxyCPUInRateWindowSeconds"`
 }
 
 // Data-plane sample sizes: connections timed per run, and how long the
@@ -30,6 +34,19 @@ type dataPlane struct {
 const (
 	dpConnects = 2000
 	dpRateSpan = 2 * time.Second
+)
+
+// The connection rate is the cost of the rules to a client; on two cores
+// a proxy's own periodic work (nftproxy's check of the kernel, 1-2 s of
+// CPU at 30k Services, on a timer that a 60 s wait for idle can land on
+// exactly) takes the client's core for part of the window. A window in
+// which the proxy used more than rateProxyCPUMax is measured again once
+// the proxy is quiet, at most rateAttempts times; the JSON keeps the
+// attempts and the proxy's CPU in the window kept.
+const (
+	rateProxyCPUMax = 0.1 // seconds
+	rateAttempts    = 3
+	rateQuietMax    = 40 * time.Second
 )
 
 func (h *harness) measureDataPlane(ctx context.Context, proc *netkit.Proc, p *proxy) (*dataPlane, error) {
@@ -58,10 +75,21 @@ func (h *harness) measureDataPlane(ctx context.Context, proc *netkit.Proc, p *pr
 		return nil, err
 	}
 	dp.Failed += failed
-	if dp.PerSecond, failed, err = connectRate(ns, t.service(), dpRateSpan); err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		before := procCPU(proc.PID)
+		if dp.PerSecond, failed, err = connectRate(ns, t.service(), dpRateSpan); err != nil {
+			return nil, err
+		}
+		used := procCPU(proc.PID) - before
+		dp.Failed += failed
+		dp.RateAttempts, dp.ProxyCPUInRateS = attempt, math.Round(used*1000)/1000
+		if used <= rateProxyCPUMax || attempt == rateAttempts || ctx.Err() != nil {
+			break
+		}
+		h.log("  %s: used %.2f s of CPU during the %v connection-rate window (%.0f connections/s); measuring again once it is quiet",
+			p.name, used, dpRateSpan, dp.PerSecond)
+		h.waitFor(ctx, proc, newQuietGate(rateQuietMax))
 	}
-	dp.Failed += failed
 	roundAll(dp.ConnectMs)
 	roundAll(dp.DirectMs)
 	return dp, nil

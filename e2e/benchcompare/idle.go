@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/nftproxy/nftproxy/e2e/netkit"
@@ -32,6 +33,12 @@ type cpuAt struct {
 // 0.5 of quietLoad, for at most max.
 func newIdleGate(quietLoad float64, max time.Duration) *idleGate {
 	return &idleGate{quiet: 2 * time.Second, cpuSlack: 0.04, loadMax: quietLoad*1.25 + 0.5, max: max}
+}
+
+// newQuietGate waits for 2 s without CPU growth of the proxy, whatever
+// the load, for at most max.
+func newQuietGate(max time.Duration) *idleGate {
+	return &idleGate{quiet: 2 * time.Second, cpuSlack: 0.04, loadMax: math.Inf(1), max: max}
 }
 
 // observe takes the proxy's total CPU seconds and the 1-minute load at at
@@ -74,7 +81,12 @@ func (h *harness) waitIdle(ctx context.Context, proc *netkit.Proc) idleWait {
 		time.Sleep(2 * time.Second)
 		return idleWait{WaitedS: 2}
 	}
-	g := newIdleGate(h.quietLoad, h.idleMax)
+	return h.waitFor(ctx, proc, newIdleGate(h.quietLoad, h.idleMax))
+}
+
+// waitFor polls the proxy's CPU and the load every 250 ms until g says
+// the wait is over.
+func (h *harness) waitFor(ctx context.Context, proc *netkit.Proc, g *idleGate) idleWait {
 	start := time.Now()
 	for {
 		load := loadAvg()

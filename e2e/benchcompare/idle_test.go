@@ -6,8 +6,9 @@ import (
 )
 
 // The gate opens once the proxy's CPU has been flat for 2 s and the load
-// is back within 25 % + 0.5 of the quiet load; it gives up at the cap;
-// samples are taken every 250 ms (synthetic here: no clock involved).
+// is back within 25 % + 0.5 of the quiet load (the quiet gate: whatever
+// the load); it gives up at the cap; samples are taken every 250 ms
+// (synthetic here: no clock involved).
 func TestIdleGate(t *testing.T) {
 	type sample struct {
 		cpu, load float64
@@ -35,18 +36,25 @@ func TestIdleGate(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name     string
+		quiet    bool // newQuietGate (40 s): the proxy's CPU only
 		samples  []sample
 		wantAt   int // index of the sample that ends the wait (-1: none)
 		wantIdle bool
 	}{
-		{"already idle: after 2 s of samples", flat(20, 5, 1.0), 8, true},
-		{"busy for 3 s, then flat: 2 s after the last growth", cat(busy(12, 5, 1.0), flat(20, 7.2, 1.0)), 11 + 8, true},
-		{"a scrape's few ms of CPU do not count as busy", cat(flat(4, 5, 1.0), flat(10, 5.01, 1.0)), 8, true},
-		{"CPU flat but the load still high: waits for the load", cat(flat(12, 5, 4.0), flat(4, 5, 2.0), flat(4, 5, 1.7)), 16, true},
-		{"never idle: gives up at the cap (60 s)", busy(400, 0, 1.0), 240, false},
-		{"CPU flat, load never back: gives up at the cap", flat(400, 5, 9.0), 240, false},
+		{"already idle: after 2 s of samples", false, flat(20, 5, 1.0), 8, true},
+		{"busy for 3 s, then flat: 2 s after the last growth", false, cat(busy(12, 5, 1.0), flat(20, 7.2, 1.0)), 11 + 8, true},
+		{"a scrape's few ms of CPU do not count as busy", false, cat(flat(4, 5, 1.0), flat(10, 5.01, 1.0)), 8, true},
+		{"CPU flat but the load still high: waits for the load", false, cat(flat(12, 5, 4.0), flat(4, 5, 2.0), flat(4, 5, 1.7)), 16, true},
+		{"never idle: gives up at the cap (60 s)", false, busy(400, 0, 1.0), 240, false},
+		{"CPU flat, load never back: gives up at the cap", false, flat(400, 5, 9.0), 240, false},
+		{"quiet gate: CPU flat, whatever the load", true, flat(400, 5, 9.0), 8, true},
+		{"quiet gate: 2 s after the proxy's check ends", true, cat(busy(12, 5, 3.0), flat(20, 7.2, 3.0)), 11 + 8, true},
+		{"quiet gate: gives up at its cap (40 s)", true, busy(400, 0, 1.0), 160, false},
 	} {
 		g := newIdleGate(1.0, 60*time.Second)
+		if c.quiet {
+			g = newQuietGate(40 * time.Second)
+		}
 		got, idle := -1, false
 		for i, s := range c.samples {
 			if done, ok := g.observe(time.Duration(i)*250*time.Millisecond, s.cpu, s.load); done {

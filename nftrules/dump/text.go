@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/nftproxy/nftproxy/nftrules/nft"
 )
@@ -205,26 +206,43 @@ func writePort(b *bufio.Writer, sp *ServicePort) {
 			b.WriteString("… (name cut in the chain name)")
 		}
 	}
-	fmt.Fprintf(b, " %d/%s\n", sp.Port, sp.Protocol)
+	// The lines of every frontend are written without fmt (10k Services:
+	// a third of the text's time went to Fprintf).
+	b.WriteByte(' ')
+	writeInt(b, int(sp.Port))
+	b.WriteString("/" + sp.Protocol + "\n")
 	var prev []Endpoint
 	for _, fe := range sp.Frontends {
-		fmt.Fprintf(b, "  %-3s %-10s %-22s ", fe.Family, fe.Kind, frontendAddr(fe))
+		b.WriteString("  ")
+		writePadded(b, fe.Family, 3)
+		b.WriteByte(' ')
+		writePadded(b, fe.Kind, 10)
+		b.WriteByte(' ')
+		writePadded(b, frontendAddr(fe), 22)
+		b.WriteByte(' ')
 		switch fe.Status {
 		case StatusActive:
 			n := len(fe.Endpoints)
-			fmt.Fprintf(b, "DNAT to %d endpoint", n)
+			b.WriteString("DNAT to ")
+			writeInt(b, n)
+			b.WriteString(" endpoint")
 			switch {
 			case fe.SourceDependent:
 				b.WriteString("s (which depends on the client: traffic policy Local)")
 			case n != 1:
-				fmt.Fprintf(b, "s, 1/%d each", n)
+				b.WriteString("s, 1/")
+				writeInt(b, n)
+				b.WriteString(" each")
 			}
 			if fe.AffinityTimeoutSeconds > 0 {
-				fmt.Fprintf(b, ", ClientIP affinity %d s", fe.AffinityTimeoutSeconds)
+				b.WriteString(", ClientIP affinity ")
+				writeInt(b, fe.AffinityTimeoutSeconds)
+				b.WriteString(" s")
 			}
-			fmt.Fprintf(b, " [chain %s", fe.Chain)
+			b.WriteString(" [chain " + fe.Chain)
 			if fe.Map != "" {
-				fmt.Fprintf(b, ", @%s from %d", fe.Map, fe.FirstKey)
+				b.WriteString(", @" + fe.Map + " from ")
+				writeInt(b, int(fe.FirstKey))
 			}
 			b.WriteString("]\n")
 			if slices.Equal(fe.Endpoints, prev) {
@@ -275,13 +293,29 @@ func writePort(b *bufio.Writer, sp *ServicePort) {
 // frontendAddr renders a frontend's destination: 10.96.0.10:80,
 // [fd96::10]:80, or *:30080 for a node port.
 func frontendAddr(fe Frontend) string {
-	if fe.Kind == KindNodePort {
-		return fmt.Sprintf("*:%d", fe.Port)
+	port := strconv.Itoa(int(fe.Port))
+	switch {
+	case fe.Kind == KindNodePort:
+		return "*:" + port
+	case strings.IndexByte(fe.Address, ':') >= 0:
+		if a, err := netip.ParseAddr(fe.Address); err == nil {
+			return netip.AddrPortFrom(a, fe.Port).String()
+		}
 	}
-	if a, err := netip.ParseAddr(fe.Address); err == nil {
-		return netip.AddrPortFrom(a, fe.Port).String()
+	return fe.Address + ":" + port
+}
+
+// writePadded writes s and spaces up to width, as fmt's %-<width>s.
+func writePadded(b *bufio.Writer, s string, width int) {
+	b.WriteString(s)
+	for n := utf8.RuneCountInString(s); n < width; n++ {
+		b.WriteByte(' ')
 	}
-	return fmt.Sprintf("%s:%d", fe.Address, fe.Port)
+}
+
+// writeInt writes n in decimal.
+func writeInt(b *bufio.Writer, n int) {
+	b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(n), 10))
 }
 
 // writeEndpoint writes an endpoint's line: Endpoint.String, without its
@@ -292,7 +326,7 @@ func writeEndpoint(b *bufio.Writer, e Endpoint) {
 	if strings.IndexByte(e.Address, ':') < 0 {
 		b.WriteString(e.Address)
 		b.WriteByte(':')
-		b.Write(strconv.AppendUint(b.AvailableBuffer(), uint64(e.Port), 10))
+		writeInt(b, int(e.Port))
 	} else {
 		b.WriteString(e.String())
 	}

@@ -73,7 +73,7 @@ func runFacts(rep *report) string {
 // run measures only the start), then the data plane by size.
 func readmeBlock(rep *report) string {
 	rows := aggregate(rep)
-	headline := []string{"start", "cpu", "rss", "lone0", "conn0", "lone1", "stream1", "burst0", "burst1"}
+	headline := []string{"start", "cpu", "rss", "lone0", "conn0", "lone1", "stream1", "burst0", "burst1", "show"}
 	var b strings.Builder
 	tables := sideBySideTables(rows, func(f figure) bool { return slices.Contains(headline, f.key) })
 	pick := -1

@@ -263,7 +263,7 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 		res.DumpS = map[string]float64{}
 		for _, d := range p.dumps {
 			var ts []float64
-			for i := 0; i < 3; i++ {
+			for range dumpRuns {
 				t0 := time.Now()
 				cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.env.node.NS.Name}, d.args...)...)
 				if out, err := cmd.CombinedOutput(); err != nil {
@@ -276,6 +276,11 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 	}
 	return nil
 }
+
+// dumpRuns is how many times each way to show the rules is timed (the
+// table shows the median): a dump lasts a few tenths of a second, where
+// one busy moment of the machine weighs.
+const dumpRuns = 5
 
 // change makes the c-th lone change and waits until the kernel has it.
 func (h *harness) change(ctx context.Context, proc *netkit.Proc, p *proxy, n, c int) (latMs, apiMs float64, err error) {

@@ -141,6 +141,19 @@ func burstS(run runResult) float64 {
 	return run.Burst.AllInKernelS
 }
 
+// dumpS is a run's time for the first of the named ways to show the
+// rules that it measured (0: none).
+func dumpS(names ...string) func(runResult) float64 {
+	return func(run runResult) float64 {
+		for _, n := range names {
+			if v, ok := run.DumpS[n]; ok {
+				return v
+			}
+		}
+		return 0
+	}
+}
+
 func dpField(f func(*dataPlane) []float64) func(runResult) []float64 {
 	return func(run runResult) []float64 {
 		if run.DataPlane == nil {
@@ -211,6 +224,12 @@ var figures = []figure{
 		sample: func(r *row) [][]float64 {
 			return pool(r.msp0, dpField(func(d *dataPlane) []float64 { return []float64{d.PerSecond} }))
 		}},
+	{key: "show", label: "show the rules to an admin: nftproxy --dump, else nft list table or iptables-save (s)", ratio: true, format: medianFmt("%.2f"),
+		sample: func(r *row) [][]float64 {
+			return pool(r.msp0, one(dumpS("nftproxy --dump", "nft list table ip kube-proxy", "iptables-save")))
+		}},
+	{key: "nftList", label: "nft list table ip nftproxy (s)", format: medianFmt("%.2f"),
+		sample: func(r *row) [][]float64 { return pool(r.msp0, one(dumpS("nft list table ip nftproxy"))) }},
 	{key: "cpuChanges0", label: "CPU in the change windows, min-sync-period 0 (s)", ratio: true, format: medianFmt("%.2f"),
 		sample: func(r *row) [][]float64 { return pool(r.msp0, phase("changes")) }},
 	{key: "cpuChanges1", label: "CPU in the change windows, min-sync-period 1 s (s)", ratio: true, format: medianFmt("%.2f"),

@@ -88,7 +88,8 @@ func (h *harness) measureDataPlane(ctx context.Context, proc *netkit.Proc, p *pr
 		}
 		h.log("  %s: used %.2f s of CPU during the %v connection-rate window (%.0f connections/s); measuring again once it is quiet",
 			p.name, used, dpRateSpan, dp.PerSecond)
-		h.waitFor(ctx, proc, newQuietGate(rateQuietMax))
+		w := h.waitFor(ctx, proc, newQuietGate(rateQuietMax))
+		h.log("  %s: quiet: %t after %.1f s (machine %.0f %% busy over the last 2 s)", p.name, w.Idle, w.WaitedS, 100*w.MachineBusy)
 	}
 	roundAll(dp.ConnectMs)
 	roundAll(dp.DirectMs)

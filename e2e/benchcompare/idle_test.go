@@ -7,25 +7,32 @@ import (
 
 // The gate opens once the proxy's CPU has been flat for 2 s and the load
 // is back within 25 % + 0.5 of the quiet load (the quiet gate: whatever
-// the load); it gives up at the cap; samples are taken every 250 ms
-// (synthetic here: no clock involved).
+// the load, with at most a fifth of the machine busy over those 2 s); it
+// gives up at the cap; samples are taken every 250 ms (synthetic here: no
+// clock involved).
 func TestIdleGate(t *testing.T) {
 	type sample struct {
-		cpu, load float64
+		cpu, load, machine float64 // machine: share of the cores busy since the previous sample
 	}
 	flat := func(n int, cpu, load float64) []sample {
 		out := make([]sample, n)
 		for i := range out {
-			out[i] = sample{cpu, load}
+			out[i] = sample{cpu, load, 0.05}
 		}
 		return out
 	}
 	busy := func(n int, from, load float64) []sample {
 		out := make([]sample, n)
 		for i := range out {
-			out[i] = sample{from + 0.2*float64(i), load} // 80 % of a core
+			out[i] = sample{from + 0.2*float64(i), load, 0.45} // 80 % of a core
 		}
 		return out
+	}
+	machineBusy := func(share float64, ss []sample) []sample {
+		for i := range ss {
+			ss[i].machine = share
+		}
+		return ss
 	}
 	cat := func(parts ...[]sample) []sample {
 		var out []sample
@@ -50,14 +57,26 @@ func TestIdleGate(t *testing.T) {
 		{"quiet gate: CPU flat, whatever the load", true, flat(400, 5, 9.0), 8, true},
 		{"quiet gate: 2 s after the proxy's check ends", true, cat(busy(12, 5, 3.0), flat(20, 7.2, 3.0)), 11 + 8, true},
 		{"quiet gate: gives up at its cap (40 s)", true, busy(400, 0, 1.0), 160, false},
+		// Over the 2 s before the sample: one 250 ms of the busy 60 %
+		// and seven of 10 % average 16 %.
+		{"quiet gate: proxy flat, the apiserver still busy: waits for the machine", true,
+			cat(machineBusy(0.6, flat(20, 5, 3.0)), machineBusy(0.1, flat(12, 5, 3.0))), 26, true},
+		// 750 ms of a fully busy machine: idle once at most 250 ms of it
+		// is in the 2 s.
+		{"quiet gate: a spike on the machine counts over the 2 s", true,
+			cat(flat(4, 5, 3.0), machineBusy(1.0, flat(3, 5, 3.0)), flat(20, 5, 3.0)), 13, true},
 	} {
 		g := newIdleGate(1.0, 60*time.Second)
 		if c.quiet {
 			g = newQuietGate(40 * time.Second)
 		}
 		got, idle := -1, false
+		var busyTicks, totalTicks uint64
 		for i, s := range c.samples {
-			if done, ok := g.observe(time.Duration(i)*250*time.Millisecond, s.cpu, s.load); done {
+			totalTicks += 50 // 2 cores × 25 ticks in 250 ms
+			busyTicks += uint64(s.machine * 50)
+			r := reading{at: time.Duration(i) * 250 * time.Millisecond, cpu: s.cpu, load: s.load, busy: busyTicks, total: totalTicks}
+			if done, ok := g.observe(r); done {
 				got, idle = i, ok
 				break
 			}

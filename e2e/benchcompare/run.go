@@ -232,7 +232,7 @@ func (h *harness) runInto(ctx context.Context, p *proxy, pl plan, res *runResult
 		cpu.end("burst")
 	}
 	if pl.dataPlane {
-		w := h.waitIdle(ctx, proc)
+		w := h.waitQuiet(ctx, proc)
 		res.IdleBeforeDataPlane = &w
 		h.logIdle(p, pl, "the data plane", w)
 		cpu.end("idle")

@@ -115,6 +115,7 @@ func dataPlaneBySize(rows []*row) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "| Services | %s |\n|---|%s\n", strings.Join(proxies, " | "), strings.Repeat("---|", len(proxies)))
+	anyBusy := false
 	for _, n := range sizes {
 		cells := []string{fmt.Sprint(n)}
 		for _, p := range proxies {
@@ -122,13 +123,32 @@ func dataPlaneBySize(rows []*row) string {
 			for _, r := range rows {
 				if r.n == n && r.proxy == p && len(connect.sample(r)) > 0 {
 					cell = fmt.Sprintf("%s µs, %s/s", p50p99us(connect.sample(r)), rate.format(rate.sample(r)))
+					if busyBeforeDataPlane(r) {
+						cell += " †"
+						anyBusy = true
+					}
 				}
 			}
 			cells = append(cells, cell)
 		}
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
+	if anyBusy {
+		fmt.Fprintf(&b, "\n† measured while the machine was still busy: the wait for a quiet machine gave up with more than half of its CPU busy over the last 2 s (the control plane still working through the load); not comparable with the other figures.\n")
+	}
 	return b.String()
+}
+
+// busyBeforeDataPlane reports whether a run behind a row's data-plane
+// figures started its window on a busy machine (the wait gave up with
+// more than half of the CPU busy).
+func busyBeforeDataPlane(r *row) bool {
+	for _, run := range r.msp0 {
+		if w := run.IdleBeforeDataPlane; run.DataPlane != nil && w != nil && !w.Idle && w.MachineBusy > 0.5 {
+			return true
+		}
+	}
+	return false
 }
 
 // resultsBlock is docs/performance.md's: every size's full table, the

@@ -68,6 +68,17 @@ func TestDataPlaneBySize(t *testing.T) {
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
+
+	// A window that started on a busy machine is marked, and the mark
+	// explained; one on a quiet machine, or after a wait that merely met
+	// the cap with the machine idle, is not.
+	rep := sampleReport()
+	rep.Runs[1].IdleBeforeDataPlane = &idleWait{WaitedS: 120, Idle: false, MachineBusy: 0.99}
+	rep.Runs[3].IdleBeforeDataPlane = &idleWait{WaitedS: 120, Idle: false, MachineBusy: 0.1}
+	got = dataPlaneBySize(aggregate(rep))
+	if !strings.Contains(got, "| 1000 | 50 / 500 µs, 5000/s † | 60 / 600 µs, 5000/s |\n") || !strings.Contains(got, "\n† measured while the machine was still busy") {
+		t.Errorf("the busy window is not marked and explained:\n%s", got)
+	}
 }
 
 // A generated block replaces only what is between its markers; a

@@ -34,6 +34,36 @@ type resolver struct {
 // of which found are in the map.
 type walkedSpan struct{ offset, count, found uint32 }
 
+// resolveAll follows the chains the dispatch elements send traffic to
+// and reads their names, in parts on the cores, each part with its own
+// memo (a chain two parts reach is followed twice, alike) and its own
+// record of the map ranges read.
+func (w *resolver) resolveAll(ds []dispatch) {
+	parts := partsOf(len(ds))
+	done := make([]*resolver, len(parts))
+	eachPart(parts, func(i int, p part) {
+		pw := &resolver{t: w.t, rules: w.rules, resolved: map[string]*resolution{}, walked: map[string][]walkedSpan{}}
+		for j := p.lo; j < p.hi; j++ {
+			if d := &ds[j]; d.chain != "" {
+				pw.resolve(d.chain, 0)
+				d.named = parseChainName(d.chain)
+			}
+		}
+		done[i] = pw
+	})
+	w.resolved, w.walked = done[0].resolved, done[0].walked
+	for _, pw := range done[1:] {
+		for chain, r := range pw.resolved {
+			if _, ok := w.resolved[chain]; !ok {
+				w.resolved[chain] = r
+			}
+		}
+		for m, spans := range pw.walked {
+			w.walked[m] = append(w.walked[m], spans...)
+		}
+	}
+}
+
 // maxDepth bounds chain recursion (our layout is at most three deep).
 const maxDepth = 8
 

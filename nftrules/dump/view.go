@@ -213,7 +213,7 @@ func chainIdentity(chain string) (namer func(model.ServicePortName) string, iden
 // and what does not fit our layout reported.
 func (v *viewer) table(t *nft.Table) Table {
 	tv := Table{Family: string(t.Family), Name: t.Name, Chains: t.Chains.Len(), Sets: t.Sets.Len()}
-	w := &resolver{t: t, resolved: map[string]*resolution{}, walked: map[string][]walkedSpan{}}
+	w := &resolver{t: t}
 	chains := t.SortedChains()
 	w.rules = parseRules(t.Family, chains, &tv)
 	for _, s := range t.SortedSets() {
@@ -296,39 +296,6 @@ func prepareMaps(t *nft.Table, rules map[string][]nft.Rule) {
 					done[name] = true
 				}
 			}
-		}
-	}
-}
-
-// resolveAll follows the chains the dispatch elements send traffic to
-// and reads their names, in parts on the cores, each part with its own
-// memo (a chain two parts reach is followed twice, alike) and its own
-// record of the map ranges read.
-func (w *resolver) resolveAll(ds []dispatch) {
-	parts := partsOf(len(ds))
-	done := make([]*resolver, len(parts))
-	eachPart(parts, func(i int, p part) {
-		pw := &resolver{t: w.t, rules: w.rules, resolved: map[string]*resolution{}, walked: map[string][]walkedSpan{}}
-		for j := p.lo; j < p.hi; j++ {
-			if d := &ds[j]; d.chain != "" {
-				pw.resolve(d.chain, 0)
-				d.named = parseChainName(d.chain)
-			}
-		}
-		done[i] = pw
-	})
-	if len(done) == 1 {
-		w.resolved, w.walked = done[0].resolved, done[0].walked
-		return
-	}
-	for _, pw := range done {
-		for chain, r := range pw.resolved {
-			if _, ok := w.resolved[chain]; !ok {
-				w.resolved[chain] = r
-			}
-		}
-		for m, spans := range pw.walked {
-			w.walked[m] = append(w.walked[m], spans...)
 		}
 	}
 }
